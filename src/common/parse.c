@@ -1,0 +1,105 @@
+/* Number and size parsing with errors for sign, junk and overflow. */
+#include "common/parse.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int parse_u64(const char *s, uint64_t *out)
+{
+    if (!s || !*s || isspace((unsigned char)*s) || *s == '-' || *s == '+')
+        return -EINVAL;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 0);
+    if (errno == ERANGE)
+        return -ERANGE;
+    if (end == s || *end != '\0')
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
+
+static int suffix_shift(const char *suffix, uint64_t default_unit, uint64_t *mult)
+{
+    static const char units[] = "KMGTPE";
+    if (*suffix == '\0') {
+        *mult = default_unit;
+        return 0;
+    }
+    if ((suffix[0] == 'b' || suffix[0] == 'B') && suffix[1] == '\0') {
+        *mult = 1;
+        return 0;
+    }
+    const char *u = strchr(units, toupper((unsigned char)suffix[0]));
+    if (!u)
+        return -EINVAL;
+    const char *rest = suffix + 1;
+    if (strcmp(rest, "") && strcmp(rest, "B") && strcmp(rest, "iB") && strcmp(rest, "ib") &&
+        strcmp(rest, "b"))
+        return -EINVAL;
+    *mult = 1ULL << (10 * (u - units + 1));
+    return 0;
+}
+
+int parse_size(const char *s, uint64_t default_unit, uint64_t *out)
+{
+    if (!s || !*s || !isdigit((unsigned char)*s))
+        return -EINVAL;
+    const char *p = s;
+    while (isdigit((unsigned char)*p))
+        p++;
+    const char *frac = NULL;
+    if (*p == '.') {
+        frac = p + 1;
+        p++;
+        if (!isdigit((unsigned char)*p))
+            return -EINVAL;
+        while (isdigit((unsigned char)*p))
+            p++;
+    }
+    uint64_t mult;
+    if (suffix_shift(p, default_unit, &mult) < 0)
+        return -EINVAL;
+    if (frac && mult == 1)
+        return -EINVAL; /* fractional bytes make no sense */
+    char whole[32];
+    size_t wlen = (size_t)((frac ? frac - 1 : p) - s);
+    if (wlen >= sizeof(whole))
+        return -ERANGE;
+    memcpy(whole, s, wlen);
+    whole[wlen] = '\0';
+    uint64_t w;
+    int r = parse_u64(whole, &w);
+    if (r < 0)
+        return r;
+    uint64_t v;
+    if (__builtin_mul_overflow(w, mult, &v))
+        return -ERANGE;
+    if (frac) {
+        /* add the fractional part: digits / 10^n * mult, truncated to bytes */
+        long double f = strtold(frac - 1, NULL) * (long double)mult;
+        if (__builtin_add_overflow(v, (uint64_t)f, &v))
+            return -ERANGE;
+    }
+    *out = v;
+    return 0;
+}
+
+const char *format_size(uint64_t bytes, char *buf, unsigned buflen)
+{
+    static const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+    unsigned i = 0;
+    double v = (double)bytes;
+    while (v >= 1024.0 && i + 1 < sizeof(units) / sizeof(units[0])) {
+        v /= 1024.0;
+        i++;
+    }
+    if (i == 0)
+        snprintf(buf, buflen, "%llu B", (unsigned long long)bytes);
+    else
+        snprintf(buf, buflen, "%.3g %s", v, units[i]);
+    return buf;
+}

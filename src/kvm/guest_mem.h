@@ -1,0 +1,55 @@
+/* Guest RAM: anonymous host mappings split around the 32-bit MMIO hole, and the one checked
+ * accessor through which every guest-physical access goes. */
+#ifndef WISP_KVM_GUEST_MEM_H
+#define WISP_KVM_GUEST_MEM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+/* x86 layout: RAM from 0 up to at most 3 GiB, then the 32-bit MMIO hole (3 GiB .. 4 GiB:
+ * virtio-mmio windows, IOAPIC 0xfec00000, LAPIC 0xfee00000), then the rest of RAM from 4 GiB. */
+#define GUEST_MMIO_HOLE_START 0xc0000000ULL
+#define GUEST_MMIO_HOLE_END   0x100000000ULL
+#define GUEST_MEM_MAX_REGIONS 2
+#define GUEST_MEM_MAX_BYTES   (1ULL << 40) /* 1 TiB: far above what a host here can back */
+
+struct guest_mem_region {
+    uint64_t gpa;  /* guest-physical start */
+    uint64_t size; /* bytes */
+    uint8_t *hva;  /* host mapping (MAP_ANONYMOUS | MAP_NORESERVE) */
+};
+
+struct guest_mem {
+    struct guest_mem_region regions[GUEST_MEM_MAX_REGIONS];
+    unsigned nr_regions;
+    uint64_t total; /* bytes of RAM, sum of the regions */
+};
+
+/*
+ * Computes the regions for `bytes` of RAM (a multiple of 4 KiB, > 0) without mapping anything.
+ * Used by guest_mem_create() and by the unit tests of the e820/ACPI builders.
+ */
+int guest_mem_layout(struct guest_mem *mem, uint64_t bytes, struct wisp_err *err);
+
+/* guest_mem_layout() + mmap of each region. Pair with guest_mem_destroy() (safe on partial). */
+int guest_mem_create(struct guest_mem *mem, uint64_t bytes, struct wisp_err *err);
+void guest_mem_destroy(struct guest_mem *mem);
+
+/*
+ * The checked accessor: returns the host address of [gpa, gpa + len) if the whole range lies in
+ * one RAM region, else NULL. Overflow-safe for any gpa/len a guest can send. len == 0 is valid
+ * (returns the address of gpa if gpa lies in or at the end of a region).
+ */
+void *gpa_to_hva(const struct guest_mem *mem, uint64_t gpa, uint64_t len);
+
+/* Copies to/from guest memory through gpa_to_hva; return 0 or -EFAULT. */
+int guest_mem_write(const struct guest_mem *mem, uint64_t gpa, const void *src, uint64_t len);
+int guest_mem_read(const struct guest_mem *mem, uint64_t gpa, void *dst, uint64_t len);
+
+/* End of RAM below 4 GiB (exclusive). */
+uint64_t guest_mem_low_end(const struct guest_mem *mem);
+
+#endif

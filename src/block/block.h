@@ -56,26 +56,29 @@ struct block_throttle_limits {
 };
 
 struct block_open_opts {
-    const char *format;            /* "raw", "qcow2", or NULL to probe the header */
-    bool read_only;                /* nothing is ever written to the image, not even the dirty bit */
+    const char *format; /* "raw", "qcow2", or NULL to probe the header */
+    bool read_only;     /* nothing is ever written to the image, not even the dirty bit */
     enum block_cache_mode cache;
     enum block_aio_engine aio;
-    unsigned aio_threads;          /* pool size for BLOCK_AIO_THREADS (0 = default) */
-    unsigned aio_queue_depth;      /* ring size for io_uring (0 = default) */
-    bool no_backing;               /* open only this node (qemu-img -u / info without chain) */
-    const char *backing_override;  /* use this backing file instead of the header's */
+    unsigned aio_threads;         /* pool size for BLOCK_AIO_THREADS (0 = default) */
+    unsigned aio_queue_depth;     /* ring size for io_uring (0 = default) */
+    bool no_backing;              /* open only this node (qemu-img -u / info without chain) */
+    const char *backing_override; /* use this backing file instead of the header's */
     const char *backing_format_override;
     const struct block_throttle_limits *throttle; /* NULL = none */
+    /* Set by the block layer for drivers; callers leave it NULL. Drivers pass `opts` on to
+     * block_open_backing() unchanged so the chain can be checked for loops and depth. */
+    const struct block_chain *chain;
 };
 
 struct block_info {
-    const char *format;      /* static string: "raw", "qcow2" */
-    uint64_t virtual_size;   /* bytes the guest sees */
-    uint64_t file_size;      /* bytes of the host file (st_size) */
-    uint64_t allocated;      /* host bytes actually allocated (st_blocks * 512) */
-    uint32_t cluster_size;   /* 0 for raw */
-    int qcow2_version;       /* 2 or 3; 0 for raw */
-    bool dirty;              /* qcow2 dirty bit set */
+    const char *format;    /* static string: "raw", "qcow2" */
+    uint64_t virtual_size; /* bytes the guest sees */
+    uint64_t file_size;    /* bytes of the host file (st_size) */
+    uint64_t allocated;    /* host bytes actually allocated (st_blocks * 512) */
+    uint32_t cluster_size; /* 0 for raw */
+    int qcow2_version;     /* 2 or 3; 0 for raw */
+    bool dirty;            /* qcow2 dirty bit set */
     bool lazy_refcounts, extended_l2, corrupt;
     unsigned refcount_bits;
     char compression_type[16];
@@ -95,6 +98,7 @@ struct block_info {
 
 struct block_file;
 struct block_dev;
+struct block_chain;
 
 /* Describes one format. Drivers live in one explicit table in block.c. */
 struct block_driver {
@@ -124,14 +128,14 @@ struct block_driver {
 
 struct block_dev {
     const struct block_driver *drv;
-    struct block_file *file;    /* host file (owned) */
-    struct block_dev *backing;  /* backing node (owned), NULL if none */
-    char *filename;             /* as given to block_open (owned) */
+    struct block_file *file;   /* host file (owned) */
+    struct block_dev *backing; /* backing node (owned), NULL if none */
+    char *filename;            /* as given to block_open (owned) */
     bool read_only;
-    uint64_t size;              /* virtual size, kept up to date by the driver */
-    void *opaque;               /* driver state */
+    uint64_t size;                   /* virtual size, kept up to date by the driver */
+    void *opaque;                    /* driver state */
     struct block_throttle *throttle; /* NULL if unthrottled */
-    struct block_aio_ctx *aio;  /* engine state for block_aio_* (lazily created) */
+    struct block_aio_ctx *aio;       /* engine state for block_aio_* (lazily created) */
 };
 
 /* --- the host file layer, used by drivers --- */
@@ -143,13 +147,22 @@ int block_file_preadv(struct block_file *f, uint64_t off, const struct iovec *io
                       struct wisp_err *err);
 int block_file_pwritev(struct block_file *f, uint64_t off, const struct iovec *iov, int iovcnt,
                        struct wisp_err *err);
-int block_file_pread(struct block_file *f, uint64_t off, void *buf, size_t len, struct wisp_err *err);
+int block_file_pread(struct block_file *f, uint64_t off, void *buf, size_t len,
+                     struct wisp_err *err);
 int block_file_pwrite(struct block_file *f, uint64_t off, const void *buf, size_t len,
                       struct wisp_err *err);
 int block_file_flush(struct block_file *f, struct wisp_err *err); /* honours the cache mode */
 int block_file_truncate(struct block_file *f, uint64_t size, struct wisp_err *err);
 int block_file_size(struct block_file *f, uint64_t *size, struct wisp_err *err);
 int block_file_discard(struct block_file *f, uint64_t off, uint64_t len, struct wisp_err *err);
+/* Makes the range read as zeroes without writing data where the file system can
+ * (FALLOC_FL_ZERO_RANGE, or PUNCH_HOLE with may_unmap; BLKZEROOUT on devices). */
+int block_file_write_zeroes(struct block_file *f, uint64_t off, uint64_t len, bool may_unmap,
+                            struct wisp_err *err);
+/* Host bytes allocated to the file (st_blocks * 512; 0 for block devices). */
+int block_file_allocated(struct block_file *f, uint64_t *bytes, struct wisp_err *err);
+/* True when the file is opened with O_DIRECT (cache=none/directsync). */
+bool block_file_is_direct(const struct block_file *f);
 /* SEEK_DATA/SEEK_HOLE: is `off` in data? *pnum = length of that run (bounded by len). */
 int block_file_status(struct block_file *f, uint64_t off, uint64_t len, bool *data, uint64_t *pnum,
                       struct wisp_err *err);
@@ -157,6 +170,9 @@ const char *block_file_path(const struct block_file *f);
 int block_file_fd(const struct block_file *f);
 
 /* --- the generic API, used by devices and tools --- */
+
+/* The driver named `name` ("raw", "qcow2"), or NULL. */
+const struct block_driver *block_driver_find(const char *name);
 
 /* Opens `filename` (probing the format unless opts->format) and its backing chain. Backing
  * paths are relative to the image's directory; a loop in the chain is an error naming it. */
@@ -184,10 +200,16 @@ int block_status(struct block_dev *bs, uint64_t off, uint64_t len, uint64_t *pnu
 int block_truncate(struct block_dev *bs, uint64_t size, bool shrink_ok, struct wisp_err *err);
 
 /* --- asynchronous requests (devices, wisp-img bench/convert) --- */
-enum block_op { BLOCK_OP_READ, BLOCK_OP_WRITE, BLOCK_OP_FLUSH, BLOCK_OP_DISCARD, BLOCK_OP_WRITE_ZEROES };
+enum block_op {
+    BLOCK_OP_READ,
+    BLOCK_OP_WRITE,
+    BLOCK_OP_FLUSH,
+    BLOCK_OP_DISCARD,
+    BLOCK_OP_WRITE_ZEROES
+};
 struct block_req {
     enum block_op op;
-    uint64_t offset, len;      /* len for discard/write_zeroes; read/write use iov */
+    uint64_t offset, len; /* len for discard/write_zeroes; read/write use iov */
     const struct iovec *iov;
     int iovcnt;
     void (*done)(struct block_req *req, int ret); /* called from the completion context */

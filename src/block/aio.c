@@ -1,0 +1,354 @@
+/* Asynchronous requests on a block_dev's I/O engine.
+ *   sync     : the request runs inside block_aio_submit(); its completion waits for poll.
+ *   threads  : a pool of workers calls the (thread-safe, synchronous) driver functions.
+ *   io_uring : raw data I/O and flushes go straight to the ring; requests the ring cannot
+ *              take as they are (other formats, which map under their lock; unaligned O_DIRECT;
+ *              discard / write_zeroes) fall back to the worker pool.
+ * Completion callbacks always run in the thread that calls block_aio_poll(). */
+#include "block/block_int.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <liburing.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define AIO_DEFAULT_THREADS 16
+#define AIO_DEFAULT_RING    128
+
+struct aio_item {
+    struct block_req *req;
+    int ret;
+    struct aio_item *next;
+};
+
+struct block_aio_ctx {
+    enum block_aio_engine engine;
+    pthread_mutex_t lock;
+    pthread_cond_t work_cond, done_cond;
+    struct aio_item *work_head, *work_tail; /* pool queue */
+    struct aio_item *done_head, *done_tail; /* finished, callbacks not yet run */
+    unsigned pool_inflight;                 /* queued or running in the pool */
+    pthread_t *threads;
+    unsigned nthreads;
+    bool stop;
+    struct io_uring ring;
+    bool ring_ok;
+    unsigned ring_inflight, ring_size;
+};
+
+static size_t req_bytes(const struct block_req *req)
+{
+    size_t n = 0;
+    for (int i = 0; i < req->iovcnt; i++)
+        n += req->iov[i].iov_len;
+    return n;
+}
+
+/* Runs one request synchronously on the driver (no throttling: done at submit). */
+static int aio_execute(struct block_dev *bs, struct block_req *req)
+{
+    struct wisp_err err = {0};
+    switch (req->op) {
+    case BLOCK_OP_READ:
+        return bs->drv->preadv(bs, req->offset, req->iov, req->iovcnt, &err);
+    case BLOCK_OP_WRITE:
+        return bs->drv->pwritev(bs, req->offset, req->iov, req->iovcnt, &err);
+    case BLOCK_OP_FLUSH:
+        return bs->drv->flush(bs, &err);
+    case BLOCK_OP_DISCARD:
+        return bs->drv->discard ? bs->drv->discard(bs, req->offset, req->len, &err) : 0;
+    case BLOCK_OP_WRITE_ZEROES:
+        return bs->drv->write_zeroes(bs, req->offset, req->len, BLOCK_WZ_MAY_UNMAP, &err);
+    }
+    return -EINVAL;
+}
+
+static void done_push(struct block_aio_ctx *c, struct aio_item *it)
+{
+    it->next = NULL;
+    if (c->done_tail)
+        c->done_tail->next = it;
+    else
+        c->done_head = it;
+    c->done_tail = it;
+}
+
+static void *pool_worker(void *opaque)
+{
+    struct block_dev *bs = opaque;
+    struct block_aio_ctx *c = bs->aio;
+    pthread_mutex_lock(&c->lock);
+    for (;;) {
+        while (!c->work_head && !c->stop)
+            pthread_cond_wait(&c->work_cond, &c->lock);
+        if (c->stop)
+            break;
+        struct aio_item *it = c->work_head;
+        c->work_head = it->next;
+        if (!c->work_head)
+            c->work_tail = NULL;
+        pthread_mutex_unlock(&c->lock);
+        it->ret = aio_execute(bs, it->req);
+        pthread_mutex_lock(&c->lock);
+        c->pool_inflight--;
+        done_push(c, it);
+        pthread_cond_broadcast(&c->done_cond);
+    }
+    pthread_mutex_unlock(&c->lock);
+    return NULL;
+}
+
+static int pool_start(struct block_dev *bs, struct wisp_err *err)
+{
+    struct block_aio_ctx *c = bs->aio;
+    unsigned n = bs->file->aio_threads ? bs->file->aio_threads : AIO_DEFAULT_THREADS;
+    c->threads = calloc(n, sizeof(*c->threads));
+    if (!c->threads)
+        return wisp_err_set(err, ENOMEM, "%s: out of memory", bs->filename);
+    for (unsigned i = 0; i < n; i++) {
+        int r = pthread_create(&c->threads[i], NULL, pool_worker, bs);
+        if (r)
+            return wisp_err_sys(err, r, "%s: starting I/O worker threads", bs->filename);
+        c->nthreads++;
+    }
+    return 0;
+}
+
+static int aio_ctx_create(struct block_dev *bs, struct wisp_err *err)
+{
+    struct block_aio_ctx *c = calloc(1, sizeof(*c));
+    if (!c)
+        return wisp_err_set(err, ENOMEM, "%s: out of memory", bs->filename);
+    c->engine = bs->file->aio;
+    pthread_mutex_init(&c->lock, NULL);
+    pthread_cond_init(&c->work_cond, NULL);
+    pthread_cond_init(&c->done_cond, NULL);
+    bs->aio = c;
+    if (c->engine == BLOCK_AIO_IO_URING) {
+        c->ring_size = bs->file->aio_queue_depth ? bs->file->aio_queue_depth : AIO_DEFAULT_RING;
+        int r = io_uring_queue_init(c->ring_size, &c->ring, 0);
+        if (r < 0)
+            return wisp_err_sys(err, -r, "%s: io_uring_queue_init", bs->filename);
+        c->ring_ok = true;
+    }
+    if (c->engine != BLOCK_AIO_SYNC)
+        return pool_start(bs, err);
+    return 0;
+}
+
+void block_aio_destroy(struct block_dev *bs)
+{
+    struct block_aio_ctx *c = bs->aio;
+    if (!c)
+        return;
+    /* finish what is in flight so no worker touches a freed node */
+    if (c->ring_inflight || c->pool_inflight)
+        block_aio_poll(bs, c->ring_inflight + c->pool_inflight, NULL);
+    pthread_mutex_lock(&c->lock);
+    c->stop = true;
+    pthread_cond_broadcast(&c->work_cond);
+    pthread_mutex_unlock(&c->lock);
+    for (unsigned i = 0; i < c->nthreads; i++)
+        pthread_join(c->threads[i], NULL);
+    free(c->threads);
+    if (c->ring_ok)
+        io_uring_queue_exit(&c->ring);
+    for (struct aio_item *it = c->done_head, *next; it; it = next) {
+        next = it->next;
+        free(it);
+    }
+    pthread_cond_destroy(&c->work_cond);
+    pthread_cond_destroy(&c->done_cond);
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+    bs->aio = NULL;
+}
+
+/* Can the ring take this request directly? Only raw data I/O the file accepts as is. */
+static bool ring_eligible(struct block_dev *bs, const struct block_req *req)
+{
+    if (bs->drv != &raw_driver)
+        return false;
+    if (req->op == BLOCK_OP_FLUSH)
+        return true;
+    if (req->op != BLOCK_OP_READ && req->op != BLOCK_OP_WRITE)
+        return false;
+    if (req->iovcnt > IOV_MAX)
+        return false;
+    if (!bs->file->direct)
+        return true;
+    size_t a = bs->file->align;
+    if (req->offset % a)
+        return false;
+    for (int i = 0; i < req->iovcnt; i++)
+        if ((uintptr_t)req->iov[i].iov_base % a || req->iov[i].iov_len % a)
+            return false;
+    return true;
+}
+
+static int ring_submit(struct block_aio_ctx *c, struct block_dev *bs, struct aio_item *it)
+{
+    struct block_req *req = it->req;
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&c->ring);
+    if (!sqe) { /* ring full: reap, then retry */
+        int r = block_aio_poll(bs, 1, NULL);
+        if (r < 0 || !(sqe = io_uring_get_sqe(&c->ring)))
+            return -EAGAIN;
+    }
+    int fd = bs->file->fd;
+    bool sync_write =
+        bs->file->cache == BLOCK_CACHE_WRITETHROUGH || bs->file->cache == BLOCK_CACHE_DIRECTSYNC;
+    if (req->op == BLOCK_OP_READ)
+        io_uring_prep_readv(sqe, fd, req->iov, (unsigned)req->iovcnt, req->offset);
+    else if (req->op == BLOCK_OP_WRITE)
+        io_uring_prep_writev2(sqe, fd, req->iov, (unsigned)req->iovcnt, req->offset,
+                              sync_write ? RWF_DSYNC : 0);
+    else if (bs->file->cache == BLOCK_CACHE_UNSAFE)
+        io_uring_prep_nop(sqe); /* unsafe: flushes are ignored */
+    else
+        io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
+    io_uring_sqe_set_data(sqe, it);
+    c->ring_inflight++;
+    int r = io_uring_submit(&c->ring);
+    return r < 0 ? r : 0;
+}
+
+static int aio_check(struct block_dev *bs, const struct block_req *req, struct wisp_err *err)
+{
+    uint64_t len =
+        req->op == BLOCK_OP_READ || req->op == BLOCK_OP_WRITE ? req_bytes(req) : req->len;
+    if (req->op != BLOCK_OP_READ && req->op != BLOCK_OP_FLUSH && bs->read_only)
+        return wisp_err_set(err, EROFS, "%s: image is opened read-only", bs->filename);
+    if (req->op != BLOCK_OP_FLUSH && (req->offset > bs->size || len > bs->size - req->offset))
+        return wisp_err_set(err, EINVAL,
+                            "%s: request at offset %" PRIu64 " length %" PRIu64
+                            " is beyond the end of the disk",
+                            bs->filename, req->offset, len);
+    return 0;
+}
+
+int block_aio_submit(struct block_dev *bs, struct block_req *req, struct wisp_err *err)
+{
+    int r = aio_check(bs, req, err);
+    if (r < 0)
+        return r;
+    if (!bs->aio && (r = aio_ctx_create(bs, err)) < 0) {
+        block_aio_destroy(bs);
+        return r;
+    }
+    struct block_aio_ctx *c = bs->aio;
+    if (bs->throttle && (req->op == BLOCK_OP_READ || req->op == BLOCK_OP_WRITE))
+        block_throttle_wait(bs->throttle, req->op == BLOCK_OP_WRITE, req_bytes(req));
+    struct aio_item *it = calloc(1, sizeof(*it));
+    if (!it)
+        return wisp_err_set(err, ENOMEM, "%s: out of memory", bs->filename);
+    it->req = req;
+    if (c->engine == BLOCK_AIO_SYNC) {
+        it->ret = aio_execute(bs, req);
+        done_push(c, it);
+        return 0;
+    }
+    if (c->ring_ok && ring_eligible(bs, req)) {
+        r = ring_submit(c, bs, it);
+        if (r < 0) {
+            free(it);
+            return wisp_err_sys(err, -r, "%s: io_uring submit", bs->filename);
+        }
+        return 0;
+    }
+    pthread_mutex_lock(&c->lock);
+    it->next = NULL;
+    if (c->work_tail)
+        c->work_tail->next = it;
+    else
+        c->work_head = it;
+    c->work_tail = it;
+    c->pool_inflight++;
+    pthread_cond_signal(&c->work_cond);
+    pthread_mutex_unlock(&c->lock);
+    return 0;
+}
+
+/* A short ring transfer (EOF, or a partial write) is redone synchronously as a whole. */
+static void ring_complete(struct block_aio_ctx *c, struct block_dev *bs, struct io_uring_cqe *cqe)
+{
+    struct aio_item *it = io_uring_cqe_get_data(cqe);
+    int res = cqe->res;
+    io_uring_cqe_seen(&c->ring, cqe);
+    c->ring_inflight--;
+    struct block_req *req = it->req;
+    if (res >= 0 && (req->op == BLOCK_OP_READ || req->op == BLOCK_OP_WRITE))
+        it->ret = (size_t)res == req_bytes(req) ? 0 : aio_execute(bs, req);
+    else
+        it->ret = res < 0 ? res : 0;
+    pthread_mutex_lock(&c->lock);
+    done_push(c, it);
+    pthread_mutex_unlock(&c->lock);
+}
+
+/* Runs the callbacks of finished requests; returns how many ran. */
+static unsigned run_callbacks(struct block_aio_ctx *c)
+{
+    pthread_mutex_lock(&c->lock);
+    struct aio_item *it = c->done_head;
+    c->done_head = c->done_tail = NULL;
+    pthread_mutex_unlock(&c->lock);
+    unsigned n = 0;
+    while (it) {
+        struct aio_item *next = it->next;
+        it->req->done(it->req, it->ret);
+        free(it);
+        it = next;
+        n++;
+    }
+    return n;
+}
+
+static void ring_reap(struct block_aio_ctx *c, struct block_dev *bs, bool wait, bool short_wait)
+{
+    struct io_uring_cqe *cqe;
+    if (wait && !short_wait) {
+        if (io_uring_wait_cqe(&c->ring, &cqe) == 0)
+            ring_complete(c, bs, cqe);
+    } else if (wait) {
+        struct __kernel_timespec ts = {0, 200000};
+        if (io_uring_wait_cqe_timeout(&c->ring, &cqe, &ts) == 0)
+            ring_complete(c, bs, cqe);
+    }
+    while (c->ring_inflight && io_uring_peek_cqe(&c->ring, &cqe) == 0)
+        ring_complete(c, bs, cqe);
+}
+
+int block_aio_poll(struct block_dev *bs, unsigned min_done, struct wisp_err *err)
+{
+    struct block_aio_ctx *c = bs->aio;
+    if (!c)
+        return 0;
+    unsigned done = 0;
+    for (;;) {
+        if (c->ring_ok && c->ring_inflight)
+            ring_reap(c, bs, false, false);
+        done += run_callbacks(c);
+        if (done >= min_done)
+            return (int)done;
+        pthread_mutex_lock(&c->lock);
+        bool have_done = c->done_head != NULL;
+        unsigned pool = c->pool_inflight;
+        pthread_mutex_unlock(&c->lock);
+        if (have_done)
+            continue;
+        if (!pool && !c->ring_inflight)
+            return (int)done; /* nothing left that could complete */
+        if (c->ring_inflight) {
+            ring_reap(c, bs, true, pool > 0);
+            continue;
+        }
+        pthread_mutex_lock(&c->lock);
+        while (!c->done_head && c->pool_inflight)
+            pthread_cond_wait(&c->done_cond, &c->lock);
+        pthread_mutex_unlock(&c->lock);
+    }
+}

@@ -1,0 +1,48 @@
+/* Block layer internals shared by block.c, file.c, raw.c, throttle.c and aio.c (not for
+ * drivers outside src/block/ nor for callers). */
+#ifndef WISP_BLOCK_BLOCK_INT_H
+#define WISP_BLOCK_BLOCK_INT_H
+
+#include <pthread.h>
+
+#include "block/block.h"
+
+struct block_file {
+    int fd;
+    char *path;
+    bool read_only;
+    bool direct; /* O_DIRECT: cache=none / directsync */
+    bool is_blockdev;
+    enum block_cache_mode cache;
+    enum block_aio_engine aio;
+    size_t align;             /* O_DIRECT alignment of offset, length and memory */
+    pthread_mutex_t rmw_lock; /* serialises read-modify-write of unaligned direct writes */
+    unsigned aio_threads, aio_queue_depth; /* engine sizes from block_open_opts */
+};
+
+/* After a data write: fdatasync for writethrough/directsync, nothing otherwise. */
+int block_file_write_done(struct block_file *f, struct wisp_err *err);
+
+/* One link of the backing chain being opened (for loop detection): the image's real path. */
+struct block_chain {
+    const struct block_chain *child; /* the image that named this one as its backing file */
+    const char *realpath;
+    const char *name; /* as given */
+    unsigned depth;
+};
+#define BLOCK_MAX_CHAIN_DEPTH 64
+
+extern const struct block_driver raw_driver;
+
+/* Token buckets (throttle.c). */
+struct block_throttle;
+int block_throttle_create(struct block_throttle **out, const struct block_throttle_limits *l,
+                          struct wisp_err *err);
+void block_throttle_destroy(struct block_throttle *t);
+/* Takes tokens for one request; sleeps until the buckets allow it. */
+void block_throttle_wait(struct block_throttle *t, bool write, uint64_t bytes);
+
+/* Engines (aio.c). */
+void block_aio_destroy(struct block_dev *bs);
+
+#endif

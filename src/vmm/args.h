@@ -1,0 +1,49 @@
+/* wisp-vmm's command line: a pure parser that unit tests can call. */
+#ifndef WISP_VMM_ARGS_H
+#define WISP_VMM_ARGS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+#define VMM_DEFAULT_MEM_MIB 128
+#define VMM_MIN_MEM_BYTES   (2ULL << 20)
+#define VMM_MAX_CPUS        1024 /* also bounded at run time by KVM_CAP_MAX_VCPUS */
+
+enum vmm_action {
+    VMM_RUN,
+    VMM_HELP,
+    VMM_VERSION,
+};
+
+enum vmm_serial {
+    VMM_SERIAL_STDIO,
+    VMM_SERIAL_FILE,
+    VMM_SERIAL_NONE,
+};
+
+struct vmm_args {
+    enum vmm_action action;
+    const char *kernel;  /* points into argv */
+    const char *initrd;  /* NULL if none */
+    const char *cmdline; /* NULL if none */
+    uint64_t mem_bytes;
+    unsigned cpus;
+    enum vmm_serial serial;
+    const char *serial_path; /* for VMM_SERIAL_FILE, points into argv */
+    bool boot_marker;
+    bool debug;
+};
+
+/*
+ * Parses argv[1..argc-1] into *args (defaults first: 128 MiB, 1 vCPU, serial on stdio).
+ * Accepts "--flag VALUE" and "--flag=VALUE". Returns 0, or -EINVAL with err naming the flag and
+ * what is wrong (the caller prints it and exits with status 2). Touches no global state.
+ */
+int vmm_args_parse(int argc, char *const argv[], struct vmm_args *args, struct wisp_err *err);
+
+/* The --help text. */
+extern const char vmm_usage_text[];
+
+#endif

@@ -2,8 +2,11 @@
  * time, runs one command (or a shell), reports its exit status to the host and ends the VM.
  *
  * Contract with the host (documented in docs/guest-kernel.md):
- *   - the kernel command line's words after "--" are the command (Linux passes them to
- *     init as argv[1..]); without them, /bin/sh runs;
+ *   - the kernel command line's words after "--" are the command; without them, /bin/sh
+ *     runs. They are read from /proc/cmdline, not argv: Linux also passes every unknown
+ *     option without "=" (noxsave, ...) to init as an argument, before the words after
+ *     "--", so argv alone cannot tell where the command starts. Double quotes group
+ *     words as in the kernel's own parser: -- /bin/sh -c "echo hi; exit 3";
  *   - at start it writes WISP_MARK_INIT to the boot-time marker port 0x440, and
  *     WISP_MARK_DONE when the command has ended;
  *   - it prints "wisp-init: boot-time init=S done=S" (kernel uptime in seconds at both
@@ -88,6 +91,53 @@ static void mount_basics(void)
     mount_one("devtmpfs", "/dev", "devtmpfs");
 }
 
+#define CMDLINE_MAX       4096 /* x86 COMMAND_LINE_SIZE is 2048 */
+#define COMMAND_MAX_WORDS 64
+
+/* Splits the words after the first "--" of the kernel command line into words[] (NULL
+ * terminated, pointing into buf). Returns the number of words, 0 when there is no "--". */
+static int command_from_cmdline(char *buf, size_t size, char **words)
+{
+    int n = 0, after_dashes = 0;
+    char *p = buf;
+    FILE *f = fopen("/proc/cmdline", "re");
+    size_t len;
+
+    words[0] = NULL;
+    if (!f) {
+        say("/proc/cmdline: %s", strerror(errno));
+        return 0;
+    }
+    len = fread(buf, 1, size - 1, f);
+    fclose(f);
+    buf[len] = '\0';
+    while (*p && n < COMMAND_MAX_WORDS) {
+        char *word, *out;
+        int quoted = 0;
+
+        while (*p == ' ' || *p == '\n' || *p == '\t')
+            p++;
+        if (!*p)
+            break;
+        word = out = p;
+        for (; *p && (quoted || (*p != ' ' && *p != '\n' && *p != '\t')); p++) {
+            if (*p == '"')
+                quoted = !quoted;
+            else
+                *out++ = *p;
+        }
+        if (*p)
+            p++;
+        *out = '\0';
+        if (after_dashes)
+            words[n++] = word;
+        else if (strcmp(word, "--") == 0)
+            after_dashes = 1;
+    }
+    words[n] = NULL;
+    return n;
+}
+
 /* Runs argv (or /bin/sh) in a child with the console as stdio; returns a shell-style
  * exit status: the code, or 128 + signal number. */
 static int run_command(char **argv)
@@ -137,18 +187,20 @@ static void end_vm(int status)
         pause();
 }
 
-int main(int argc, char **argv)
+int main(void)
 {
+    static char cmdline[CMDLINE_MAX];
+    char *command[COMMAND_MAX_WORDS + 1];
     double init_time, done_time;
     int status;
 
-    (void)argc;
     ports_open();
     init_time = boot_mark(WISP_MARK_INIT);
     mount_basics();
     if (!getenv("PATH"))
         setenv("PATH", "/usr/sbin:/usr/bin:/sbin:/bin", 1);
-    status = run_command(argv + 1);
+    command_from_cmdline(cmdline, sizeof(cmdline), command);
+    status = run_command(command);
     done_time = boot_mark(WISP_MARK_DONE);
     say("boot-time init=%.6f done=%.6f", init_time, done_time);
     end_vm(status);

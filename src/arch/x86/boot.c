@@ -146,7 +146,7 @@ static int boot_elf(struct boot_ctx *c, int fd, uint64_t size)
     if (r == 0)
         r = write_cmdline(c, X86_CMDLINE_MAX - 1);
     /* The initrd goes above the kernel's highest segment below 4 GiB. */
-    uint64_t floor = X86_HIMEM_START;
+    uint64_t floor = X86_BIOS_END;
     for (unsigned i = 0; i < elf.nr_segments; i++) {
         const struct x86_elf_segment *s = &elf.segments[i];
         if (s->paddr < GUEST_MMIO_HOLE_START && s->paddr + s->memsz > floor)
@@ -188,7 +188,7 @@ static int write_firmware_tables(struct boot_ctx *c)
                                    .nr_mmio_devices = c->p->nr_mmio_devices};
     r = x86_acpi_write(c->mem, X86_ACPI_ADDR, X86_MPTABLE_ADDR, &acpi, &c->rsdp, c->err);
     if (r == 0)
-        r = x86_mptable_write(c->mem, X86_MPTABLE_ADDR, X86_BIOS_END, c->p->nr_cpus, c->err);
+        r = x86_mptable_write(c->mem, X86_MPTABLE_ADDR, X86_TABLES_END, c->p->nr_cpus, c->err);
     c->entry->rsdp = c->rsdp;
     return r;
 }

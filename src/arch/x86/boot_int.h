@@ -25,6 +25,11 @@
 #define X86_ACPI_ADDR      0xe0000ULL /* RSDP, then XSDT, FADT, MADT, DSDT up to X86_MPTABLE_ADDR */
 #define X86_MPTABLE_ADDR   0xf0000ULL /* MP floating pointer, then the MP configuration table */
 #define X86_BIOS_END       0x100000ULL
+#define X86_TABLES_END     0xf8000ULL /* end of the MP table's room */
+/* ELF segments may not overlap what wisp writes: [0, X86_LOW_TABLES_END) and
+ * [X86_ACPI_ADDR, X86_TABLES_END); the rest of low memory ([0x30000, 0x9fc00), [0xf8000, 1 MiB))
+ * is theirs, so an ELF whose first segment (with the ELF headers) starts at 0xff000 loads. */
+#define X86_LOW_TABLES_END (X86_CMDLINE_ADDR + X86_CMDLINE_MAX)
 #define X86_HIMEM_START    0x100000ULL /* kernels and ELF segments load at or above 1 MiB */
 #define X86_IOAPIC_ADDR    0xfec00000ULL
 #define X86_LAPIC_ADDR     0xfee00000ULL
@@ -119,7 +124,7 @@ struct x86_elf {
     uint64_t start, end; /* lowest paddr, highest paddr + memsz of the PT_LOAD segments */
 };
 /* Parses and validates an ELF file read from fd (file_size bytes) against the guest's RAM:
- * every PT_LOAD must lie within RAM at or above 1 MiB, outside the MMIO hole, without overlap.
+ * every PT_LOAD must lie within RAM, outside wisp's tables and the MMIO hole, without overlap.
  * Errors name `path` and the offset or field at fault. */
 int x86_elf_parse(const char *path, int fd, uint64_t file_size, const struct guest_mem *mem,
                   struct x86_elf *elf, struct wisp_err *err);

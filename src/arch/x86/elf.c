@@ -173,11 +173,13 @@ static int check_segment(const char *path, const struct guest_mem *mem, uint64_t
                             "%s: PT_LOAD at offset 0x%llx: p_paddr 0x%llx + p_memsz "
                             "0x%llx overflows",
                             path, (ull)ph_off, (ull)ph->p_paddr, (ull)ph->p_memsz);
-    if (ph->p_paddr < X86_HIMEM_START)
+    if (ph->p_paddr < X86_LOW_TABLES_END ||
+        (ph->p_paddr < X86_TABLES_END && mem_end > X86_ACPI_ADDR))
         return wisp_err_set(err, ENOEXEC,
-                            "%s: PT_LOAD at offset 0x%llx: p_paddr 0x%llx is below "
-                            "1 MiB, where wisp keeps the boot tables",
-                            path, (ull)ph_off, (ull)ph->p_paddr);
+                            "%s: PT_LOAD at offset 0x%llx: [0x%llx, 0x%llx) overlaps wisp's boot "
+                            "tables at [0, 0x%llx) or [0x%llx, 0x%llx)",
+                            path, (ull)ph_off, (ull)ph->p_paddr, (ull)mem_end, X86_LOW_TABLES_END,
+                            X86_ACPI_ADDR, X86_TABLES_END);
     if (ph->p_paddr < GUEST_MMIO_HOLE_END && mem_end > GUEST_MMIO_HOLE_START)
         return wisp_err_set(err, ENOEXEC,
                             "%s: PT_LOAD at offset 0x%llx: [0x%llx, 0x%llx) overlaps "

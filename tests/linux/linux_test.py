@@ -57,7 +57,8 @@ def boot_until(cmd, done, deadline_s):
                 if not chunk:
                     break  # the VMM ended
                 out += chunk
-                if done(out.decode(errors="replace")):
+                text = out.decode(errors="replace")
+                if done(text[: text.rfind("\n") + 1]):  # whole lines only
                     ok = True
                     break
     finally:

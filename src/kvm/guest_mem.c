@@ -9,17 +9,19 @@ int guest_mem_layout(struct guest_mem *mem, uint64_t bytes, struct wisp_err *err
 {
     memset(mem, 0, sizeof(*mem));
     if (bytes == 0 || (bytes & 0xfff))
-        return wisp_err_set(err, EINVAL, "guest memory size %llu is not a positive multiple of 4 KiB",
+        return wisp_err_set(err, EINVAL,
+                            "guest memory size %llu is not a positive multiple of 4 KiB",
                             (unsigned long long)bytes);
     if (bytes > GUEST_MEM_MAX_BYTES)
-        return wisp_err_set(err, ERANGE, "guest memory size %llu MiB exceeds the maximum of %llu MiB",
-                            (unsigned long long)(bytes >> 20),
-                            (unsigned long long)(GUEST_MEM_MAX_BYTES >> 20));
+        return wisp_err_set(
+            err, ERANGE, "guest memory size %llu MiB exceeds the maximum of %llu MiB",
+            (unsigned long long)(bytes >> 20), (unsigned long long)(GUEST_MEM_MAX_BYTES >> 20));
     uint64_t low = bytes < GUEST_MMIO_HOLE_START ? bytes : GUEST_MMIO_HOLE_START;
     mem->regions[0] = (struct guest_mem_region){.gpa = 0, .size = low};
     mem->nr_regions = 1;
     if (bytes > low) {
-        mem->regions[1] = (struct guest_mem_region){.gpa = GUEST_MMIO_HOLE_END, .size = bytes - low};
+        mem->regions[1] =
+            (struct guest_mem_region){.gpa = GUEST_MMIO_HOLE_END, .size = bytes - low};
         mem->nr_regions = 2;
     }
     mem->total = bytes;

@@ -67,7 +67,7 @@ static int kvm_check_caps(struct kvm *kvm, const char *path, struct wisp_err *er
 /* KVM_GET_SUPPORTED_CPUID with a buffer that grows on E2BIG (API doc 4.46). */
 static int kvm_fetch_cpuid(struct kvm *kvm, struct wisp_err *err)
 {
-    for (unsigned nent = 64; nent <= 4096; nent *= 2) {
+    for (unsigned nent = 128; nent <= 4096; nent *= 2) {
         struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + nent * sizeof(struct kvm_cpuid_entry2));
         if (!c)
             return wisp_err_set(err, ENOMEM, "out of memory for the CPUID table");

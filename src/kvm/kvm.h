@@ -60,9 +60,20 @@ struct vm {
     struct guest_mem mem;
 };
 
-/* Creates the VM, the irqchip (PIC+IOAPIC+LAPIC) and the PIT, maps `mem_bytes` of RAM and
- * registers one memory slot per RAM region. Pair with kvm_vm_destroy(). */
-int kvm_vm_create(struct vm *vm, const struct kvm *kvm, uint64_t mem_bytes, struct wisp_err *err);
+/*
+ * VM creation in steps, so that the slow ones (each waits for an SRCU grace period in KVM)
+ * can overlap in different threads:
+ *   kvm_vm_create()            VM fd, TSS and identity-map addresses
+ *   kvm_vm_map_memory()        mmap of guest RAM (MAP_NORESERVE, nothing touched)
+ *   then, concurrently:
+ *     kvm_vm_create_irqchip()  in-kernel PIC+IOAPIC+LAPIC and PIT; before any vCPU
+ *     kvm_vm_register_memory() one KVM memory slot per RAM region; before the first KVM_RUN
+ * kvm_vm_destroy() undoes whatever was done.
+ */
+int kvm_vm_create(struct vm *vm, const struct kvm *kvm, struct wisp_err *err);
+int kvm_vm_map_memory(struct vm *vm, uint64_t mem_bytes, struct wisp_err *err);
+int kvm_vm_create_irqchip(struct vm *vm, struct wisp_err *err);
+int kvm_vm_register_memory(struct vm *vm, struct wisp_err *err);
 void kvm_vm_destroy(struct vm *vm);
 /* Drives GSI `gsi` to `level` (KVM_IRQ_LINE); thread-safe. */
 int kvm_vm_irq_line(const struct vm *vm, unsigned gsi, int level);

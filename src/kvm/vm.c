@@ -5,29 +5,27 @@
 #include <string.h>
 #include <unistd.h>
 
-/* Order matters (KVM API doc 4.24, 4.27): TSS and identity map and the irqchip before any vCPU;
- * the PIT after the irqchip. */
-static int kvm_vm_setup_chips(struct vm *vm, struct wisp_err *err)
+/* Order (KVM API doc 4.24, 4.27, 4.48): TSS, identity map and irqchip before any vCPU; the PIT
+ * after the irqchip. */
+int kvm_vm_create_irqchip(struct vm *vm, struct wisp_err *err)
 {
-    int r = KVM_IOCTL(vm->fd, KVM_SET_TSS_ADDR, KVM_TSS_ADDR, err);
+    int r = KVM_IOCTL(vm->fd, KVM_CREATE_IRQCHIP, 0, err);
     if (r < 0)
-        return r;
-    uint64_t identity = KVM_IDENTITY_MAP_ADDR;
-    if ((r = KVM_IOCTL(vm->fd, KVM_SET_IDENTITY_MAP_ADDR, &identity, err)) < 0)
-        return r;
-    if ((r = KVM_IOCTL(vm->fd, KVM_CREATE_IRQCHIP, 0, err)) < 0)
         return r;
     /* KVM_PIT_SPEAKER_DUMMY: port 0x61 is served in the kernel, so the speaker probe of
      * Linux's PIT calibration does not exit to us */
     struct kvm_pit_config pit = {.flags = KVM_PIT_SPEAKER_DUMMY};
-    return KVM_IOCTL(vm->fd, KVM_CREATE_PIT2, &pit, err);
+    r = KVM_IOCTL(vm->fd, KVM_CREATE_PIT2, &pit, err);
+    return r < 0 ? r : 0;
 }
 
-static int kvm_vm_setup_memory(struct vm *vm, uint64_t mem_bytes, struct wisp_err *err)
+int kvm_vm_map_memory(struct vm *vm, uint64_t mem_bytes, struct wisp_err *err)
 {
-    int r = guest_mem_create(&vm->mem, mem_bytes, err);
-    if (r < 0)
-        return r;
+    return guest_mem_create(&vm->mem, mem_bytes, err);
+}
+
+int kvm_vm_register_memory(struct vm *vm, struct wisp_err *err)
+{
     for (unsigned i = 0; i < vm->mem.nr_regions; i++) {
         const struct guest_mem_region *rg = &vm->mem.regions[i];
         struct kvm_userspace_memory_region slot = {
@@ -36,14 +34,14 @@ static int kvm_vm_setup_memory(struct vm *vm, uint64_t mem_bytes, struct wisp_er
             .memory_size = rg->size,
             .userspace_addr = (uint64_t)(uintptr_t)rg->hva,
         };
-        if ((r = KVM_IOCTL(vm->fd, KVM_SET_USER_MEMORY_REGION, &slot, err)) < 0)
+        if (KVM_IOCTL(vm->fd, KVM_SET_USER_MEMORY_REGION, &slot, err) < 0)
             return wisp_err_wrap(err, "guest RAM at 0x%llx (%llu MiB)", (unsigned long long)rg->gpa,
                                  (unsigned long long)(rg->size >> 20));
     }
     return 0;
 }
 
-int kvm_vm_create(struct vm *vm, const struct kvm *kvm, uint64_t mem_bytes, struct wisp_err *err)
+int kvm_vm_create(struct vm *vm, const struct kvm *kvm, struct wisp_err *err)
 {
     memset(vm, 0, sizeof(*vm));
     vm->kvm = kvm;
@@ -53,9 +51,10 @@ int kvm_vm_create(struct vm *vm, const struct kvm *kvm, uint64_t mem_bytes, stru
         vm->fd = -1;
         return r;
     }
-    int r = kvm_vm_setup_chips(vm, err);
+    int r = KVM_IOCTL(vm->fd, KVM_SET_TSS_ADDR, KVM_TSS_ADDR, err);
+    uint64_t identity = KVM_IDENTITY_MAP_ADDR;
     if (r >= 0)
-        r = kvm_vm_setup_memory(vm, mem_bytes, err);
+        r = KVM_IOCTL(vm->fd, KVM_SET_IDENTITY_MAP_ADDR, &identity, err);
     if (r < 0) {
         kvm_vm_destroy(vm);
         return r;

@@ -3,11 +3,15 @@
 #include "vmm/machine.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -105,6 +109,14 @@ static int machine_wait_vcpus_ready(struct machine *m, struct wisp_err *err)
     return 0;
 }
 
+static void machine_set_chips_ready(struct machine *m)
+{
+    pthread_mutex_lock(&m->start_lock);
+    m->chips_ready = true;
+    pthread_cond_broadcast(&m->start_cond);
+    pthread_mutex_unlock(&m->start_lock);
+}
+
 static int machine_load_kernel(struct machine *m, struct x86_boot_entry *entry,
                                struct wisp_err *err)
 {
@@ -140,20 +152,29 @@ int machine_create(struct machine *m, const struct vmm_args *args, struct kvm *k
     machine_init_fields(m, args, kvm);
     int r = machine_setup_signals(m, err);
     if (r == 0)
-        r = kvm_vm_create(&m->vm, &m->kvm, args->mem_bytes, err);
+        r = kvm_vm_create(&m->vm, &m->kvm, err);
+    if (r == 0)
+        r = kvm_vm_map_memory(&m->vm, args->mem_bytes, err);
     if (r == 0 && args->debug && !(m->port_logged = calloc(0x10000 / 8, 1)))
         r = wisp_err_set(err, ENOMEM, "out of memory");
     if (r == 0 && !(m->vcpus = calloc(m->nr_vcpus, sizeof(*m->vcpus))))
         r = wisp_err_set(err, ENOMEM, "out of memory for %u vCPUs", m->nr_vcpus);
-    if (r == 0)
-        r = machine_create_devices(m, start, err);
-    /* vCPUs are created and initialised by their threads while this thread loads the kernel */
+    /* vCPUs are created and initialised by their threads while this thread makes the irqchip
+     * and loads the kernel */
     if (r == 0)
         r = vcpu_threads_start(m, err);
+    if (r == 0)
+        r = kvm_vm_create_irqchip(&m->vm, err);
+    if (r == 0)
+        machine_set_chips_ready(m);
+    if (r == 0)
+        r = machine_create_devices(m, start, err);
     struct x86_boot_entry entry;
     if (r == 0)
         r = machine_load_kernel(m, &entry, err);
-    if (m->vcpus) {
+    if (r < 0)
+        vcpu_threads_stop(m); /* aborts threads waiting for the irqchip */
+    if (r == 0) {
         struct wisp_err vcpu_err = {0};
         int rv = machine_wait_vcpus_ready(m, &vcpu_err);
         if (r == 0 && rv < 0) {
@@ -248,4 +269,47 @@ void machine_destroy(struct machine *m)
     m->wake_fd = m->signal_fd = -1;
     pthread_cond_destroy(&m->start_cond);
     pthread_mutex_destroy(&m->start_lock);
+}
+
+/* The teardown helper: waits for the VMM to exit (EOF on the pipe), then exits itself, which
+ * drops the last references to the VM and the shared address space. It only makes syscalls:
+ * it shares the VMM's memory and thread pointer. */
+static int machine_teardown_child(void *opaque)
+{
+    int *pipe_fds = opaque;
+    char c;
+    syscall(SYS_close, pipe_fds[1]);
+    syscall(SYS_close_range, 0, 2, 0); /* let whoever reads our stdout/stderr see EOF */
+    while (syscall(SYS_read, pipe_fds[0], &c, 1) < 0)
+        ;
+    return 0;
+}
+
+int machine_teardown_async(struct machine *m)
+{
+    console_close(&m->con); /* the terminal is restored now, not by the helper */
+    int pipe_fds[2];
+    if (pipe2(pipe_fds, O_CLOEXEC) < 0)
+        return -errno;
+    size_t stack_size = 16 * 1024;
+    void *stack = mmap(NULL, stack_size, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED) {
+        close(pipe_fds[0]);
+        close(pipe_fds[1]);
+        return -errno;
+    }
+    /* CLONE_VM: no copy of the address space; the fd table is copied, so the helper holds its
+     * own references to /dev/kvm, the VM and RAM. */
+    pid_t pid =
+        clone(machine_teardown_child, (char *)stack + stack_size, CLONE_VM | SIGCHLD, pipe_fds);
+    if (pid < 0) {
+        int e = errno;
+        munmap(stack, stack_size);
+        close(pipe_fds[0]);
+        close(pipe_fds[1]);
+        return -e;
+    }
+    close(pipe_fds[0]); /* the write end stays open until this process exits */
+    return 0;
 }

@@ -57,6 +57,7 @@ struct machine {
     pthread_mutex_t start_lock;
     pthread_cond_t start_cond;
     unsigned nr_started, nr_ready;
+    bool chips_ready; /* irqchip and PIT exist: vCPUs may be created */
     bool go, abort;
 
     atomic_bool stopping;
@@ -79,6 +80,14 @@ int machine_create(struct machine *m, const struct vmm_args *args, struct kvm *k
  * status (0-255) or -errno with err set for a runtime failure. */
 int machine_run(struct machine *m, struct wisp_err *err);
 void machine_destroy(struct machine *m);
+/*
+ * Instead of machine_destroy() when the process is about to exit: restores the terminal and
+ * hands the slow part of the teardown (KVM destroys the VM, the PIT thread, the memory slots:
+ * tens of ms here) to a helper process that shares the address space and finishes after this
+ * process has exited, so the exit status reaches the parent at once (QEMU's async-teardown).
+ * Returns 0, or -errno (then call machine_destroy()).
+ */
+int machine_teardown_async(struct machine *m);
 
 /* vcpu_thread.c */
 int vcpu_threads_start(struct machine *m, struct wisp_err *err);

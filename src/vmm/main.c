@@ -57,7 +57,8 @@ static int run(const struct vmm_args *args, const struct timespec *start)
         return EXIT_RUNTIME;
     }
     int status = machine_run(&m, &err);
-    machine_destroy(&m);
+    if (machine_teardown_async(&m) < 0)
+        machine_destroy(&m);
     if (status < 0) {
         print_error(&err);
         return EXIT_RUNTIME;

@@ -130,11 +130,28 @@ static void vcpu_run_loop(struct vcpu_thread *t)
     }
 }
 
+/* Waits until the main thread made the irqchip (vCPUs must come after it); false on abort. */
+static bool vcpu_wait_chips(struct machine *m)
+{
+    pthread_mutex_lock(&m->start_lock);
+    while (!m->chips_ready && !m->abort)
+        pthread_cond_wait(&m->start_cond, &m->start_lock);
+    bool ok = !m->abort;
+    pthread_mutex_unlock(&m->start_lock);
+    return ok;
+}
+
 static int vcpu_init(struct vcpu_thread *t)
 {
     struct machine *m = t->m;
     unsigned i = t->vcpu.index;
-    int r = kvm_vcpu_create(&t->vcpu, &m->vm, i, &t->err);
+    /* vCPU 0's thread registers the RAM slots while the main thread creates the irqchip:
+     * both wait for KVM grace periods, which then overlap */
+    int r = i == 0 ? kvm_vm_register_memory(&m->vm, &t->err) : 0;
+    if (r == 0 && !vcpu_wait_chips(m))
+        return -ECANCELED;
+    if (r == 0)
+        r = kvm_vcpu_create(&t->vcpu, &m->vm, i, &t->err);
     if (r == 0)
         r = kvm_vcpu_init_cpuid(&t->vcpu, &m->kvm, m->nr_vcpus, &t->err);
     if (r == 0)

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # qcow2 crash consistency: a writer doing random writes + flushes is SIGKILLed at random moments
-# (25 rounds, same image). After each kill: `qemu-img check` finds no corruption (leaks are
+# (25 rounds, same image): in odd rounds after a random time, in even rounds (with strace's fault
+# injection) exactly on entry of the Nth write syscall, for random N, so that the kill lands
+# between two metadata writes of one flush as often as anywhere else. After each kill: `qemu-img check` finds no corruption (leaks are
 # allowed), every write acknowledged before the last completed flush reads back, and
 # qcow2_check(FIX_LEAKS) leaves an image qemu-img check calls clean.
 set -uo pipefail
@@ -11,10 +13,19 @@ trap 'rm -rf "$d"' EXIT
 "$tool" create "$d/c.qcow2" 67108864 4096 || exit 1
 fail=0
 for round in $(seq 1 25); do
-    "$tool" crash-writer "$d/c.qcow2" "$d/log" $((round * 7919)) 2>"$d/err" &
-    pid=$!
-    sleep "0.$((RANDOM % 40 + 5))"
-    kill -9 $pid; wait $pid 2>/dev/null
+    if [ $((round % 2)) = 0 ] && command -v strace >/dev/null; then
+        n=$((RANDOM % 3000 + 1))
+        strace -o /dev/null -e trace=pwrite64,pwritev,pwritev2 \
+            -e inject=pwrite64,pwritev,pwritev2:signal=SIGKILL:when=$n \
+            "$tool" crash-writer "$d/c.qcow2" "$d/log" $((round * 7919)) 2>"$d/err" &
+        pid=$!
+        for _ in $(seq 1 50); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
+    else
+        "$tool" crash-writer "$d/c.qcow2" "$d/log" $((round * 7919)) 2>"$d/err" &
+        pid=$!
+        sleep "0.$((RANDOM % 40 + 5))"
+    fi
+    kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
     if ! qemu-img check -q "$d/c.qcow2" >"$d/chk" 2>&1 && grep -q -i "error\|corrupt" "$d/chk"; then
         echo "round $round: qemu-img check found corruption"; cat "$d/chk"; fail=1; break
     fi

@@ -76,6 +76,9 @@ static const char *const exception_names[32] = {
 /* Reached from exc_common in ring 3 (CR2 is not readable here; the error code tells the access). */
 void guest_exception(uint64_t vector, uint64_t error, uint64_t rip, uint64_t cs, uint64_t rsp)
 {
+    static volatile int reporting;
+    if (__atomic_exchange_n(&reporting, 1, __ATOMIC_ACQ_REL))
+        guest_exit(GUEST_EXIT_EXCEPTION); /* the reporter itself faulted, or a second CPU did */
     guest_print_lock_break();
     const char *name = vector < 32 && exception_names[vector] ? exception_names[vector] : "?";
     guest_printf("guest: EXCEPTION vector %lu (%s) on cpu %u in ring %lu: rip 0x%lx error 0x%lx "

@@ -65,6 +65,40 @@ static int commit_copy(struct block_dev *top, struct block_dev *base, struct blo
     return block_flush(out, err);
 }
 
+static int commit_empty(struct block_dev **top, struct wisp_err *err)
+{
+#ifdef WISP_HAVE_QCOW2
+    struct block_info in;
+    if ((*top)->drv != &qcow2_driver)
+        return IMG_EXIT_OK;
+    int r = block_get_info(*top, &in, err);
+    if (r < 0)
+        return IMG_EXIT_ERROR;
+    if (in.nr_snapshots)
+        return IMG_EXIT_OK; /* the snapshots still reference the clusters: keep them */
+    struct qcow2_create_opts q = {
+        .size = (*top)->size,
+        .cluster_size = in.cluster_size,
+        .version = in.qcow2_version,
+        .refcount_bits = in.refcount_bits,
+        .lazy_refcounts = in.lazy_refcounts,
+        .extended_l2 = in.extended_l2,
+        .backing_file = in.backing_file,
+        .backing_format = in.backing_format[0] ? in.backing_format : NULL,
+    };
+    char *path = strdup((*top)->filename);
+    if (!path)
+        return wisp_err_set(err, ENOMEM, "out of memory"), IMG_EXIT_ERROR;
+    block_close(*top);
+    *top = NULL;
+    r = qcow2_create(path, &q, err);
+    free(path);
+    return r < 0 ? IMG_EXIT_ERROR : IMG_EXIT_OK;
+#else
+    return IMG_EXIT_OK;
+#endif
+}
+
 int img_commit_main(int argc, char **argv)
 {
     static const struct option longopts[] = {{"help", no_argument, NULL, 'h'}, {0}};
@@ -123,13 +157,12 @@ int img_commit_main(int argc, char **argv)
         img_error("committing '%s' into '%s': %s", argv[optind], base->filename, err.msg);
         goto out;
     }
-    /* The data now lives in the base: drop it from the image (only from the top image when
-     * it has a direct backing file, as qemu-img does). */
-    if (!keep && top->backing == base) {
-        if (block_discard(top, 0, top->size, &err) < 0 || block_flush(top, &err) < 0) {
-            img_error("emptying '%s': %s", argv[optind], err.msg);
-            goto out;
-        }
+    /* The data now lives in the base: empty the image (as qemu-img does) when it has a direct
+     * backing file. A qcow2 discard with a backing file leaves zero clusters that would hide
+     * the base, so the image is recreated empty with the same header options instead. */
+    if (!keep && top->backing == base && (rc = commit_empty(&top, &err)) != IMG_EXIT_OK) {
+        img_error("emptying '%s': %s", argv[optind], err.msg);
+        goto out;
     }
     img_progress_end(&pg);
     if (!quiet)

@@ -16,12 +16,13 @@ static const char measure_help[] =
     "  -o options      creation options (cluster_size=, preallocation=, extended_l2=, ...)\n"
     "  --output=json   JSON (also --json)\n";
 
-/* Raw: allocated data of the source (or nothing), fully allocated = the virtual size. */
-static int measure_raw(struct block_dev *src, uint64_t size, uint64_t *req, uint64_t *full)
+/* Bytes of target clusters that would hold data: runs that do not read as zeroes, rounded
+ * out to whole clusters of `cs` bytes (as qemu-img measure counts). */
+static int count_data(struct block_dev *src, uint64_t cs, uint64_t *bytes)
 {
-    *full = size;
-    *req = src ? 0 : size;
-    for (uint64_t p = 0; src && p < src->size;) {
+    uint64_t clusters = 0, last = UINT64_MAX;
+    *bytes = 0;
+    for (uint64_t p = 0; p < src->size;) {
         uint64_t pnum, host;
         int d;
         struct block_dev *l;
@@ -31,10 +32,14 @@ static int measure_raw(struct block_dev *src, uint64_t size, uint64_t *req, uint
             img_error("%s", err.msg);
             return st;
         }
-        if (!(st & BLOCK_STATUS_ZERO))
-            *req += pnum;
+        if (!(st & BLOCK_STATUS_ZERO)) {
+            uint64_t first = p / cs, end = (p + pnum - 1) / cs;
+            clusters += end - first + 1 - (first == last);
+            last = end;
+        }
         p += pnum;
     }
+    *bytes = clusters * cs;
     return 0;
 }
 
@@ -96,8 +101,9 @@ int img_measure_main(int argc, char **argv)
         size = src->size;
     uint64_t req = 0, full = 0;
     int r = -1;
-    if (!strcmp(out_fmt, "raw")) {
-        r = measure_raw(src, size, &req, &full);
+    if (!strcmp(out_fmt, "raw")) { /* qemu-img: a raw target needs the whole virtual size */
+        req = full = size;
+        r = 0;
 #ifdef WISP_HAVE_QCOW2
     } else if (!strcmp(out_fmt, "qcow2")) {
         struct qcow2_create_opts q = {.size = size,
@@ -108,10 +114,18 @@ int img_measure_main(int argc, char **argv)
                                       .prealloc = (enum qcow2_prealloc)o.prealloc};
         struct qcow2_measure_result m;
         struct wisp_err err = {0};
-        r = qcow2_measure(&q, src, &m, &err);
+        uint64_t cs = o.cluster_size ? o.cluster_size : 65536, data = 0;
+        r = qcow2_measure(&q, NULL, &m, &err);
         if (r < 0)
             img_error("%s", err.msg);
-        req = m.required, full = m.fully_allocated;
+        else if (src)
+            r = count_data(src, cs, &data);
+        /* qemu-img's rule: the metadata of a fully allocated image plus the data clusters */
+        uint64_t vsize = (size + cs - 1) / cs * cs;
+        full = m.fully_allocated;
+        req = full - (full > vsize ? vsize : full) + data;
+        if (o.prealloc)
+            req = full;
 #endif
     } else {
         img_error("Unknown file format '%s'", out_fmt);

@@ -4,7 +4,7 @@ the exit status, the memory map, the vCPUs, the reports of exceptions and of bad
 
     guest_test.py VMM GUEST_ELF CASE [ARG]
 
-CASE is one of: hello, demo, exit, reset, memmap MIB, smp N, exception KIND, badfile.
+CASE is one of: hello, demo, exit, reset, memmap MIB, smp N, exception KIND[-apN], badfile.
 WISP_TEST_VMM, if set, replaces VMM (a command taking wisp-vmm's flags, for trying the guests
 under another VMM while developing). Exits 0 on success, 1 with a message on failure.
 """
@@ -116,18 +116,24 @@ def case_smp(vmm, elf, arg):
     expect_line(out, f"smp: all {n} cpus checked in with distinct apic ids")
 
 
-def case_exception(vmm, elf, kind):
+def case_exception(vmm, elf, arg):
+    """arg: ud, gp or pf on the BSP; KIND-apN for the same on CPU N of N + 1 vCPUs."""
     vectors = {"ud": 6, "gp": 13, "pf": 14}
-    rc, out, _ = run_vmm(vmm, elf, "--mem", "64", "--cmdline", f"fault={kind}")
-    where = re.search(r"^exception: expect fault '\w+' at rip (0x[0-9a-f]+)$", out, re.M)
+    kind, _, ap = arg.partition("-ap")
+    cpu = int(ap) if ap else 0
+    rc, out, _ = run_vmm(vmm, elf, "--mem", "64", "--cpus", str(cpu + 1), "--cmdline",
+                         f"fault={kind} cpu={cpu}")
+    where = re.search(r"^exception: expect fault '\w+' at rip (0x[0-9a-f]+)", out, re.M)
     if not where:
         raise Failure("the guest did not announce the faulting address")
-    report = re.search(r"^guest: EXCEPTION vector (\d+) .* in ring 3: rip (0x[0-9a-f]+) error", out, re.M)
+    report = re.search(r"^guest: EXCEPTION vector (\d+) .* on cpu (\d+) in ring 3: "
+                       r"rip (0x[0-9a-f]+) error", out, re.M)
     if not report:
         raise Failure("no exception report on the serial port")
-    if int(report.group(1)) != vectors[kind] or report.group(2) != where.group(1):
-        raise Failure(f"reported vector {report.group(1)} at {report.group(2)}, expected "
-                      f"{vectors[kind]} at {where.group(1)}")
+    got = (int(report.group(1)), int(report.group(2)), report.group(3))
+    if got != (vectors[kind], cpu, where.group(1)):
+        raise Failure(f"reported vector {got[0]} on cpu {got[1]} at {got[2]}, expected "
+                      f"{vectors[kind]} on cpu {cpu} at {where.group(1)}")
     expect_status(rc, 3, "guest taking an exception")
 
 

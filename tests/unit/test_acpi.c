@@ -306,6 +306,22 @@ static void test_aml_encodings(void **state)
     aml_buf_free(&b);
 }
 
+static void test_aml_crs_matches_iasl(void **state)
+{
+    /* iasl 20200925 compiles Name (_CRS, ResourceTemplate () { Memory32Fixed (ReadWrite,
+     * 0xd0000000, 0x1000) Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive) { 5 } })
+     * to these bytes. */
+    const uint8_t want[] = {0x08, '_',  'C',  'R',  'S',  0x11, 0x1a, 0x0a, 0x17, 0x86, 0x09,
+                            0x00, 0x01, 0x00, 0x00, 0x00, 0xd0, 0x00, 0x10, 0x00, 0x00, 0x89,
+                            0x06, 0x00, 0x03, 0x01, 0x05, 0x00, 0x00, 0x00, 0x79, 0x00};
+    struct aml_buf b = AML_BUF_INIT;
+    aml_crs_mmio_irq(&b, 0xd0000000, 0x1000, 5);
+    assert_false(b.failed);
+    assert_int_equal(b.len, sizeof(want));
+    assert_memory_equal(b.data, want, sizeof(want));
+    aml_buf_free(&b);
+}
+
 /* ---- MP table ---- */
 static void test_mptable(void **state)
 {
@@ -383,6 +399,7 @@ int main(void)
         cmocka_unit_test(test_acpi_refuses_bad_cpu_counts),
         cmocka_unit_test(test_dsdt_aml_structure),
         cmocka_unit_test(test_aml_encodings),
+        cmocka_unit_test(test_aml_crs_matches_iasl),
         cmocka_unit_test(test_mptable),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

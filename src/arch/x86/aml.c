@@ -171,7 +171,7 @@ void aml_crs_mmio_irq(struct aml_buf *b, uint32_t base, uint32_t size, uint32_t 
     /* §6.4.3.4 Memory32Fixed: 0x86, length 9, info bit 0 = read/write, base, length.
      * §6.4.3.6 Extended Interrupt: 0x89, length 6, flags (bit 0 consumer, bit 1 edge; active
      * high and exclusive are 0), count 1, interrupt number. §6.4.2.9 End Tag: 0x79, checksum 0. */
-    uint8_t res[12 + 9 + 2] = {0x86, 0x09, 0x00, 0x01};
+    uint8_t res[12 + 9] = {0x86, 0x09, 0x00, 0x01}; /* 3 + 9 and 3 + 6 bytes */
     put_le32(res + 4, base);
     put_le32(res + 8, size);
     uint8_t *irq = res + 12;

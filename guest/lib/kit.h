@@ -12,6 +12,8 @@ extern volatile uint32_t guest_ap_boot_index;
 void guest_cpu_entry(unsigned cpu);
 void guest_exception(uint64_t vector, uint64_t error, uint64_t rip, uint64_t cs, uint64_t rsp);
 void guest_bootinfo_init(void);
+/* Maps the memory map's RAM above 4 GiB (after guest_bootinfo_init). */
+void guest_paging_init(void);
 /* Frees the print lock: an exception may have hit a CPU while it held it. */
 void guest_print_lock_break(void);
 void guest_smp_ap_main(unsigned cpu);

@@ -5,7 +5,9 @@
  *
  *   0 .. 3 GiB       2 MiB pages, write-back (guest RAM below the hole)
  *   3 .. 4 GiB       2 MiB pages, PCD|PWT (uncached: the MMIO hole, IOAPIC, LAPIC)
- *   4 .. 512 GiB     1 GiB pages (RAM above the hole; needs CPUID.80000001H:EDX.Page1GB)
+ *   4 .. 64 GiB      mapped from ring 3 at start-up (paging.c) as far as the memory map reaches:
+ *                    page directories in .bss, filled at native speed. 1 GiB pages would need
+ *                    no directories, but not every (nested) KVM offers them.
  */
 #define PTE_P     0x001
 #define PTE_RW    0x002
@@ -23,16 +25,13 @@ pml4:
     .quad pdpt + PTE_TABLE
     .fill 511, 8, 0
 
+    .globl pdpt
 pdpt:
     .quad pd + 0x0000 + PTE_TABLE
     .quad pd + 0x1000 + PTE_TABLE
     .quad pd + 0x2000 + PTE_TABLE
     .quad pd + 0x3000 + PTE_TABLE
-    .set gib, 4
-    .rept 508
-    .quad (gib << 30) + PTE_LARGE
-    .set gib, gib + 1
-    .endr
+    .fill 508, 8, 0
 
 pd:
     .set mib2, 0

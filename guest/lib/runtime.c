@@ -44,6 +44,7 @@ void guest_cpu_entry(unsigned cpu)
     }
     idt_init();
     guest_bootinfo_init();
+    guest_paging_init();
     guest_main();
     guest_pass();
 }

@@ -92,6 +92,8 @@ def case_memmap(vmm, elf, arg):
     rc, out, _ = run_vmm(vmm, elf, "--mem", str(mib))
     expect_status(rc, 0, "memmap guest")
     expect_line(out, "memmap: end")
+    if not re.search(r"^memcheck: [1-9]\d* probes ok$", out, re.M):
+        raise Failure("the guest could not write and read back its RAM (no 'memcheck' line)")
     seen = [(int(a, 16), int(b, 16), int(t))
             for a, b, t in re.findall(r"^e820: 0x([0-9a-f]+) 0x([0-9a-f]+) (\d+)$", out, re.M)]
     count = re.search(r"^memmap: (\d+) entries$", out, re.M)

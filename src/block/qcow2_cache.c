@@ -16,18 +16,13 @@
 
 #include "block/qcow2_int.h"
 
+/* Slot buffers are allocated on first use, so a big cache costs nothing for a small image. */
 int qcow2_cache_init(struct qcow2_cache *c, unsigned nr_slots, uint64_t cluster_size)
 {
     c->slots = calloc(nr_slots, sizeof(*c->slots));
     if (!c->slots)
         return -ENOMEM;
     c->nr_slots = nr_slots;
-    for (unsigned i = 0; i < nr_slots; i++) {
-        if (posix_memalign((void **)&c->slots[i].data, 4096, cluster_size)) {
-            c->slots[i].data = NULL;
-            return -ENOMEM;
-        }
-    }
     return 0;
 }
 
@@ -160,6 +155,10 @@ static int cache_get(struct qcow2_state *s, struct qcow2_cache *c, bool is_l2, u
             victim = t;
     }
     int ret;
+    if (!victim->data && posix_memalign((void **)&victim->data, 4096, s->cluster_size)) {
+        victim->data = NULL;
+        return wisp_err_sys(err, ENOMEM, "%s: metadata cache", s->name);
+    }
     if (victim->dirty) {
         if (is_l2 && (ret = flush_refcounts_before_l2(s, err)) < 0)
             return ret;
@@ -194,7 +193,7 @@ int qcow2_rb_get(struct qcow2_state *s, uint64_t offset, bool fresh, uint8_t **t
 static void mark_dirty(struct qcow2_cache *c, const uint8_t *table)
 {
     for (unsigned i = 0; i < c->nr_slots; i++)
-        if (c->slots[i].data == table) {
+        if (c->slots[i].data == table && c->slots[i].offset) {
             c->slots[i].dirty = true;
             return;
         }

@@ -243,6 +243,10 @@ def memory_figures(status, mappings):
         "overhead_hwm_kib": status["VmHWM"] - touched,
         "rss_outside_guest_kib": sum(m.get("Rss", 0) for m in others),
         "pss_outside_guest_kib": sum(m.get("Pss", 0) for m in others),
+        # Private memory of this one VM: anonymous (and shmem) pages outside guest RAM. The rest
+        # of VmRSS is file pages (the binary and its libraries), shared by every VM on the host.
+        "anon_outside_guest_kib": status.get("RssAnon", 0) + status.get("RssShmem", 0) - touched,
+        "rss_file_kib": status.get("RssFile", 0),
         "threads": status.get("Threads", 0),
         "top_mappings": [
             {"name": m["name"], "perms": m["perms"], "size_kib": m.get("Size", 0),
@@ -256,21 +260,19 @@ def memory_once(contender, paths, idle_s, timeout_s):
     """Boots the idle guest, waits for its first byte, idles, snapshots /proc, kills it."""
     argv = command_for(contender, paths, paths["idle_guest"])
     child = Child(argv)
-    got_byte = child.read_until(child.start_ns + int(timeout_s * 1e9), stop_at_first_byte=True)
-    if got_byte and child.first_byte_ns is not None:
+    child.read_until(child.start_ns + int(timeout_s * 1e9), stop_at_first_byte=True)
+    figures, problem = None, f"did not print a byte within {timeout_s} s"
+    if child.first_byte_ns is not None:
         time.sleep(idle_s)
         try:
             figures = memory_figures(read_status(child.pid), read_smaps(child.pid))
-        except (OSError, KeyError, ValueError):
-            figures = None
-        child.reap(signal.SIGKILL)
-        if figures is not None:
-            return figures
-    else:
-        child.reap(signal.SIGKILL)
-    raise BenchError(f"{LABELS[contender]} did not print its first byte with the idle guest"
-                     f" within {timeout_s} s (or exited early): {' '.join(argv)}\n"
-                     f"  stderr: {child.stderr_tail()}")
+        except (OSError, KeyError, ValueError):  # gone, or a zombie without Vm* lines
+            problem = "exited before the memory snapshot (it must idle while the guest halts)"
+    status, _, _ = child.reap(signal.SIGKILL)
+    if figures is None:
+        raise BenchError(f"{LABELS[contender]} with the idle guest {problem}: {' '.join(argv)}\n"
+                         f"  {describe_status(status)}; stderr: {child.stderr_tail()}")
+    return figures
 
 
 def run_memory(contenders, paths, mem_runs, idle_s, timeout_s):
@@ -307,6 +309,12 @@ def evaluate(launch, memory):
                         "unit": "x", "met": ratios["qemu_over_wisp"] >= TARGET_QEMU_OVER_WISP})
     if "qemu" in wall and "floor" in wall:
         ratios["qemu_over_floor"] = wall["qemu"] / wall["floor"]
+    # CPU time is less disturbed than wall time by other load on the machine: shown beside it.
+    cpu = {c: launch[c]["cpu_ms"]["median"] for c in launch}
+    if "wisp" in cpu and "floor" in cpu and cpu["floor"] > 0:
+        ratios["wisp_over_floor_cpu"] = cpu["wisp"] / cpu["floor"]
+    if "wisp" in cpu and "qemu" in cpu and cpu["wisp"] > 0:
+        ratios["qemu_over_wisp_cpu"] = cpu["qemu"] / cpu["wisp"]
     if memory and "wisp" in memory:
         overhead = memory["wisp"]["overhead_rss_kib"]
         targets.append({"name": "wisp-vmm RSS outside guest RAM <= 1 MiB (VmRSS - guest-touched)",
@@ -346,14 +354,16 @@ def print_launch_table(launch, out):
 
 
 def print_memory_table(memory, detail, out):
-    print(f"Idle {GUEST_MIB} MiB guest, MiB{'VmRSS':>15}{'VmHWM':>9}{'guest':>9}"
-          f"{'overhead':>10}{'overhead':>10}{'Pss':>9}", file=out)
-    print(f"{'':<29}{'':>9}{'':>9}{'touched':>9}{'(RSS)':>10}{'(HWM)':>10}{'outside':>9}",
-          file=out)
+    columns = (("vm_rss_kib", "VmRSS", ""), ("vm_hwm_kib", "VmHWM", ""),
+               ("guest_touched_kib", "guest", "touched"), ("overhead_rss_kib", "overhead", "(RSS)"),
+               ("overhead_hwm_kib", "overhead", "(HWM)"), ("pss_outside_guest_kib", "Pss", "outside"),
+               ("anon_outside_guest_kib", "anon", "outside"), ("rss_file_kib", "file", "pages"))
+    head = f"Idle {GUEST_MIB} MiB guest, MiB"
+    print(f"{head:<26}" + "".join(f"{c[1]:>9}" for c in columns), file=out)
+    print(f"{'':<26}" + "".join(f"{c[2]:>9}" for c in columns), file=out)
     for contender, m in memory.items():
-        print(f"  {LABELS[contender]:<27}{mib(m['vm_rss_kib']):>9}{mib(m['vm_hwm_kib']):>9}"
-              f"{mib(m['guest_touched_kib']):>9}{mib(m['overhead_rss_kib']):>10}"
-              f"{mib(m['overhead_hwm_kib']):>10}{mib(m['pss_outside_guest_kib']):>9}", file=out)
+        print(f"  {LABELS[contender]:<24}" + "".join(f"{mib(m[c[0]]):>9}" for c in columns),
+              file=out)
     if detail:
         for contender, m in memory.items():
             print(f"  {LABELS[contender]}: largest mappings outside guest RAM (Rss KiB, Pss KiB,"
@@ -368,7 +378,7 @@ def print_table(result, detail, out=sys.stdout):
     print(f"wisp launch benchmark, {m['date']}", file=out)
     print(f"machine: {m['cpu']}, {m['cpus']} CPUs, Linux {m['kernel']},"
           f" load average {' '.join(f'{x:.2f}' for x in m['loadavg'])}", file=out)
-    print(f"guest: {cfg['guest']} (prints \"!\", writes 0 to port 0xf4); {cfg['runs']} runs per"
+    print(f"guest: {cfg['guest']} (prints \"!\", writes 0 to port 0xf4); {cfg['runs']} run(s) per"
           f" contender, interleaved, after {cfg['warmup']} warm-up round(s)", file=out)
     print("wall = spawn -> exit; first byte = spawn -> first serial byte on stdout;"
           " CPU = child's user+sys (wait4)", file=out)
@@ -378,6 +388,8 @@ def print_table(result, detail, out=sys.stdout):
     names = {"wisp_over_floor": "wisp-vmm / raw KVM floor, median wall",
              "qemu_over_wisp": "QEMU microvm / wisp-vmm, median wall",
              "qemu_over_floor": "QEMU microvm / raw KVM floor, median wall",
+             "wisp_over_floor_cpu": "wisp-vmm / raw KVM floor, median CPU",
+             "qemu_over_wisp_cpu": "QEMU microvm / wisp-vmm, median CPU",
              "qemu_over_wisp_overhead": "QEMU microvm / wisp-vmm, RSS overhead"}
     print("Ratios", file=out)
     for key, value in result["ratios"].items():
@@ -385,9 +397,11 @@ def print_table(result, detail, out=sys.stdout):
     if result["memory"]:
         print(file=out)
         print_memory_table(result["memory"], detail, out)
-        print(f"  (guest-touched = Rss of the mappings >= {GUEST_MIB} MiB; overhead = VmRSS or"
-              f" VmHWM - guest-touched; median of {cfg['mem_runs']} snapshot(s) after"
-              f" {cfg['idle_seconds']} s idle)", file=out)
+        print(f"  guest touched = Rss of the mappings >= {GUEST_MIB} MiB; overhead = VmRSS (VmHWM)"
+              f" - guest touched;\n  anon outside = RssAnon + RssShmem - guest touched (private"
+              f" to this VM); file pages = RssFile\n  (binary and libraries, shared by all VMs);"
+              f" median of {cfg['mem_runs']} snapshot(s) after {cfg['idle_seconds']} s idle",
+              file=out)
     print(file=out)
     print("Targets", file=out)
     for t in result["targets"]:

@@ -81,9 +81,64 @@ make_guest idle ' mov $0x440, %dx
  out %al, %dx
  cli'
 
+# echo: polls LSR.DR, echoes each byte; on 'q' exits with status 'q' (113)
+make_guest echo ' mov $0x3fd, %dx
+2: in %dx, %al
+ test $1, %al
+ jz 2b
+ mov $0x3f8, %dx
+ in %dx, %al
+ out %al, %dx
+ cmp $0x71, %al
+ jne 3f
+ mov $0xf4, %dx
+ out %al, %dx
+3: mov $0x3fd, %dx
+ jmp 2b'
+
 expect 42 "!" -- --kernel "$T/exit42.elf"
 expect 42 "" -- --kernel "$T/exit42.elf" --serial "file:$T/com1.log"
 grep -qx '!' "$T/com1.log" || { echo "FAIL: --serial file: got '$(cat "$T/com1.log")'" >&2; failures=$((failures + 1)); }
+
+# Serial input from a pipe reaches the guest.
+out=$(printf 'abq' | timeout 60 "$VMM" --kernel "$T/echo.elf" 2>"$T/err")
+got=$?
+if [ "$got" != 113 ] || [ "$out" != '!abq' ]; then
+  echo "FAIL: serial input from a pipe: status $got (want 113), output '$out' (want '!abq')" >&2
+  cat "$T/err" >&2
+  failures=$((failures + 1))
+else
+  echo "ok: serial input from a pipe"
+fi
+
+# From a terminal: raw mode (bytes arrive without a newline, the terminal does not echo them),
+# and the terminal's mode is the same after wisp-vmm exits.
+if python3 - "$VMM" "$T/echo.elf" <<'PY'
+import os, pty, select, subprocess, sys, termios, time
+master, slave = pty.openpty()
+before = termios.tcgetattr(slave)
+p = subprocess.Popen([sys.argv[1], "--kernel", sys.argv[2]], stdin=slave, stdout=slave,
+                     stderr=subprocess.PIPE)
+time.sleep(0.3)
+os.write(master, b"xyq")
+out, deadline = b"", time.time() + 20
+while p.poll() is None and time.time() < deadline:
+    if select.select([master], [], [], 0.1)[0]:
+        out += os.read(master, 100)
+p.wait(timeout=60)
+while select.select([master], [], [], 0.1)[0]:
+    out += os.read(master, 100)
+after = termios.tcgetattr(slave)
+ok = p.returncode == 113 and out == b"!xyq" and before == after
+print(f"status {p.returncode} output {out!r} mode restored {before == after}")
+sys.exit(0 if ok else 1)
+PY
+then
+  echo "ok: serial input from a terminal"
+else
+  echo "FAIL: serial input from a terminal (raw mode / restore)" >&2
+  failures=$((failures + 1))
+fi
 
 # SIGTERM / SIGINT end an idle VM with status 0, after the boot marker was printed.
 for sig in TERM INT; do

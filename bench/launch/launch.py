@@ -360,7 +360,8 @@ def print_launch_table(launch, out):
 def print_memory_table(memory, detail, out):
     columns = (("vm_rss_kib", "VmRSS", ""), ("vm_hwm_kib", "VmHWM", ""),
                ("guest_touched_kib", "guest", "touched"), ("overhead_rss_kib", "overhead", "(RSS)"),
-               ("overhead_hwm_kib", "overhead", "(HWM)"), ("pss_outside_guest_kib", "Pss", "outside"),
+               ("overhead_hwm_kib", "overhead", "(HWM)"),
+               ("pss_outside_guest_kib", "Pss", "outside"),
                ("anon_outside_guest_kib", "anon", "outside"), ("rss_file_kib", "file", "pages"))
     head = f"Idle {GUEST_MIB} MiB guest, MiB"
     print(f"{head:<26}" + "".join(f"{c[1]:>9}" for c in columns), file=out)
@@ -444,7 +445,8 @@ def parse_args(argv):
     parser.add_argument("--vmm", help="wisp-vmm binary (default BUILD/src/vmm/wisp-vmm)")
     parser.add_argument("--qemu", default="qemu-system-x86_64",
                         help="QEMU binary (default qemu-system-x86_64 from PATH)")
-    parser.add_argument("--floor", help="floor binary (default BUILD/bench/launch/wisp-bench-floor)")
+    parser.add_argument("--floor",
+                        help="floor binary (default BUILD/bench/launch/wisp-bench-floor)")
     parser.add_argument("--guest", help="exit guest ELF (default BUILD/bench/launch/tiny-exit.elf)")
     parser.add_argument("--idle-guest",
                         help="idle guest ELF (default BUILD/bench/launch/tiny-idle.elf)")
@@ -503,7 +505,7 @@ def resolve_paths(args):
         want = os.X_OK if key in ("floor", "vmm", "qemu") else os.R_OK
         if not os.path.isfile(path) or not os.access(path, want):
             raise BenchError(f"{key.replace('_', ' ')} not found at {path}"
-                             f" ({hints.get(key, 'build the meson target bench/launch or pass its path')})")
+                             f" ({hints.get(key, 'build bench/launch or pass its path')})")
         paths[key] = os.path.abspath(path)
     return paths
 

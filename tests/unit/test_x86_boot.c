@@ -328,6 +328,39 @@ static void test_bzimage_cmdline_and_initrd_limits(void **state)
     guest_mem_destroy(&run.mem);
 }
 
+static void test_bad_paths_and_params(void **state)
+{
+    struct guest_mem mem;
+    assert_int_equal(guest_mem_create(&mem, 64 * MiB, NULL), 0);
+    struct x86_boot_entry e;
+    struct wisp_err err = {0};
+    struct x86_boot_params p = {.kernel_path = "/nonexistent/vmlinuz", .nr_cpus = 1};
+    assert_int_equal(x86_boot_load(&mem, &p, &e, &err), -ENOENT);
+    assert_non_null(strstr(err.msg, "cannot open kernel /nonexistent/vmlinuz"));
+    p.kernel_path = "/";
+    assert_int_equal(x86_boot_load(&mem, &p, &e, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "kernel / is not a regular file"));
+    static struct fake_bz bz;
+    fake_bz_init(&bz, 0x020f, 8 * MiB);
+    char *kpath = x86_test_tmpfile(bz.bytes, bz.len);
+    char *empty = x86_test_tmpfile("", 0);
+    p.kernel_path = kpath;
+    p.initrd_path = empty;
+    assert_int_equal(x86_boot_load(&mem, &p, &e, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "is empty"));
+    p.initrd_path = NULL;
+    p.nr_cpus = 0;
+    assert_int_equal(x86_boot_load(&mem, &p, &e, &err), -EINVAL);
+    p.nr_cpus = X86_BOOT_MAX_CPUS + 1;
+    assert_int_equal(x86_boot_load(&mem, &p, &e, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "vCPUs"));
+    p.nr_cpus = X86_BOOT_MAX_CPUS;
+    assert_int_equal(x86_boot_load(&mem, &p, &e, &err), 0);
+    x86_test_rmfile(kpath);
+    x86_test_rmfile(empty);
+    guest_mem_destroy(&mem);
+}
+
 static void test_real_debian_bzimage_if_cached(void **state)
 {
     /* scripts/fetch-debian-kernel caches Debian's kernel; the header checks must accept it. */
@@ -366,6 +399,7 @@ int main(void)
         cmocka_unit_test(test_bzimage_bad_headers),
         cmocka_unit_test(test_bzimage_truncated_files),
         cmocka_unit_test(test_bzimage_cmdline_and_initrd_limits),
+        cmocka_unit_test(test_bad_paths_and_params),
         cmocka_unit_test(test_real_debian_bzimage_if_cached),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

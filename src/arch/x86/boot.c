@@ -29,11 +29,14 @@ static int open_file(const char *what, const char *path, uint64_t *size, struct 
     if (fd < 0)
         return wisp_err_sys(err, errno, "cannot open %s %s", what, path);
     struct stat st;
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+    if (fstat(fd, &st) < 0) {
         int e = errno;
         close(fd);
-        return e ? wisp_err_sys(err, e, "cannot stat %s %s", what, path)
-                 : wisp_err_set(err, EINVAL, "%s %s is not a regular file", what, path);
+        return wisp_err_sys(err, e, "cannot stat %s %s", what, path);
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return wisp_err_set(err, EINVAL, "%s %s is not a regular file", what, path);
     }
     *size = (uint64_t)st.st_size;
     return fd;
@@ -69,8 +72,10 @@ static int load_initrd(struct boot_ctx *c, uint64_t floor, uint64_t max)
     uint64_t low_end = guest_mem_low_end(c->mem);
     if (max > low_end)
         max = low_end;
+    if (size == 0)
+        return wisp_err_set(c->err, EINVAL, "initrd %s is empty", path);
     uint64_t addr = size <= max ? (max - size) & ~0xfffULL : 0;
-    if (size == 0 || size > max || addr < floor)
+    if (size > max || addr < floor)
         return wisp_err_set(c->err, ENOSPC,
                             "initrd %s (%llu bytes) does not fit in guest RAM "
                             "between the kernel's end 0x%llx and 0x%llx",

@@ -79,6 +79,9 @@ class Child:
         self.start_ns = time.perf_counter_ns()
         try:
             self.pid = os.posix_spawn(argv[0], argv, os.environ, file_actions=actions)
+        except OSError as err:
+            os.close(read_fd)
+            raise BenchError(f"cannot start {argv[0]}: {err.strerror}") from err
         finally:
             os.close(write_fd)
             os.close(null_fd)

@@ -38,6 +38,24 @@ struct elf_header {
     unsigned phentsize, phnum;
 };
 
+/* ELF gABI "ELF Identification": magic, class, little-endian, version 1. */
+static int check_ident(const char *path, const unsigned char *ident, struct wisp_err *err)
+{
+    if (memcmp(ident, ELFMAG, SELFMAG) != 0)
+        return wisp_err_set(err, ENOEXEC, "%s: no ELF magic at offset 0", path);
+    if (ident[EI_CLASS] != ELFCLASS32 && ident[EI_CLASS] != ELFCLASS64)
+        return wisp_err_set(err, ENOEXEC, "%s: ELF class %u at offset 4 is neither 32- nor 64-bit",
+                            path, ident[EI_CLASS]);
+    if (ident[EI_DATA] != ELFDATA2LSB)
+        return wisp_err_set(err, ENOEXEC,
+                            "%s: ELF data encoding %u at offset 5 is not little-endian", path,
+                            ident[EI_DATA]);
+    if (ident[EI_VERSION] != EV_CURRENT)
+        return wisp_err_set(err, ENOEXEC, "%s: ELF version %u at offset 6, expected 1", path,
+                            ident[EI_VERSION]);
+    return 0;
+}
+
 static int parse_ehdr(const char *path, int fd, uint64_t file_size, struct x86_elf *elf,
                       struct elf_header *h, struct wisp_err *err)
 {
@@ -55,18 +73,9 @@ static int parse_ehdr(const char *path, int fd, uint64_t file_size, struct x86_e
     int r = x86_read_at(path, fd, 0, u.ident, EI_NIDENT, err);
     if (r < 0)
         return r;
-    if (memcmp(u.ident, ELFMAG, SELFMAG) != 0)
-        return wisp_err_set(err, ENOEXEC, "%s: no ELF magic at offset 0", path);
-    if (u.ident[EI_CLASS] != ELFCLASS32 && u.ident[EI_CLASS] != ELFCLASS64)
-        return wisp_err_set(err, ENOEXEC, "%s: ELF class %u at offset 4 is neither 32- nor 64-bit",
-                            path, u.ident[EI_CLASS]);
-    if (u.ident[EI_DATA] != ELFDATA2LSB)
-        return wisp_err_set(err, ENOEXEC,
-                            "%s: ELF data encoding %u at offset 5 is not little-endian", path,
-                            u.ident[EI_DATA]);
-    if (u.ident[EI_VERSION] != EV_CURRENT)
-        return wisp_err_set(err, ENOEXEC, "%s: ELF version %u at offset 6, expected 1", path,
-                            u.ident[EI_VERSION]);
+    r = check_ident(path, u.ident, err);
+    if (r < 0)
+        return r;
     elf->is64 = u.ident[EI_CLASS] == ELFCLASS64;
     uint64_t ehsize = elf->is64 ? sizeof(Elf64_Ehdr) : sizeof(Elf32_Ehdr);
     if (file_size < ehsize)

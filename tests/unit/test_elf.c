@@ -256,6 +256,11 @@ static void test_elf64_without_note_boots_in_long_mode(void **state)
     assert_int_equal(guest_mem_read(&mem, e.rsi, &bp, sizeof(bp)), 0);
     assert_int_equal(bp.e820_entries, 3);
     assert_string_equal((char *)gpa_to_hva(&mem, bp.hdr.cmd_line_ptr, 1), "hello");
+    /* A minimal setup header, as a Linux vmlinux entered at startup_64 expects from a loader. */
+    assert_int_equal(bp.hdr.boot_flag, 0xaa55);
+    assert_int_equal(bp.hdr.header, 0x53726448);
+    assert_int_equal(bp.hdr.type_of_loader, 0xff);
+    assert_true(bp.hdr.cmdline_size >= 2047);
     uint8_t zero[0x2f00] = {0};
     assert_memory_equal(gpa_to_hva(&mem, CODE_ADDR + 0x100, sizeof(zero)), zero, sizeof(zero));
     guest_mem_destroy(&mem);

@@ -91,11 +91,26 @@ static int load_initrd(struct boot_ctx *c, uint64_t floor, uint64_t max)
     return 0;
 }
 
+/* For a plain ELF64 (e.g. a Linux vmlinux built without CONFIG_PVH) a minimal setup header says
+ * what a bzImage's would: a boot loader filled this page (as Firecracker does for vmlinux). */
+static void elf64_setup_header(struct setup_header *h)
+{
+    memset(h, 0, sizeof(*h));
+    h->boot_flag = 0xaa55;
+    h->header = 0x53726448; /* "HdrS" */
+    h->version = 0x020f;
+    h->loadflags = LOADED_HIGH;
+    h->kernel_alignment = 0x1000000;
+    h->cmdline_size = X86_CMDLINE_MAX - 1;
+}
+
 static int write_zero_page(struct boot_ctx *c, const struct x86_bzimage *bz)
 {
     struct boot_params bp;
-    x86_zero_page_init(&bp, bz ? &bz->hdr : NULL, bz ? bz->hdr_len : 0, c->e820, c->nr_e820,
-                       X86_CMDLINE_ADDR, c->rsdp, c->initrd_addr, c->initrd_size);
+    struct setup_header elf_hdr;
+    elf64_setup_header(&elf_hdr);
+    x86_zero_page_init(&bp, bz ? &bz->hdr : &elf_hdr, bz ? bz->hdr_len : sizeof(elf_hdr), c->e820,
+                       c->nr_e820, X86_CMDLINE_ADDR, c->rsdp, c->initrd_addr, c->initrd_size);
     if (guest_mem_write(c->mem, X86_ZERO_PAGE_ADDR, &bp, sizeof(bp)) < 0)
         return wisp_err_set(c->err, EFAULT, "zero page at 0x%llx is outside guest RAM",
                             X86_ZERO_PAGE_ADDR);

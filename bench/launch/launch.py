@@ -12,7 +12,7 @@ A contender may leave work behind its exit: wisp-vmm hands the VM's teardown to 
 that finishes after it (as QEMU's -async-teardown). The driver is a child subreaper, so such
 helpers become its children: it waits for them before the next run and also reports
   all exited  spawn -> the last process of the contender exited
-  CPU total   CPU of the contender and of the helpers it left
+  CPU + helpers  CPU of the contender and of the helpers it left
 
 Memory: each contender boots a guest with 128 MiB of RAM that prints and then idles (cli; hlt).
 After its first byte and an idle pause, the driver reads /proc/PID/status and /proc/PID/smaps:

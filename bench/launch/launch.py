@@ -505,28 +505,31 @@ def parse_args(argv):
         " run (no /dev/kvm, no QEMU, a contender failed to boot the guest); 2 on a usage error.",
         epilog="Example: python3 bench/launch/launch.py --build-dir build"
         " --vmm build/src/vmm/wisp-vmm.  See docs/benchmarks.md.")
-    parser.add_argument("--runs", type=positive_int, default=20,
+    parser.add_argument("--runs", metavar="N", type=positive_int, default=20,
                         help="measured launches per contender (default 20; >= 10 for figures)")
-    parser.add_argument("--warmup", type=non_negative_int, default=1,
+    parser.add_argument("--warmup", metavar="N", type=non_negative_int, default=1,
                         help="unmeasured rounds first (default 1)")
-    parser.add_argument("--mem-runs", type=non_negative_int, default=3,
+    parser.add_argument("--mem-runs", metavar="N", type=non_negative_int, default=3,
                         help="memory snapshots per contender, median kept (default 3; 0 skips)")
-    parser.add_argument("--idle-seconds", type=float, default=0.5,
+    parser.add_argument("--idle-seconds", metavar="S", type=float, default=0.5,
                         help="idle time before the memory snapshot (default 0.5)")
-    parser.add_argument("--timeout", type=float, default=20.0,
+    parser.add_argument("--timeout", metavar="S", type=float, default=20.0,
                         help="seconds one launch may take before it counts as failed (default 20)")
-    parser.add_argument("--build-dir", default=None,
+    parser.add_argument("--build-dir", metavar="DIR", default=None,
                         help="meson build directory holding the floor, the guests and wisp-vmm"
                         " (default: build/ beside bench/)")
-    parser.add_argument("--vmm", help="wisp-vmm binary (default BUILD/src/vmm/wisp-vmm)")
-    parser.add_argument("--qemu", default="qemu-system-x86_64",
+    parser.add_argument("--vmm", metavar="PATH",
+                        help="wisp-vmm binary (default BUILD/src/vmm/wisp-vmm)")
+    parser.add_argument("--qemu", metavar="PATH", default="qemu-system-x86_64",
                         help="QEMU binary (default qemu-system-x86_64 from PATH)")
-    parser.add_argument("--floor",
+    parser.add_argument("--floor", metavar="PATH",
                         help="floor binary (default BUILD/bench/launch/wisp-bench-floor)")
-    parser.add_argument("--guest", help="exit guest ELF (default BUILD/bench/launch/tiny-exit.elf)")
-    parser.add_argument("--idle-guest",
+    parser.add_argument("--guest", metavar="ELF",
+                        help="exit guest ELF (default BUILD/bench/launch/tiny-exit.elf)")
+    parser.add_argument("--idle-guest", metavar="ELF",
                         help="idle guest ELF (default BUILD/bench/launch/tiny-idle.elf)")
-    parser.add_argument("--contenders", type=contender_list, default=list(CONTENDERS),
+    parser.add_argument("--contenders", metavar="LIST", type=contender_list,
+                        default=list(CONTENDERS),
                         help="comma-separated subset of floor,wisp,qemu (default all three)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     parser.add_argument("--detail", action="store_true",

@@ -167,29 +167,45 @@ void block_aio_destroy(struct block_dev *bs)
     bs->aio = NULL;
 }
 
-/* Can the ring take this request directly? Only raw data I/O the file accepts as is. */
-static bool ring_eligible(struct block_dev *bs, const struct block_req *req)
+static bool iov_direct_ok(const struct block_file *f, uint64_t off, const struct block_req *req)
 {
-    if (bs->drv != &raw_driver)
-        return false;
-    if (req->op == BLOCK_OP_FLUSH)
+    if (!f->direct)
         return true;
-    if (req->op != BLOCK_OP_READ && req->op != BLOCK_OP_WRITE)
-        return false;
-    if (req->iovcnt > IOV_MAX)
-        return false;
-    if (!bs->file->direct)
-        return true;
-    size_t a = bs->file->align;
-    if (req->offset % a)
+    if (off % f->align)
         return false;
     for (int i = 0; i < req->iovcnt; i++)
-        if ((uintptr_t)req->iov[i].iov_base % a || req->iov[i].iov_len % a)
+        if ((uintptr_t)req->iov[i].iov_base % f->align || req->iov[i].iov_len % f->align)
             return false;
     return true;
 }
 
-static int ring_submit(struct block_aio_ctx *c, struct block_dev *bs, struct aio_item *it)
+/* Can the ring take this request directly, and at which host offset? Raw data I/O and flushes
+ * go as they are. For other formats, a read whose whole range maps to one contiguous run of
+ * plain data clusters (the mapping step: block_status under the driver's lock) is read from
+ * the host file by the ring; everything else (allocation, COW, compression, zero clusters,
+ * backing files) runs in the pool on the synchronous driver. */
+static bool ring_eligible(struct block_dev *bs, const struct block_req *req, uint64_t *host)
+{
+    *host = req->offset;
+    if (req->op == BLOCK_OP_FLUSH)
+        return bs->drv == &raw_driver;
+    if ((req->op != BLOCK_OP_READ && req->op != BLOCK_OP_WRITE) || req->iovcnt > IOV_MAX)
+        return false;
+    if (bs->drv != &raw_driver) {
+        size_t len = req_bytes(req);
+        uint64_t pnum = 0;
+        if (req->op != BLOCK_OP_READ || len == 0)
+            return false;
+        int st = bs->drv->block_status(bs, req->offset, len, &pnum, host, NULL);
+        const int plain = BLOCK_STATUS_DATA | BLOCK_STATUS_ALLOCATED | BLOCK_STATUS_OFFSET;
+        if (st != plain || pnum < len)
+            return false;
+    }
+    return iov_direct_ok(bs->file, *host, req);
+}
+
+static int ring_submit(struct block_aio_ctx *c, struct block_dev *bs, struct aio_item *it,
+                       uint64_t host)
 {
     struct block_req *req = it->req;
     struct io_uring_sqe *sqe = io_uring_get_sqe(&c->ring);
@@ -202,9 +218,9 @@ static int ring_submit(struct block_aio_ctx *c, struct block_dev *bs, struct aio
     bool sync_write =
         bs->file->cache == BLOCK_CACHE_WRITETHROUGH || bs->file->cache == BLOCK_CACHE_DIRECTSYNC;
     if (req->op == BLOCK_OP_READ)
-        io_uring_prep_readv(sqe, fd, req->iov, (unsigned)req->iovcnt, req->offset);
+        io_uring_prep_readv(sqe, fd, req->iov, (unsigned)req->iovcnt, host);
     else if (req->op == BLOCK_OP_WRITE)
-        io_uring_prep_writev2(sqe, fd, req->iov, (unsigned)req->iovcnt, req->offset,
+        io_uring_prep_writev2(sqe, fd, req->iov, (unsigned)req->iovcnt, host,
                               sync_write ? RWF_DSYNC : 0);
     else if (bs->file->cache == BLOCK_CACHE_UNSAFE)
         io_uring_prep_nop(sqe); /* unsafe: flushes are ignored */
@@ -251,8 +267,9 @@ int block_aio_submit(struct block_dev *bs, struct block_req *req, struct wisp_er
         done_push(c, it);
         return 0;
     }
-    if (c->ring_ok && ring_eligible(bs, req)) {
-        r = ring_submit(c, bs, it);
+    uint64_t host;
+    if (c->ring_ok && ring_eligible(bs, req, &host)) {
+        r = ring_submit(c, bs, it, host);
         if (r < 0) {
             free(it);
             return wisp_err_sys(err, -r, "%s: io_uring submit", bs->filename);

@@ -194,8 +194,12 @@ static bool ring_eligible(struct block_dev *bs, const struct block_req *req, uin
     if (bs->drv != &raw_driver) {
         size_t len = req_bytes(req);
         uint64_t pnum = 0;
-        if (req->op != BLOCK_OP_READ || len == 0)
+        if (len == 0)
             return false;
+        if (req->op == BLOCK_OP_WRITE)
+            return bs->drv->map_for_write &&
+                   bs->drv->map_for_write(bs, req->offset, len, host) == 0 &&
+                   iov_direct_ok(bs->file, *host, req);
         int st = bs->drv->block_status(bs, req->offset, len, &pnum, host, NULL);
         const int plain = BLOCK_STATUS_DATA | BLOCK_STATUS_ALLOCATED | BLOCK_STATUS_OFFSET;
         if (st != plain || pnum < len)

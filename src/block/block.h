@@ -124,6 +124,13 @@ struct block_driver {
     int (*block_status)(struct block_dev *bs, uint64_t offset, uint64_t len, uint64_t *pnum,
                         uint64_t *host_offset, struct wisp_err *err);
     int (*truncate)(struct block_dev *bs, uint64_t size, bool shrink_ok, struct wisp_err *err);
+    /* Optional (NULL = not supported), for the io_uring engine: can [offset, offset+len) be
+     * overwritten in place, i.e. is it one contiguous run of allocated, unshared (refcount 1 /
+     * COPIED), uncompressed, non-zero data? Then returns 0 with the host offset in *host_offset
+     * and the engine writes the host file directly; otherwise -EAGAIN and the request runs in
+     * the worker pool through pwritev. Must not block on I/O other than metadata cache reads. */
+    int (*map_for_write)(struct block_dev *bs, uint64_t offset, uint64_t len,
+                         uint64_t *host_offset);
 };
 
 struct block_dev {

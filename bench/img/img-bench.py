@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""wisp-img beside qemu-img on the same files: alternating runs, medians, ratios.
+
+Cases (bench/img/README.md):
+  convert raw->qcow2 and qcow2->raw of a 2 GiB image that is half data, half holes;
+  `bench` random 4 KiB writes, then reads of what was written, on a fresh qcow2 (allocating)
+  and on a preallocated one (preallocation=metadata), queue depth 1 and 32, for each I/O engine
+  (threads, io_uring), cache=none.
+Ratio = qemu_time / wisp_time (> 1: wisp is faster). Target >= 1.0, goal 1.2.
+Big files go under $WISP_CACHE (default /var/cache/wisp) or --dir, and are removed at the end.
+"""
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+GIB = 1 << 30
+MIB = 1 << 20
+
+
+def run(cmd):
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if r.returncode != 0:
+        sys.exit(f"img-bench: {' '.join(cmd)} failed ({r.returncode}):\n{r.stderr}")
+    return r.stdout
+
+
+def timed(cmd):
+    os.sync()
+    t0 = time.monotonic()
+    run(cmd)
+    return time.monotonic() - t0
+
+
+def bench_seconds(out):
+    m = re.search(r"Run completed in ([0-9.]+) seconds", out)
+    if not m:
+        sys.exit(f"img-bench: no 'Run completed' line in:\n{out}")
+    return float(m.group(1))
+
+
+def make_half_sparse(path, size):
+    """Alternating 1 MiB of random data and 1 MiB holes."""
+    block = os.urandom(MIB)
+    with open(path, "wb") as f:
+        f.truncate(size)
+        for off in range(0, size, 2 * MIB):
+            f.seek(off)
+            f.write(block)
+
+
+class Table:
+    def __init__(self):
+        self.rows = []
+
+    def add(self, name, qemu, wisp):
+        q, w = statistics.median(qemu), statistics.median(wisp)
+        self.rows.append((name, q, w, q / w if w else float("inf")))
+        print(f"  {name:<48} qemu {q:8.3f} s   wisp {w:8.3f} s   ratio {q / w:5.2f}", flush=True)
+
+    def print(self):
+        print()
+        print(f"{'case':<48} {'qemu-img s':>11} {'wisp-img s':>11} {'ratio':>7}")
+        print("-" * 80)
+        for name, q, w, r in self.rows:
+            print(f"{name:<48} {q:11.3f} {w:11.3f} {r:7.2f}")
+        ratios = [r for _, _, _, r in self.rows]
+        print("-" * 80)
+        print(f"geometric mean ratio: {statistics.geometric_mean(ratios):.2f} "
+              f"(min {min(ratios):.2f}, max {max(ratios):.2f}); ratio = qemu_time / wisp_time")
+
+
+def convert_cases(a, d, table):
+    src = os.path.join(d, "src.raw")
+    make_half_sparse(src, a.size)
+    qsrc = os.path.join(d, "src.qcow2")
+    run([a.qemu_img, "convert", "-O", "qcow2", src, qsrc])
+    gib = a.size / GIB
+    for name, inp, fmt in ((f"convert raw->qcow2 ({gib:g} GiB, half holes)", src, "qcow2"),
+                           (f"convert qcow2->raw ({gib:g} GiB, half holes)", qsrc, "raw")):
+        times = {"qemu": [], "wisp": []}
+        for i in range(a.runs):
+            order = ("qemu", "wisp") if i % 2 == 0 else ("wisp", "qemu")
+            for tool in order:
+                out = os.path.join(d, f"out.{fmt}")
+                exe = a.qemu_img if tool == "qemu" else a.wisp_img
+                times[tool].append(timed([exe, "convert", "-O", fmt, inp, out]))
+                os.unlink(out)
+        table.add(name, times["qemu"], times["wisp"])
+    os.unlink(src)
+    os.unlink(qsrc)
+
+
+def bench_cases(a, d, table):
+    img_size = "1G"
+    step = str(4096 * 1021)  # a prime number of 4 KiB blocks: offsets scatter over the disk
+    for prealloc in ("off", "metadata"):
+        label = "fresh qcow2" if prealloc == "off" else "preallocated qcow2"
+        for engine in ("threads", "io_uring"):
+            for depth in (1, 32):
+                count = str(a.count_qd1 if depth == 1 else a.count_qd32)
+                res = {("qemu", "w"): [], ("wisp", "w"): [], ("qemu", "r"): [], ("wisp", "r"): []}
+                for i in range(a.runs):
+                    order = ("qemu", "wisp") if i % 2 == 0 else ("wisp", "qemu")
+                    for tool in order:
+                        img = os.path.join(d, f"b-{tool}.qcow2")
+                        run([a.qemu_img, "create", "-q", "-f", "qcow2", "-o",
+                             f"preallocation={prealloc}", img, img_size])
+                        exe = a.qemu_img if tool == "qemu" else a.wisp_img
+                        common = ["-c", count, "-d", str(depth), "-s", "4096", "-S", step,
+                                  "-t", "none", "-i", engine, "-f", "qcow2"]
+                        os.sync()
+                        res[(tool, "w")].append(bench_seconds(run([exe, "bench", "-w"] + common + [img])))
+                        res[(tool, "r")].append(bench_seconds(run([exe, "bench"] + common + [img])))
+                        os.unlink(img)
+                for op, opname in (("w", "write"), ("r", "read")):
+                    table.add(f"bench rand 4k {opname} {label} {engine} qd{depth}",
+                              res[("qemu", op)], res[("wisp", op)])
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--wisp-img", required=True)
+    p.add_argument("--qemu-img", default="qemu-img")
+    p.add_argument("--runs", type=int, default=3, help="runs per tool and case (median)")
+    p.add_argument("--size", type=int, default=2 * GIB, help="convert image size in bytes")
+    p.add_argument("--count-qd1", type=int, default=4000)
+    p.add_argument("--count-qd32", type=int, default=20000)
+    p.add_argument("--quick", action="store_true", help="small sizes, 1 run (smoke test)")
+    p.add_argument("--only", choices=("convert", "bench"))
+    p.add_argument("--dir", default=os.environ.get("WISP_CACHE", "/var/cache/wisp"))
+    a = p.parse_args()
+    if a.quick:
+        a.runs, a.size, a.count_qd1, a.count_qd32 = 1, 128 * MIB, 300, 2000
+    if not shutil.which(a.qemu_img):
+        sys.exit("img-bench: qemu-img not found")
+    os.makedirs(a.dir, exist_ok=True)
+    d = tempfile.mkdtemp(prefix="img-bench.", dir=a.dir)
+    print(f"img-bench: {a.runs} run(s) per case, alternating qemu-img / wisp-img, files in {d}")
+    table = Table()
+    try:
+        if a.only in (None, "convert"):
+            convert_cases(a, d, table)
+        if a.only in (None, "bench"):
+            bench_cases(a, d, table)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    table.print()
+
+
+if __name__ == "__main__":
+    main()

@@ -9,6 +9,7 @@
  *   qcow2_tool snap IMG create|apply|delete NAME
  *   qcow2_tool crash-writer IMG LOG SEED   random writes + flushes forever, logging flush points
  *   qcow2_tool verify IMG LOG           checks every write before the last logged flush
+ *   qcow2_tool open-read FILE           open as qcow2 + reads + check: 0 served, 1 refused
  *   qcow2_tool bench IMG write|read COUNT   random 4 KiB I/O at queue depth 1, prints IOPS */
 #include <errno.h>
 #include <inttypes.h>
@@ -211,6 +212,29 @@ static int cmd_bench(const char *img, const char *mode, uint64_t count)
     return 0;
 }
 
+/* Opens any file as qcow2 (read-only, no backing), reads a few places and checks it: exit 0 if
+ * it was served, 1 if it was refused with a message; anything else (a signal) is a bug. */
+static int cmd_open_read(const char *img)
+{
+    struct wisp_err e = {0};
+    struct block_dev *bs;
+    struct block_open_opts o = {.format = "qcow2", .read_only = true, .no_backing = true};
+    if (block_open(&bs, img, &o, &e) < 0)
+        return die(&e);
+    static uint8_t buf[1 << 16];
+    int bad = 0;
+    for (uint64_t i = 0; i < 16 && bs->size; i++) {
+        uint64_t off = (i * 0x9e3779b97f4a7c15ull) % bs->size, pnum, host;
+        size_t len = bs->size - off < sizeof(buf) ? (size_t)(bs->size - off) : sizeof(buf);
+        bad |= block_pread(bs, off, buf, len, &e) < 0;
+        bad |= block_status(bs, off, len, &pnum, &host, &e) < 0;
+    }
+    struct qcow2_check_result r = {0};
+    bad |= qcow2_check(bs, 0, &r, &e) < 0;
+    block_close(bs);
+    return bad ? die(&e) : 0;
+}
+
 static int cmd_create(int argc, char **argv)
 {
     struct qcow2_create_opts o = {0};
@@ -288,6 +312,8 @@ int main(int argc, char **argv)
         return cmd_snap(argv);
     if (!strcmp(c, "crash-writer") && argc == 5)
         return cmd_crash_writer(argv[2], argv[3], strtoull(argv[4], NULL, 0) | 1);
+    if (!strcmp(c, "open-read") && argc == 3)
+        return cmd_open_read(argv[2]);
     if (!strcmp(c, "bench") && argc == 5)
         return cmd_bench(argv[2], argv[3], strtoull(argv[4], NULL, 0));
     if (!strcmp(c, "verify") && argc == 4)

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# qcow2 regression inputs (fuzzer finds and hand-made corruptions in tests/block/qcow2-regress/,
+# plus the fuzz seed corpus): each is opened, read and checked; it must be served (exit 0) or
+# refused with a message naming the file (exit 1), never crash.
+# Usage: qcow2_regress.sh QCOW2_TOOL SOURCE_ROOT
+set -uo pipefail
+tool=$1 root=$2 fail=0
+for f in "$root"/tests/block/qcow2-regress/* "$root"/fuzz/corpus/qcow2/*; do
+    out=$("$tool" open-read "$f" 2>&1); rc=$?
+    if [ $rc -gt 1 ] || { [ $rc = 1 ] && ! grep -qF "$f" <<<"$out"; }; then
+        echo "FAIL $f: rc=$rc $out"; fail=1
+    else
+        echo "ok   $(basename "$f"): rc=$rc ${out#qcow2_tool: }"
+    fi
+done
+exit $fail

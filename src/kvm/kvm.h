@@ -73,6 +73,9 @@ struct vm {
 int kvm_vm_create(struct vm *vm, const struct kvm *kvm, struct wisp_err *err);
 int kvm_vm_map_memory(struct vm *vm, uint64_t mem_bytes, struct wisp_err *err);
 int kvm_vm_create_irqchip(struct vm *vm, struct wisp_err *err);
+/* For more than 255 vCPUs (before any vCPU): KVM_CAP_X2APIC_API with 32-bit APIC ids and
+ * without the xAPIC broadcast quirk, so that x2APIC id 255 is a CPU and not a broadcast. */
+int kvm_vm_enable_x2apic_ids(struct vm *vm, struct wisp_err *err);
 int kvm_vm_register_memory(struct vm *vm, struct wisp_err *err);
 void kvm_vm_destroy(struct vm *vm);
 /* Drives GSI `gsi` to `level` (KVM_IRQ_LINE); thread-safe. */

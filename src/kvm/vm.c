@@ -19,6 +19,19 @@ int kvm_vm_create_irqchip(struct vm *vm, struct wisp_err *err)
     return r < 0 ? r : 0;
 }
 
+int kvm_vm_enable_x2apic_ids(struct vm *vm, struct wisp_err *err)
+{
+    if (kvm_ioctl(vm->fd, KVM_CHECK_EXTENSION, KVM_CAP_X2APIC_API) <= 0)
+        return wisp_err_set(err, ENOTSUP,
+                            "KVM lacks KVM_CAP_X2APIC_API, needed for more than 255 vCPUs");
+    struct kvm_enable_cap cap = {
+        .cap = KVM_CAP_X2APIC_API,
+        .args[0] = KVM_X2APIC_API_USE_32BIT_IDS | KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK,
+    };
+    int r = KVM_IOCTL(vm->fd, KVM_ENABLE_CAP, &cap, err);
+    return r < 0 ? r : 0;
+}
+
 int kvm_vm_map_memory(struct vm *vm, uint64_t mem_bytes, struct wisp_err *err)
 {
     return guest_mem_create(&vm->mem, mem_bytes, err);

@@ -153,6 +153,8 @@ int machine_create(struct machine *m, const struct vmm_args *args, struct kvm *k
     int r = machine_setup_signals(m, err);
     if (r == 0)
         r = kvm_vm_create(&m->vm, &m->kvm, err);
+    if (r == 0 && m->nr_vcpus > 255)
+        r = kvm_vm_enable_x2apic_ids(&m->vm, err);
     if (r == 0)
         r = kvm_vm_map_memory(&m->vm, args->mem_bytes, err);
     if (r == 0 && args->debug && !(m->port_logged = calloc(0x10000 / 8, 1)))

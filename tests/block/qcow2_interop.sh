@@ -116,4 +116,14 @@ qemu-img compare -q -f raw -F qcow2 "$d/g.raw" "$d/g.qcow2" && pass "refcount gr
 "$tool" write "$d/top.qcow2" 10k 1k 0x1
 qemu_clean "$d/top.qcow2" "wisp backing"
 same_read "$d/top.qcow2" "wisp backing"
+# queue depth 32 on the threads engine (allocation races inside shared clusters), over a backing
+# file and with a snapshot sharing the clusters
+head -c 16M /dev/urandom > "$d/bk.raw"
+for cs in 512 65536; do
+    "$tool" create "$d/q.qcow2" 16777216 $cs 3 bk.raw raw
+    "$tool" aio-stress "$d/q.qcow2" 20000 >/dev/null && pass "QD32 cs=$cs: read back" || bad "QD32 cs=$cs: read back"
+    "$tool" snap "$d/q.qcow2" create s1
+    "$tool" aio-stress "$d/q.qcow2" 20000 >/dev/null && pass "QD32 cs=$cs after snapshot: read back" || bad "QD32 cs=$cs after snapshot"
+    qemu_clean "$d/q.qcow2" "QD32 cs=$cs"
+done
 exit $fail

@@ -428,10 +428,11 @@ int qcow2_write_header(struct qcow2_state *s, struct wisp_err *err)
     if (s->backing_format[0])
         pos = put_ext(h, pos, QCOW2_EXT_BACKING_FORMAT, s->backing_format,
                       (uint32_t)strlen(s->backing_format));
-    if (s->version >= 3)
+    size_t blen = strlen(s->backing_file);
+    /* The feature name table is optional: left out when a small cluster has no room for it. */
+    if (s->version >= 3 && pos + 8 + 8 * 48 + 8 + blen <= s->cluster_size)
         pos = put_feature_table(h, pos);
     pos = put_ext(h, pos, QCOW2_EXT_END, NULL, 0);
-    size_t blen = strlen(s->backing_file);
     if (pos + blen > s->cluster_size)
         return wisp_err_set(err, ENOSPC, "%s: header and backing file name do not fit in a cluster",
                             s->name);

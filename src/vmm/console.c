@@ -45,10 +45,18 @@ int console_open(struct console *con, const struct vmm_args *args, struct wisp_e
     int fl = fcntl(STDIN_FILENO, F_GETFL);
     if (fl < 0 || (fl & O_ACCMODE) == O_WRONLY)
         return 0; /* no usable stdin: output only */
+    if (!isatty(STDIN_FILENO)) {
+        con->in_fd = STDIN_FILENO; /* a pipe or a file */
+        return 0;
+    }
+    /* Our controlling terminal while we are in the background (`wisp-vmm ... &`): changing its
+     * mode or reading it would stop us with SIGTTOU/SIGTTIN, so it gives no input. (A terminal
+     * that is not our controlling one has no foreground group for us: tcgetpgrp fails.) */
+    pid_t fg = tcgetpgrp(STDIN_FILENO);
+    if (fg >= 0 && fg != getpgrp())
+        return 0;
     con->in_fd = STDIN_FILENO;
-    if (isatty(con->in_fd))
-        return console_make_raw(con, err);
-    return 0;
+    return console_make_raw(con, err);
 }
 
 void console_close(struct console *con)

@@ -63,6 +63,7 @@ struct machine {
     atomic_bool stopping;
     atomic_int stop_status;        /* -1 until the first stop request */
     _Atomic(uint8_t) *port_logged; /* --debug: one bit per port, logged once */
+    atomic_uint mmio_logged;       /* --debug: unclaimed MMIO accesses logged so far */
 };
 
 /* Called first thing in main(): the reference for boot markers. */

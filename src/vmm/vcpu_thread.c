@@ -38,14 +38,17 @@ void machine_request_stop(struct machine *m, int status, const char *why)
     machine_wake(m);
 }
 
+/* --debug: each unclaimed port once, the first 32 unclaimed MMIO accesses. */
 static void vcpu_log_unclaimed(struct machine *m, const char *what, uint64_t addr, bool write)
 {
     if (!m->port_logged)
         return;
-    if (m->port_logged && addr < 0x10000) {
+    if (addr < 0x10000 && what[0] == 'p') {
         uint8_t bit = (uint8_t)(1u << (addr & 7));
         if (atomic_fetch_or(&m->port_logged[addr >> 3], bit) & bit)
             return;
+    } else if (atomic_fetch_add(&m->mmio_logged, 1) >= 32) {
+        return;
     }
     char line[128];
     int n = snprintf(line, sizeof(line), "wisp-vmm: unclaimed %s %s 0x%llx\n", what,
@@ -72,7 +75,7 @@ static void vcpu_handle_mmio(struct machine *m, struct kvm_run *run)
     unsigned len = run->mmio.len <= 8 ? run->mmio.len : 8;
     bool ok = run->mmio.is_write ? bus_write(&m->mmio, run->mmio.phys_addr, run->mmio.data, len)
                                  : bus_read(&m->mmio, run->mmio.phys_addr, run->mmio.data, len);
-    if (!ok && m->args->debug)
+    if (!ok)
         vcpu_log_unclaimed(m, "MMIO", run->mmio.phys_addr, run->mmio.is_write);
 }
 

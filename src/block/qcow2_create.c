@@ -28,16 +28,14 @@ static void refcount_meta(unsigned cluster_bits, unsigned order, uint64_t n, uin
                           uint64_t *rt)
 {
     uint64_t per_rb = 1ull << (cluster_bits + 3 - order), per_rt = (1ull << cluster_bits) / 8;
-    *rb = 1;
-    *rt = 1;
-    for (int i = 0; i < 64; i++) {
-        uint64_t nrb = (n + *rb + *rt + per_rb - 1) / per_rb;
-        uint64_t nrt = (nrb + per_rt - 1) / per_rt;
-        if (nrb == *rb && nrt == *rt)
-            break;
-        *rb = nrb;
-        *rt = nrt;
-    }
+    uint64_t last, total = 0;
+    *rb = *rt = 0;
+    do {
+        last = total;
+        *rb = (n + *rt + *rb + per_rb - 1) / per_rb;
+        *rt = (*rb + per_rt - 1) / per_rt;
+        total = n + *rb + *rt;
+    } while (total != last);
 }
 
 static int check_opts(const struct qcow2_create_opts *o, struct geometry *g, struct wisp_err *err)
@@ -293,6 +291,22 @@ int qcow2_set_backing(struct block_dev *bs, const char *backing, const char *fmt
     return ret;
 }
 
+/* Metadata + data bytes of a fully allocated image of `size` bytes, computed the way qemu-img
+ * measure does (header, L2 tables, L1 rounded to clusters, refcount structures), so the two
+ * tools print the same numbers. */
+static uint64_t prealloc_size(const struct geometry *g, uint64_t size, bool extended_l2)
+{
+    uint64_t cs = 1ull << g->cluster_bits, l2e = extended_l2 ? 16 : 8;
+    uint64_t aligned = qcow2_align_up(size, cs), meta = cs;
+    uint64_t nl2e = qcow2_align_up(aligned / cs, cs / l2e);
+    meta += nl2e * l2e;
+    uint64_t nl1e = qcow2_align_up(nl2e * l2e / cs, cs / 8);
+    meta += nl1e * 8;
+    uint64_t rb, rt;
+    refcount_meta(g->cluster_bits, g->refcount_order, (meta + aligned) / cs, &rb, &rt);
+    return meta + (rb + rt) * cs + aligned;
+}
+
 int qcow2_measure(const struct qcow2_create_opts *o, struct block_dev *src,
                   struct qcow2_measure_result *r, struct wisp_err *err)
 {
@@ -300,9 +314,7 @@ int qcow2_measure(const struct qcow2_create_opts *o, struct block_dev *src,
     int ret = check_opts(o, &g, err);
     if (ret < 0)
         return ret;
-    uint64_t cs = 1ull << g.cluster_bits, size = qcow2_align_up(o->size, 512);
-    uint64_t l2_cover = cs << g.l2_bits, data = 0, l2 = 0, last_l2 = UINT64_MAX;
-    uint64_t total_data = qcow2_align_up(size, cs) / cs;
+    uint64_t cs = 1ull << g.cluster_bits, size = qcow2_align_up(o->size, 512), data = 0;
     for (uint64_t off = 0; src && off < size && off < src->size; off += cs) {
         uint64_t end = src->size - off < cs ? src->size : off + cs, pos = off;
         while (pos < end) {
@@ -311,21 +323,15 @@ int qcow2_measure(const struct qcow2_create_opts *o, struct block_dev *src,
             if (st < 0)
                 return st;
             if ((st & BLOCK_STATUS_DATA) && !(st & BLOCK_STATUS_ZERO)) {
-                data++;
-                if (off / l2_cover != last_l2)
-                    l2++;
-                last_l2 = off / l2_cover;
+                data += cs;
                 break;
             }
             pos += pnum ? pnum : end - pos;
         }
     }
-    uint64_t rb, rt, meta = 1 + g.l1_clusters;
-    refcount_meta(g.cluster_bits, g.refcount_order, meta + l2 + data, &rb, &rt);
-    r->required = (meta + l2 + data + rb + rt) * cs;
-    uint64_t all_l2 = (size + l2_cover - 1) / l2_cover;
-    refcount_meta(g.cluster_bits, g.refcount_order, meta + all_l2 + total_data, &rb, &rt);
-    r->fully_allocated = (meta + all_l2 + total_data + rb + rt) * cs;
+    r->fully_allocated = prealloc_size(&g, size, o->extended_l2);
+    /* as qemu-img: the metadata of the full image is counted, only unused data is left out */
+    r->required = r->fully_allocated - qcow2_align_up(size, cs) + data;
     r->bitmaps = 0;
     return 0;
 }

@@ -305,6 +305,28 @@ static void test_check_reports_leaks_and_fixes_them(void **state)
     block_close(bs);
 }
 
+/* Same numbers as `qemu-img measure -O qcow2 --size S [-o cluster_size=C]` (QEMU 7.2). */
+static void test_measure_matches_qemu_img(void **state)
+{
+    static const struct {
+        uint64_t size;
+        uint32_t cs;
+        uint64_t required, full;
+    } cases[] = {
+        {1ull << 30, 0, 393216, 1074135040},
+        {10ull << 30, 4096, 26288128, 10763706368ull},
+        {100ull << 20, 512, 2088960, 106946560},
+    };
+    for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct qcow2_create_opts o = {.size = cases[i].size, .cluster_size = cases[i].cs};
+        struct qcow2_measure_result r;
+        struct wisp_err e = {0};
+        assert_int_equal(qcow2_measure(&o, NULL, &r, &e), 0);
+        assert_true(r.required == cases[i].required);
+        assert_true(r.fully_allocated == cases[i].full);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -322,6 +344,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_dirty_image_is_repaired, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refcount_overflow_is_an_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_check_reports_leaks_and_fixes_them, setup, teardown),
+        cmocka_unit_test(test_measure_matches_qemu_img),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

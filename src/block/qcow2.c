@@ -544,6 +544,8 @@ static int qcow2_open(struct block_dev *bs, const struct block_open_opts *opts,
     bs->opaque = s;
     int ret = read_header(s, s->read_only, err);
     if (ret == 0)
+        ret = block_file_size(s->file, &s->host_end, err); /* bytes past it read as zeroes */
+    if (ret == 0)
         ret = load_l1(s, err);
     if (ret == 0)
         ret = load_refcount_table(s, err);

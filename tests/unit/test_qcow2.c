@@ -305,6 +305,31 @@ static void test_check_reports_leaks_and_fixes_them(void **state)
     block_close(bs);
 }
 
+/* A freed cluster that is reused after a reopen must not show its old bytes around a partial
+ * write. */
+static void test_reused_cluster_reads_zero_around_partial_write(void **state)
+{
+    make_image(NULL);
+    struct block_dev *bs = open_ok(false);
+    struct wisp_err e = {0};
+    static uint8_t buf[CS];
+    memset(buf, 0xee, sizeof(buf));
+    assert_int_equal(block_pwrite(bs, 0, buf, CS, &e), 0);
+    assert_int_equal(block_pwrite(bs, CS, buf, CS, &e), 0);
+    assert_int_equal(block_discard(bs, 0, CS, &e), 0);
+    block_close(bs);
+    bs = open_ok(false);
+    uint8_t small[512];
+    memset(small, 0x11, sizeof(small));
+    assert_int_equal(block_pwrite(bs, 8 * CS, small, sizeof(small), &e), 0);
+    assert_int_equal(block_pread(bs, 8 * CS, buf, CS, &e), 0);
+    assert_int_equal(buf[0], 0x11);
+    for (size_t i = sizeof(small); i < CS; i++)
+        if (buf[i])
+            fail_msg("byte %zu of a new cluster reads 0x%x", i, buf[i]);
+    block_close(bs);
+}
+
 /* Same numbers as `qemu-img measure -O qcow2 --size S [-o cluster_size=C]` (QEMU 7.2). */
 static void test_measure_matches_qemu_img(void **state)
 {
@@ -345,6 +370,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_refcount_overflow_is_an_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_check_reports_leaks_and_fixes_them, setup, teardown),
         cmocka_unit_test(test_measure_matches_qemu_img),
+        cmocka_unit_test_setup_teardown(test_reused_cluster_reads_zero_around_partial_write, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

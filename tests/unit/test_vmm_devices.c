@@ -1,0 +1,156 @@
+/* Unit tests of the machine's device table on a port bus, without KVM: the ports that end the
+ * VM (with which status), what the legacy ports read, COM1 output and its IRQ line. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "bus/bus.h"
+#include "devices/device.h"
+#include "devices/ports.h"
+
+struct machine_fake {
+    struct bus pio, mmio;
+    struct devices devs;
+    struct device_ctx ctx;
+    int stops, last_status;
+    int irq_gsi, irq_level;
+    int pipe_fds[2];
+};
+
+static void fake_set_irq(void *opaque, unsigned gsi, int level)
+{
+    struct machine_fake *f = opaque;
+    f->irq_gsi = (int)gsi;
+    f->irq_level = level;
+}
+
+static void fake_stop(void *opaque, int status, const char *why)
+{
+    struct machine_fake *f = opaque;
+    f->stops++;
+    f->last_status = status;
+}
+
+static int setup(void **state)
+{
+    static struct machine_fake f;
+    memset(&f, 0, sizeof(f));
+    f.irq_gsi = -1;
+    if (pipe(f.pipe_fds) < 0)
+        return -1;
+    bus_init(&f.pio, BUS_PIO);
+    bus_init(&f.mmio, BUS_MMIO);
+    f.ctx = (struct device_ctx){.pio = &f.pio,
+                                .mmio = &f.mmio,
+                                .set_irq = fake_set_irq,
+                                .request_stop = fake_stop,
+                                .opaque = &f,
+                                .serial_out_fd = f.pipe_fds[1],
+                                .launch_ns = -1};
+    struct wisp_err err = {0};
+    if (devices_realize(&f.devs, &f.ctx, &err) < 0) {
+        print_error("%s\n", err.msg);
+        return -1;
+    }
+    *state = &f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct machine_fake *f = *state;
+    devices_teardown(&f->devs);
+    bus_destroy(&f->pio);
+    bus_destroy(&f->mmio);
+    close(f->pipe_fds[0]);
+    close(f->pipe_fds[1]);
+    return 0;
+}
+
+static void outb(struct machine_fake *f, uint16_t port, uint8_t v)
+{
+    bus_write(&f->pio, port, &v, 1);
+}
+
+static uint8_t inb(struct machine_fake *f, uint16_t port)
+{
+    uint8_t v;
+    bus_read(&f->pio, port, &v, 1);
+    return v;
+}
+
+static void test_ports_that_end_the_vm(void **state)
+{
+    struct machine_fake *f = *state;
+    /* writes that mean nothing */
+    outb(f, PORT_I8042_CMD, 0xd1);
+    outb(f, PORT_ACPI_RESET, 0x0e);
+    outb(f, PORT_ACPI_SLEEP_CTL, 5 << 2); /* SLP_TYP without SLP_EN */
+    outb(f, PORT_PCI_RESET, 0x02);        /* SYS_RST alone selects, does not reset */
+    outb(f, 0x80, 0x55);
+    assert_int_equal(f->stops, 0);
+    outb(f, PORT_I8042_CMD, 0xfe);
+    assert_int_equal(f->stops, 1);
+    assert_int_equal(f->last_status, 0);
+    outb(f, PORT_ACPI_RESET, ACPI_RESET_VALUE);
+    assert_int_equal(f->stops, 2);
+    outb(f, PORT_ACPI_SLEEP_CTL, 0x20 | (5 << 2));
+    assert_int_equal(f->stops, 3);
+    outb(f, PORT_PCI_RESET, 0x06);
+    assert_int_equal(f->stops, 4);
+    assert_int_equal(f->last_status, 0);
+    uint32_t v = 0x1234562a; /* a 32-bit write: status is the low byte */
+    assert_true(bus_write(&f->pio, PORT_TEST_EXIT, &v, 4));
+    assert_int_equal(f->stops, 5);
+    assert_int_equal(f->last_status, 0x2a);
+}
+
+static void test_port_reads(void **state)
+{
+    struct machine_fake *f = *state;
+    assert_int_equal(inb(f, PORT_I8042_CMD), 0x04); /* self-test passed, buffers empty */
+    assert_int_equal(inb(f, PORT_I8042_DATA), 0);
+    assert_int_equal(inb(f, 0x62), 0xff);
+    assert_int_equal(inb(f, PORT_ACPI_SLEEP_STS), 0);
+    assert_int_equal(inb(f, 0x80), 0xff);
+    uint16_t w;
+    assert_false(bus_read(&f->pio, 0x1234, &w, 2)); /* nobody's: all ones */
+    assert_int_equal(w, 0xffff);
+    /* the table's ranges do not overlap, and a device on a taken port is refused */
+    struct device extra = {.ops = &io_delay_device_ops};
+    assert_int_equal(bus_register(&f->pio, PORT_COM1 + 7, 1, &extra, NULL), -EEXIST);
+}
+
+static void test_com1_output_and_irq4(void **state)
+{
+    struct machine_fake *f = *state;
+    outb(f, PORT_COM1, 'o');
+    outb(f, PORT_COM1, 'k');
+    char buf[4] = {0};
+    assert_int_equal(read(f->pipe_fds[0], buf, sizeof(buf)), 2);
+    assert_string_equal(buf, "ok");
+    outb(f, PORT_COM1 + 4, 0x08); /* MCR.OUT2 */
+    outb(f, PORT_COM1 + 1, 0x02); /* IER.ETBEI */
+    assert_int_equal(f->irq_gsi, COM1_IRQ);
+    assert_int_equal(f->irq_level, 1);
+    assert_int_equal(inb(f, PORT_COM1 + 2), 0x02); /* IIR: THRE, cleared by this read */
+    assert_int_equal(f->irq_level, 0);
+    devices_reset(&f->devs);
+    assert_int_equal(inb(f, PORT_COM1 + 4), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_ports_that_end_the_vm, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_port_reads, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_com1_output_and_irq4, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

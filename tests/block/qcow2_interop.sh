@@ -116,6 +116,13 @@ qemu-img compare -q -f raw -F qcow2 "$d/g.raw" "$d/g.qcow2" && pass "refcount gr
 "$tool" write "$d/top.qcow2" 10k 1k 0x1
 qemu_clean "$d/top.qcow2" "wisp backing"
 same_read "$d/top.qcow2" "wisp backing"
+# resize: grow past what the L1 table covers (512 B clusters: the L1 table moves), then shrink
+"$tool" create "$d/rs.qcow2" 1048576 512 && "$tool" write "$d/rs.qcow2" 1000 5000 0x61
+"$tool" resize "$d/rs.qcow2" 67108864 0 && "$tool" write "$d/rs.qcow2" 60000000 70000 0x62
+qemu_clean "$d/rs.qcow2" "grow"
+[ "$(qemu-img info --output=json "$d/rs.qcow2" | grep -o '"virtual-size": [0-9]*')" = '"virtual-size": 67108864' ] && pass "grow: size" || bad "grow: size"
+same_read "$d/rs.qcow2" "grow"
+"$tool" resize "$d/rs.qcow2" 2097152 1 && qemu_clean "$d/rs.qcow2" "shrink" && same_read "$d/rs.qcow2" "shrink"
 # queue depth 32 on the threads engine (allocation races inside shared clusters), over a backing
 # file and with a snapshot sharing the clusters
 head -c 16M /dev/urandom > "$d/bk.raw"

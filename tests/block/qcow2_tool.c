@@ -3,7 +3,7 @@
  *   qcow2_tool create IMG SIZE [CLUSTER [VERSION [BACKING [BACKING_FMT]]]]
  *   qcow2_tool to-raw IMG OUT           whole disk through block_pread
  *   qcow2_tool write IMG OFF LEN BYTE   pattern write (then flush)
- *   qcow2_tool zero IMG OFF LEN [unmap] | discard IMG OFF LEN
+ *   qcow2_tool zero IMG OFF LEN [unmap] | discard IMG OFF LEN | resize IMG SIZE SHRINK_OK
  *   qcow2_tool from-raw RAW IMG [compress]   copy a raw file's bytes into IMG
  *   qcow2_tool check IMG [leaks|all]    prints counts, exit 0 if clean, 3 if corrupt
  *   qcow2_tool snap IMG create|apply|delete NAME
@@ -342,6 +342,8 @@ static int cmd_io(int argc, char **argv)
         memset(buf, (int)strtol(argv[5], NULL, 0), len);
         r = block_pwrite(bs, off, buf, len, &e);
         free(buf);
+    } else if (!strcmp(argv[1], "resize")) {
+        r = block_truncate(bs, off, len != 0, &e);
     } else if (!strcmp(argv[1], "zero")) {
         r = block_write_zeroes(bs, off, len, argc > 5 ? BLOCK_WZ_MAY_UNMAP : 0, &e);
     } else {
@@ -378,7 +380,7 @@ int main(int argc, char **argv)
     if (!strcmp(c, "from-raw") && argc >= 4)
         return cmd_from_raw(argv[2], argv[3], argc > 4);
     if ((!strcmp(c, "write") && argc == 6) ||
-        ((!strcmp(c, "zero") || !strcmp(c, "discard")) && argc >= 5))
+        ((!strcmp(c, "zero") || !strcmp(c, "discard") || !strcmp(c, "resize")) && argc >= 5))
         return cmd_io(argc, argv);
     if (!strcmp(c, "check"))
         return cmd_check(argv[2], argc > 3 ? argv[3] : NULL);

@@ -32,6 +32,12 @@ same_bytes full.raw src.raw "convert -S 0 content"
 expect_rc 0 "convert -o preallocation=metadata" "$WISP_IMG" convert -O qcow2 -o preallocation=metadata src.raw pm.qcow2
 qcheck pm.qcow2
 expect_rc 0 "qemu-img compare preallocated" qemu-img compare src.raw pm.qcow2
+# -n: an existing target (with old content) is overwritten, zero ranges included
+qemu-img create -q -f qcow2 exist.qcow2 64M
+qemu-io -f qcow2 -c 'write -P 0xee 0 64M' exist.qcow2 >/dev/null
+expect_rc 0 "convert -n into an existing image" "$WISP_IMG" convert -n -O qcow2 src.raw exist.qcow2
+qcheck exist.qcow2
+expect_rc 0 "qemu-img compare -n target" qemu-img compare src.raw exist.qcow2
 # backing: create over a base, write through qemu-io, convert with -B
 expect_rc 0 "create -b (backing)" "$WISP_IMG" create -f qcow2 -b c64k.qcow2 -F qcow2 ov.qcow2
 qcheck ov.qcow2

@@ -3,6 +3,7 @@
 #include <malloc.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "vmm/args.h"
@@ -25,8 +26,11 @@ static void print_error(const struct wisp_err *err)
  * is a usage error (status 2) and costs nothing. */
 static int check_input_file(const char *flag, const char *path, struct wisp_err *err)
 {
-    if (access(path, R_OK) < 0)
+    struct stat st;
+    if (access(path, R_OK) < 0 || stat(path, &st) < 0)
         return wisp_err_sys(err, errno, "%s: %s", flag, path);
+    if (S_ISDIR(st.st_mode))
+        return wisp_err_sys(err, EISDIR, "%s: %s", flag, path);
     return 0;
 }
 

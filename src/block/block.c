@@ -12,15 +12,11 @@
 
 #include "common/cleanup.h"
 
-#ifdef WISP_HAVE_QCOW2 /* set by meson once src/block/qcow2.c exists */
 #include "block/qcow2.h"
-#endif
 
 /* Every format, in probing order. */
 static const struct block_driver *const block_drivers[] = {
-#ifdef WISP_HAVE_QCOW2
     &qcow2_driver,
-#endif
     &raw_driver,
 };
 

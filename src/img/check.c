@@ -22,7 +22,6 @@ static const char check_help[] =
     "Exit status: 0 no problems, 1 the check could not complete, 2 corruptions, 3 leaked\n"
     "clusters (waste of space, no harm to data), 63 the format has no checks.\n";
 
-#ifdef WISP_HAVE_QCOW2
 static void report_line(void *opaque, const char *msg)
 {
     bool quiet = *(bool *)opaque;
@@ -117,7 +116,6 @@ static int run_check(struct block_dev *bs, int fix, bool json, bool quiet)
         return CHECK_EXIT_LEAKS;
     return IMG_EXIT_OK;
 }
-#endif
 
 int img_check_main(int argc, char **argv)
 {
@@ -173,10 +171,8 @@ int img_check_main(int argc, char **argv)
     if (img_open(&bs, argv[optind], &a) < 0)
         return IMG_EXIT_ERROR;
     int rc = CHECK_EXIT_UNSUPPORTED;
-#ifdef WISP_HAVE_QCOW2
     if (bs->drv == &qcow2_driver)
         rc = run_check(bs, fix, json, quiet);
-#endif
     if (rc == CHECK_EXIT_UNSUPPORTED)
         img_error("This image format does not support checks");
     block_close(bs);

@@ -67,7 +67,6 @@ static int commit_copy(struct block_dev *top, struct block_dev *base, struct blo
 
 static int commit_empty(struct block_dev **top, struct wisp_err *err)
 {
-#ifdef WISP_HAVE_QCOW2
     struct block_info in;
     if ((*top)->drv != &qcow2_driver)
         return IMG_EXIT_OK;
@@ -94,9 +93,6 @@ static int commit_empty(struct block_dev **top, struct wisp_err *err)
     r = qcow2_create(path, &q, err);
     free(path);
     return r < 0 ? IMG_EXIT_ERROR : IMG_EXIT_OK;
-#else
-    return IMG_EXIT_OK;
-#endif
 }
 
 int img_commit_main(int argc, char **argv)

@@ -256,7 +256,6 @@ int img_create_image(const char *path, const struct img_create_opts *o, struct w
             return wisp_err_set(err, EINVAL, "'raw' does not support backing files");
         return create_raw(path, o, err);
     }
-#ifdef WISP_HAVE_QCOW2
     if (!strcmp(o->format, "qcow2")) {
         struct qcow2_create_opts q = {
             .size = o->size,
@@ -272,7 +271,6 @@ int img_create_image(const char *path, const struct img_create_opts *o, struct w
         };
         return qcow2_create(path, &q, err);
     }
-#endif
     return wisp_err_set(err, EINVAL, "Unknown file format '%s'", o->format);
 }
 

@@ -139,7 +139,6 @@ static int convert_read(struct convert *cv, uint64_t off, uint64_t len, uint8_t 
 static int write_compressed(struct convert *cv, const struct run *r, const uint8_t *buf,
                             uint64_t base, struct wisp_err *err)
 {
-#ifdef WISP_HAVE_QCOW2
     /* runs are cluster aligned: chunks are, and sparse granules divide clusters */
     for (uint64_t p = r->off; p < r->off + r->len; p += cv->cluster) {
         uint64_t n = r->off + r->len - p < cv->cluster ? r->off + r->len - p : cv->cluster;
@@ -150,9 +149,6 @@ static int write_compressed(struct convert *cv, const struct run *r, const uint8
             return ret;
     }
     return 0;
-#else
-    return wisp_err_set(err, ENOTSUP, "compression needs the qcow2 driver");
-#endif
 }
 
 static int convert_write(struct convert *cv, const struct run *runs, int n, const uint8_t *buf,

@@ -9,9 +9,7 @@
 #include <stdio.h>
 
 #include "block/block.h"
-#ifdef WISP_HAVE_QCOW2
 #include "block/qcow2.h"
-#endif
 
 /* Exit codes (qemu-img's): 0 success, 1 error (usage errors included). */
 #define IMG_EXIT_OK    0

@@ -19,27 +19,21 @@ static const char info_help[] =
 
 struct snaps {
     unsigned n;
-#ifdef WISP_HAVE_QCOW2
     struct qcow2_snapshot_info *list;
-#endif
 };
 
 static void load_snapshots(struct block_dev *bs, struct snaps *s)
 {
     s->n = 0;
-#ifdef WISP_HAVE_QCOW2
     s->list = NULL;
     struct wisp_err err = {0};
     if (bs->drv == &qcow2_driver && qcow2_snapshot_list(bs, &s->list, &s->n, &err) < 0)
         s->n = 0;
-#endif
 }
 
 static void free_snapshots(struct snaps *s)
 {
-#ifdef WISP_HAVE_QCOW2
     free(s->list);
-#endif
 }
 
 /* Like qemu-img: "1 GiB (1073741824 bytes)". */
@@ -69,7 +63,6 @@ static void print_human(struct block_dev *bs, const struct block_info *in, struc
     }
     if (in->backing_format[0])
         printf("backing file format: %s\n", in->backing_format);
-#ifdef WISP_HAVE_QCOW2
     if (s->n) {
         printf("Snapshot list:\n%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE",
                "VM CLOCK", "ICOUNT");
@@ -87,7 +80,6 @@ static void print_human(struct block_dev *bs, const struct block_info *in, struc
                    (unsigned)(ms / 1000 % 60), (unsigned)(ms % 1000), "");
         }
     }
-#endif
     if (in->qcow2_version) {
         printf("Format specific information:\n");
         printf("    compat: %s\n", in->qcow2_version >= 3 ? "1.1" : "0.10");
@@ -136,7 +128,6 @@ static json_t *info_json(struct block_dev *bs, const struct block_info *in, stru
     if (in->backing_format[0])
         json_object_set_new(o, "backing-filename-format", json_string(in->backing_format));
     json_object_set_new(o, "dirty-flag", json_boolean(in->dirty));
-#ifdef WISP_HAVE_QCOW2
     if (s->n) {
         json_t *a = json_array();
         for (unsigned i = 0; i < s->n; i++) {
@@ -149,7 +140,6 @@ static json_t *info_json(struct block_dev *bs, const struct block_info *in, stru
         }
         json_object_set_new(o, "snapshots", a);
     }
-#endif
     return o;
 }
 

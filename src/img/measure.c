@@ -104,7 +104,6 @@ int img_measure_main(int argc, char **argv)
     if (!strcmp(out_fmt, "raw")) { /* qemu-img: a raw target needs the whole virtual size */
         req = full = size;
         r = 0;
-#ifdef WISP_HAVE_QCOW2
     } else if (!strcmp(out_fmt, "qcow2")) {
         struct qcow2_create_opts q = {.size = size,
                                       .cluster_size = o.cluster_size,
@@ -126,7 +125,6 @@ int img_measure_main(int argc, char **argv)
         req = full - (full > vsize ? vsize : full) + data;
         if (o.prealloc)
             req = full;
-#endif
     } else {
         img_error("Unknown file format '%s'", out_fmt);
     }

@@ -66,11 +66,9 @@ static int rebase_copy(struct block_dev *bs, struct block_dev *new_backing, stru
 static int set_backing(struct block_dev *bs, const char *name, const char *fmt,
                        struct wisp_err *err)
 {
-#ifdef WISP_HAVE_QCOW2
     if (bs->drv == &qcow2_driver)
         return qcow2_set_backing(bs, name && name[0] ? name : NULL, name && name[0] ? fmt : NULL,
                                  err);
-#endif
     return wisp_err_set(err, ENOTSUP, "%s: format '%s' has no backing file", bs->filename,
                         bs->drv->name);
 }

@@ -18,7 +18,6 @@ static const char snapshot_help[] = "Manages the internal snapshots of a qcow2 i
 
 enum snap_action { SNAP_LIST, SNAP_CREATE, SNAP_APPLY, SNAP_DELETE };
 
-#ifdef WISP_HAVE_QCOW2
 static void print_list(const struct qcow2_snapshot_info *l, unsigned n)
 {
     printf("Snapshot list:\n%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE",
@@ -69,7 +68,6 @@ static int snapshot_do(struct block_dev *bs, enum snap_action act, const char *n
     }
     return IMG_EXIT_OK;
 }
-#endif
 
 int img_snapshot_main(int argc, char **argv)
 {
@@ -112,11 +110,9 @@ int img_snapshot_main(int argc, char **argv)
     if (img_open(&bs, argv[optind], &a) < 0)
         return IMG_EXIT_ERROR;
     int rc = IMG_EXIT_ERROR;
-#ifdef WISP_HAVE_QCOW2
     if (bs->drv == &qcow2_driver)
         rc = snapshot_do(bs, act, name);
     else
-#endif
         img_error("%s: format '%s' does not support internal snapshots", bs->filename,
                   bs->drv->name);
     block_close(bs);

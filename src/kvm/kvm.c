@@ -119,6 +119,11 @@ int kvm_open(struct kvm *kvm, const char *path, struct wisp_err *err)
     }
     int r;
     int version = kvm_ioctl(kvm->fd, KVM_GET_API_VERSION, 0);
+    if (version < 0) {
+        r = wisp_err_set(err, -version, "%s: KVM_GET_API_VERSION: %s: not a KVM device", path,
+                         strerror(-version));
+        goto fail;
+    }
     if (version != KVM_API_VERSION) {
         r = wisp_err_set(err, ENOTSUP, "%s: KVM API version %d, wisp needs %d", path, version,
                          KVM_API_VERSION);

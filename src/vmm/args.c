@@ -62,6 +62,7 @@ const char vmm_usage_text[] =
     "    Other ports read as 0xff and ignore writes.\n"
     "\n"
     "ENVIRONMENT\n"
+    "    WISP_KVM_DEVICE     the KVM device to open instead of /dev/kvm\n"
     "    WISP_LAUNCH_NS      CLOCK_MONOTONIC time in nanoseconds at which the launcher started\n"
     "                        wisp-vmm; boot markers then also report the time since then\n"
     "\n"

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <malloc.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -43,7 +44,8 @@ static int run(const struct vmm_args *args, const struct timespec *start)
         return EXIT_USAGE;
     }
     struct kvm kvm;
-    if (kvm_open(&kvm, "/dev/kvm", &err) < 0) {
+    const char *kvm_path = getenv("WISP_KVM_DEVICE");
+    if (kvm_open(&kvm, kvm_path && *kvm_path ? kvm_path : "/dev/kvm", &err) < 0) {
         print_error(&err);
         return EXIT_RUNTIME;
     }

@@ -66,6 +66,8 @@ expect 2 "--mem: 'junk' is not a size" -- --kernel "$T/garbage.img" --mem junk
 expect 2 "--mem: '0' is below" -- --kernel "$T/garbage.img" --mem 0
 expect 2 "--serial: 'pty' is not" -- --kernel "$T/garbage.img" --serial pty
 expect 2 "--no-such-flag: unknown option" -- --kernel "$T/garbage.img" --no-such-flag
+WISP_KVM_DEVICE=$T/no-kvm expect 1 "$T/no-kvm: No such file or directory: KVM is not available on this host" -- --kernel "$T/garbage.img"
+WISP_KVM_DEVICE=/dev/null expect 1 "/dev/null: KVM_GET_API_VERSION: Inappropriate ioctl for device: not a KVM device" -- --kernel "$T/garbage.img"
 expect 0 "EXIT STATUS" -- --help
 expect 0 "wisp-vmm " -- --version
 

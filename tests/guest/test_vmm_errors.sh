@@ -128,7 +128,9 @@ out, deadline = b"", time.time() + 20
 while p.poll() is None and time.time() < deadline:
     if select.select([master], [], [], 0.1)[0]:
         out += os.read(master, 100)
-p.wait(timeout=60)
+if p.poll() is None:  # no exit: the input never reached the guest
+    p.kill()
+p.wait()
 while select.select([master], [], [], 0.1)[0]:
     out += os.read(master, 100)
 after = termios.tcgetattr(slave)

@@ -1,5 +1,6 @@
 /* libFuzzer target: open an arbitrary byte string as a qcow2 image (read-only, no backing
- * file) and read from it. The driver must refuse or serve it without crashing, hanging or
+ * file), read from it and check it; for a quarter of the inputs also open it writable and write,
+ * zero and discard. The driver must refuse or serve it without crashing, hanging or
  * touching memory it should not. The input's last 16 bytes (if any) choose the read offsets. */
 #include <stdint.h>
 #include <stdio.h>
@@ -61,6 +62,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     struct qcow2_check_result r = {0};
     qcow2_check(bs, 0, &r, &err);
+    block_close(bs);
+
+    /* The same image opened writable: writes, zeroes and discards must fail cleanly or work. */
+    o.read_only = false;
+    if ((seed & 3) != 0 || block_open(&bs, path, &o, &err) < 0)
+        return 0;
+    memset(buf, 0xa5, sizeof(buf));
+    for (int i = 0; i < 4 && bs->size; i++) {
+        uint64_t off = (seed * (40503u + (uint64_t)i * 2654435761u)) % bs->size;
+        size_t len = (size_t)(1 + (seed >> (i * 5)) % 8192);
+        if (len > bs->size - off)
+            len = (size_t)(bs->size - off);
+        if (block_pwrite(bs, off, buf, len, &err) < 0)
+            break;
+        block_write_zeroes(bs, off / 2, len * 4 < bs->size - off / 2 ? len * 4 : 0,
+                           BLOCK_WZ_MAY_UNMAP, &err);
+        block_discard(bs, off / 3, len, &err);
+    }
     block_close(bs);
     return 0;
 }

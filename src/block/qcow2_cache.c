@@ -141,6 +141,9 @@ static int cache_get(struct qcow2_state *s, struct qcow2_cache *c, bool is_l2, u
                      bool fresh, uint8_t **table, struct wisp_err *err)
 {
     struct qcow2_cached_table *victim = NULL;
+    if (offset == 0 || (offset & (s->cluster_size - 1)))
+        return wisp_err_set(err, EIO, "%s: %s at invalid offset 0x%" PRIx64 " (corrupt image)",
+                            s->name, is_l2 ? "L2 table" : "refcount block", offset);
     c->tick++;
     for (unsigned i = 0; i < c->nr_slots; i++) {
         struct qcow2_cached_table *t = &c->slots[i];

@@ -296,18 +296,32 @@ int qcow2_get_l2_for_write(struct qcow2_state *s, uint64_t guest, uint8_t **tabl
 }
 
 /* Refuses a data write that would land on metadata (a corrupt L2 entry); QEMU's overlap check. */
+bool qcow2_is_metadata_cluster(const struct qcow2_state *s, uint64_t host, uint64_t max_rt)
+{
+    uint64_t c = host & ~(s->cluster_size - 1), snap_end = s->snapshots_offset + s->snapshots_size;
+    if (c == 0 ||
+        (c < s->l1_offset + (uint64_t)s->l1_size * 8 && c + s->cluster_size > s->l1_offset) ||
+        (c < s->rt_offset + ((uint64_t)s->rt_clusters << s->cluster_bits) && c >= s->rt_offset) ||
+        (s->snapshots_size && c < snap_end && c + s->cluster_size > s->snapshots_offset))
+        return true;
+    for (uint64_t i = 0; i < s->l1_size; i++)
+        if ((s->l1[i] & QCOW2_OFFSET_MASK) == c)
+            return true;
+    for (uint64_t i = 0; i < s->rt_entries && i < max_rt; i++)
+        if (s->rt[i] == c)
+            return true;
+    return false;
+}
+
 static int check_data_overlap(struct qcow2_state *s, uint64_t host, struct wisp_err *err)
 {
-    uint64_t c = host & ~(s->cluster_size - 1);
-    bool bad =
-        c == 0 ||
-        (c < s->l1_offset + (uint64_t)s->l1_size * 8 && c + s->cluster_size > s->l1_offset) ||
-        (c < s->rt_offset + ((uint64_t)s->rt_clusters << s->cluster_bits) && c >= s->rt_offset);
-    for (uint64_t i = 0; i < s->l1_size && !bad; i++)
-        bad = (s->l1[i] & QCOW2_OFFSET_MASK) == c;
-    for (uint64_t i = 0; i < s->rt_entries && !bad && i < 64; i++)
-        bad = s->rt[i] == c;
-    if (bad)
+    /* the first 64 refcount blocks cover every image up to terabytes; keeps the check cheap */
+    if ((host & ~(s->cluster_size - 1)) >= s->host_end)
+        return wisp_err_set(err, EIO,
+                            "%s: refusing to write guest data to host offset 0x%" PRIx64
+                            ", beyond the end of the image file (corrupt L2 entry)",
+                            s->name, host);
+    if (qcow2_is_metadata_cluster(s, host, 64))
         return wisp_err_set(err, EIO,
                             "%s: refusing to write guest data to host offset 0x%" PRIx64
                             ", which holds metadata (corrupt L2 entry)",

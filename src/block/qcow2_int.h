@@ -270,6 +270,9 @@ int qcow2_get_l2_for_write(struct qcow2_state *s, uint64_t guest, uint8_t **tabl
 uint64_t qcow2_l2_entry(const struct qcow2_state *s, const uint8_t *t, uint64_t i);
 uint64_t qcow2_l2_bitmap(const struct qcow2_state *s, const uint8_t *t, uint64_t i);
 void qcow2_l2_set(struct qcow2_state *s, uint8_t *t, uint64_t i, uint64_t e, uint64_t bitmap);
+/* Does host cluster `host` hold the header, an L1/L2/refcount/snapshot table? (checks the first
+ * max_rt refcount blocks) */
+bool qcow2_is_metadata_cluster(const struct qcow2_state *s, uint64_t host, uint64_t max_rt);
 /* Drops the reference an L2 entry holds on its host cluster(s). */
 int qcow2_free_l2_entry_target(struct qcow2_state *s, uint64_t l2e, struct wisp_err *err);
 

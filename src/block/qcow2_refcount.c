@@ -83,6 +83,13 @@ static int write_rt_entry(struct qcow2_state *s, uint64_t idx, struct wisp_err *
 static int create_refblock(struct qcow2_state *s, uint64_t idx, struct wisp_err *err)
 {
     uint64_t off = idx << (s->rb_bits + s->cluster_bits);
+    /* A corrupt refcount table can lack the block of a region holding metadata (region 0 holds
+     * the header): never put a refcount block on top of it. */
+    if (qcow2_is_metadata_cluster(s, off, UINT64_MAX))
+        return wisp_err_set(err, EIO,
+                            "%s: refcount table entry %" PRIu64
+                            " is missing but its region holds metadata (corrupt image, repair it)",
+                            s->name, idx);
     uint8_t *rb;
     int ret = qcow2_rb_get(s, off, true, &rb, err);
     if (ret < 0)

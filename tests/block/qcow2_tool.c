@@ -11,6 +11,7 @@
  *   qcow2_tool verify IMG LOG           checks every write before the last logged flush
  *   qcow2_tool open-read FILE           open as qcow2 + reads + check: 0 served, 1 refused
  *   qcow2_tool aio-stress IMG COUNT     QD32 random writes on the threads engine, then verify
+ *   qcow2_tool open-write FILE          open writable + writes/zeroes/discards: 0 done, 1 refused
  *   qcow2_tool bench IMG write|read COUNT   random 4 KiB I/O at queue depth 1, prints IOPS */
 #include <errno.h>
 #include <inttypes.h>
@@ -309,6 +310,33 @@ static int cmd_aio_stress(const char *img, uint64_t count)
     return bad ? 3 : 0;
 }
 
+/* Opens FILE writable (no backing) and writes, zeroes and discards a few ranges: exit 0 if that
+ * worked, 1 if it was refused with a message (the fuzzer's write stage, for regressions). */
+static int cmd_open_write(const char *img)
+{
+    struct wisp_err e = {0};
+    struct block_dev *bs;
+    struct block_open_opts o = {.format = "qcow2", .no_backing = true};
+    if (block_open(&bs, img, &o, &e) < 0)
+        return die(&e);
+    static uint8_t buf[8192];
+    memset(buf, 0xa5, sizeof(buf));
+    int ret = 0;
+    for (uint64_t i = 0; i < 8 && bs->size && ret == 0; i++) {
+        uint64_t off = (i * 0x9e3779b97f4a7c15ull) % bs->size;
+        size_t len = bs->size - off < sizeof(buf) ? (size_t)(bs->size - off) : sizeof(buf);
+        ret = block_pwrite(bs, off, buf, len, &e);
+        if (ret == 0)
+            ret = block_write_zeroes(bs, off / 2, len, BLOCK_WZ_MAY_UNMAP, &e);
+        if (ret == 0)
+            ret = block_discard(bs, off / 3, len, &e);
+    }
+    if (ret == 0)
+        ret = block_flush(bs, &e);
+    block_close(bs);
+    return ret < 0 ? die(&e) : 0;
+}
+
 static int cmd_create(int argc, char **argv)
 {
     struct qcow2_create_opts o = {0};
@@ -392,6 +420,8 @@ int main(int argc, char **argv)
         return cmd_open_read(argv[2]);
     if (!strcmp(c, "aio-stress") && argc == 4)
         return cmd_aio_stress(argv[2], strtoull(argv[3], NULL, 0));
+    if (!strcmp(c, "open-write") && argc == 3)
+        return cmd_open_write(argv[2]);
     if (!strcmp(c, "bench") && argc == 5)
         return cmd_bench(argv[2], argv[3], strtoull(argv[4], NULL, 0));
     if (!strcmp(c, "verify") && argc == 4)

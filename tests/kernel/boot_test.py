@@ -115,6 +115,13 @@ def e820_usable_bytes(console):
 
 
 def check(args, marker, console, rc):
+    if args.firmware == "acpi" and "Run /init as init process" not in console and \
+            not re.search(rf"^wisp-test: marker {marker}", console, re.M):
+        # With a HW-reduced FADT Linux has no legacy PIC and maps no ISA IRQ by itself: unless
+        # the DSDT describes COM1 (PNP0501 with IRQ 4), ttyS0 gets no interrupt and every
+        # userspace write to the console is lost while kernel messages still appear.
+        print("hint: no userspace output with ACPI: does the DSDT describe COM1 (PNP0501, "
+              "IO 0x3f8, IRQ 4)? Compare with --firmware mptable.", file=sys.stderr)
     find(rf"^wisp-test: marker {marker}\s*$", console, "the guest command's marker")
     m = find(r"^wisp-test: cpus (\d+) online (\S+)", console, "the CPU count line")
     cpus, online = int(m.group(1)), m.group(2)

@@ -61,16 +61,16 @@ class Table:
     def add(self, name, qemu, wisp):
         q, w = statistics.median(qemu), statistics.median(wisp)
         self.rows.append((name, q, w, q / w if w else float("inf")))
-        print(f"  {name:<48} qemu {q:8.3f} s   wisp {w:8.3f} s   ratio {q / w:5.2f}", flush=True)
+        print(f"  {name:<54} qemu {q:8.3f} s   wisp {w:8.3f} s   ratio {q / w:5.2f}", flush=True)
 
     def print(self):
         print()
-        print(f"{'case':<48} {'qemu-img s':>11} {'wisp-img s':>11} {'ratio':>7}")
-        print("-" * 80)
+        print(f"{'case':<54} {'qemu-img s':>11} {'wisp-img s':>11} {'ratio':>7}")
+        print("-" * 86)
         for name, q, w, r in self.rows:
-            print(f"{name:<48} {q:11.3f} {w:11.3f} {r:7.2f}")
+            print(f"{name:<54} {q:11.3f} {w:11.3f} {r:7.2f}")
         ratios = [r for _, _, _, r in self.rows]
-        print("-" * 80)
+        print("-" * 86)
         print(f"geometric mean ratio: {statistics.geometric_mean(ratios):.2f} "
               f"(min {min(ratios):.2f}, max {max(ratios):.2f}); ratio = qemu_time / wisp_time")
 

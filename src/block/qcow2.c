@@ -622,7 +622,8 @@ static int qcow2_get_info(struct block_dev *bs, struct block_info *info, struct 
     snprintf(info->backing_file, sizeof(info->backing_file), "%s", s->backing_file);
     snprintf(info->backing_format, sizeof(info->backing_format), "%s", s->backing_format);
     info->nr_snapshots = s->nb_snapshots;
-    return 0;
+    int ret = block_file_size(s->file, &info->file_size, err);
+    return ret < 0 ? ret : block_file_allocated(s->file, &info->allocated, err);
 }
 
 const struct block_driver qcow2_driver = {

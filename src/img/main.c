@@ -18,7 +18,7 @@ static const struct img_command commands[] = {
     {"convert", img_convert_main,
      "convert [-c] [-p] [-q] [-n] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] "
      "[-B backing_file [-F backing_fmt]] [-o options] [-S sparse_size] [-m num_coroutines] "
-     "[-W] filename [filename2 [...]] output_filename"},
+     "[-W] filename output_filename"},
     {"create", img_create_main,
      "create [-q] [-f fmt] [-b backing_file [-F backing_fmt]] [-u] [-o options] filename "
      "[size]"},

@@ -28,6 +28,7 @@
 #include <sys/reboot.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -178,6 +179,10 @@ static void end_vm(int status)
     const char *mode = getenv("wisp_exit");
 
     say("exit status %d", status);
+    /* The console's UART sends from an interrupt handler after write() returns: wait until
+     * the line has left it, or the exit port ends the VM with the line half sent. */
+    tcdrain(STDERR_FILENO);
+    tcdrain(STDOUT_FILENO);
     sync();
     if (ports_ok && !(mode && strcmp(mode, "reboot") == 0))
         outb((unsigned char)status, PORT_TEST_EXIT);

@@ -154,6 +154,15 @@ static int build_dsdt(struct acpi_builder *b, const struct x86_acpi_config *cfg,
      */
     const uint64_t s5[] = {5, 0, 0, 0};
     aml_name_package(&aml, "_S5_", s5, 4);
+    /* COM1. With a hardware-reduced FADT Linux has no legacy PIC and maps no ISA interrupt by
+     * itself, so the UART's IRQ must be described here or ttyS0 never gets an interrupt. */
+    struct aml_buf com1 = AML_BUF_INIT;
+    aml_name_integer(&com1, "_HID", 0x0105d041); /* EisaId ("PNP0501"): 16550A-compatible */
+    aml_name_integer(&com1, "_UID", 0);
+    aml_crs_io_irq(&com1, PORT_COM1, 8, COM1_IRQ);
+    aml_device(&sb, "COM1", &com1);
+    sb.failed |= com1.failed;
+    aml_buf_free(&com1);
     for (unsigned i = 0; i < cfg->nr_mmio_devices; i++) {
         const struct x86_boot_mmio_device *d = &cfg->mmio_devices[i];
         char name[8];
@@ -165,8 +174,7 @@ static int build_dsdt(struct acpi_builder *b, const struct x86_acpi_config *cfg,
         aml_device(&sb, name, &dev);
         aml_buf_free(&dev);
     }
-    if (cfg->nr_mmio_devices)
-        aml_scope(&aml, "\\_SB_", &sb);
+    aml_scope(&aml, "\\_SB_", &sb);
     int r = 0;
     if (aml.failed || sb.failed)
         r = wisp_err_set(b->err, ENOMEM, "DSDT: cannot encode AML");

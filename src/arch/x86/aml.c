@@ -166,6 +166,36 @@ static void put_le32(uint8_t *p, uint32_t v)
         p[i] = (uint8_t)(v >> (8 * i));
 }
 
+/* Name (_CRS, Buffer) around a resource template body (descriptors + End Tag). */
+static void aml_crs(struct aml_buf *b, const uint8_t *res, size_t len)
+{
+    const uint8_t end_tag[2] = {0x79, 0x00}; /* §6.4.2.9 End Tag, checksum 0 */
+    struct aml_buf body = AML_BUF_INIT;
+    aml_integer(&body, len + sizeof(end_tag)); /* BufferSize */
+    aml_bytes(&body, res, len);
+    aml_bytes(&body, end_tag, sizeof(end_tag));
+    aml_byte(b, AML_NAME_OP);
+    aml_name_string(b, "_CRS");
+    aml_byte(b, AML_BUFFER_OP);
+    aml_pkg_length(b, body.len);
+    aml_bytes(b, body.data, body.len);
+    b->failed |= body.failed;
+    aml_buf_free(&body);
+}
+
+void aml_crs_io_irq(struct aml_buf *b, uint16_t port, uint8_t len, uint8_t isa_irq)
+{
+    /* §6.4.2.5 I/O Port descriptor: 0x47, decode16, min, max, alignment, length.
+     * §6.4.2.1 IRQ descriptor without flags: 0x22, 16-bit mask (edge, active high). */
+    uint8_t res[8 + 3] = {
+        0x47, 0x01, (uint8_t)port, (uint8_t)(port >> 8), (uint8_t)port, (uint8_t)(port >> 8),
+        0x00, len,  0x22};
+    uint16_t mask = (uint16_t)(1u << (isa_irq & 15));
+    res[9] = (uint8_t)mask;
+    res[10] = (uint8_t)(mask >> 8);
+    aml_crs(b, res, sizeof(res));
+}
+
 void aml_crs_mmio_irq(struct aml_buf *b, uint32_t base, uint32_t size, uint32_t gsi)
 {
     /* §6.4.3.4 Memory32Fixed: 0x86, length 9, info bit 0 = read/write, base, length.
@@ -177,16 +207,5 @@ void aml_crs_mmio_irq(struct aml_buf *b, uint32_t base, uint32_t size, uint32_t 
     uint8_t *irq = res + 12;
     irq[0] = 0x89, irq[1] = 0x06, irq[2] = 0x00, irq[3] = 0x03, irq[4] = 0x01;
     put_le32(irq + 5, gsi);
-    const uint8_t end_tag[2] = {0x79, 0x00};
-    struct aml_buf body = AML_BUF_INIT;
-    aml_integer(&body, sizeof(res) + sizeof(end_tag)); /* BufferSize */
-    aml_bytes(&body, res, sizeof(res));
-    aml_bytes(&body, end_tag, sizeof(end_tag));
-    aml_byte(b, AML_NAME_OP);
-    aml_name_string(b, "_CRS");
-    aml_byte(b, AML_BUFFER_OP);
-    aml_pkg_length(b, body.len);
-    aml_bytes(b, body.data, body.len);
-    b->failed |= body.failed;
-    aml_buf_free(&body);
+    aml_crs(b, res, sizeof(res));
 }

@@ -127,7 +127,7 @@ int img_check_main(int argc, char **argv)
                                              {0}};
     const char *fmt = NULL;
     bool json = false, quiet = false;
-    int fix = 0, c;
+    int fix = 0, c, r;
     while ((c = getopt_long(argc, argv, "hf:r:qU", longopts, NULL)) != -1) {
         switch (c) {
         case 'h':
@@ -152,10 +152,8 @@ int img_check_main(int argc, char **argv)
                                        optarg);
             break;
         case OPT_OUTPUT:
-            if (strcmp(optarg, "json") && strcmp(optarg, "human"))
-                return img_usage_error("check",
-                                       "--output must be used with human or json as argument.");
-            json = !strcmp(optarg, "json");
+            if ((r = img_parse_output("check", optarg, &json)) != 0)
+                return r;
             break;
         case OPT_JSON:
             json = true;

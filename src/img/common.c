@@ -290,3 +290,11 @@ double img_now(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
+
+int img_parse_output(const char *cmd, const char *arg, bool *json)
+{
+    if (strcmp(arg, "json") && strcmp(arg, "human"))
+        return img_usage_error(cmd, "--output must be used with human or json as argument.");
+    *json = !strcmp(arg, "json");
+    return 0;
+}

@@ -58,6 +58,10 @@ int img_open(struct block_dev **bs, const char *path, const struct img_open_args
 /* Parses a cache / aio name or prints an error. */
 int img_parse_cache(const char *s, enum block_cache_mode *m);
 /* Sizes with K/M/G/T suffixes; prints an error naming `what` on failure. */
+/* Handles --output=human|json for command `cmd`: sets *json and returns 0, or returns the
+ * usage-error exit status after printing the message. */
+int img_parse_output(const char *cmd, const char *arg, bool *json);
+
 int img_parse_size(const char *s, const char *what, uint64_t *out);
 
 /* Status of [off, off+len) through the chain from `bs` down (to but excluding `base`, NULL =

@@ -152,7 +152,7 @@ int img_info_main(int argc, char **argv)
         {"force-share", no_argument, NULL, 'U'}, {0}};
     const char *fmt = NULL;
     bool json = false, chain = false;
-    int c;
+    int c, r;
     while ((c = getopt_long(argc, argv, "hf:U", longopts, NULL)) != -1) {
         switch (c) {
         case 'h':
@@ -163,10 +163,8 @@ int img_info_main(int argc, char **argv)
         case 'U':
             break;
         case OPT_OUTPUT:
-            if (strcmp(optarg, "json") && strcmp(optarg, "human"))
-                return img_usage_error("info",
-                                       "--output must be used with human or json as argument.");
-            json = !strcmp(optarg, "json");
+            if ((r = img_parse_output("info", optarg, &json)) != 0)
+                return r;
             break;
         case OPT_JSON:
             json = true;

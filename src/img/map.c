@@ -57,7 +57,7 @@ int img_map_main(int argc, char **argv)
     const char *fmt = NULL;
     bool json = false;
     uint64_t start = 0, maxlen = UINT64_MAX;
-    int c;
+    int c, r;
     while ((c = getopt_long(argc, argv, "hf:U", longopts, NULL)) != -1) {
         switch (c) {
         case 'h':
@@ -68,10 +68,8 @@ int img_map_main(int argc, char **argv)
         case 'U':
             break;
         case OPT_OUTPUT:
-            if (strcmp(optarg, "json") && strcmp(optarg, "human"))
-                return img_usage_error("map",
-                                       "--output must be used with human or json as argument.");
-            json = !strcmp(optarg, "json");
+            if ((r = img_parse_output("map", optarg, &json)) != 0)
+                return r;
             break;
         case OPT_JSON:
             json = true;

@@ -54,7 +54,7 @@ int img_measure_main(int argc, char **argv)
     const char *fmt = NULL, *opts = NULL, *out_fmt = "raw";
     bool json = false, have_size = false;
     uint64_t size = 0;
-    int c;
+    int c, opt_r;
     while ((c = getopt_long(argc, argv, "hf:O:o:U", longopts, NULL)) != -1) {
         switch (c) {
         case 'h':
@@ -71,10 +71,8 @@ int img_measure_main(int argc, char **argv)
         case 'U':
             break;
         case OPT_OUTPUT:
-            if (strcmp(optarg, "json") && strcmp(optarg, "human"))
-                return img_usage_error("measure",
-                                       "--output must be used with human or json as argument.");
-            json = !strcmp(optarg, "json");
+            if ((opt_r = img_parse_output("measure", optarg, &json)) != 0)
+                return opt_r;
             break;
         case OPT_JSON:
             json = true;

@@ -87,8 +87,10 @@ def vmm_command(args, vmlinux, initrd, cmdline):
                 "-kernel", vmlinux, "-initrd", initrd, "-append", cmdline]
     if not os.path.isfile(args.vmm):
         raise Failure(f"wisp-vmm not found at {args.vmm}; build it (ninja -C <builddir> src/vmm/wisp-vmm)")
+    # --debug makes wisp-vmm name the device that ended the VM, so an ACPI reset can be told
+    # apart from Linux's fallback to the i8042 reset line.
     return [args.vmm, "--kernel", vmlinux, "--initrd", initrd, "--cmdline", cmdline,
-            "--mem", str(args.mem), "--cpus", str(args.cpus), "--serial", "stdio"]
+            "--mem", str(args.mem), "--cpus", str(args.cpus), "--serial", "stdio", "--debug"]
 
 
 def vmm_status(args, rc):
@@ -114,7 +116,7 @@ def e820_usable_bytes(console):
     return total
 
 
-def check(args, marker, console, rc):
+def check(args, marker, console, rc, vmm_log=""):
     if args.firmware == "acpi" and "Run /init as init process" not in console and \
             not re.search(rf"^wisp-test: marker {marker}", console, re.M):
         # With a HW-reduced FADT Linux has no legacy PIC and maps no ISA IRQ by itself: unless
@@ -146,6 +148,9 @@ def check(args, marker, console, rc):
     want_rc = 0 if args.end == "acpi-reset" else args.exit_status
     if args.end == "acpi-reset":
         find(r"reboot: Restarting system", console, "the kernel's reboot message")
+        if args.vmm != "qemu":
+            find(r"^wisp-vmm: VM ends \(ACPI reset\), exit status 0$", vmm_log,
+                 "wisp-vmm reporting that the FADT reset register ended the VM")
     if vmm_status(args, rc) != want_rc:
         raise Failure(f"the VMM exited with {rc}, expected the guest's status {want_rc}")
     print(f"ok: {cpus} CPUs, e820 {e820 / mib:.2f} MiB, MemTotal {mem_total / mib:.2f} MiB, "
@@ -174,9 +179,10 @@ def run(args):
             raise Failure(f"the VM did not end within {args.timeout} s; console:\n{out}")
         console = proc.stdout.decode(errors="replace")
         sys.stdout.write(console)
-        sys.stdout.write(proc.stderr.decode(errors="replace"))
+        vmm_log = proc.stderr.decode(errors="replace")
+        sys.stdout.write(vmm_log)
         print(f"(VMM exit status {proc.returncode} after {time.monotonic() - start:.1f} s)")
-        check(args, marker, console, proc.returncode)
+        check(args, marker, console, proc.returncode, vmm_log)
 
 
 def main():

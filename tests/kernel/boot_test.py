@@ -34,14 +34,24 @@ E820_TOLERANCE_MIB = 1
 # Few processes (each costs seconds under PVM's emulator) and no byte-wise `read` loops over
 # long files (one system call per byte). No pipelines: under PVM a busybox pipeline
 # (dmesg | grep) sometimes dies with SIGSEGV in a TLS access (docs/guest-kernel.md).
+# Each external command is therefore retried (visibly, on stderr) when it dies by a signal;
+# a wrong answer is never retried.
 GUEST_SCRIPT = r"""
+retry() {
+    for try in 1 2 3; do
+        "$@"; rc=$?
+        [ $rc -lt 128 ] && return $rc
+        echo "wisp-test: '$1' died with status $rc (PVM TLS crash), try $try" >&2
+    done
+    return $rc
+}
 echo "wisp-test: marker $1"
 read -r online </sys/devices/system/cpu/online
-echo "wisp-test: cpus $(grep -c ^processor /proc/cpuinfo) online $online"
+echo "wisp-test: cpus $(retry grep -c ^processor /proc/cpuinfo) online $online"
 read -r key value unit </proc/meminfo
 echo "wisp-test: $key $value $unit"
-dmesg >/tmp/dmesg.txt
-grep -E 'BIOS-e820|MP-table|ACPI: APIC|ACPI: Using|smpboot: Allowing' /tmp/dmesg.txt
+retry dmesg >/tmp/dmesg.txt
+retry grep -E 'BIOS-e820|MP-table|ACPI: APIC|ACPI: Using|smpboot: Allowing' /tmp/dmesg.txt
 exit $2
 """
 

@@ -157,12 +157,17 @@ int machine_create(struct machine *m, const struct vmm_args *args, struct kvm *k
         r = kvm_vm_enable_x2apic_ids(&m->vm, err);
     if (r == 0)
         r = kvm_vm_map_memory(&m->vm, args->mem_bytes, err);
+    /* Register RAM before the irqchip exists: with the irqchip (and its IOAPIC/PIT I/O devices)
+     * in place, each memory-slot update waits for more SRCU grace periods; measured in
+     * bench/launch, this order roughly halves the kernel's share of launch time under load. */
+    if (r == 0)
+        r = kvm_vm_register_memory(&m->vm, err);
     if (r == 0 && args->debug && !(m->port_logged = calloc(0x10000 / 8, 1)))
         r = wisp_err_set(err, ENOMEM, "out of memory");
     if (r == 0 && !(m->vcpus = calloc(m->nr_vcpus, sizeof(*m->vcpus))))
         r = wisp_err_set(err, ENOMEM, "out of memory for %u vCPUs", m->nr_vcpus);
-    /* vCPUs are created and initialised by their threads while this thread makes the irqchip
-     * and loads the kernel */
+    /* vCPU threads start now and create their vCPUs as soon as the irqchip exists, while this
+     * thread creates the irqchip and loads the kernel */
     if (r == 0)
         r = vcpu_threads_start(m, err);
     if (r == 0)

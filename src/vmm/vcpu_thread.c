@@ -148,10 +148,8 @@ static int vcpu_init(struct vcpu_thread *t)
 {
     struct machine *m = t->m;
     unsigned i = t->vcpu.index;
-    /* vCPU 0's thread registers the RAM slots while the main thread creates the irqchip:
-     * both wait for KVM grace periods, which then overlap */
-    int r = i == 0 ? kvm_vm_register_memory(&m->vm, &t->err) : 0;
-    if (r == 0 && !vcpu_wait_chips(m))
+    int r = 0;
+    if (!vcpu_wait_chips(m))
         return -ECANCELED;
     if (r == 0)
         r = kvm_vcpu_create(&t->vcpu, &m->vm, i, &t->err);

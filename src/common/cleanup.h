@@ -17,7 +17,7 @@ static inline void cleanup_close_fn(int *fd)
 }
 
 /* `cleanup_free char *buf = malloc(n);` is freed when buf goes out of scope. */
-#define cleanup_free  __attribute__((cleanup(cleanup_free_fn)))
+#define cleanup_free __attribute__((cleanup(cleanup_free_fn)))
 /* `cleanup_close int fd = open(...);` is closed when fd goes out of scope (if >= 0). */
 #define cleanup_close __attribute__((cleanup(cleanup_close_fn)))
 

@@ -12,11 +12,12 @@
  * wisp_err_wrap(). Nothing below main() calls exit().
  */
 struct wisp_err {
-    int errnum;     /* positive errno, 0 when no error has been set */
-    char msg[512];  /* human-readable, without trailing newline */
+    int errnum;    /* positive errno, 0 when no error has been set */
+    char msg[512]; /* human-readable, without trailing newline */
 };
 
-/* Sets *err and returns -errnum, so a failing path reads `return wisp_err_set(err, EINVAL, ...)`. */
+/* Sets *err and returns -errnum, so a failing path reads `return wisp_err_set(err, EINVAL, ...)`.
+ */
 int wisp_err_set(struct wisp_err *err, int errnum, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

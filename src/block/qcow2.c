@@ -638,5 +638,6 @@ const struct block_driver qcow2_driver = {
     .write_zeroes = qcow2_do_write_zeroes,
     .get_info = qcow2_get_info,
     .block_status = qcow2_do_block_status,
+    .map_for_write = qcow2_do_map_for_write,
     .truncate = qcow2_do_truncate,
 };

@@ -377,28 +377,57 @@ static int write_alloc(struct qcow2_state *s, uint64_t g, uint64_t n, const stru
     return in_place ? 0 : qcow2_free_l2_entry_target(s, e, err);
 }
 
+/*
+ * Under s->lock: can guest offset g be overwritten in place (its cluster allocated, unshared
+ * (COPIED), uncompressed, every subcluster allocated)? Then 0 with the host offset in *host;
+ * -EAGAIN when the write needs allocation or COW; another negative errno on metadata errors.
+ */
+static int in_place_host(struct qcow2_state *s, uint64_t g, uint64_t *host, struct wisp_err *err)
+{
+    uint64_t e, bmp;
+    int ret = qcow2_mark_dirty(s, err);
+    if (ret == 0)
+        ret = qcow2_get_l2_entry(s, g, &e, &bmp, err);
+    if (ret < 0)
+        return ret;
+    if (!(e & QCOW2_OFLAG_COPIED) || qcow2_entry_type(s, e) != QCOW2_C_NORMAL ||
+        (s->extended_l2 && (bmp & 0xffffffffu) != 0xffffffffu))
+        return -EAGAIN;
+    *host = (e & QCOW2_OFFSET_MASK) + qcow2_offset_in_cluster(s, g);
+    return check_data_overlap(s, *host, err);
+}
+
 /* Writes the part of one cluster; fast path without the lock's I/O for allocated clusters. */
 static int write_cluster_part(struct qcow2_state *s, uint64_t g, uint64_t n,
                               const struct iovec *iov, int cnt, struct wisp_err *err)
 {
-    uint64_t e, bmp;
+    uint64_t host;
     pthread_mutex_lock(&s->lock);
-    int ret = qcow2_mark_dirty(s, err);
-    if (ret == 0)
-        ret = qcow2_get_l2_entry(s, g, &e, &bmp, err);
-    if (ret == 0 && (e & QCOW2_OFLAG_COPIED) && qcow2_entry_type(s, e) == QCOW2_C_NORMAL &&
-        (!s->extended_l2 || (bmp & 0xffffffffu) == 0xffffffffu)) {
-        uint64_t host = (e & QCOW2_OFFSET_MASK) + qcow2_offset_in_cluster(s, g);
-        ret = check_data_overlap(s, host, err);
+    int ret = in_place_host(s, g, &host, err);
+    if (ret != -EAGAIN) {
         pthread_mutex_unlock(&s->lock);
         return ret < 0 ? ret : block_file_pwritev(s->file, host, iov, cnt, err);
     }
-    if (ret == 0)
-        ret = write_alloc(s, g, n, iov, cnt, err);
+    ret = write_alloc(s, g, n, iov, cnt, err);
     if (ret == 0 && s->nr_deferred > 4096)
         ret = qcow2_flush_metadata(s, err);
     pthread_mutex_unlock(&s->lock);
     return ret;
+}
+
+/* block_driver.map_for_write: lets the io_uring engine overwrite an allocated cluster directly.
+ * Only ranges within one cluster; anything else goes through qcow2_do_pwritev in the pool. */
+int qcow2_do_map_for_write(struct block_dev *bs, uint64_t offset, uint64_t len,
+                           uint64_t *host_offset)
+{
+    struct qcow2_state *s = bs->opaque;
+    if (s->read_only || len == 0 || check_request(s, offset, len, NULL) < 0 ||
+        qcow2_offset_in_cluster(s, offset) + len > s->cluster_size)
+        return -EAGAIN;
+    pthread_mutex_lock(&s->lock);
+    int ret = in_place_host(s, offset, host_offset, NULL);
+    pthread_mutex_unlock(&s->lock);
+    return ret < 0 ? -EAGAIN : 0;
 }
 
 int qcow2_do_pwritev(struct block_dev *bs, uint64_t offset, const struct iovec *iov, int iovcnt,

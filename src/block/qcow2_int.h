@@ -252,6 +252,8 @@ void qcow2_rb_entry_set(const struct qcow2_state *s, uint8_t *rb, uint64_t i, ui
 /* qcow2_cluster.c: guest I/O */
 int qcow2_do_preadv(struct block_dev *bs, uint64_t offset, const struct iovec *iov, int iovcnt,
                     struct wisp_err *err);
+int qcow2_do_map_for_write(struct block_dev *bs, uint64_t offset, uint64_t len,
+                           uint64_t *host_offset);
 int qcow2_do_pwritev(struct block_dev *bs, uint64_t offset, const struct iovec *iov, int iovcnt,
                      struct wisp_err *err);
 int qcow2_do_discard(struct block_dev *bs, uint64_t offset, uint64_t len, struct wisp_err *err);

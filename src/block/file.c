@@ -109,6 +109,26 @@ static bool iov_aligned(const struct block_file *f, uint64_t off, const struct i
     return true;
 }
 
+/*
+ * After a short transfer of `done` bytes (less than the vector holds): skips the iovecs it
+ * consumed (advancing *cur, *cnt) and copies up to `nlocal` of the rest into `local`, the first
+ * trimmed by what was transferred of it, so the caller's vector stays const. Returns how many
+ * were copied; when fewer than *cnt, the caller finishes the vector in two parts.
+ */
+static int iov_skip(const struct iovec **cur, int *cnt, size_t done, struct iovec *local,
+                    int nlocal)
+{
+    while (*cnt > 0 && done >= (*cur)->iov_len) {
+        done -= (*cur)->iov_len;
+        (*cur)++, (*cnt)--;
+    }
+    int m = *cnt > nlocal ? nlocal : *cnt;
+    memcpy(local, *cur, (size_t)m * sizeof(**cur));
+    local[0].iov_base = (char *)local[0].iov_base + done;
+    local[0].iov_len -= done;
+    return m;
+}
+
 /* Reads fully; bytes past the end of the file read as zeroes. */
 static int file_readv_full(struct block_file *f, uint64_t off, const struct iovec *iov, int iovcnt,
                            struct wisp_err *err)
@@ -133,16 +153,7 @@ static int file_readv_full(struct block_file *f, uint64_t off, const struct iove
         left -= (size_t)n;
         if (left == 0)
             break;
-        /* advance past the bytes read; copy the remaining iovecs so the caller's stay const */
-        size_t adv = (size_t)n;
-        while (cnt > 0 && adv >= cur->iov_len) {
-            adv -= cur->iov_len;
-            cur++, cnt--;
-        }
-        int m = cnt > (int)ARRAY_SIZE(local) ? (int)ARRAY_SIZE(local) : cnt;
-        memcpy(local, cur, (size_t)m * sizeof(*cur));
-        local[0].iov_base = (char *)local[0].iov_base + adv;
-        local[0].iov_len -= adv;
+        int m = iov_skip(&cur, &cnt, (size_t)n, local, (int)ARRAY_SIZE(local));
         if (f->direct && off % f->align) { /* O_DIRECT short read: EOF inside a block */
             for (int i = 0; i < m; i++)
                 memset(local[i].iov_base, 0, local[i].iov_len);
@@ -179,15 +190,7 @@ static int file_writev_full(struct block_file *f, uint64_t off, const struct iov
         left -= (size_t)n;
         if (left == 0)
             break;
-        size_t adv = (size_t)n;
-        while (cnt > 0 && adv >= cur->iov_len) {
-            adv -= cur->iov_len;
-            cur++, cnt--;
-        }
-        int m = cnt > (int)ARRAY_SIZE(local) ? (int)ARRAY_SIZE(local) : cnt;
-        memcpy(local, cur, (size_t)m * sizeof(*cur));
-        local[0].iov_base = (char *)local[0].iov_base + adv;
-        local[0].iov_len -= adv;
+        int m = iov_skip(&cur, &cnt, (size_t)n, local, (int)ARRAY_SIZE(local));
         if (m < cnt)
             return file_writev_full(f, off, local, m, err)
                        ?: file_writev_full(f, off + iov_total(local, m), cur + m, cnt - m, err);

@@ -219,18 +219,17 @@ static int fix_copied(struct qcow2_state *s, struct wisp_err *err)
     return 0;
 }
 
-static struct qcow2_state *snap_state(struct block_dev *bs, bool write, struct wisp_err *err)
+/* The qcow2 state of bs in *out, or an error when bs is not qcow2 or (with write) read-only. */
+static int snap_state(struct block_dev *bs, bool write, struct qcow2_state **out,
+                      struct wisp_err *err)
 {
-    if (bs->drv != &qcow2_driver) {
-        wisp_err_set(err, EINVAL, "%s: not a qcow2 node", bs->filename);
-        return NULL;
-    }
+    if (bs->drv != &qcow2_driver)
+        return wisp_err_set(err, EINVAL, "%s: not a qcow2 node", bs->filename);
     struct qcow2_state *s = bs->opaque;
-    if (write && s->read_only) {
-        wisp_err_set(err, EROFS, "%s: image is read-only", s->name);
-        return NULL;
-    }
-    return s;
+    if (write && s->read_only)
+        return wisp_err_set(err, EROFS, "%s: image is read-only", s->name);
+    *out = s;
+    return 0;
 }
 
 static int find_snapshot(struct qcow2_state *s, const char *name)
@@ -295,9 +294,10 @@ static int do_create(struct qcow2_state *s, const char *name, struct wisp_err *e
 
 int qcow2_snapshot_create(struct block_dev *bs, const char *name, struct wisp_err *err)
 {
-    struct qcow2_state *s = snap_state(bs, true, err);
-    if (!s)
-        return -err->errnum;
+    struct qcow2_state *s = NULL;
+    int sr = snap_state(bs, true, &s, err);
+    if (sr < 0)
+        return sr;
     if (!name || !name[0] || strlen(name) > 255)
         return wisp_err_set(err, EINVAL, "%s: invalid snapshot name", s->name);
     pthread_mutex_lock(&s->lock);
@@ -309,9 +309,10 @@ int qcow2_snapshot_create(struct block_dev *bs, const char *name, struct wisp_er
 int qcow2_snapshot_list(struct block_dev *bs, struct qcow2_snapshot_info **list, unsigned *n,
                         struct wisp_err *err)
 {
-    struct qcow2_state *s = snap_state(bs, false, err);
-    if (!s)
-        return -err->errnum;
+    struct qcow2_state *s = NULL;
+    int sr = snap_state(bs, false, &s, err);
+    if (sr < 0)
+        return sr;
     pthread_mutex_lock(&s->lock);
     struct qcow2_snapshot_info *l = calloc(s->nb_snapshots + 1u, sizeof(*l));
     for (uint32_t i = 0; l && i < s->nb_snapshots; i++) {
@@ -381,21 +382,6 @@ static int do_apply(struct qcow2_state *s, struct qcow2_snapshot *sn, struct wis
     return ret < 0 ? ret : block_file_flush(s->file, err);
 }
 
-int qcow2_snapshot_apply(struct block_dev *bs, const char *name, struct wisp_err *err)
-{
-    struct qcow2_state *s = snap_state(bs, true, err);
-    if (!s)
-        return -err->errnum;
-    pthread_mutex_lock(&s->lock);
-    int i = find_snapshot(s, name), ret;
-    if (i < 0)
-        ret = wisp_err_set(err, ENOENT, "%s: no snapshot named '%s'", s->name, name);
-    else
-        ret = do_apply(s, &s->snaps[i], err);
-    pthread_mutex_unlock(&s->lock);
-    return ret;
-}
-
 static int do_delete(struct qcow2_state *s, int idx, struct wisp_err *err)
 {
     struct qcow2_snapshot sn = s->snaps[idx];
@@ -421,17 +407,36 @@ static int do_delete(struct qcow2_state *s, int idx, struct wisp_err *err)
     return ret < 0 ? ret : block_file_flush(s->file, err);
 }
 
-int qcow2_snapshot_delete(struct block_dev *bs, const char *name, struct wisp_err *err)
+/* Runs op on the snapshot called `name` (by name, as qemu-img -a/-d do), under the image lock. */
+static int on_named_snapshot(struct block_dev *bs, const char *name,
+                             int (*op)(struct qcow2_state *s, int idx, struct wisp_err *err),
+                             struct wisp_err *err)
 {
-    struct qcow2_state *s = snap_state(bs, true, err);
-    if (!s)
-        return -err->errnum;
+    struct qcow2_state *s = NULL;
+    int ret = snap_state(bs, true, &s, err);
+    if (ret < 0)
+        return ret;
     pthread_mutex_lock(&s->lock);
-    int i = find_snapshot(s, name), ret;
+    int i = find_snapshot(s, name);
     if (i < 0)
         ret = wisp_err_set(err, ENOENT, "%s: no snapshot named '%s'", s->name, name);
     else
-        ret = do_delete(s, i, err);
+        ret = op(s, i, err);
     pthread_mutex_unlock(&s->lock);
     return ret;
+}
+
+static int apply_at(struct qcow2_state *s, int idx, struct wisp_err *err)
+{
+    return do_apply(s, &s->snaps[idx], err);
+}
+
+int qcow2_snapshot_apply(struct block_dev *bs, const char *name, struct wisp_err *err)
+{
+    return on_named_snapshot(bs, name, apply_at, err);
+}
+
+int qcow2_snapshot_delete(struct block_dev *bs, const char *name, struct wisp_err *err)
+{
+    return on_named_snapshot(bs, name, do_delete, err);
 }

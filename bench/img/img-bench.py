@@ -83,6 +83,8 @@ def convert_cases(a, d, table):
     gib = a.size / GIB
     for name, inp, fmt in ((f"convert raw->qcow2 ({gib:g} GiB, half holes)", src, "qcow2"),
                            (f"convert qcow2->raw ({gib:g} GiB, half holes)", qsrc, "raw")):
+        if not re.search(a.case, name):
+            continue
         times = {"qemu": [], "wisp": []}
         for i in range(a.runs):
             order = ("qemu", "wisp") if i % 2 == 0 else ("wisp", "qemu")
@@ -104,6 +106,9 @@ def bench_cases(a, d, table):
         for engine in ("threads", "io_uring"):
             for depth in (1, 32):
                 count = str(a.count_qd1 if depth == 1 else a.count_qd32)
+                names = [f"bench rand 4k {op} {label} {engine} qd{depth}" for op in ("write", "read")]
+                if not any(re.search(a.case, n) for n in names):
+                    continue
                 res = {("qemu", "w"): [], ("wisp", "w"): [], ("qemu", "r"): [], ("wisp", "r"): []}
                 for i in range(a.runs):
                     order = ("qemu", "wisp") if i % 2 == 0 else ("wisp", "qemu")
@@ -133,6 +138,7 @@ def main():
     p.add_argument("--count-qd32", type=int, default=20000)
     p.add_argument("--quick", action="store_true", help="small sizes, 1 run (smoke test)")
     p.add_argument("--only", choices=("convert", "bench"))
+    p.add_argument("--case", default="", help="only cases whose name matches this regular expression")
     p.add_argument("--dir", default=os.environ.get("WISP_CACHE", "/var/cache/wisp"))
     a = p.parse_args()
     if a.quick:

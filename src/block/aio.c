@@ -4,7 +4,17 @@
  *   io_uring : raw data I/O and flushes go straight to the ring; requests the ring cannot
  *              take as they are (other formats, which map under their lock; unaligned O_DIRECT;
  *              discard / write_zeroes) fall back to the worker pool.
- * Completion callbacks always run in the thread that calls block_aio_poll(). */
+ * Completion callbacks always run in the thread that calls block_aio_poll().
+ *
+ * Before it sleeps, block_aio_poll() busy-polls the completion ring for a while: QEMU's
+ * adaptive polling (iothread poll-max-ns). The window grows (4 us, doubling) while completions
+ * arrive within poll_max_ns and shrinks to nothing when they take longer. On a fast device this
+ * saves a sleep and a wake-up per request (on this project's nested-KVM machines, ~20 us of a
+ * ~60 us 4 KiB read); on a slow one it costs nothing. The ring runs with cooperative task
+ * work, so a polling thread is told by a flag, not an interrupt, that completions are waiting.
+ * The thread pool is not polled: its completions need a worker thread to run, and spinning
+ * would take the CPU it needs. Submissions are not batched: measured here, one io_uring_enter
+ * per request kept the device busier than batches of a poll round's worth. */
 #include "block/block_int.h"
 
 #include <errno.h>
@@ -37,6 +47,7 @@ struct block_aio_ctx {
     struct io_uring ring;
     bool ring_ok;
     unsigned ring_inflight, ring_size;
+    uint64_t poll_ns, poll_max_ns; /* adaptive busy-poll window (0 = sleep at once) */
 };
 
 static size_t req_bytes(const struct block_req *req)
@@ -129,10 +140,17 @@ static int aio_ctx_create(struct block_dev *bs, struct wisp_err *err)
     bs->aio = c;
     if (c->engine == BLOCK_AIO_IO_URING) {
         c->ring_size = bs->file->aio_queue_depth ? bs->file->aio_queue_depth : AIO_DEFAULT_RING;
-        int r = io_uring_queue_init(c->ring_size, &c->ring, 0);
+        /* Cooperative task work: completions wait for this thread to enter the kernel (it
+         * does, to poll or sleep) and raise IORING_SQ_TASKRUN instead of interrupting it. */
+        int r = io_uring_queue_init(c->ring_size, &c->ring,
+                                    IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG);
+        if (r == -EINVAL) /* kernels before 5.19 */
+            r = io_uring_queue_init(c->ring_size, &c->ring, 0);
         if (r < 0)
             return wisp_err_sys(err, -r, "%s: io_uring_queue_init", bs->filename);
         c->ring_ok = true;
+        int64_t max = bs->file->poll_max_ns;
+        c->poll_max_ns = max < 0 ? 0 : max ? (uint64_t)max : BLOCK_POLL_MAX_NS_DEFAULT;
     }
     if (c->engine != BLOCK_AIO_SYNC)
         return pool_start(bs, err);
@@ -328,17 +346,71 @@ static unsigned run_callbacks(struct block_aio_ctx *c)
     return n;
 }
 
-static void ring_reap(struct block_aio_ctx *c, struct block_dev *bs, bool wait, bool short_wait)
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Busy-polls the completion ring for up to c->poll_ns; true when a completion is there. */
+static bool ring_spin(struct block_aio_ctx *c)
+{
+    if (!c->poll_ns)
+        return false;
+    uint64_t end = now_ns() + c->poll_ns;
+    do {
+        for (int i = 0; i < 32; i++) {
+            if (io_uring_cq_ready(&c->ring))
+                return true;
+            if (IO_URING_READ_ONCE(*c->ring.sq.kflags) & IORING_SQ_TASKRUN) {
+                io_uring_get_events(&c->ring); /* runs the task work that posts completions */
+                continue;
+            }
+            __builtin_ia32_pause();
+        }
+    } while (now_ns() < end);
+    return false;
+}
+
+/* QEMU's rule: waits that end within the window leave it; waits longer than poll_max_ns
+ * halve it (then drop it); waits that polling could have caught grow it. */
+static void poll_adjust(struct block_aio_ctx *c, uint64_t waited_ns)
+{
+    if (waited_ns <= c->poll_ns)
+        return;
+    if (waited_ns > c->poll_max_ns)
+        c->poll_ns = c->poll_ns > 4000 ? c->poll_ns / 2 : 0;
+    else if (c->poll_ns < c->poll_max_ns)
+        c->poll_ns = c->poll_ns ? c->poll_ns * 2 : 4000;
+    if (c->poll_ns > c->poll_max_ns)
+        c->poll_ns = c->poll_max_ns;
+}
+
+/* Waits for at least one ring completion: polls, then sleeps (at most 200 us when the pool
+ * may also finish work meanwhile). */
+static void ring_wait(struct block_aio_ctx *c, struct block_dev *bs, bool short_wait)
+{
+    uint64_t t0 = c->poll_max_ns ? now_ns() : 0;
+    struct io_uring_cqe *cqe;
+    bool got = ring_spin(c);
+    if (!got && !short_wait) {
+        got = io_uring_wait_cqe(&c->ring, &cqe) == 0;
+    } else if (!got) {
+        struct __kernel_timespec ts = {0, 200000};
+        got = io_uring_wait_cqe_timeout(&c->ring, &cqe, &ts) == 0;
+    }
+    if (c->poll_max_ns && got)
+        poll_adjust(c, now_ns() - t0);
+    while (c->ring_inflight && io_uring_peek_cqe(&c->ring, &cqe) == 0)
+        ring_complete(c, bs, cqe);
+}
+
+static void ring_reap(struct block_aio_ctx *c, struct block_dev *bs)
 {
     struct io_uring_cqe *cqe;
-    if (wait && !short_wait) {
-        if (io_uring_wait_cqe(&c->ring, &cqe) == 0)
-            ring_complete(c, bs, cqe);
-    } else if (wait) {
-        struct __kernel_timespec ts = {0, 200000};
-        if (io_uring_wait_cqe_timeout(&c->ring, &cqe, &ts) == 0)
-            ring_complete(c, bs, cqe);
-    }
+    if (IO_URING_READ_ONCE(*c->ring.sq.kflags) & IORING_SQ_TASKRUN)
+        io_uring_get_events(&c->ring);
     while (c->ring_inflight && io_uring_peek_cqe(&c->ring, &cqe) == 0)
         ring_complete(c, bs, cqe);
 }
@@ -351,7 +423,7 @@ int block_aio_poll(struct block_dev *bs, unsigned min_done, struct wisp_err *err
     unsigned done = 0;
     for (;;) {
         if (c->ring_ok && c->ring_inflight)
-            ring_reap(c, bs, false, false);
+            ring_reap(c, bs);
         done += run_callbacks(c);
         if (done >= min_done)
             return (int)done;
@@ -364,7 +436,7 @@ int block_aio_poll(struct block_dev *bs, unsigned min_done, struct wisp_err *err
         if (!pool && !c->ring_inflight)
             return (int)done; /* nothing left that could complete */
         if (c->ring_inflight) {
-            ring_reap(c, bs, true, pool > 0);
+            ring_wait(c, bs, pool > 0);
             continue;
         }
         pthread_mutex_lock(&c->lock);

@@ -109,6 +109,7 @@ static int block_open_node(struct block_dev **out, const char *filename,
     if (r == 0) {
         bs->file->aio_threads = opts->aio_threads;
         bs->file->aio_queue_depth = opts->aio_queue_depth;
+        bs->file->poll_max_ns = opts->poll_max_ns;
     }
     if (r == 0 && !drv)
         r = block_probe(bs->file, &drv, err);

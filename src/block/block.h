@@ -55,13 +55,18 @@ struct block_throttle_limits {
     uint64_t bps_total_max, bps_read_max, bps_write_max;    /* burst sizes (bytes) */
 };
 
+#define BLOCK_POLL_MAX_NS_DEFAULT 64000
+
 struct block_open_opts {
     const char *format; /* "raw", "qcow2", or NULL to probe the header */
     bool read_only;     /* nothing is ever written to the image, not even the dirty bit */
     enum block_cache_mode cache;
     enum block_aio_engine aio;
-    unsigned aio_threads;         /* pool size for BLOCK_AIO_THREADS (0 = default) */
-    unsigned aio_queue_depth;     /* ring size for io_uring (0 = default) */
+    unsigned aio_threads;     /* pool size for BLOCK_AIO_THREADS (0 = default) */
+    unsigned aio_queue_depth; /* ring size for io_uring (0 = default) */
+    /* io_uring: how long block_aio_poll() may busy-poll the completion ring before sleeping
+     * (adaptive, up to this many ns; 0 = default BLOCK_POLL_MAX_NS_DEFAULT, < 0 = never). */
+    int64_t poll_max_ns;
     bool no_backing;              /* open only this node (qemu-img -u / info without chain) */
     const char *backing_override; /* use this backing file instead of the header's */
     const char *backing_format_override;

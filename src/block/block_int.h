@@ -18,6 +18,7 @@ struct block_file {
     size_t align;             /* O_DIRECT alignment of offset, length and memory */
     pthread_mutex_t rmw_lock; /* serialises read-modify-write of unaligned direct writes */
     unsigned aio_threads, aio_queue_depth; /* engine sizes from block_open_opts */
+    int64_t poll_max_ns;                   /* block_open_opts.poll_max_ns */
 };
 
 /* After a data write: fdatasync for writethrough/directsync, nothing otherwise. */

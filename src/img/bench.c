@@ -24,6 +24,8 @@ static const char bench_help[] =
     "  -i aio          I/O engine: sync, threads (default), io_uring; -n = io_uring\n"
     "  --iops-limit=N, --bps-limit=N        throttle (token buckets, total of both directions)\n"
     "  --iops-burst=N, --bps-burst=N        bucket sizes (default a tenth of a second)\n"
+    "  --poll-max-ns=N  io_uring: busy-poll completions up to N ns before sleeping (adaptive;\n"
+    "                  default 64000, 0 = never)\n"
     "  -q              quiet\n";
 
 struct bench {
@@ -95,6 +97,7 @@ struct bench_opts {
     const char *fmt, *cache, *aio;
     struct block_throttle_limits lim;
     bool throttled;
+    int64_t poll_max_ns;
 };
 
 static int bench_parse_num(const char *s, const char *what, uint64_t *out, bool size)
@@ -107,7 +110,16 @@ static int bench_parse_num(const char *s, const char *what, uint64_t *out, bool 
 
 static int bench_parse(int argc, char **argv, struct bench_opts *o)
 {
-    enum { OPT_PATTERN = 256, OPT_FLUSH, OPT_NODRAIN, OPT_IOPS, OPT_BPS, OPT_IOPSB, OPT_BPSB };
+    enum {
+        OPT_PATTERN = 256,
+        OPT_FLUSH,
+        OPT_NODRAIN,
+        OPT_IOPS,
+        OPT_BPS,
+        OPT_IOPSB,
+        OPT_BPSB,
+        OPT_POLL
+    };
     static const struct option longopts[] = {{"help", no_argument, NULL, 'h'},
                                              {"pattern", required_argument, NULL, OPT_PATTERN},
                                              {"flush-interval", required_argument, NULL, OPT_FLUSH},
@@ -116,6 +128,7 @@ static int bench_parse(int argc, char **argv, struct bench_opts *o)
                                              {"bps-limit", required_argument, NULL, OPT_BPS},
                                              {"iops-burst", required_argument, NULL, OPT_IOPSB},
                                              {"bps-burst", required_argument, NULL, OPT_BPSB},
+                                             {"poll-max-ns", required_argument, NULL, OPT_POLL},
                                              {0}};
     int c, r = 0;
     uint64_t v;
@@ -183,6 +196,12 @@ static int bench_parse(int argc, char **argv, struct bench_opts *o)
         case OPT_BPSB:
             r = bench_parse_num(optarg, "bytes/s burst", &o->lim.bps_total_max, true);
             break;
+        case OPT_POLL:
+            r = bench_parse_num(optarg, "poll time", &v, false);
+            if (r == 0 && v > 10000000)
+                r = -1, img_error("Invalid poll time specified: at most 10000000 ns");
+            o->poll_max_ns = v ? (int64_t)v : -1;
+            break;
         default:
             img_usage_error("bench", "invalid option");
             return -1;
@@ -203,9 +222,9 @@ static int bench_run(struct bench *b, uint64_t depth)
 {
     if (depth > b->count)
         depth = b->count;
+    struct wisp_err err = {0};
     for (uint64_t i = 0; i < depth && !b->error; i++)
         bench_submit(b, &b->reqs[i]);
-    struct wisp_err err = {0};
     while (b->completed < b->submitted) {
         int r = block_aio_poll(b->bs, 1, &err);
         if (r < 0) {
@@ -233,7 +252,8 @@ int img_bench_main(int argc, char **argv)
                               .cache = o.cache,
                               .aio = o.aio ? o.aio : "threads",
                               .throttle = o.throttled ? &o.lim : NULL,
-                              .aio_queue_depth = (unsigned)(o.depth < 4096 ? o.depth : 4096)};
+                              .aio_queue_depth = (unsigned)(o.depth < 4096 ? o.depth : 4096),
+                              .poll_max_ns = o.poll_max_ns};
     struct bench b = {.count = o.count,
                       .offset = o.offset,
                       .step = o.step,

@@ -66,6 +66,7 @@ int img_open(struct block_dev **bs, const char *path, const struct img_open_args
         .throttle = a->throttle,
         .aio_threads = a->aio_threads,
         .aio_queue_depth = a->aio_queue_depth,
+        .poll_max_ns = a->poll_max_ns,
         .aio = BLOCK_AIO_THREADS,
     };
     if (a->cache && img_parse_cache(a->cache, &o.cache) < 0)

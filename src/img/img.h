@@ -52,6 +52,7 @@ struct img_open_args {
     const char *backing_override, *backing_format_override;
     const struct block_throttle_limits *throttle;
     unsigned aio_threads, aio_queue_depth;
+    int64_t poll_max_ns; /* block_open_opts.poll_max_ns */
 };
 int img_open(struct block_dev **bs, const char *path, const struct img_open_args *a);
 

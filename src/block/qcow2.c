@@ -498,6 +498,7 @@ static void qcow2_state_free(struct qcow2_state *s)
     free(s->rt);
     free(s->deferred);
     pthread_mutex_destroy(&s->lock);
+    pthread_cond_destroy(&s->inflight_done);
     free(s);
 }
 
@@ -537,6 +538,7 @@ static int qcow2_open(struct block_dev *bs, const struct block_open_opts *opts,
     if (!s)
         return wisp_err_sys(err, ENOMEM, "%s: qcow2 state", bs->filename);
     pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->inflight_done, NULL);
     s->bs = bs;
     s->file = bs->file;
     s->name = bs->filename;

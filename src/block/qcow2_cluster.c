@@ -329,19 +329,123 @@ static int check_data_overlap(struct qcow2_state *s, uint64_t host, struct wisp_
     return 0;
 }
 
-/* Allocating write of one cluster's part [g, g+n) with the lock held. */
-static int write_alloc(struct qcow2_state *s, uint64_t g, uint64_t n, const struct iovec *iov,
-                       int cnt, struct wisp_err *err)
+static bool inflight_overlaps(const struct qcow2_state *s, uint64_t start, uint64_t end)
 {
-    uint8_t *t;
-    uint64_t i, gc = g & ~(s->cluster_size - 1), in = g - gc;
-    int ret = qcow2_get_l2_for_write(s, g, &t, &i, err);
+    for (const struct qcow2_inflight *f = s->inflight; f; f = f->next)
+        if (start < f->end && f->start < end)
+            return true;
+    return false;
+}
+
+static void inflight_remove(struct qcow2_state *s, struct qcow2_inflight *f)
+{
+    for (struct qcow2_inflight **pp = &s->inflight; *pp; pp = &(*pp)->next)
+        if (*pp == f) {
+            *pp = f->next;
+            break;
+        }
+    pthread_cond_broadcast(&s->inflight_done);
+}
+
+/* Can the cluster with entry e (bitmap bmp) be overwritten where it is? */
+static bool entry_in_place(const struct qcow2_state *s, uint64_t e, uint64_t bmp)
+{
+    return (e & QCOW2_OFLAG_COPIED) && qcow2_entry_type(s, e) == QCOW2_C_NORMAL &&
+           (!s->extended_l2 || (bmp & 0xffffffffu) == 0xffffffffu);
+}
+
+/* Points k guest clusters from gc at the host clusters from host, freeing what they held. */
+static int link_clusters(struct qcow2_state *s, uint64_t gc, uint64_t k, uint64_t host,
+                         struct wisp_err *err)
+{
+    for (uint64_t j = 0; j < k; j++) {
+        uint8_t *t;
+        uint64_t i, g = gc + (j << s->cluster_bits), h = host + (j << s->cluster_bits);
+        int ret = qcow2_get_l2_for_write(s, g, &t, &i, err);
+        if (ret < 0)
+            return ret;
+        uint64_t old = qcow2_l2_entry(s, t, i);
+        qcow2_l2_set(s, t, i, h | QCOW2_OFLAG_COPIED, s->extended_l2 ? 0xffffffffu : 0);
+        if ((old & QCOW2_OFFSET_MASK) != h && (ret = qcow2_free_l2_entry_target(s, old, err)) < 0)
+            return ret;
+    }
+    return 0;
+}
+
+/* Writes iov at host offset `at` with the lock dropped while the k guest clusters from gc are
+ * marked in flight, then links them to the host clusters from host (or, when the write
+ * failed and they were allocated for it, gives those back). */
+static int write_unlocked(struct qcow2_state *s, uint64_t gc, uint64_t k, uint64_t host,
+                          bool allocated, uint64_t at, const struct iovec *iov, int cnt,
+                          struct wisp_err *err)
+{
+    struct qcow2_inflight f = {gc, gc + (k << s->cluster_bits), s->inflight};
+    s->inflight = &f;
+    pthread_mutex_unlock(&s->lock);
+    int ret = block_file_pwritev(s->file, at, iov, cnt, err);
+    pthread_mutex_lock(&s->lock);
+    inflight_remove(s, &f);
+    if (ret < 0) {
+        if (allocated)
+            qcow2_update_refcount(s, host, k << s->cluster_bits, -1, NULL);
+        return ret;
+    }
+    return link_clusters(s, gc, k, host, err);
+}
+
+/*
+ * Allocating write from guest offset g, at most `len` bytes of iov (which starts at g), with
+ * the lock held; *used = bytes written. Returns 1 (nothing written) after waiting for an
+ * overlapping allocation: the caller looks at the cluster again.
+ *  - Whole clusters: a run of them that all need allocation gets contiguous host clusters and
+ *    one write, done with the lock dropped (other requests allocate and write meanwhile).
+ *  - Part of a cluster that reads as zeroes, in a fresh host cluster (never written, so zero
+ *    on disk): only the part is written, also with the lock dropped.
+ *  - Any other part of a cluster: copy-on-write of the whole cluster under the lock.
+ */
+static int write_alloc(struct qcow2_state *s, uint64_t g, uint64_t len, const struct iovec *iov,
+                       int cnt, struct iovec *part, uint64_t *used, struct wisp_err *err)
+{
+    uint64_t cs = s->cluster_size, gc = g & ~(cs - 1), in = g - gc, e, bmp, host;
+    uint64_t n = cs - in < len ? cs - in : len;
+    if (inflight_overlaps(s, gc, gc + cs)) {
+        pthread_cond_wait(&s->inflight_done, &s->lock);
+        return 1;
+    }
+    int ret = qcow2_get_l2_entry(s, g, &e, &bmp, err);
     if (ret < 0)
         return ret;
-    uint64_t e = qcow2_l2_entry(s, t, i), bmp = qcow2_l2_bitmap(s, t, i), host;
+    *used = n;
     enum qcow2_ctype type = qcow2_entry_type(s, e);
     bool in_place =
         (e & QCOW2_OFLAG_COPIED) && (type == QCOW2_C_NORMAL || type == QCOW2_C_ZERO_ALLOC);
+    if (n == cs && in_place) { /* a whole preallocated zero cluster: keep its host cluster */
+        host = e & QCOW2_OFFSET_MASK;
+        if ((ret = check_data_overlap(s, host, err)) < 0)
+            return ret;
+        int pc = iov_slice(iov, cnt, 0, cs, part);
+        return write_unlocked(s, gc, 1, host, false, host, part, pc, err);
+    }
+    if (n == cs) { /* whole clusters: extend the run while the next ones need allocation too */
+        /* at most half a refcount block's clusters: with 512-byte clusters a refcount block
+         * covers only 256, and a run must fit beside the block that counts it */
+        uint64_t k = 1, max = 256 < (1ull << (s->rb_bits - 1)) ? 256 : 1ull << (s->rb_bits - 1);
+        if (max > len >> s->cluster_bits)
+            max = len >> s->cluster_bits;
+        for (; k < max; k++) {
+            uint64_t g2 = gc + (k << s->cluster_bits), e2, b2;
+            if (inflight_overlaps(s, g2, g2 + cs) ||
+                (ret = qcow2_get_l2_entry(s, g2, &e2, &b2, err)) < 0 || entry_in_place(s, e2, b2))
+                break;
+        }
+        if (ret < 0)
+            return ret;
+        if ((ret = qcow2_alloc_clusters(s, k, &host, err)) < 0)
+            return ret;
+        *used = k << s->cluster_bits;
+        int pc = iov_slice(iov, cnt, 0, *used, part);
+        return write_unlocked(s, gc, k, host, true, host, part, pc, err);
+    }
     bool fresh = false;
     if (in_place) {
         host = e & QCOW2_OFFSET_MASK;
@@ -355,26 +459,20 @@ static int write_alloc(struct qcow2_state *s, uint64_t g, uint64_t n, const stru
     }
     bool old_zero = type == QCOW2_C_ZERO_PLAIN || type == QCOW2_C_ZERO_ALLOC ||
                     (type == QCOW2_C_UNALLOCATED && !s->bs->backing && !(bmp & 0xffffffffu));
-    if (n == s->cluster_size || (fresh && old_zero)) {
-        ret = block_file_pwritev(s->file, host + in, iov, cnt, err);
-    } else {
-        cleanup_free uint8_t *buf = malloc(s->cluster_size);
-        if (!buf)
-            return wisp_err_sys(err, ENOMEM, "%s: copy-on-write buffer", s->name);
-        if (old_zero)
-            memset(buf, 0, s->cluster_size);
-        else if ((ret = read_cluster_locked(s, gc, e, bmp, buf, err)) < 0)
-            return ret;
-        iov_copy(iov, cnt, buf + in, false);
-        ret = block_file_pwrite(s->file, host, buf, s->cluster_size, err);
-    }
-    if (ret < 0)
+    int pc = iov_slice(iov, cnt, 0, n, part);
+    if (fresh && old_zero)
+        return write_unlocked(s, gc, 1, host, true, host + in, part, pc, err);
+    cleanup_free uint8_t *buf = malloc(cs);
+    if (!buf)
+        return wisp_err_sys(err, ENOMEM, "%s: copy-on-write buffer", s->name);
+    if (old_zero)
+        memset(buf, 0, cs);
+    else if ((ret = read_cluster_locked(s, gc, e, bmp, buf, err)) < 0)
         return ret;
-    /* the table pointer may be stale after the I/O above used the caches: look it up again */
-    if ((ret = qcow2_get_l2_for_write(s, g, &t, &i, err)) < 0)
+    iov_copy(part, pc, buf + in, false);
+    if ((ret = block_file_pwrite(s->file, host, buf, cs, err)) < 0)
         return ret;
-    qcow2_l2_set(s, t, i, host | QCOW2_OFLAG_COPIED, s->extended_l2 ? 0xffffffffu : 0);
-    return in_place ? 0 : qcow2_free_l2_entry_target(s, e, err);
+    return link_clusters(s, gc, 1, host, err);
 }
 
 /*
@@ -390,25 +488,32 @@ static int in_place_host(struct qcow2_state *s, uint64_t g, uint64_t *host, stru
         ret = qcow2_get_l2_entry(s, g, &e, &bmp, err);
     if (ret < 0)
         return ret;
-    if (!(e & QCOW2_OFLAG_COPIED) || qcow2_entry_type(s, e) != QCOW2_C_NORMAL ||
-        (s->extended_l2 && (bmp & 0xffffffffu) != 0xffffffffu))
+    if (!entry_in_place(s, e, bmp))
         return -EAGAIN;
     *host = (e & QCOW2_OFFSET_MASK) + qcow2_offset_in_cluster(s, g);
     return check_data_overlap(s, *host, err);
 }
 
-/* Writes the part of one cluster; fast path without the lock's I/O for allocated clusters. */
-static int write_cluster_part(struct qcow2_state *s, uint64_t g, uint64_t n,
-                              const struct iovec *iov, int cnt, struct wisp_err *err)
+/* Writes from guest offset g (at most len bytes of iov, which starts at g): in place without
+ * the lock's I/O for an allocated cluster, else through write_alloc. *used = bytes written. */
+static int write_part(struct qcow2_state *s, uint64_t g, uint64_t len, const struct iovec *iov,
+                      int cnt, struct iovec *part, uint64_t *used, struct wisp_err *err)
 {
-    uint64_t host;
+    uint64_t host, n = s->cluster_size - qcow2_offset_in_cluster(s, g);
+    if (n > len)
+        n = len;
     pthread_mutex_lock(&s->lock);
     int ret = in_place_host(s, g, &host, err);
     if (ret != -EAGAIN) {
         pthread_mutex_unlock(&s->lock);
-        return ret < 0 ? ret : block_file_pwritev(s->file, host, iov, cnt, err);
+        *used = n;
+        int pc = iov_slice(iov, cnt, 0, n, part);
+        return ret < 0 ? ret : block_file_pwritev(s->file, host, part, pc, err);
     }
-    ret = write_alloc(s, g, n, iov, cnt, err);
+    *used = 0;
+    ret = write_alloc(s, g, len, iov, cnt, part, used, err);
+    if (ret == 1)
+        ret = 0; /* waited for an overlapping allocation: the caller comes back */
     if (ret == 0 && s->nr_deferred > 4096)
         ret = qcow2_flush_metadata(s, err);
     pthread_mutex_unlock(&s->lock);
@@ -438,17 +543,17 @@ int qcow2_do_pwritev(struct block_dev *bs, uint64_t offset, const struct iovec *
         return wisp_err_set(err, EROFS, "%s: image is read-only", s->name);
     size_t total = iov_total(iov, iovcnt), done = 0;
     int ret = check_request(s, offset, total, err);
-    cleanup_free struct iovec *part = malloc(sizeof(*part) * (size_t)(iovcnt + 1));
+    /* part: a slice of iov (iovcnt + 1 entries at most); rest: iov from `done` on */
+    cleanup_free struct iovec *part = malloc(sizeof(*part) * (size_t)(iovcnt + 1) * 2);
     if (ret < 0 || !part)
         return ret < 0 ? ret : wisp_err_sys(err, ENOMEM, "%s: write", s->name);
+    struct iovec *rest = part + iovcnt + 1;
     while (done < total) {
-        uint64_t g = offset + done, n = s->cluster_size - qcow2_offset_in_cluster(s, g);
-        if (n > total - done)
-            n = total - done;
-        int pc = iov_slice(iov, iovcnt, done, n, part);
-        if ((ret = write_cluster_part(s, g, n, part, pc, err)) < 0)
+        uint64_t used = 0;
+        int rc = iov_slice(iov, iovcnt, done, total - done, rest);
+        if ((ret = write_part(s, offset + done, total - done, rest, rc, part, &used, err)) < 0)
             return ret;
-        done += n;
+        done += used;
     }
     return 0;
 }
@@ -492,12 +597,13 @@ static int zero_bytes(struct qcow2_state *s, uint64_t off, uint64_t len, struct 
     while (len) {
         uint64_t n = s->cluster_size - qcow2_offset_in_cluster(s, off);
         n = n < len ? n : len;
-        struct iovec v = {z, n};
-        int ret = write_cluster_part(s, off, n, &v, 1, err);
+        struct iovec v = {z, n}, part[2];
+        uint64_t used = 0;
+        int ret = write_part(s, off, n, &v, 1, part, &used, err);
         if (ret < 0)
             return ret;
-        off += n;
-        len -= n;
+        off += used;
+        len -= used;
     }
     return 0;
 }

@@ -98,8 +98,18 @@ struct qcow2_deferred_free {
     uint64_t offset, len; /* bytes; compressed data may cover parts of clusters */
 };
 
+/* A guest range whose clusters an allocating write is filling with the lock dropped. */
+struct qcow2_inflight {
+    uint64_t start, end;
+    struct qcow2_inflight *next;
+};
+
 struct qcow2_state {
     pthread_mutex_t lock; /* protects everything below (metadata) */
+    /* Allocating writes in flight (QEMU's cluster_allocs): another allocating write that
+     * overlaps one waits on inflight_done, so a guest cluster is never allocated twice. */
+    struct qcow2_inflight *inflight;
+    pthread_cond_t inflight_done;
     struct block_dev *bs;
     struct block_file *file;
     const char *name; /* bs->filename, for messages */

@@ -30,8 +30,25 @@ def run(cmd):
     return r.stdout
 
 
-def timed(cmd):
+def warm_memory(size):
+    """Touches `size` bytes of fresh memory, then frees it.
+
+    On a VM (this project's development machines are nested KVM guests), a guest page frame
+    that was never touched, or that the host took back, costs a host fault the first time
+    the kernel uses it, so the page cache a convert fills can take 3-8x longer when the
+    allocator happens to hand out such frames. Touching as much memory as the run needs first
+    gives both tools frames the host has backed; without it the same command's wall time
+    varied 0.35-3 s here.
+    """
+    if size:
+        b = bytearray(size)
+        b[::4096] = b"\x01" * (size // 4096)
+        del b
+
+
+def timed(cmd, warm=0):
     os.sync()
+    warm_memory(warm)
     t0 = time.monotonic()
     run(cmd)
     return time.monotonic() - t0
@@ -91,7 +108,7 @@ def convert_cases(a, d, table):
             for tool in order:
                 out = os.path.join(d, f"out.{fmt}")
                 exe = a.qemu_img if tool == "qemu" else a.wisp_img
-                times[tool].append(timed([exe, "convert", "-O", fmt, inp, out]))
+                times[tool].append(timed([exe, "convert", "-O", fmt, inp, out], int(a.warm * a.size)))
                 os.unlink(out)
         table.add(name, times["qemu"], times["wisp"])
     os.unlink(src)
@@ -138,6 +155,9 @@ def main():
     p.add_argument("--count-qd32", type=int, default=20000)
     p.add_argument("--quick", action="store_true", help="small sizes, 1 run (smoke test)")
     p.add_argument("--only", choices=("convert", "bench"))
+    p.add_argument("--warm", type=float, default=1.0,
+                   help="touch this many times the convert size of memory before each convert run "
+                        "(0 = off; see warm_memory)")
     p.add_argument("--case", default="", help="only cases whose name matches this regular expression")
     p.add_argument("--dir", default=os.environ.get("WISP_CACHE", "/var/cache/wisp"))
     a = p.parse_args()

@@ -165,6 +165,9 @@ int block_file_pwrite(struct block_file *f, uint64_t off, const void *buf, size_
                       struct wisp_err *err);
 int block_file_flush(struct block_file *f, struct wisp_err *err); /* honours the cache mode */
 int block_file_truncate(struct block_file *f, uint64_t size, struct wisp_err *err);
+/* Reserves blocks for [off, off + len) and grows the file to cover it (fallocate mode 0);
+ * returns -errno (-EOPNOTSUPP where the file system cannot) and reports nothing. */
+int block_file_preallocate(struct block_file *f, uint64_t off, uint64_t len);
 int block_file_size(struct block_file *f, uint64_t *size, struct wisp_err *err);
 int block_file_discard(struct block_file *f, uint64_t off, uint64_t len, struct wisp_err *err);
 /* Makes the range read as zeroes without writing data where the file system can

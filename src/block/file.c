@@ -364,6 +364,13 @@ int block_file_allocated(struct block_file *f, uint64_t *bytes, struct wisp_err 
     return 0;
 }
 
+int block_file_preallocate(struct block_file *f, uint64_t off, uint64_t len)
+{
+    if (f->read_only || f->is_blockdev)
+        return -EOPNOTSUPP;
+    return fallocate(f->fd, 0, (off_t)off, (off_t)len) < 0 ? -errno : 0;
+}
+
 int block_file_truncate(struct block_file *f, uint64_t size, struct wisp_err *err)
 {
     if (f->read_only)

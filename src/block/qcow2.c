@@ -547,6 +547,8 @@ static int qcow2_open(struct block_dev *bs, const struct block_open_opts *opts,
     int ret = read_header(s, s->read_only, err);
     if (ret == 0)
         ret = block_file_size(s->file, &s->host_end, err); /* bytes past it read as zeroes */
+    if (ret == 0 && !s->read_only && block_file_is_direct(s->file) && s->host_end)
+        s->prealloc_end = s->host_end; /* reserve ahead of allocation (qcow2_prealloc_ahead) */
     if (ret == 0)
         ret = load_l1(s, err);
     if (ret == 0)
@@ -590,6 +592,10 @@ static void qcow2_close(struct block_dev *bs)
         struct wisp_err err;
         if (qcow2_make_clean(bs, &err) < 0)
             fprintf(stderr, "wisp: %s\n", err.msg); /* close cannot fail; leaks are allowed */
+        uint64_t size;
+        if (s->prealloc_end > s->host_end && block_file_size(s->file, &size, NULL) == 0 &&
+            size > s->host_end && block_file_truncate(s->file, s->host_end, &err) < 0)
+            fprintf(stderr, "wisp: %s\n", err.msg); /* only reserved space stays */
     }
     qcow2_state_free(s);
     bs->opaque = NULL;

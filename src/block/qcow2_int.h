@@ -145,6 +145,9 @@ struct qcow2_state {
     uint64_t free_hint;       /* cluster index where the next free-cluster search starts */
     uint64_t free_hint_bytes; /* next free byte in the cluster packing compressed data, 0 = none */
     uint64_t host_end; /* no byte at or beyond this host offset was ever written: reads zero */
+    /* O_DIRECT images: the file is fallocate()d ahead of host_end up to here (0 = not doing
+     * it), and cut back to host_end at close. See qcow2_prealloc_ahead(). */
+    uint64_t prealloc_end;
     struct qcow2_deferred_free *deferred;
     unsigned nr_deferred, cap_deferred;
 
@@ -242,6 +245,8 @@ void qcow2_rb_mark_dirty(struct qcow2_state *s, const uint8_t *table);
 void qcow2_cache_forget(struct qcow2_cache *c, uint64_t offset);
 /* Writes all metadata in crash-safe order (refcounts, barrier, L2, L1, deferred frees). */
 int qcow2_flush_metadata(struct qcow2_state *s, struct wisp_err *err);
+/* After host_end grew: reserves file space ahead of it (O_DIRECT images only). */
+void qcow2_prealloc_ahead(struct qcow2_state *s);
 int qcow2_write_l1(struct qcow2_state *s, struct wisp_err *err);
 
 /* qcow2_refcount.c */

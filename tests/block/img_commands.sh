@@ -164,4 +164,15 @@ for cs in 512 64k; do
     expect_rc 0 "overlapping writes cs=$cs size=$sz read back" qemu-img compare -q par.raw par.qcow2
   done
 done
+
+# cache=none reserves file space ahead of allocation (fallocate) and gives back what it did
+# not use at close: the file ends where qemu-img check says the image ends.
+qemu-img create -q -f qcow2 pre.qcow2 64M
+expect_rc 0 "cache=none allocating writes" "$W" bench -q -w -c 300 -d 8 -s 4096 -S 12288 \
+  -t none -i threads -f qcow2 pre.qcow2
+qcheck pre.qcow2
+end=$(qemu-img check pre.qcow2 | sed -n 's/^Image end offset: //p')
+size=$(stat -c %s pre.qcow2)
+if [ -n "$end" ] && [ "$size" = "$end" ]; then pass "reserved space cut back at close ($size bytes)"
+else fail "file is $size bytes, image ends at ${end:-?}"; fi
 finish

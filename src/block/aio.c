@@ -5,6 +5,9 @@
  *              take as they are (other formats, which map under their lock; unaligned O_DIRECT;
  *              discard / write_zeroes) fall back to the worker pool.
  * Completion callbacks always run in the thread that calls block_aio_poll().
+ * Throttling (block_open_opts.throttle) never blocks block_aio_submit(): a read or write that
+ * has no tokens yet, or that arrives while others wait, joins a FIFO that block_aio_poll()
+ * starts as the buckets refill (it sleeps until then when nothing else is in flight).
  *
  * Before it sleeps, block_aio_poll() busy-polls the completion ring for a while: QEMU's
  * adaptive polling (iothread poll-max-ns). The window grows (4 us, doubling) while completions
@@ -40,7 +43,9 @@ struct block_aio_ctx {
     pthread_cond_t work_cond, done_cond;
     struct aio_item *work_head, *work_tail; /* pool queue */
     struct aio_item *done_head, *done_tail; /* finished, callbacks not yet run */
-    unsigned pool_inflight;                 /* queued or running in the pool */
+    struct aio_item *thr_head, *thr_tail;   /* throttled: waiting for tokens, in order */
+    unsigned thr_count;
+    unsigned pool_inflight; /* queued or running in the pool */
     pthread_t *threads;
     unsigned nthreads;
     bool stop;
@@ -162,9 +167,10 @@ void block_aio_destroy(struct block_dev *bs)
     struct block_aio_ctx *c = bs->aio;
     if (!c)
         return;
-    /* finish what is in flight so no worker touches a freed node */
-    if (c->ring_inflight || c->pool_inflight)
-        block_aio_poll(bs, c->ring_inflight + c->pool_inflight, NULL);
+    /* finish what is in flight or queued so no worker touches a freed node */
+    while (c->ring_inflight || c->pool_inflight || c->thr_count)
+        if (block_aio_poll(bs, c->ring_inflight + c->pool_inflight + c->thr_count, NULL) <= 0)
+            break;
     pthread_mutex_lock(&c->lock);
     c->stop = true;
     pthread_cond_broadcast(&c->work_cond);
@@ -268,6 +274,14 @@ static int aio_check(struct block_dev *bs, const struct block_req *req, struct w
     return 0;
 }
 
+static bool throttled(const struct block_dev *bs, const struct block_req *req)
+{
+    return bs->throttle && (req->op == BLOCK_OP_READ || req->op == BLOCK_OP_WRITE);
+}
+
+static int aio_dispatch(struct block_dev *bs, struct block_aio_ctx *c, struct aio_item *it,
+                        struct wisp_err *err);
+
 int block_aio_submit(struct block_dev *bs, struct block_req *req, struct wisp_err *err)
 {
     int r = aio_check(bs, req, err);
@@ -278,12 +292,59 @@ int block_aio_submit(struct block_dev *bs, struct block_req *req, struct wisp_er
         return r;
     }
     struct block_aio_ctx *c = bs->aio;
-    if (bs->throttle && (req->op == BLOCK_OP_READ || req->op == BLOCK_OP_WRITE))
-        block_throttle_wait(bs->throttle, req->op == BLOCK_OP_WRITE, req_bytes(req));
     struct aio_item *it = calloc(1, sizeof(*it));
     if (!it)
         return wisp_err_set(err, ENOMEM, "%s: out of memory", bs->filename);
     it->req = req;
+    double wait;
+    if (throttled(bs, req) &&
+        (c->thr_head ||
+         !block_throttle_try(bs->throttle, req->op == BLOCK_OP_WRITE, req_bytes(req), &wait))) {
+        it->next = NULL;
+        if (c->thr_tail)
+            c->thr_tail->next = it;
+        else
+            c->thr_head = it;
+        c->thr_tail = it;
+        c->thr_count++;
+        return 0;
+    }
+    if ((r = aio_dispatch(bs, c, it, err)) < 0)
+        free(it);
+    return r;
+}
+
+/* Starts the throttled requests whose tokens are there; returns the seconds until the next
+ * one may start (0: none waits). A request that fails to start completes with the error. */
+static double throttle_dispatch(struct block_dev *bs, struct block_aio_ctx *c)
+{
+    while (c->thr_head) {
+        struct aio_item *it = c->thr_head;
+        double wait;
+        if (!block_throttle_try(bs->throttle, it->req->op == BLOCK_OP_WRITE, req_bytes(it->req),
+                                &wait))
+            return wait;
+        c->thr_head = it->next;
+        if (!c->thr_head)
+            c->thr_tail = NULL;
+        c->thr_count--;
+        struct wisp_err err = {0};
+        int r = aio_dispatch(bs, c, it, &err);
+        if (r < 0) {
+            it->ret = r;
+            pthread_mutex_lock(&c->lock);
+            done_push(c, it);
+            pthread_mutex_unlock(&c->lock);
+        }
+    }
+    return 0;
+}
+
+/* Starts one request on the engine (the tokens, if throttled, are taken). */
+static int aio_dispatch(struct block_dev *bs, struct block_aio_ctx *c, struct aio_item *it,
+                        struct wisp_err *err)
+{
+    struct block_req *req = it->req;
     if (c->engine == BLOCK_AIO_SYNC) {
         it->ret = aio_execute(bs, req);
         done_push(c, it);
@@ -291,12 +352,8 @@ int block_aio_submit(struct block_dev *bs, struct block_req *req, struct wisp_er
     }
     uint64_t host;
     if (c->ring_ok && ring_eligible(bs, req, &host)) {
-        r = ring_submit(c, bs, it, host);
-        if (r < 0) {
-            free(it);
-            return wisp_err_sys(err, -r, "%s: io_uring submit", bs->filename);
-        }
-        return 0;
+        int r = ring_submit(c, bs, it, host);
+        return r < 0 ? wisp_err_sys(err, -r, "%s: io_uring submit", bs->filename) : 0;
     }
     pthread_mutex_lock(&c->lock);
     it->next = NULL;
@@ -422,6 +479,7 @@ int block_aio_poll(struct block_dev *bs, unsigned min_done, struct wisp_err *err
         return 0;
     unsigned done = 0;
     for (;;) {
+        double thr_wait = c->thr_head ? throttle_dispatch(bs, c) : 0;
         if (c->ring_ok && c->ring_inflight)
             ring_reap(c, bs);
         done += run_callbacks(c);
@@ -431,17 +489,31 @@ int block_aio_poll(struct block_dev *bs, unsigned min_done, struct wisp_err *err
         bool have_done = c->done_head != NULL;
         unsigned pool = c->pool_inflight;
         pthread_mutex_unlock(&c->lock);
-        if (have_done)
-            continue;
-        if (!pool && !c->ring_inflight)
+        if (have_done || (c->thr_head && thr_wait <= 0))
+            continue; /* callbacks ran or queued requests: start those first */
+        if (!pool && !c->ring_inflight && !c->thr_head)
             return (int)done; /* nothing left that could complete */
+        if (!pool && !c->ring_inflight) {
+            block_throttle_sleep(thr_wait); /* only throttled requests left */
+            continue;
+        }
         if (c->ring_inflight) {
-            ring_wait(c, bs, pool > 0);
+            ring_wait(c, bs, pool > 0 || c->thr_head); /* short waits while requests queue */
             continue;
         }
         pthread_mutex_lock(&c->lock);
-        while (!c->done_head && c->pool_inflight)
-            pthread_cond_wait(&c->done_cond, &c->lock);
+        if (c->thr_head) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)(thr_wait * 1e9) + 1000;
+            ts.tv_sec += (time_t)(ns / 1000000000u);
+            ts.tv_nsec = (long)(ns % 1000000000u);
+            if (!c->done_head && c->pool_inflight)
+                pthread_cond_timedwait(&c->done_cond, &c->lock, &ts);
+        } else {
+            while (!c->done_head && c->pool_inflight)
+                pthread_cond_wait(&c->done_cond, &c->lock);
+        }
         pthread_mutex_unlock(&c->lock);
     }
 }

@@ -41,7 +41,12 @@ int block_throttle_create(struct block_throttle **out, const struct block_thrott
                           struct wisp_err *err);
 void block_throttle_destroy(struct block_throttle *t);
 /* Takes tokens for one request; sleeps until the buckets allow it. */
+/* Synchronous API: sleeps until the request may start, then takes its tokens. */
 void block_throttle_wait(struct block_throttle *t, bool write, uint64_t bytes);
+/* Async API: takes the tokens and returns true when the request may start now; otherwise
+ * returns false with *wait = seconds until it may. */
+bool block_throttle_try(struct block_throttle *t, bool write, uint64_t bytes, double *wait);
+void block_throttle_sleep(double seconds);
 
 /* Engines (aio.c). */
 void block_aio_destroy(struct block_dev *bs);

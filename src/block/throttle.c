@@ -100,27 +100,35 @@ static double throttle_delay(struct block_throttle *t, const int *which, int n)
     return wait;
 }
 
-void block_throttle_wait(struct block_throttle *t, bool write, uint64_t bytes)
+bool block_throttle_try(struct block_throttle *t, bool write, uint64_t bytes, double *wait)
 {
     int which[4] = {TB_IOPS_TOTAL, write ? TB_IOPS_WRITE : TB_IOPS_READ, TB_BPS_TOTAL,
                     write ? TB_BPS_WRITE : TB_BPS_READ};
     pthread_mutex_lock(&t->lock);
-    for (;;) {
-        throttle_refill(t);
-        double wait = throttle_delay(t, which, 4);
-        if (wait <= 0)
-            break;
-        /* sleep without the lock so other threads can refill and queue behind us */
-        pthread_mutex_unlock(&t->lock);
-        struct timespec ts = {(time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9) + 1000};
-        if (ts.tv_nsec >= 1000000000L)
-            ts.tv_sec++, ts.tv_nsec -= 1000000000L;
-        nanosleep(&ts, NULL);
-        pthread_mutex_lock(&t->lock);
+    throttle_refill(t);
+    *wait = throttle_delay(t, which, 4);
+    if (*wait <= 0) {
+        t->b[which[0]].level -= 1;
+        t->b[which[1]].level -= 1;
+        t->b[which[2]].level -= (double)bytes;
+        t->b[which[3]].level -= (double)bytes;
     }
-    t->b[which[0]].level -= 1;
-    t->b[which[1]].level -= 1;
-    t->b[which[2]].level -= (double)bytes;
-    t->b[which[3]].level -= (double)bytes;
     pthread_mutex_unlock(&t->lock);
+    return *wait <= 0;
+}
+
+void block_throttle_sleep(double seconds)
+{
+    struct timespec ts = {(time_t)seconds,
+                          (long)((seconds - (double)(time_t)seconds) * 1e9) + 1000};
+    if (ts.tv_nsec >= 1000000000L)
+        ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+    nanosleep(&ts, NULL);
+}
+
+void block_throttle_wait(struct block_throttle *t, bool write, uint64_t bytes)
+{
+    double wait;
+    while (!block_throttle_try(t, write, bytes, &wait))
+        block_throttle_sleep(wait); /* other threads refill and queue meanwhile */
 }

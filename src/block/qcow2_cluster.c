@@ -200,6 +200,27 @@ static size_t iov_total(const struct iovec *iov, int cnt)
     return t;
 }
 
+/* How many bytes from guest offset g (a cluster boundary), at most `max`, continue a data run
+ * whose host bytes would go on at `host`: following clusters that are plain data at the next
+ * host offsets, so one read covers them all (QEMU merges the same way). */
+static uint64_t data_run_extend(struct qcow2_state *s, uint64_t g, uint64_t max, uint64_t host)
+{
+    uint64_t extra = 0;
+    pthread_mutex_lock(&s->lock);
+    while (extra < max && extra < (16u << 20)) {
+        uint64_t e, bmp, len, h, r = s->cluster_size < max - extra ? s->cluster_size : max - extra;
+        struct wisp_err ignored = {0};
+        if (qcow2_get_l2_entry(s, g + extra, &e, &bmp, &ignored) < 0 ||
+            chunk_kind(s, g + extra, r, e, bmp, &len, &h) != K_DATA || h != host + extra)
+            break;
+        extra += len;
+        if (len < r)
+            break;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return extra;
+}
+
 int qcow2_do_preadv(struct block_dev *bs, uint64_t offset, const struct iovec *iov, int iovcnt,
                     struct wisp_err *err)
 {
@@ -221,10 +242,13 @@ int qcow2_do_preadv(struct block_dev *bs, uint64_t offset, const struct iovec *i
             return ret;
         while (n) {
             enum chunk_kind k = chunk_kind(s, g, n, e, bmp, &len, &host);
-            int pc = iov_slice(iov, iovcnt, done, len, part);
-            if ((ret = read_chunk(s, g, len, k, host, e, part, pc, err)) < 0)
+            uint64_t extra = 0;
+            if (k == K_DATA && len == n && done + n < total)
+                extra = data_run_extend(s, g + len, total - done - n, host + len);
+            int pc = iov_slice(iov, iovcnt, done, len + extra, part);
+            if ((ret = read_chunk(s, g, len + extra, k, host, e, part, pc, err)) < 0)
                 return ret;
-            done += len;
+            done += len + extra;
             g += len;
             n -= len;
         }

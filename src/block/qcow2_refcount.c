@@ -224,8 +224,78 @@ int qcow2_update_refcount(struct qcow2_state *s, uint64_t offset, uint64_t len, 
     return 0;
 }
 
+/*
+ * n contiguous clusters past everything allocated, for runs too long for the search below: a
+ * new refcount block sits on its region's first cluster, so a run longer than half a region
+ * would never fit in new territory (512-byte clusters: a region is 256 clusters, and growing an
+ * L1 table to map 64 GiB needs 32768). Here the refcount blocks of the regions the run covers
+ * go first, on the clusters just before it, and count themselves (the layout QEMU uses too):
+ *   [host_end: m new refcount blocks][the n clusters]
+ */
+static int alloc_clusters_at_end(struct qcow2_state *s, uint64_t n, uint64_t *offset,
+                                 struct wisp_err *err)
+{
+    for (;;) {
+        uint64_t start = (s->host_end + s->cluster_size - 1) >> s->cluster_bits, m = 0, prev;
+        do { /* m = regions of [start, start + m + n) without a refcount block */
+            prev = m;
+            m = 0;
+            for (uint64_t r = start >> s->rb_bits; r <= (start + prev + n - 1) >> s->rb_bits; r++)
+                m += r >= s->rt_entries || !s->rt[r];
+        } while (m != prev);
+        uint64_t last = (start + m + n - 1) >> s->rb_bits;
+        if (last >= s->rt_entries) { /* the table moves past host_end: plan again after */
+            int ret = grow_refcount_table(s, last, err);
+            if (ret < 0)
+                return ret;
+            continue;
+        }
+        /* write the new blocks (each counting the new blocks in its region), then the table */
+        uint64_t b = start, new_lo = start << s->cluster_bits,
+                 new_hi = (start + m) << s->cluster_bits;
+        for (uint64_t r = start >> s->rb_bits; r <= last; r++) {
+            if (s->rt[r])
+                continue;
+            uint64_t off = b++ << s->cluster_bits;
+            uint8_t *rb;
+            int ret = qcow2_rb_get(s, off, true, &rb, err);
+            if (ret < 0)
+                return ret;
+            for (uint64_t c = start; c < start + m; c++)
+                if (c >> s->rb_bits == r)
+                    qcow2_rb_entry_set(s, rb, c & ((1ull << s->rb_bits) - 1), 1);
+            ret = block_file_pwrite(s->file, off, rb, s->cluster_size, err);
+            if (ret < 0) {
+                qcow2_cache_forget(&s->rb_cache, off);
+                return wisp_err_wrap(err, "%s: writing a new refcount block", s->name);
+            }
+            s->rt[r] = off;
+        }
+        s->host_end = new_hi;
+        int ret = m && !s->dirty_by_us ? block_file_flush(s->file, err) : 0;
+        for (uint64_t r = start >> s->rb_bits; r <= last && ret == 0; r++)
+            if (s->rt[r] >= new_lo && s->rt[r] < new_hi)
+                ret = write_rt_entry(s, r, err);
+        /* new blocks in regions that already had a refcount block are counted there */
+        for (uint64_t c = start; c < start + m && ret == 0; c++) {
+            uint64_t r = c >> s->rb_bits;
+            if (s->rt[r] < new_lo || s->rt[r] >= new_hi)
+                ret = qcow2_update_refcount(s, c << s->cluster_bits, s->cluster_size, 1, err);
+        }
+        if (ret == 0)
+            ret = qcow2_update_refcount(s, (start + m) << s->cluster_bits, n << s->cluster_bits, 1,
+                                        err);
+        if (ret < 0)
+            return ret;
+        *offset = (start + m) << s->cluster_bits;
+        return 0;
+    }
+}
+
 int qcow2_alloc_clusters(struct qcow2_state *s, uint64_t n, uint64_t *offset, struct wisp_err *err)
 {
+    if (n > (1ull << s->rb_bits) / 2)
+        return alloc_clusters_at_end(s, n, offset, err);
     uint64_t start = s->free_hint ? s->free_hint : 1, c = start;
     while (c - start < n) {
         uint64_t idx = c >> s->rb_bits, rc;

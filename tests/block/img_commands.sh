@@ -165,6 +165,18 @@ for cs in 512 64k; do
   done
 done
 
+# Growing a 512-byte-cluster image to 64 GiB needs a 16 MiB L1 table: 32768 contiguous
+# clusters, far more than one refcount block covers (256). That allocation used to loop.
+"$W" create -q -f qcow2 -o cluster_size=512 big512.qcow2 1M
+expect_rc 0 "resize a 512-byte-cluster image to 64G" timeout 120 "$W" resize big512.qcow2 64G
+qcheck big512.qcow2
+expect_rc 0 "writes across the grown 512-byte-cluster image" "$W" bench -q -w --pattern=5 \
+  -c 100 -s 64k -S 600M -f qcow2 big512.qcow2
+qcheck big512.qcow2
+expect_rc 0 "qemu-io reads back the grown image" qemu-io -f qcow2 -c "read -P 5 0 64k" \
+  -c "read -P 5 629145600 64k" -c "read -P 0 1m 64k" big512.qcow2
+rm -f big512.qcow2
+
 # cache=none reserves file space ahead of allocation (fallocate) and gives back what it did
 # not use at close: the file ends where qemu-img check says the image ends.
 qemu-img create -q -f qcow2 pre.qcow2 64M

@@ -163,9 +163,10 @@ static int parse_feature_bits(struct qcow2_state *s, const uint8_t *hdr, size_t 
                             "feature bit",
                             s->name, hdr[104]);
     }
-    if (s->compression_type != 0)
+    if (s->compression_type > QCOW2_COMPRESSION_ZSTD)
         return wisp_err_set(err, ENOTSUP,
-                            "%s: compression type %u (offset 104) is not supported (only zlib)",
+                            "%s: compression type %u (offset 104) is not supported (0 = zlib, "
+                            "1 = zstd)",
                             s->name, s->compression_type);
     s->extended_l2 = s->incompat & QCOW2_INCOMPAT_EXTL2;
     if (s->extended_l2 && s->cluster_bits < 14)
@@ -626,7 +627,8 @@ static int qcow2_get_info(struct block_dev *bs, struct block_info *info, struct 
     info->lazy_refcounts = s->compat & QCOW2_COMPAT_LAZY_REFCOUNTS;
     info->extended_l2 = s->extended_l2;
     info->refcount_bits = 1u << s->refcount_order;
-    snprintf(info->compression_type, sizeof(info->compression_type), "zlib");
+    snprintf(info->compression_type, sizeof(info->compression_type), "%s",
+             s->compression_type == QCOW2_COMPRESSION_ZSTD ? "zstd" : "zlib");
     snprintf(info->backing_file, sizeof(info->backing_file), "%s", s->backing_file);
     snprintf(info->backing_format, sizeof(info->backing_format), "%s", s->backing_format);
     info->nr_snapshots = s->nb_snapshots;

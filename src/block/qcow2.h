@@ -36,7 +36,7 @@ struct qcow2_create_opts {
     const char *backing_file;     /* NULL = none; stored as given (relative to the image's dir) */
     const char *backing_format;   /* NULL = none; "raw" or "qcow2" */
     enum qcow2_prealloc prealloc; /* not with a backing file unless OFF/METADATA */
-    const char *compression_type; /* NULL or "zlib" (the only one supported) */
+    const char *compression_type; /* NULL, "zlib" or "zstd" */
 };
 
 /* Creates (or truncates) `path` as an empty qcow2 image. The file is written with plain

@@ -1,10 +1,12 @@
-/* qcow2 compressed clusters (spec "Compressed Clusters Descriptor"): raw deflate (zlib, window
- * 2^12 as QEMU writes it; inflate accepts any window) packed at byte granularity. */
+/* qcow2 compressed clusters (spec "Compressed Clusters Descriptor"), packed at byte
+ * granularity: raw deflate for compression type zlib (window 2^12 as QEMU writes it; inflate
+ * accepts any window), one zstd frame for compression type zstd (libzstd). */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
+#include <zstd.h>
 
 #include "block/qcow2_int.h"
 #include "common/cleanup.h"
@@ -17,6 +19,32 @@ void qcow2_compressed_range(const struct qcow2_state *s, uint64_t e, uint64_t *o
     *off = e & ((1ull << x) - 1);
     uint64_t sectors = ((e >> x) & ((1ull << (s->cluster_bits - 8)) - 1)) + 1;
     *len = sectors * 512 - (*off & 511);
+}
+
+/* The descriptor rounds the length up to sectors, so bytes may follow the frame; the frame
+ * must fill the cluster exactly. */
+static int unzstd_cluster(struct qcow2_state *s, uint64_t off, const uint8_t *src, size_t len,
+                          uint8_t *cluster, struct wisp_err *err)
+{
+    ZSTD_DCtx *d = ZSTD_createDCtx();
+    if (!d)
+        return wisp_err_set(err, ENOMEM, "%s: ZSTD_createDCtx failed", s->name);
+    ZSTD_inBuffer in = {src, len, 0};
+    ZSTD_outBuffer out = {cluster, s->cluster_size, 0};
+    bool ok = true;
+    while (ok && out.pos < out.size) {
+        size_t in_before = in.pos, out_before = out.pos;
+        size_t r = ZSTD_decompressStream(d, &out, &in);
+        if (ZSTD_isError(r) || (r == 0 && out.pos < out.size) ||
+            (in.pos == in_before && out.pos == out_before))
+            ok = false; /* corrupt, frame too short, or no progress (truncated input) */
+    }
+    ZSTD_freeDCtx(d);
+    if (!ok)
+        return wisp_err_set(err, EIO,
+                            "%s: compressed (zstd) cluster at host offset 0x%" PRIx64 " is corrupt",
+                            s->name, off);
+    return 0;
 }
 
 int qcow2_read_compressed(struct qcow2_state *s, uint64_t e, uint8_t *cluster, struct wisp_err *err)
@@ -32,6 +60,8 @@ int qcow2_read_compressed(struct qcow2_state *s, uint64_t e, uint8_t *cluster, s
     int ret = block_file_pread(s->file, off, in, len, err);
     if (ret < 0)
         return ret;
+    if (s->compression_type == QCOW2_COMPRESSION_ZSTD)
+        return unzstd_cluster(s, off, in, len, cluster, err);
     z_stream z = {0};
     if (inflateInit2(&z, -15) != Z_OK)
         return wisp_err_set(err, ENOMEM, "%s: inflateInit2 failed", s->name);
@@ -50,7 +80,7 @@ int qcow2_read_compressed(struct qcow2_state *s, uint64_t e, uint8_t *cluster, s
     return 0;
 }
 
-/* Deflates one cluster; returns the compressed size, or 0 if it does not get smaller. */
+/* Compresses one cluster; returns the compressed size, or 0 if it does not get smaller. */
 static size_t deflate_cluster(const uint8_t *src, size_t len, uint8_t *dst, size_t cap)
 {
     z_stream z = {0};
@@ -66,6 +96,12 @@ static size_t deflate_cluster(const uint8_t *src, size_t len, uint8_t *dst, size
     return zr == Z_STREAM_END && out < len ? out : 0;
 }
 
+static size_t zstd_cluster(const uint8_t *src, size_t len, uint8_t *dst, size_t cap)
+{
+    size_t out = ZSTD_compress(dst, cap, src, len, ZSTD_CLEVEL_DEFAULT);
+    return !ZSTD_isError(out) && out < len ? out : 0;
+}
+
 static int write_one_compressed(struct qcow2_state *s, uint64_t g, const uint8_t *data,
                                 uint8_t *tmp, struct wisp_err *err)
 {
@@ -77,7 +113,9 @@ static int write_one_compressed(struct qcow2_state *s, uint64_t g, const uint8_t
         return wisp_err_set(err, EEXIST,
                             "%s: compressed write to guest offset 0x%" PRIx64 ", already allocated",
                             s->name, g);
-    size_t clen = deflate_cluster(data, s->cluster_size, tmp, s->cluster_size);
+    size_t clen = s->compression_type == QCOW2_COMPRESSION_ZSTD
+                      ? zstd_cluster(data, s->cluster_size, tmp, s->cluster_size)
+                      : deflate_cluster(data, s->cluster_size, tmp, s->cluster_size);
     if (clen == 0 || s->extended_l2) {
         struct iovec v = {(void *)data,
                           s->size - g < s->cluster_size ? s->size - g : s->cluster_size};

@@ -55,9 +55,12 @@ static int check_opts(const struct qcow2_create_opts *o, struct geometry *g, str
         return wisp_err_set(err, EINVAL, "lazy refcounts and extended L2 need qcow2 version 3");
     if (o->extended_l2 && cs < 16384)
         return wisp_err_set(err, EINVAL, "extended L2 entries need a cluster size of at least 16K");
-    if (o->compression_type && strcmp(o->compression_type, "zlib"))
-        return wisp_err_set(err, ENOTSUP, "compression type '%s' is not supported (only zlib)",
+    if (o->compression_type && strcmp(o->compression_type, "zlib") &&
+        strcmp(o->compression_type, "zstd"))
+        return wisp_err_set(err, ENOTSUP, "compression type '%s' is not supported (zlib, zstd)",
                             o->compression_type);
+    if (version == 2 && o->compression_type && !strcmp(o->compression_type, "zstd"))
+        return wisp_err_set(err, EINVAL, "compression type zstd needs qcow2 version 3");
     if (o->backing_file && strlen(o->backing_file) > 1023)
         return wisp_err_set(err, ENAMETOOLONG, "backing file name is too long");
     if (o->backing_file && o->prealloc > QCOW2_PREALLOC_METADATA)
@@ -115,6 +118,10 @@ static int init_header_state(struct qcow2_state *s, const struct qcow2_create_op
         s->compat |= QCOW2_COMPAT_LAZY_REFCOUNTS;
     if (o->extended_l2)
         s->incompat |= QCOW2_INCOMPAT_EXTL2;
+    if (o->compression_type && !strcmp(o->compression_type, "zstd")) {
+        s->compression_type = QCOW2_COMPRESSION_ZSTD;
+        s->incompat |= QCOW2_INCOMPAT_COMPRESSION;
+    }
     snprintf(s->backing_file, sizeof(s->backing_file), "%s",
              o->backing_file ? o->backing_file : "");
     snprintf(s->backing_format, sizeof(s->backing_format), "%s",

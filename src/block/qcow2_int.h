@@ -25,6 +25,8 @@
 #define QCOW2_INCOMPAT_DATA_FILE   (1ull << 2)
 #define QCOW2_INCOMPAT_COMPRESSION (1ull << 3)
 #define QCOW2_INCOMPAT_EXTL2       (1ull << 4)
+#define QCOW2_COMPRESSION_ZLIB     0 /* header byte 104 */
+#define QCOW2_COMPRESSION_ZSTD     1
 #define QCOW2_INCOMPAT_KNOWN                                                                       \
     (QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT | QCOW2_INCOMPAT_DATA_FILE |                    \
      QCOW2_INCOMPAT_COMPRESSION | QCOW2_INCOMPAT_EXTL2)

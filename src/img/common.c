@@ -194,8 +194,8 @@ static int parse_one_opt(const char *k, const char *v, struct img_create_opts *o
     if (!strcmp(k, "backing_fmt"))
         return o->backing_format = v, 0;
     if (!strcmp(k, "compression_type")) {
-        if (strcmp(v, "zlib")) {
-            img_error("Unsupported compression type '%s' (only zlib)", v);
+        if (strcmp(v, "zlib") && strcmp(v, "zstd")) {
+            img_error("Unsupported compression type '%s' (zlib or zstd)", v);
             return -EINVAL;
         }
         o->compression_type = v;

@@ -15,7 +15,7 @@ static const char create_help[] =
     "  -u              do not open the backing file (size must then be given)\n"
     "  -o options      cluster_size=, preallocation=off|metadata|falloc|full, compat=0.10|1.1,\n"
     "                  lazy_refcounts=on|off, extended_l2=on|off, refcount_bits=,\n"
-    "                  compression_type=zlib, backing_file=, backing_fmt=, size=\n"
+    "                  compression_type=zlib|zstd, backing_file=, backing_fmt=, size=\n"
     "  -q              quiet\n"
     "\n"
     "Without a size, the size of the backing file is used.\n";
@@ -26,8 +26,9 @@ static void print_formatting(const char *path, const struct img_create_opts *o)
 {
     printf("Formatting '%s', fmt=%s", path, o->format);
     if (!strcmp(o->format, "qcow2"))
-        printf(" cluster_size=%u extended_l2=%s compression_type=zlib",
-               o->cluster_size ? o->cluster_size : 65536, o->extended_l2 ? "on" : "off");
+        printf(" cluster_size=%u extended_l2=%s compression_type=%s",
+               o->cluster_size ? o->cluster_size : 65536, o->extended_l2 ? "on" : "off",
+               o->compression_type ? o->compression_type : "zlib");
     printf(" size=%" PRIu64, o->size);
     if (o->backing_file)
         printf(" backing_file=%s", o->backing_file);

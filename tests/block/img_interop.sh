@@ -22,6 +22,12 @@ done
 expect_rc 0 "convert -c (compressed)" "$WISP_IMG" convert -c -O qcow2 src.raw comp.qcow2
 qcheck comp.qcow2
 expect_rc 0 "qemu-img compare compressed" qemu-img compare src.raw comp.qcow2
+expect_rc 0 "convert -c -o compression_type=zstd" "$WISP_IMG" convert -c -O qcow2 \
+  -o compression_type=zstd src.raw zstd.qcow2
+qcheck zstd.qcow2
+qemu-img info zstd.qcow2 | grep -q 'compression type: zstd' && pass "qemu-img sees zstd" ||
+  fail "qemu-img does not see compression type zstd"
+expect_rc 0 "qemu-img compare zstd-compressed" qemu-img compare src.raw zstd.qcow2
 expect_rc 0 "convert -m 4 -W" "$WISP_IMG" convert -m 4 -W -O qcow2 src.raw par.qcow2
 expect_rc 0 "qemu-img compare -m 4 -W" qemu-img compare src.raw par.qcow2
 expect_rc 0 "convert -p progress" "$WISP_IMG" convert -p -O qcow2 src.raw prog.qcow2
@@ -61,6 +67,8 @@ for cs in 512 4096 65536 2097152; do
 done
 qemu-img convert -c -O qcow2 src.raw qc.qcow2
 roundtrip qc.qcow2 "qemu compressed"
+qemu-img convert -c -O qcow2 -o compression_type=zstd src.raw qzs.qcow2
+roundtrip qzs.qcow2 "qemu compressed, zstd"
 qemu-img convert -O qcow2 src.raw qz.qcow2
 qemu-io -f qcow2 -c 'write -z 1M 1M' -c 'write -z -u 63M 64k' qz.qcow2 >/dev/null
 roundtrip qz.qcow2 "qemu zero clusters (write -z)"

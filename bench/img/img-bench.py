@@ -12,6 +12,7 @@ Big files go under $WISP_CACHE (default /var/cache/wisp) or --dir, and are remov
 import argparse
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -23,8 +24,14 @@ GIB = 1 << 30
 MIB = 1 << 20
 
 
+LAST_CPU = [0.0]  # user + system seconds of the last command run()
+
+
 def run(cmd):
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    LAST_CPU[0] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if r.returncode != 0:
         sys.exit(f"img-bench: {' '.join(cmd)} failed ({r.returncode}):\n{r.stderr}")
     return r.stdout
@@ -75,21 +82,28 @@ class Table:
     def __init__(self):
         self.rows = []
 
-    def add(self, name, qemu, wisp):
+    def add(self, name, qemu, wisp, qcpu, wcpu):
         q, w = statistics.median(qemu), statistics.median(wisp)
-        self.rows.append((name, q, w, q / w if w else float("inf")))
-        print(f"  {name:<54} qemu {q:8.3f} s   wisp {w:8.3f} s   ratio {q / w:5.2f}", flush=True)
+        qc, wc = statistics.median(qcpu), statistics.median(wcpu)
+        cr = qc / wc if wc else float("inf")
+        self.rows.append((name, q, w, q / w if w else float("inf"), cr))
+        print(f"  {name:<54} qemu {q:8.3f} s   wisp {w:8.3f} s   ratio {q / w:5.2f}   "
+              f"cpu ratio {cr:5.2f}", flush=True)
 
     def print(self):
         print()
-        print(f"{'case':<54} {'qemu-img s':>11} {'wisp-img s':>11} {'ratio':>7}")
-        print("-" * 86)
-        for name, q, w, r in self.rows:
-            print(f"{name:<54} {q:11.3f} {w:11.3f} {r:7.2f}")
-        ratios = [r for _, _, _, r in self.rows]
-        print("-" * 86)
+        print(f"{'case':<54} {'qemu-img s':>11} {'wisp-img s':>11} {'ratio':>7} {'cpu ratio':>10}")
+        print("-" * 97)
+        for name, q, w, r, cr in self.rows:
+            print(f"{name:<54} {q:11.3f} {w:11.3f} {r:7.2f} {cr:10.2f}")
+        ratios = [r for _, _, _, r, _ in self.rows]
+        cpu = [cr for _, _, _, _, cr in self.rows]
+        print("-" * 97)
         print(f"geometric mean ratio: {statistics.geometric_mean(ratios):.2f} "
               f"(min {min(ratios):.2f}, max {max(ratios):.2f}); ratio = qemu_time / wisp_time")
+        print(f"geometric mean cpu ratio: {statistics.geometric_mean(cpu):.2f} "
+              f"(min {min(cpu):.2f}, max {max(cpu):.2f}); cpu = user + system seconds of the "
+              f"whole command")
 
 
 def convert_cases(a, d, table):
@@ -103,14 +117,16 @@ def convert_cases(a, d, table):
         if not re.search(a.case, name):
             continue
         times = {"qemu": [], "wisp": []}
+        cpu = {"qemu": [], "wisp": []}
         for i in range(a.runs):
             order = ("qemu", "wisp") if i % 2 == 0 else ("wisp", "qemu")
             for tool in order:
                 out = os.path.join(d, f"out.{fmt}")
                 exe = a.qemu_img if tool == "qemu" else a.wisp_img
                 times[tool].append(timed([exe, "convert", "-O", fmt, inp, out], int(a.warm * a.size)))
+                cpu[tool].append(LAST_CPU[0])
                 os.unlink(out)
-        table.add(name, times["qemu"], times["wisp"])
+        table.add(name, times["qemu"], times["wisp"], cpu["qemu"], cpu["wisp"])
     os.unlink(src)
     os.unlink(qsrc)
 
@@ -127,6 +143,7 @@ def bench_cases(a, d, table):
                 if not any(re.search(a.case, n) for n in names):
                     continue
                 res = {("qemu", "w"): [], ("wisp", "w"): [], ("qemu", "r"): [], ("wisp", "r"): []}
+                cpu = {k: [] for k in res}
                 for i in range(a.runs):
                     order = ("qemu", "wisp") if i % 2 == 0 else ("wisp", "qemu")
                     for tool in order:
@@ -138,11 +155,14 @@ def bench_cases(a, d, table):
                                   "-t", "none", "-i", engine, "-f", "qcow2"]
                         os.sync()
                         res[(tool, "w")].append(bench_seconds(run([exe, "bench", "-w"] + common + [img])))
+                        cpu[(tool, "w")].append(LAST_CPU[0])
                         res[(tool, "r")].append(bench_seconds(run([exe, "bench"] + common + [img])))
+                        cpu[(tool, "r")].append(LAST_CPU[0])
                         os.unlink(img)
                 for op, opname in (("w", "write"), ("r", "read")):
                     table.add(f"bench rand 4k {opname} {label} {engine} qd{depth}",
-                              res[("qemu", op)], res[("wisp", op)])
+                              res[("qemu", op)], res[("wisp", op)],
+                              cpu[("qemu", op)], cpu[("wisp", op)])
 
 
 def main():

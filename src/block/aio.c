@@ -37,14 +37,40 @@ struct aio_item {
     struct aio_item *next;
 };
 
+/* A FIFO of items (pool work, finished requests, throttled requests). */
+struct aio_queue {
+    struct aio_item *head, *tail;
+    unsigned len;
+};
+
+static void queue_push(struct aio_queue *q, struct aio_item *it)
+{
+    it->next = NULL;
+    if (q->tail)
+        q->tail->next = it;
+    else
+        q->head = it;
+    q->tail = it;
+    q->len++;
+}
+
+static struct aio_item *queue_pop(struct aio_queue *q)
+{
+    struct aio_item *it = q->head;
+    if (it && !(q->head = it->next))
+        q->tail = NULL;
+    if (it)
+        q->len--;
+    return it;
+}
+
 struct block_aio_ctx {
     enum block_aio_engine engine;
     pthread_mutex_t lock;
     pthread_cond_t work_cond, done_cond;
-    struct aio_item *work_head, *work_tail; /* pool queue */
-    struct aio_item *done_head, *done_tail; /* finished, callbacks not yet run */
-    struct aio_item *thr_head, *thr_tail;   /* throttled: waiting for tokens, in order */
-    unsigned thr_count;
+    struct aio_queue work;  /* pool queue */
+    struct aio_queue done;  /* finished, callbacks not yet run */
+    struct aio_queue thr;   /* throttled: waiting for tokens, in order */
     unsigned pool_inflight; /* queued or running in the pool */
     pthread_t *threads;
     unsigned nthreads;
@@ -83,35 +109,22 @@ static int aio_execute(struct block_dev *bs, struct block_req *req)
     return -EINVAL;
 }
 
-static void done_push(struct block_aio_ctx *c, struct aio_item *it)
-{
-    it->next = NULL;
-    if (c->done_tail)
-        c->done_tail->next = it;
-    else
-        c->done_head = it;
-    c->done_tail = it;
-}
-
 static void *pool_worker(void *opaque)
 {
     struct block_dev *bs = opaque;
     struct block_aio_ctx *c = bs->aio;
     pthread_mutex_lock(&c->lock);
     for (;;) {
-        while (!c->work_head && !c->stop)
+        while (!c->work.head && !c->stop)
             pthread_cond_wait(&c->work_cond, &c->lock);
         if (c->stop)
             break;
-        struct aio_item *it = c->work_head;
-        c->work_head = it->next;
-        if (!c->work_head)
-            c->work_tail = NULL;
+        struct aio_item *it = queue_pop(&c->work);
         pthread_mutex_unlock(&c->lock);
         it->ret = aio_execute(bs, it->req);
         pthread_mutex_lock(&c->lock);
         c->pool_inflight--;
-        done_push(c, it);
+        queue_push(&c->done, it);
         pthread_cond_broadcast(&c->done_cond);
     }
     pthread_mutex_unlock(&c->lock);
@@ -170,8 +183,8 @@ void block_aio_destroy(struct block_dev *bs)
     if (!c)
         return;
     /* finish what is in flight or queued so no worker touches a freed node */
-    while (c->ring_inflight || c->pool_inflight || c->thr_count)
-        if (block_aio_poll(bs, c->ring_inflight + c->pool_inflight + c->thr_count, NULL) <= 0)
+    while (c->ring_inflight || c->pool_inflight || c->thr.len)
+        if (block_aio_poll(bs, c->ring_inflight + c->pool_inflight + c->thr.len, NULL) <= 0)
             break;
     pthread_mutex_lock(&c->lock);
     c->stop = true;
@@ -182,7 +195,7 @@ void block_aio_destroy(struct block_dev *bs)
     free(c->threads);
     if (c->ring_ok)
         io_uring_queue_exit(&c->ring);
-    for (struct aio_item *it = c->done_head, *next; it; it = next) {
+    for (struct aio_item *it = c->done.head, *next; it; it = next) {
         next = it->next;
         free(it);
     }
@@ -290,8 +303,56 @@ static bool throttled(const struct block_dev *bs, const struct block_req *req)
     return bs->throttle && (req->op == BLOCK_OP_READ || req->op == BLOCK_OP_WRITE);
 }
 
+/* Takes the request's tokens if it may start now; else *wait = seconds until it may. */
+static bool throttle_take(struct block_dev *bs, const struct block_req *req, double *wait)
+{
+    return block_throttle_try(bs->throttle, req->op == BLOCK_OP_WRITE, req_bytes(req), wait);
+}
+
+/* Starts one request on the engine (the tokens, if throttled, are taken). */
 static int aio_dispatch(struct block_dev *bs, struct block_aio_ctx *c, struct aio_item *it,
-                        struct wisp_err *err);
+                        struct wisp_err *err)
+{
+    struct block_req *req = it->req;
+    if (c->engine == BLOCK_AIO_SYNC) {
+        it->ret = aio_execute(bs, req);
+        queue_push(&c->done, it);
+        return 0;
+    }
+    uint64_t host;
+    if (c->ring_ok && ring_eligible(bs, req, &host)) {
+        int r = ring_submit(c, bs, it, host);
+        return r < 0 ? wisp_err_sys(err, -r, "%s: io_uring submit", bs->filename) : 0;
+    }
+    pthread_mutex_lock(&c->lock);
+    queue_push(&c->work, it);
+    c->pool_inflight++;
+    pthread_cond_signal(&c->work_cond);
+    pthread_mutex_unlock(&c->lock);
+    return 0;
+}
+
+/* Starts the throttled requests whose tokens are there; returns the seconds until the next
+ * one may start (0: none waits). A request that fails to start completes with the error. */
+static double throttle_dispatch(struct block_dev *bs, struct block_aio_ctx *c)
+{
+    while (c->thr.head) {
+        struct aio_item *it = c->thr.head;
+        double wait;
+        if (!throttle_take(bs, it->req, &wait))
+            return wait;
+        queue_pop(&c->thr);
+        struct wisp_err err = {0};
+        int r = aio_dispatch(bs, c, it, &err);
+        if (r < 0) {
+            it->ret = r;
+            pthread_mutex_lock(&c->lock);
+            queue_push(&c->done, it);
+            pthread_mutex_unlock(&c->lock);
+        }
+    }
+    return 0;
+}
 
 int block_aio_submit(struct block_dev *bs, struct block_req *req, struct wisp_err *err)
 {
@@ -308,75 +369,13 @@ int block_aio_submit(struct block_dev *bs, struct block_req *req, struct wisp_er
         return wisp_err_set(err, ENOMEM, "%s: out of memory", bs->filename);
     it->req = req;
     double wait;
-    if (throttled(bs, req) &&
-        (c->thr_head ||
-         !block_throttle_try(bs->throttle, req->op == BLOCK_OP_WRITE, req_bytes(req), &wait))) {
-        it->next = NULL;
-        if (c->thr_tail)
-            c->thr_tail->next = it;
-        else
-            c->thr_head = it;
-        c->thr_tail = it;
-        c->thr_count++;
+    if (throttled(bs, req) && (c->thr.head || !throttle_take(bs, req, &wait))) {
+        queue_push(&c->thr, it);
         return 0;
     }
     if ((r = aio_dispatch(bs, c, it, err)) < 0)
         free(it);
     return r;
-}
-
-/* Starts the throttled requests whose tokens are there; returns the seconds until the next
- * one may start (0: none waits). A request that fails to start completes with the error. */
-static double throttle_dispatch(struct block_dev *bs, struct block_aio_ctx *c)
-{
-    while (c->thr_head) {
-        struct aio_item *it = c->thr_head;
-        double wait;
-        if (!block_throttle_try(bs->throttle, it->req->op == BLOCK_OP_WRITE, req_bytes(it->req),
-                                &wait))
-            return wait;
-        c->thr_head = it->next;
-        if (!c->thr_head)
-            c->thr_tail = NULL;
-        c->thr_count--;
-        struct wisp_err err = {0};
-        int r = aio_dispatch(bs, c, it, &err);
-        if (r < 0) {
-            it->ret = r;
-            pthread_mutex_lock(&c->lock);
-            done_push(c, it);
-            pthread_mutex_unlock(&c->lock);
-        }
-    }
-    return 0;
-}
-
-/* Starts one request on the engine (the tokens, if throttled, are taken). */
-static int aio_dispatch(struct block_dev *bs, struct block_aio_ctx *c, struct aio_item *it,
-                        struct wisp_err *err)
-{
-    struct block_req *req = it->req;
-    if (c->engine == BLOCK_AIO_SYNC) {
-        it->ret = aio_execute(bs, req);
-        done_push(c, it);
-        return 0;
-    }
-    uint64_t host;
-    if (c->ring_ok && ring_eligible(bs, req, &host)) {
-        int r = ring_submit(c, bs, it, host);
-        return r < 0 ? wisp_err_sys(err, -r, "%s: io_uring submit", bs->filename) : 0;
-    }
-    pthread_mutex_lock(&c->lock);
-    it->next = NULL;
-    if (c->work_tail)
-        c->work_tail->next = it;
-    else
-        c->work_head = it;
-    c->work_tail = it;
-    c->pool_inflight++;
-    pthread_cond_signal(&c->work_cond);
-    pthread_mutex_unlock(&c->lock);
-    return 0;
 }
 
 /* A short ring transfer (EOF, or a partial write) is redone synchronously as a whole. */
@@ -392,7 +391,7 @@ static void ring_complete(struct block_aio_ctx *c, struct block_dev *bs, struct 
     else
         it->ret = res < 0 ? res : 0;
     pthread_mutex_lock(&c->lock);
-    done_push(c, it);
+    queue_push(&c->done, it);
     pthread_mutex_unlock(&c->lock);
 }
 
@@ -400,8 +399,8 @@ static void ring_complete(struct block_aio_ctx *c, struct block_dev *bs, struct 
 static unsigned run_callbacks(struct block_aio_ctx *c)
 {
     pthread_mutex_lock(&c->lock);
-    struct aio_item *it = c->done_head;
-    c->done_head = c->done_tail = NULL;
+    struct aio_item *it = c->done.head;
+    c->done = (struct aio_queue){0};
     pthread_mutex_unlock(&c->lock);
     unsigned n = 0;
     while (it) {
@@ -414,19 +413,12 @@ static unsigned run_callbacks(struct block_aio_ctx *c)
     return n;
 }
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* Busy-polls the completion ring for up to c->poll_ns; true when a completion is there. */
 static bool ring_spin(struct block_aio_ctx *c)
 {
     if (!c->poll_ns)
         return false;
-    uint64_t end = now_ns() + c->poll_ns;
+    uint64_t end = block_now_ns() + c->poll_ns;
     do {
         for (int i = 0; i < 32; i++) {
             if (io_uring_cq_ready(&c->ring))
@@ -437,7 +429,7 @@ static bool ring_spin(struct block_aio_ctx *c)
             }
             __builtin_ia32_pause();
         }
-    } while (now_ns() < end);
+    } while (block_now_ns() < end);
     return false;
 }
 
@@ -455,25 +447,6 @@ static void poll_adjust(struct block_aio_ctx *c, uint64_t waited_ns)
         c->poll_ns = c->poll_max_ns;
 }
 
-/* Waits for at least one ring completion: polls, then sleeps (at most 200 us when the pool
- * may also finish work meanwhile). */
-static void ring_wait(struct block_aio_ctx *c, struct block_dev *bs, bool short_wait)
-{
-    uint64_t t0 = c->poll_max_ns ? now_ns() : 0;
-    struct io_uring_cqe *cqe;
-    bool got = ring_spin(c);
-    if (!got && !short_wait) {
-        got = io_uring_wait_cqe(&c->ring, &cqe) == 0;
-    } else if (!got) {
-        struct __kernel_timespec ts = {0, 200000};
-        got = io_uring_wait_cqe_timeout(&c->ring, &cqe, &ts) == 0;
-    }
-    if (c->poll_max_ns && got)
-        poll_adjust(c, now_ns() - t0);
-    while (c->ring_inflight && io_uring_peek_cqe(&c->ring, &cqe) == 0)
-        ring_complete(c, bs, cqe);
-}
-
 static void ring_reap(struct block_aio_ctx *c, struct block_dev *bs)
 {
     struct io_uring_cqe *cqe;
@@ -483,6 +456,24 @@ static void ring_reap(struct block_aio_ctx *c, struct block_dev *bs)
         ring_complete(c, bs, cqe);
 }
 
+/* Waits for at least one ring completion: polls, then sleeps (at most 200 us when the pool
+ * may also finish work meanwhile). */
+static void ring_wait(struct block_aio_ctx *c, struct block_dev *bs, bool short_wait)
+{
+    uint64_t t0 = c->poll_max_ns ? block_now_ns() : 0;
+    struct io_uring_cqe *cqe;
+    bool got = ring_spin(c);
+    if (!got && !short_wait) {
+        got = io_uring_wait_cqe(&c->ring, &cqe) == 0;
+    } else if (!got) {
+        struct __kernel_timespec ts = {0, 200000};
+        got = io_uring_wait_cqe_timeout(&c->ring, &cqe, &ts) == 0;
+    }
+    if (c->poll_max_ns && got)
+        poll_adjust(c, block_now_ns() - t0);
+    ring_reap(c, bs);
+}
+
 int block_aio_poll(struct block_dev *bs, unsigned min_done, struct wisp_err *err)
 {
     struct block_aio_ctx *c = bs->aio;
@@ -490,39 +481,39 @@ int block_aio_poll(struct block_dev *bs, unsigned min_done, struct wisp_err *err
         return 0;
     unsigned done = 0;
     for (;;) {
-        double thr_wait = c->thr_head ? throttle_dispatch(bs, c) : 0;
+        double thr_wait = c->thr.head ? throttle_dispatch(bs, c) : 0;
         if (c->ring_ok && c->ring_inflight)
             ring_reap(c, bs);
         done += run_callbacks(c);
         if (done >= min_done)
             return (int)done;
         pthread_mutex_lock(&c->lock);
-        bool have_done = c->done_head != NULL;
+        bool have_done = c->done.head != NULL;
         unsigned pool = c->pool_inflight;
         pthread_mutex_unlock(&c->lock);
-        if (have_done || (c->thr_head && thr_wait <= 0))
+        if (have_done || (c->thr.head && thr_wait <= 0))
             continue; /* callbacks ran or queued requests: start those first */
-        if (!pool && !c->ring_inflight && !c->thr_head)
+        if (!pool && !c->ring_inflight && !c->thr.head)
             return (int)done; /* nothing left that could complete */
         if (!pool && !c->ring_inflight) {
             block_throttle_sleep(thr_wait); /* only throttled requests left */
             continue;
         }
         if (c->ring_inflight) {
-            ring_wait(c, bs, pool > 0 || c->thr_head); /* short waits while requests queue */
+            ring_wait(c, bs, pool > 0 || c->thr.head); /* short waits while requests queue */
             continue;
         }
         pthread_mutex_lock(&c->lock);
-        if (c->thr_head) {
+        if (c->thr.head) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)(thr_wait * 1e9) + 1000;
             ts.tv_sec += (time_t)(ns / 1000000000u);
             ts.tv_nsec = (long)(ns % 1000000000u);
-            if (!c->done_head && c->pool_inflight)
+            if (!c->done.head && c->pool_inflight)
                 pthread_cond_timedwait(&c->done_cond, &c->lock, &ts);
         } else {
-            while (!c->done_head && c->pool_inflight)
+            while (!c->done.head && c->pool_inflight)
                 pthread_cond_wait(&c->done_cond, &c->lock);
         }
         pthread_mutex_unlock(&c->lock);

@@ -47,6 +47,8 @@ void block_throttle_wait(struct block_throttle *t, bool write, uint64_t bytes);
  * returns false with *wait = seconds until it may. */
 bool block_throttle_try(struct block_throttle *t, bool write, uint64_t bytes, double *wait);
 void block_throttle_sleep(double seconds);
+/* CLOCK_MONOTONIC in nanoseconds. */
+uint64_t block_now_ns(void);
 
 /* Engines (aio.c). */
 void block_aio_destroy(struct block_dev *bs);

@@ -23,11 +23,16 @@ struct block_throttle {
     struct token_bucket b[TB_N];
 };
 
-static double now_seconds(void)
+uint64_t block_now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static double now_seconds(void)
+{
+    return (double)block_now_ns() * 1e-9;
 }
 
 /* Without an explicit burst a bucket holds a tenth of a second of tokens (QEMU's default). */

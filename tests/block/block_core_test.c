@@ -37,17 +37,22 @@ static void make_raw(const char *path, uint64_t size)
     close(fd);
 }
 
-static struct block_dev *open_raw(const char *path, enum block_cache_mode cache,
-                                  enum block_aio_engine aio)
+static struct block_dev *open_or_exit(const char *path, const struct block_open_opts *o)
 {
-    struct block_open_opts o = {.format = "raw", .cache = cache, .aio = aio};
     struct wisp_err err = {0};
     struct block_dev *bs = NULL;
-    if (block_open(&bs, path, &o, &err) < 0) {
+    if (block_open(&bs, path, o, &err) < 0) {
         fprintf(stderr, "open %s: %s\n", path, err.msg);
         exit(2);
     }
     return bs;
+}
+
+static struct block_dev *open_raw(const char *path, enum block_cache_mode cache,
+                                  enum block_aio_engine aio)
+{
+    struct block_open_opts o = {.format = "raw", .cache = cache, .aio = aio};
+    return open_or_exit(path, &o);
 }
 
 /* Unaligned offsets, lengths and buffers in every cache mode read back what was written. */
@@ -124,6 +129,14 @@ static void test_sparse(void)
 struct aio_test {
     int done, errors;
 };
+static void aio_done(struct block_req *req, int ret);
+
+/* A read of iov (one buffer) at off whose completion counts in t. */
+static struct block_req read_req(struct iovec *iov, uint64_t off, struct aio_test *t)
+{
+    return (struct block_req){
+        .op = BLOCK_OP_READ, .offset = off, .iov = iov, .iovcnt = 1, .done = aio_done, .opaque = t};
+}
 
 static void aio_done(struct block_req *req, int ret)
 {
@@ -173,12 +186,7 @@ static void test_engine(enum block_aio_engine e, enum block_cache_mode cache)
     while (t.done < 16 * 32 + 1)
         block_aio_poll(bs, 1, &err);
     struct iovec riov = {back, DISK};
-    struct block_req rd = {.op = BLOCK_OP_READ,
-                           .offset = 0,
-                           .iov = &riov,
-                           .iovcnt = 1,
-                           .done = aio_done,
-                           .opaque = &t};
+    struct block_req rd = read_req(&riov, 0, &t);
     CHECK(block_aio_submit(bs, &rd, &err) == 0, "%s", err.msg);
     while (t.done < 16 * 32 + 2)
         block_aio_poll(bs, 1, &err);
@@ -199,12 +207,8 @@ static void test_throttle_queue(enum block_aio_engine e)
     make_raw(path, 1u << 20);
     struct block_throttle_limits lim = {.iops_total = 20, .iops_total_max = 1};
     struct block_open_opts o = {.format = "raw", .aio = e, .throttle = &lim};
+    struct block_dev *bs = open_or_exit(path, &o);
     struct wisp_err err = {0};
-    struct block_dev *bs = NULL;
-    if (block_open(&bs, path, &o, &err) < 0) {
-        fprintf(stderr, "open %s: %s\n", path, err.msg);
-        exit(2);
-    }
     enum { N = 6 };
     static uint8_t buf[N][512];
     struct iovec iov[N];
@@ -212,12 +216,7 @@ static void test_throttle_queue(enum block_aio_engine e)
     struct aio_test t = {0};
     for (int i = 0; i < N; i++) {
         iov[i] = (struct iovec){buf[i], sizeof(buf[i])};
-        reqs[i] = (struct block_req){.op = BLOCK_OP_READ,
-                                     .offset = (uint64_t)i * 512,
-                                     .iov = &iov[i],
-                                     .iovcnt = 1,
-                                     .done = aio_done,
-                                     .opaque = &t};
+        reqs[i] = read_req(&iov[i], (uint64_t)i * 512, &t);
         CHECK(block_aio_submit(bs, &reqs[i], &err) == 0, "%s", err.msg);
     }
     /* a sleeping submit would have started them all by now (and the sync engine run them) */
@@ -270,12 +269,7 @@ static void test_qcow2_engines(void)
         memset(got, 0xee, DISK);
         for (int i = 0; i < 128; i++) { /* 64 KiB each, all in flight at once */
             iovs[i] = (struct iovec){got + i * 65536, 65536};
-            reqs[i] = (struct block_req){.op = BLOCK_OP_READ,
-                                         .offset = (uint64_t)i * 65536,
-                                         .iov = &iovs[i],
-                                         .iovcnt = 1,
-                                         .done = aio_done,
-                                         .opaque = &t};
+            reqs[i] = read_req(&iovs[i], (uint64_t)i * 65536, &t);
             CHECK(block_aio_submit(bs, &reqs[i], &err) == 0, "%s", err.msg);
         }
         while (t.done < 128)

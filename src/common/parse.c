@@ -11,9 +11,18 @@ int parse_u64(const char *s, uint64_t *out)
 {
     if (!s || !*s || isspace((unsigned char)*s) || *s == '-' || *s == '+')
         return -EINVAL;
+    /* Decimal, or hex with 0x: a leading zero is not octal ("010" is ten, as qemu-img reads
+     * sizes). strtoull with base 0 would read "010" as 8. */
+    int base = 10;
+    if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+        base = 16;
+        s += 2;
+        if (!isxdigit((unsigned char)*s))
+            return -EINVAL;
+    }
     char *end;
     errno = 0;
-    unsigned long long v = strtoull(s, &end, 0);
+    unsigned long long v = strtoull(s, &end, base);
     if (errno == ERANGE)
         return -ERANGE;
     if (end == s || *end != '\0')

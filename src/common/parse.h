@@ -5,8 +5,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-/* Parses a whole decimal (or 0x-prefixed hex) unsigned integer; rejects sign, junk and overflow.
- * Returns 0 or -EINVAL / -ERANGE. */
+/* Parses a whole decimal (or 0x-prefixed hex) unsigned integer; a leading zero is still decimal
+ * ("010" is 10, never octal). Rejects sign, junk and overflow. Returns 0 or -EINVAL / -ERANGE. */
 int parse_u64(const char *s, uint64_t *out);
 
 /*

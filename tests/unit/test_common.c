@@ -20,6 +20,27 @@ static void test_parse_u64_accepts_decimal_and_hex(void **state)
     assert_true(v == UINT64_MAX);
     assert_int_equal(parse_u64("0x10", &v), 0);
     assert_int_equal(v, 16);
+    assert_int_equal(parse_u64("0XfF", &v), 0);
+    assert_int_equal(v, 255);
+}
+
+/* A leading zero is decimal: "010" is ten (strtoull's base 0 would make it eight). */
+static void test_parse_u64_leading_zero_is_decimal(void **state)
+{
+    uint64_t v;
+    assert_int_equal(parse_u64("010", &v), 0);
+    assert_int_equal(v, 10);
+    assert_int_equal(parse_u64("0008", &v), 0);
+    assert_int_equal(v, 8);
+    assert_int_equal(parse_u64("09", &v), 0);
+    assert_int_equal(v, 9);
+    assert_int_equal(parse_size("010M", 1, &v), 0);
+    assert_true(v == 10ULL << 20);
+    assert_int_equal(parse_size("010", 1 << 20, &v), 0);
+    assert_true(v == 10ULL << 20);
+    assert_int_equal(parse_u64("0x", &v), -EINVAL);
+    assert_int_equal(parse_u64("0x-1", &v), -EINVAL);
+    assert_int_equal(parse_u64("0x 1", &v), -EINVAL);
 }
 
 static void test_parse_u64_rejects_junk_sign_overflow(void **state)
@@ -97,6 +118,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_u64_accepts_decimal_and_hex),
+        cmocka_unit_test(test_parse_u64_leading_zero_is_decimal),
         cmocka_unit_test(test_parse_u64_rejects_junk_sign_overflow),
         cmocka_unit_test(test_parse_size_suffixes),
         cmocka_unit_test(test_parse_size_rejects_bad),

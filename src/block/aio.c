@@ -26,7 +26,13 @@
 #include <liburing.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/timerfd.h>
 #include <time.h>
+#include <unistd.h>
+
+#include "common/cleanup.h"
 
 #define AIO_DEFAULT_THREADS 16
 #define AIO_DEFAULT_RING    128
@@ -79,8 +85,46 @@ struct block_aio_ctx {
     bool ring_ok;
     unsigned ring_inflight, ring_size;
     bool fixed_file;               /* bs->file->fd is registered with the ring as file 0 */
+    bool ring_coop;                /* set up with IORING_SETUP_COOP_TASKRUN */
     uint64_t poll_ns, poll_max_ns; /* adaptive busy-poll window (0 = sleep at once) */
+    /* block_aio_event_fd(): an eventfd (pool and sync completions write it; the ring signals
+     * it for each CQE) and a timerfd (the next throttled start), both in epoll_fd; -1 = none */
+    int event_fd, timer_fd, epoll_fd;
 };
+
+/* Makes the completion fd readable (pool workers, sync completions, failed starts). */
+static void event_signal(struct block_aio_ctx *c)
+{
+    uint64_t one = 1;
+    if (c->event_fd >= 0 && write(c->event_fd, &one, sizeof(one)) < 0) {
+        /* EAGAIN: the counter is already non-zero, so the fd is readable anyway */
+    }
+}
+
+/* Clears the completion fd; called by block_aio_poll() before it looks at anything. */
+static void event_clear(struct block_aio_ctx *c)
+{
+    uint64_t v;
+    if (c->event_fd < 0)
+        return;
+    if (read(c->event_fd, &v, sizeof(v)) < 0 || read(c->timer_fd, &v, sizeof(v)) < 0) {
+        /* EAGAIN: nothing was pending */
+    }
+}
+
+/* Arms the timerfd for the next throttled start in `seconds` (<= 0: now), or disarms it. */
+static void event_arm_throttle(struct block_aio_ctx *c, bool waiting, double seconds)
+{
+    if (c->timer_fd < 0)
+        return;
+    struct itimerspec its = {0};
+    if (waiting) {
+        uint64_t ns = seconds > 0 ? (uint64_t)(seconds * 1e9) + 1000 : 1;
+        its.it_value.tv_sec = (time_t)(ns / 1000000000u);
+        its.it_value.tv_nsec = (long)(ns % 1000000000u);
+    }
+    timerfd_settime(c->timer_fd, 0, &its, NULL);
+}
 
 static size_t req_bytes(const struct block_req *req)
 {
@@ -126,6 +170,7 @@ static void *pool_worker(void *opaque)
         c->pool_inflight--;
         queue_push(&c->done, it);
         pthread_cond_broadcast(&c->done_cond);
+        event_signal(c); /* under the lock: block_aio_event_fd() sets event_fd under it */
     }
     pthread_mutex_unlock(&c->lock);
     return NULL;
@@ -147,28 +192,43 @@ static int pool_start(struct block_dev *bs, struct wisp_err *err)
     return 0;
 }
 
+/* Sets up the ring. With coop, completions wait for this thread to enter the kernel (it does,
+ * to poll or sleep) and raise IORING_SQ_TASKRUN instead of interrupting it; without (when a
+ * completion fd is used), a thread sleeping in epoll_wait() is woken by each completion. */
+static int ring_init(struct block_dev *bs, struct block_aio_ctx *c, bool coop, struct wisp_err *err)
+{
+    int r = -EINVAL;
+    if (coop)
+        r = io_uring_queue_init(c->ring_size, &c->ring,
+                                IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG);
+    c->ring_coop = r == 0;
+    if (r == -EINVAL) /* no completion fd, or kernels before 5.19 */
+        r = io_uring_queue_init(c->ring_size, &c->ring, 0);
+    if (r < 0)
+        return wisp_err_sys(err, -r, "%s: io_uring_queue_init", bs->filename);
+    c->ring_ok = true;
+    c->fixed_file = io_uring_register_files(&c->ring, &bs->file->fd, 1) == 0;
+    if (c->event_fd >= 0 && (r = io_uring_register_eventfd(&c->ring, c->event_fd)) < 0)
+        return wisp_err_sys(err, -r, "%s: io_uring_register_eventfd", bs->filename);
+    return 0;
+}
+
 static int aio_ctx_create(struct block_dev *bs, struct wisp_err *err)
 {
     struct block_aio_ctx *c = calloc(1, sizeof(*c));
     if (!c)
         return wisp_err_set(err, ENOMEM, "%s: out of memory", bs->filename);
     c->engine = bs->file->aio;
+    c->event_fd = c->timer_fd = c->epoll_fd = -1;
     pthread_mutex_init(&c->lock, NULL);
     pthread_cond_init(&c->work_cond, NULL);
     pthread_cond_init(&c->done_cond, NULL);
     bs->aio = c;
     if (c->engine == BLOCK_AIO_IO_URING) {
         c->ring_size = bs->file->aio_queue_depth ? bs->file->aio_queue_depth : AIO_DEFAULT_RING;
-        /* Cooperative task work: completions wait for this thread to enter the kernel (it
-         * does, to poll or sleep) and raise IORING_SQ_TASKRUN instead of interrupting it. */
-        int r = io_uring_queue_init(c->ring_size, &c->ring,
-                                    IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG);
-        if (r == -EINVAL) /* kernels before 5.19 */
-            r = io_uring_queue_init(c->ring_size, &c->ring, 0);
+        int r = ring_init(bs, c, true, err);
         if (r < 0)
-            return wisp_err_sys(err, -r, "%s: io_uring_queue_init", bs->filename);
-        c->ring_ok = true;
-        c->fixed_file = io_uring_register_files(&c->ring, &bs->file->fd, 1) == 0;
+            return r;
         int64_t max = bs->file->poll_max_ns;
         c->poll_max_ns = max < 0 ? 0 : max ? (uint64_t)max : BLOCK_POLL_MAX_NS_DEFAULT;
     }
@@ -195,6 +255,10 @@ void block_aio_destroy(struct block_dev *bs)
     free(c->threads);
     if (c->ring_ok)
         io_uring_queue_exit(&c->ring);
+    const int fds[] = {c->epoll_fd, c->event_fd, c->timer_fd};
+    for (unsigned i = 0; i < ARRAY_SIZE(fds); i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
     for (struct aio_item *it = c->done.head, *next; it; it = next) {
         next = it->next;
         free(it);
@@ -247,16 +311,35 @@ static bool ring_eligible(struct block_dev *bs, const struct block_req *req, uin
     return iov_direct_ok(bs->file, *host, req);
 }
 
+static void ring_reap(struct block_aio_ctx *c, struct block_dev *bs);
+
+/* Hands the kernel what the submission ring holds. Transient failures are retried: EINTR at
+ * once, EBUSY / EAGAIN (completions to reap first, or kernel memory short) after reaping.
+ * Returns 0, or the hard error that left SQEs in the ring. */
+static int ring_flush_sq(struct block_aio_ctx *c, struct block_dev *bs)
+{
+    int r = 0;
+    for (unsigned tries = 0; io_uring_sq_ready(&c->ring) && tries < 1000; tries++) {
+        r = io_uring_submit(&c->ring);
+        if (r >= 0 || r == -EINTR)
+            continue;
+        if (r != -EAGAIN && r != -EBUSY)
+            return r;
+        ring_reap(c, bs);
+        if (r == -EAGAIN)
+            block_throttle_sleep(0.0001);
+    }
+    return r < 0 ? r : 0;
+}
+
 static int ring_submit(struct block_aio_ctx *c, struct block_dev *bs, struct aio_item *it,
                        uint64_t host)
 {
     struct block_req *req = it->req;
+    /* fewer than ring_size requests are in flight (aio_dispatch), so an SQE is free */
     struct io_uring_sqe *sqe = io_uring_get_sqe(&c->ring);
-    if (!sqe) { /* ring full: reap, then retry */
-        int r = block_aio_poll(bs, 1, NULL);
-        if (r < 0 || !(sqe = io_uring_get_sqe(&c->ring)))
-            return -EAGAIN;
-    }
+    if (!sqe)
+        return -EAGAIN;
     /* the registered file (index 0) spares the kernel a file-table lookup per request */
     int fd = c->fixed_file ? 0 : bs->file->fd;
     bool sync_write =
@@ -280,8 +363,15 @@ static int ring_submit(struct block_aio_ctx *c, struct block_dev *bs, struct aio
         sqe->flags |= IOSQE_FIXED_FILE;
     io_uring_sqe_set_data(sqe, it);
     c->ring_inflight++;
-    int r = io_uring_submit(&c->ring);
-    return r < 0 ? r : 0;
+    int r = ring_flush_sq(c, bs);
+    if (r < 0) {
+        /* The kernel has not taken the SQE: it becomes a no-op naming no request (completed
+         * and dropped whenever the ring takes it, still counted in ring_inflight until then),
+         * so the caller can fail and free the request. */
+        io_uring_prep_nop(sqe);
+        io_uring_sqe_set_data(sqe, NULL);
+    }
+    return r;
 }
 
 static int aio_check(struct block_dev *bs, const struct block_req *req, struct wisp_err *err)
@@ -317,10 +407,13 @@ static int aio_dispatch(struct block_dev *bs, struct block_aio_ctx *c, struct ai
     if (c->engine == BLOCK_AIO_SYNC) {
         it->ret = aio_execute(bs, req);
         queue_push(&c->done, it);
+        event_signal(c);
         return 0;
     }
     uint64_t host;
-    if (c->ring_ok && ring_eligible(bs, req, &host)) {
+    /* at most ring_size on the ring, so its completion queue (twice as big) cannot overflow;
+     * beyond that the pool takes requests */
+    if (c->ring_ok && c->ring_inflight < c->ring_size && ring_eligible(bs, req, &host)) {
         int r = ring_submit(c, bs, it, host);
         return r < 0 ? wisp_err_sys(err, -r, "%s: io_uring submit", bs->filename) : 0;
     }
@@ -370,6 +463,8 @@ int block_aio_submit(struct block_dev *bs, struct block_req *req, struct wisp_er
     it->req = req;
     double wait;
     if (throttled(bs, req) && (c->thr.head || !throttle_take(bs, req, &wait))) {
+        if (!c->thr.head) /* the completion fd wakes the caller when the tokens are there */
+            event_arm_throttle(c, true, wait);
         queue_push(&c->thr, it);
         return 0;
     }
@@ -385,6 +480,8 @@ static void ring_complete(struct block_aio_ctx *c, struct block_dev *bs, struct 
     int res = cqe->res;
     io_uring_cqe_seen(&c->ring, cqe);
     c->ring_inflight--;
+    if (!it)
+        return; /* the no-op left by a failed submission (ring_submit) */
     struct block_req *req = it->req;
     if (res >= 0 && (req->op == BLOCK_OP_READ || req->op == BLOCK_OP_WRITE))
         it->ret = (size_t)res == req_bytes(req) ? 0 : aio_execute(bs, req);
@@ -457,21 +554,27 @@ static void ring_reap(struct block_aio_ctx *c, struct block_dev *bs)
 }
 
 /* Waits for at least one ring completion: polls, then sleeps (at most 200 us when the pool
- * may also finish work meanwhile). */
-static void ring_wait(struct block_aio_ctx *c, struct block_dev *bs, bool short_wait)
+ * may also finish work meanwhile). Returns 0 or the ring's hard error. */
+static int ring_wait(struct block_aio_ctx *c, struct block_dev *bs, bool short_wait)
 {
+    int r = ring_flush_sq(c, bs); /* SQEs left by a failed submission produce the completions */
+    if (r < 0)
+        return r;
     uint64_t t0 = c->poll_max_ns ? block_now_ns() : 0;
     struct io_uring_cqe *cqe;
     bool got = ring_spin(c);
     if (!got && !short_wait) {
-        got = io_uring_wait_cqe(&c->ring, &cqe) == 0;
+        r = io_uring_wait_cqe(&c->ring, &cqe);
+        got = r == 0;
     } else if (!got) {
         struct __kernel_timespec ts = {0, 200000};
-        got = io_uring_wait_cqe_timeout(&c->ring, &cqe, &ts) == 0;
+        r = io_uring_wait_cqe_timeout(&c->ring, &cqe, &ts);
+        got = r == 0;
     }
     if (c->poll_max_ns && got)
         poll_adjust(c, block_now_ns() - t0);
     ring_reap(c, bs);
+    return r < 0 && r != -EINTR && r != -ETIME && r != -EAGAIN ? r : 0;
 }
 
 int block_aio_poll(struct block_dev *bs, unsigned min_done, struct wisp_err *err)
@@ -480,13 +583,15 @@ int block_aio_poll(struct block_dev *bs, unsigned min_done, struct wisp_err *err
     if (!c)
         return 0;
     unsigned done = 0;
+    double thr_wait = 0;
     for (;;) {
-        double thr_wait = c->thr.head ? throttle_dispatch(bs, c) : 0;
+        event_clear(c); /* before looking: what finishes from now on signals it again */
+        thr_wait = c->thr.head ? throttle_dispatch(bs, c) : 0;
         if (c->ring_ok && c->ring_inflight)
             ring_reap(c, bs);
         done += run_callbacks(c);
         if (done >= min_done)
-            return (int)done;
+            break;
         pthread_mutex_lock(&c->lock);
         bool have_done = c->done.head != NULL;
         unsigned pool = c->pool_inflight;
@@ -494,13 +599,16 @@ int block_aio_poll(struct block_dev *bs, unsigned min_done, struct wisp_err *err
         if (have_done || (c->thr.head && thr_wait <= 0))
             continue; /* callbacks ran or queued requests: start those first */
         if (!pool && !c->ring_inflight && !c->thr.head)
-            return (int)done; /* nothing left that could complete */
+            break; /* nothing left that could complete */
         if (!pool && !c->ring_inflight) {
             block_throttle_sleep(thr_wait); /* only throttled requests left */
             continue;
         }
         if (c->ring_inflight) {
-            ring_wait(c, bs, pool > 0 || c->thr.head); /* short waits while requests queue */
+            /* short waits while requests queue */
+            int r = ring_wait(c, bs, pool > 0 || c->thr.head);
+            if (r < 0)
+                return wisp_err_sys(err, -r, "%s: waiting for io_uring completions", bs->filename);
             continue;
         }
         pthread_mutex_lock(&c->lock);
@@ -518,4 +626,66 @@ int block_aio_poll(struct block_dev *bs, unsigned min_done, struct wisp_err *err
         }
         pthread_mutex_unlock(&c->lock);
     }
+    /* throttled requests left: the completion fd fires when the first may start (at once if
+     * a callback queued it after the wait was computed) */
+    event_arm_throttle(c, c->thr.head != NULL, thr_wait);
+    return (int)done;
+}
+
+/* Switches the ring to plain task work (so completions wake epoll waiters) once nothing is in
+ * flight on it, and registers the eventfd with it. */
+static int event_attach_ring(struct block_dev *bs, struct block_aio_ctx *c, struct wisp_err *err)
+{
+    if (!c->ring_ok)
+        return 0;
+    if (!c->ring_coop) {
+        int r = io_uring_register_eventfd(&c->ring, c->event_fd);
+        return r < 0 ? wisp_err_sys(err, -r, "%s: io_uring_register_eventfd", bs->filename) : 0;
+    }
+    while (c->ring_inflight) {
+        int r = ring_wait(c, bs, false);
+        if (r < 0)
+            return wisp_err_sys(err, -r, "%s: waiting for io_uring completions", bs->filename);
+    }
+    io_uring_queue_exit(&c->ring);
+    c->ring_ok = c->fixed_file = false;
+    return ring_init(bs, c, false, err);
+}
+
+int block_aio_event_fd(struct block_dev *bs, struct wisp_err *err)
+{
+    int r;
+    if (!bs->aio && (r = aio_ctx_create(bs, err)) < 0) {
+        block_aio_destroy(bs);
+        return r;
+    }
+    struct block_aio_ctx *c = bs->aio;
+    if (c->epoll_fd >= 0)
+        return c->epoll_fd;
+    int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    int epfd = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN};
+    r = efd < 0 || tfd < 0 || epfd < 0 ? -errno : 0;
+    if (r == 0 && (epoll_ctl(epfd, EPOLL_CTL_ADD, efd, &ev) < 0 ||
+                   epoll_ctl(epfd, EPOLL_CTL_ADD, tfd, &ev) < 0))
+        r = -errno;
+    if (r < 0) {
+        const int fds[] = {efd, tfd, epfd};
+        for (unsigned i = 0; i < ARRAY_SIZE(fds); i++)
+            if (fds[i] >= 0)
+                close(fds[i]);
+        return wisp_err_sys(err, -r, "%s: creating the completion fd", bs->filename);
+    }
+    pthread_mutex_lock(&c->lock); /* pool workers read event_fd under the lock */
+    c->event_fd = efd;
+    pthread_mutex_unlock(&c->lock);
+    c->timer_fd = tfd;
+    c->epoll_fd = epfd;
+    if ((r = event_attach_ring(bs, c, err)) < 0)
+        return r;    /* the fds stay with c (closed by block_close); the pool serves requests */
+    event_signal(c); /* requests already done or queued get looked at */
+    if (c->thr.head)
+        event_arm_throttle(c, true, 0);
+    return c->epoll_fd;
 }

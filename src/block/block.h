@@ -14,10 +14,10 @@
  * Layers. A `struct block_dev` is one open image node: a format driver (raw, qcow2) over a
  * `struct block_file` (the host file, with its cache mode and I/O engine), optionally over a
  * backing block_dev (a chain). Callers use block_open() and the block_* calls below; drivers
- * implement struct block_driver. All calls are synchronous and thread-safe for one block_dev
+ * implement struct block_driver. The calls are synchronous and thread-safe for one block_dev
  * (a driver serialises its metadata internally); concurrency (queue depth > 1) comes from
  * several callers or from the asynchronous block_aio_* API, which runs requests on the
- * device's I/O engine.
+ * device's I/O engine (which thread may call what: above block_aio_submit()).
  */
 
 /* Cache modes, with QEMU's meaning (docs/block.md states the flush semantics):
@@ -230,9 +230,30 @@ struct block_req {
     void (*done)(struct block_req *req, int ret); /* called from the completion context */
     void *opaque;
 };
+/*
+ * Threads. For one block_dev:
+ *  - the synchronous calls above (block_preadv ... block_truncate, and the qcow2_* entry
+ *    points) are thread-safe: any number of threads may call them at once, also while the
+ *    asynchronous API is in use from another thread;
+ *  - block_aio_submit(), block_aio_poll() and block_aio_event_fd() are called from one thread
+ *    at a time (the device's I/O thread); they share unlocked engine state;
+ *  - completion callbacks (req->done) run in the thread that calls block_aio_poll(), inside
+ *    that call, never inside block_aio_submit(); a callback may submit new requests;
+ *  - block_close() runs alone: it waits for every request in flight (their callbacks run) and
+ *    stops the engine's threads. Pool workers only call the thread-safe driver functions.
+ * A request (struct block_req, its iovec and buffers) belongs to the block layer from a
+ * successful block_aio_submit() until its callback runs; a failed submit leaves it unused.
+ */
 /* Queues a request on bs's engine (throttled if limits are set). Completions run from
  * block_aio_poll(), which waits for at least min_done completions (0 = do not wait). */
 int block_aio_submit(struct block_dev *bs, struct block_req *req, struct wisp_err *err);
 int block_aio_poll(struct block_dev *bs, unsigned min_done, struct wisp_err *err);
+/* An fd that becomes readable when block_aio_poll(bs, 0, err) has work to do: a finished request
+ * whose callback has not run, or a throttled request whose tokens are there. Use it with
+ * epoll/poll (level-triggered): when it is readable, call block_aio_poll(bs, 0, err), which also
+ * clears it. Owned by bs (closed by block_close); creates the engine context if needed.
+ * (With io_uring, epoll_wait() may fail with EINTR while the kernel posts a completion: retry.)
+ * Readiness can be spurious (the poll then finds nothing); it is never missed. */
+int block_aio_event_fd(struct block_dev *bs, struct wisp_err *err);
 
 #endif

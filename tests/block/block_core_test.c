@@ -8,10 +8,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "block/block.h"
+#include "block/qcow2.h"
 
 static int failures;
 #define CHECK(cond, ...)                                                                           \
@@ -284,6 +286,148 @@ static void test_qcow2_engines(void)
         CHECK(0, "cleanup");
 }
 
+/* Waits on the completion fd (never in block_aio_poll) until t->done reaches n; each wake-up
+ * must be followed by a poll that finds work sooner or later. Fails instead of hanging when the
+ * fd is never signalled. Returns the number of wake-ups. */
+static int drain_by_event_fd(struct block_dev *bs, int efd, struct aio_test *t, int n,
+                             const char *what)
+{
+    struct wisp_err err = {0};
+    int wakeups = 0;
+    while (t->done < n) {
+        struct epoll_event ev;
+        int r;
+        do /* io_uring task work interrupts the wait (EINTR), then signals the fd */
+            r = epoll_wait(efd, &ev, 1, 5000);
+        while (r < 0 && errno == EINTR);
+        if (r != 1) {
+            CHECK(0, "%s: completion fd not readable within 5 s (%d of %d done, r=%d %s)", what,
+                  t->done, n, r, r < 0 ? strerror(errno) : "timeout");
+            while (t->done < n && block_aio_poll(bs, 1, &err) > 0) /* do not leave them in flight */
+                ;
+            return wakeups;
+        }
+        wakeups++;
+        CHECK(block_aio_poll(bs, 0, &err) >= 0, "%s", err.msg);
+    }
+    /* nothing in flight: after one more poll the fd must be quiet */
+    CHECK(block_aio_poll(bs, 0, &err) == 0, "%s: poll found work after all completed", what);
+    struct epoll_event ev;
+    CHECK(epoll_wait(efd, &ev, 1, 0) == 0, "%s: completion fd readable with nothing to do", what);
+    return wakeups;
+}
+
+/* QD32 writes then reads of random 4K..64K extents through the completion fd. */
+static void event_fd_io(struct block_dev *bs, bool late, const char *what)
+{
+    enum { QD = 32 };
+    static uint8_t bufs[QD][65536] __attribute__((aligned(4096)));
+    static uint8_t shadow[QD][65536];
+    struct block_req reqs[QD];
+    struct iovec iovs[QD];
+    struct aio_test t = {0};
+    struct wisp_err err = {0};
+    int efd = late ? -1 : block_aio_event_fd(bs, &err);
+    CHECK(late || efd >= 0, "%s: %s", what, err.msg);
+    if (!late) {
+        block_aio_poll(bs, 0, &err); /* clears the signal of creation */
+        struct epoll_event ev;
+        CHECK(epoll_wait(efd, &ev, 1, 0) == 0, "%s: readable before any request", what);
+    }
+    for (int i = 0; i < QD; i++) {
+        size_t len = 4096u * (1 + (unsigned)rand() % 16);
+        memset(bufs[i], 'a' + i, len);
+        memcpy(shadow[i], bufs[i], len);
+        iovs[i] = (struct iovec){bufs[i], len};
+        reqs[i] = (struct block_req){.op = BLOCK_OP_WRITE,
+                                     .offset = (uint64_t)i * 65536,
+                                     .iov = &iovs[i],
+                                     .iovcnt = 1,
+                                     .done = aio_done,
+                                     .opaque = &t};
+        CHECK(block_aio_submit(bs, &reqs[i], &err) == 0, "%s", err.msg);
+    }
+    if (late) /* the engine exists and requests are in flight */
+        CHECK((efd = block_aio_event_fd(bs, &err)) >= 0, "%s: %s", what, err.msg);
+    if (efd < 0)
+        return;
+    drain_by_event_fd(bs, efd, &t, QD, what);
+    for (int i = 0; i < QD; i++) {
+        memset(bufs[i], 0, iovs[i].iov_len);
+        reqs[i] = read_req(&iovs[i], (uint64_t)i * 65536, &t);
+        CHECK(block_aio_submit(bs, &reqs[i], &err) == 0, "%s", err.msg);
+    }
+    drain_by_event_fd(bs, efd, &t, 2 * QD, what);
+    CHECK(t.errors == 0, "%s: %d failed requests", what, t.errors);
+    for (int i = 0; i < QD; i++)
+        CHECK(!memcmp(bufs[i], shadow[i], iovs[i].iov_len), "%s: request %d read back wrong", what,
+              i);
+}
+
+/* block_aio_event_fd(): every engine (raw and qcow2, the ring and the pool paths), the fd
+ * asked for before the first request and while requests are in flight. */
+static void test_event_fd(enum block_aio_engine e)
+{
+    char path[600], what[128];
+    const char *fmts[] = {"raw", "qcow2"};
+    for (int f = 0; f < 2; f++) {
+        for (int late = 0; late < 2; late++) {
+            snprintf(path, sizeof(path), "%s/evfd.%s", dir, fmts[f]);
+            snprintf(what, sizeof(what), "event fd %s %s%s", block_aio_engine_name(e), fmts[f],
+                     late ? " (late)" : "");
+            struct wisp_err err = {0};
+            if (f == 0) {
+                make_raw(path, DISK);
+            } else {
+                struct qcow2_create_opts q = {.size = DISK};
+                CHECK(qcow2_create(path, &q, &err) == 0, "%s", err.msg);
+            }
+            struct block_open_opts o = {.format = fmts[f], .aio = e};
+            struct block_dev *bs = open_or_exit(path, &o);
+            event_fd_io(bs, late, what);
+            /* qcow2: the second round overwrites allocated clusters (ring-eligible) */
+            if (f == 1)
+                event_fd_io(bs, false, what);
+            block_close(bs);
+            unlink(path);
+        }
+    }
+}
+
+/* With only throttled requests queued, the completion fd wakes the caller when the tokens come
+ * (20 IOPS, burst 1): the loop never sleeps in block_aio_poll, so without the timer it would
+ * fail after 5 s; and it does not spin (a bounded number of wake-ups). */
+static void test_event_fd_throttle(enum block_aio_engine e)
+{
+    char path[600], what[64];
+    snprintf(path, sizeof(path), "%s/evthr.raw", dir);
+    snprintf(what, sizeof(what), "throttled event fd %s", block_aio_engine_name(e));
+    make_raw(path, 1u << 20);
+    struct block_throttle_limits lim = {.iops_total = 20, .iops_total_max = 1};
+    struct block_open_opts o = {.format = "raw", .aio = e, .throttle = &lim};
+    struct block_dev *bs = open_or_exit(path, &o);
+    struct wisp_err err = {0};
+    int efd = block_aio_event_fd(bs, &err);
+    CHECK(efd >= 0, "%s", err.msg);
+    enum { N = 6 };
+    static uint8_t buf[N][512];
+    struct iovec iov[N];
+    struct block_req reqs[N];
+    struct aio_test t = {0};
+    for (int i = 0; i < N; i++) {
+        iov[i] = (struct iovec){buf[i], sizeof(buf[i])};
+        reqs[i] = read_req(&iov[i], (uint64_t)i * 512, &t);
+        CHECK(block_aio_submit(bs, &reqs[i], &err) == 0, "%s", err.msg);
+    }
+    if (efd >= 0) {
+        int wakeups = drain_by_event_fd(bs, efd, &t, N, what);
+        CHECK(wakeups <= 4 * N, "%s: %d wake-ups for %d requests (spinning)", what, wakeups, N);
+    }
+    CHECK(t.errors == 0, "%d failed requests", t.errors);
+    block_close(bs);
+    unlink(path);
+}
+
 static void test_read_only(void)
 {
     char path[600];
@@ -319,6 +463,10 @@ int main(int argc, char **argv)
     test_qcow2_engines();
     for (int e = BLOCK_AIO_SYNC; e <= BLOCK_AIO_IO_URING; e++)
         test_throttle_queue((enum block_aio_engine)e);
+    for (int e = BLOCK_AIO_SYNC; e <= BLOCK_AIO_IO_URING; e++) {
+        test_event_fd((enum block_aio_engine)e);
+        test_event_fd_throttle((enum block_aio_engine)e);
+    }
     test_read_only();
     static const char *const files[] = {"cache.raw", "sparse.raw", "aio.raw", "ro.raw"};
     for (unsigned i = 0; i < sizeof(files) / sizeof(files[0]); i++) {

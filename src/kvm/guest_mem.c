@@ -45,6 +45,7 @@ int guest_mem_create(struct guest_mem *mem, uint64_t bytes, struct wisp_err *err
         }
         rg->hva = p;
     }
+    mem->fresh_zero = true;
     return 0;
 }
 

@@ -26,6 +26,10 @@ struct guest_mem {
     struct guest_mem_region regions[GUEST_MEM_MAX_REGIONS];
     unsigned nr_regions;
     uint64_t total; /* bytes of RAM, sum of the regions */
+    /* Set by guest_mem_create(): the RAM is fresh MAP_ANONYMOUS memory, every byte reads as zero
+     * and no page is committed yet, so a loader may skip zeroing (ELF .bss). False for RAM with
+     * contents (memfd, file, snapshot backends): those zero what must be zero. */
+    bool fresh_zero;
 };
 
 /*

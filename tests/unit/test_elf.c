@@ -241,7 +241,8 @@ static void test_elf64_without_note_boots_in_long_mode(void **state)
     make_elf64(&img, false);
     struct guest_mem mem;
     assert_int_equal(guest_mem_create(&mem, 64 * MiB, NULL), 0);
-    memset(gpa_to_hva(&mem, CODE_ADDR, 0x3000), 0xff, 0x3000); /* bss must be cleared */
+    memset(gpa_to_hva(&mem, CODE_ADDR, 0x3000), 0xff, 0x3000); /* bss must be cleared: */
+    mem.fresh_zero = false; /* written since guest_mem_create(), so no longer known zero */
     char *kpath = x86_test_tmpfile(img.b, img.len);
     struct x86_boot_params p = {.kernel_path = kpath, .cmdline = "hello", .nr_cpus = 1};
     struct x86_boot_entry e;
@@ -264,6 +265,81 @@ static void test_elf64_without_note_boots_in_long_mode(void **state)
     uint8_t zero[0x2f00] = {0};
     assert_memory_equal(gpa_to_hva(&mem, CODE_ADDR + 0x100, sizeof(zero)), zero, sizeof(zero));
     guest_mem_destroy(&mem);
+}
+
+/* Host memory the process has resident (VmRSS), from /proc/self/statm. */
+static uint64_t resident_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    assert_non_null(f);
+    unsigned long long size = 0, resident = 0;
+    assert_int_equal(fscanf(f, "%llu %llu", &size, &resident), 2);
+    fclose(f);
+    return resident * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+/* A 512 MiB .bss on fresh guest RAM (guest_mem_create: MAP_ANONYMOUS, already zero) must not be
+ * memset: that would commit 512 MiB of host memory the guest may never touch. */
+static void test_huge_bss_on_fresh_ram_commits_no_host_memory(void **state)
+{
+    const uint64_t bss = 512 * MiB;
+    struct elf_img img;
+    make_elf64(&img, false);
+    ph64(&img, 0)->p_memsz = bss;       /* [2 MiB, 514 MiB): 0x100 bytes of file, then .bss */
+    ph64(&img, 1)->p_paddr = 600 * MiB; /* the data segment out of its way */
+    struct guest_mem mem;
+    assert_int_equal(guest_mem_create(&mem, 1024 * MiB, NULL), 0);
+    char *kpath = x86_test_tmpfile(img.b, img.len);
+    struct x86_boot_params p = {.kernel_path = kpath, .nr_cpus = 1};
+    struct x86_boot_entry e;
+    struct wisp_err err = {0};
+    uint64_t before = resident_bytes();
+    assert_int_equal(x86_boot_load(&mem, &p, &e, &err), 0);
+    uint64_t grown = resident_bytes() - before;
+    x86_test_rmfile(kpath);
+    print_message("resident memory grew by %llu KiB loading a %llu MiB .bss\n",
+                  (unsigned long long)(grown >> 10), (unsigned long long)(bss >> 20));
+    assert_true(grown < 16 * MiB);
+    /* The guest still sees zeros there (reads map the shared zero page: no memory either). */
+    const uint64_t probes[] = {CODE_ADDR + 0x100, CODE_ADDR + bss / 2, CODE_ADDR + bss - 8};
+    for (size_t i = 0; i < ARRAY_SIZE(probes); i++)
+        assert_true(x86_test_read64(&mem, probes[i]) == 0);
+    assert_memory_equal(gpa_to_hva(&mem, CODE_ADDR, 0x100), img.b + CODE_OFF, 0x100);
+    guest_mem_destroy(&mem);
+}
+
+/* RAM with contents (here a memfd full of 0xff, as a file or snapshot backend would map) is not
+ * fresh: the loader zeroes the .bss there. */
+static void test_bss_zeroed_on_ram_with_contents(void **state)
+{
+    const uint64_t ram = 64 * MiB, bss = 3 * MiB;
+    struct guest_mem mem;
+    assert_int_equal(guest_mem_layout(&mem, ram, NULL), 0);
+    cleanup_close int memfd = memfd_create("guest-ram", MFD_CLOEXEC);
+    assert_true(memfd >= 0);
+    assert_int_equal(ftruncate(memfd, (off_t)ram), 0);
+    void *hva = mmap(NULL, ram, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+    assert_true(hva != MAP_FAILED);
+    memset(hva, 0xff, ram);
+    mem.regions[0].hva = hva;
+    assert_false(mem.fresh_zero);
+    struct elf_img img;
+    make_elf64(&img, false);
+    ph64(&img, 0)->p_memsz = bss;
+    ph64(&img, 1)->p_paddr = 32 * MiB;
+    char *kpath = x86_test_tmpfile(img.b, img.len);
+    struct x86_boot_params p = {.kernel_path = kpath, .nr_cpus = 1};
+    struct x86_boot_entry e;
+    struct wisp_err err = {0};
+    assert_int_equal(x86_boot_load(&mem, &p, &e, &err), 0);
+    x86_test_rmfile(kpath);
+    const uint8_t *seg = gpa_to_hva(&mem, CODE_ADDR, bss);
+    assert_memory_equal(seg, img.b + CODE_OFF, 0x100);
+    for (uint64_t i = 0x100; i < bss; i++)
+        if (seg[i] != 0)
+            fail_msg(".bss byte at 0x%llx is 0x%02x", (unsigned long long)(CODE_ADDR + i), seg[i]);
+    assert_int_equal(*(const uint8_t *)gpa_to_hva(&mem, CODE_ADDR + bss, 1), 0xff); /* past it */
+    guest_mem_destroy(&mem); /* munmaps the region */
 }
 
 /* ---- malformed files ---- */
@@ -521,6 +597,8 @@ int main(void)
         cmocka_unit_test(test_pvh_note_found_in_elf64_and_elf32),
         cmocka_unit_test(test_pvh_boot_start_info),
         cmocka_unit_test(test_elf64_without_note_boots_in_long_mode),
+        cmocka_unit_test(test_huge_bss_on_fresh_ram_commits_no_host_memory),
+        cmocka_unit_test(test_bss_zeroed_on_ram_with_contents),
         cmocka_unit_test(test_malformed_elf_table),
         cmocka_unit_test(test_elf32_without_pvh_is_refused),
         cmocka_unit_test(test_every_truncation_fails_cleanly),

@@ -10,8 +10,10 @@
 
 /*
  * Call order (see docs/boot.md for the memory layout and the register state per protocol):
- *   guest_mem_create()                         RAM must be mapped (fresh, zeroed)
+ *   guest_mem_create()                         RAM must be mapped
  *   x86_boot_load(mem, params, &entry, err)    writes kernel, initrd, tables; fills entry
+ *     (with mem->fresh_zero, ELF .bss is left untouched as the zero it already is: call it
+ *     once per guest_mem, or clear fresh_zero first)
  *   for the boot vCPU (id 0) only:
  *   x86_boot_set_vcpu_regs(vcpu_fd, &entry, err)
  * The other vCPUs stay in their reset state (wait-for-SIPI); the guest starts them with INIT/SIPI.

@@ -131,7 +131,9 @@ int x86_elf_parse(const char *path, int fd, uint64_t file_size, const struct gue
 /* pread()s exactly len bytes at off; a short file is an error naming path and offset. */
 int x86_read_at(const char *path, int fd, uint64_t off, void *buf, uint64_t len,
                 struct wisp_err *err);
-/* Copies the PT_LOAD segments of a parsed file into guest memory (bss zeroed). */
+/* Copies the PT_LOAD segments of a parsed file into guest memory. The .bss (p_memsz beyond
+ * p_filesz) is zeroed unless mem->fresh_zero says it already reads as zero: nothing before this
+ * call writes inside a segment (x86_elf_parse keeps them off wisp's tables and each other). */
 int x86_elf_load(const char *path, int fd, const struct guest_mem *mem, const struct x86_elf *elf,
                  struct wisp_err *err);
 

@@ -342,6 +342,67 @@ static void test_bss_zeroed_on_ram_with_contents(void **state)
     guest_mem_destroy(&mem); /* munmaps the region */
 }
 
+/* Segments that do not fit: the message says up to where RAM is needed and which --mem holds it. */
+static void test_segment_beyond_ram_messages(void **state)
+{
+    static const struct {
+        uint64_t paddr, memsz, ram;
+        const char *msg;
+    } cases[] = {
+        {128 * MiB, 0x80, 64 * MiB,
+         "test.elf: PT_LOAD at offset 0x78: [0x8000000, 0x8000080) needs guest RAM up to "
+         "0x8000080 (128.1 MiB); the guest has 64 MiB below 4 GiB: use --mem 129M or more"},
+        {60 * MiB, 10 * MiB, 64 * MiB,
+         "test.elf: PT_LOAD at offset 0x78: [0x3c00000, 0x4600000) needs guest RAM up to "
+         "0x4600000 (70 MiB); the guest has 64 MiB below 4 GiB: use --mem 70M or more"},
+        {1ULL << 32, 0x80, 64 * MiB,
+         "test.elf: PT_LOAD at offset 0x78: [0x100000000, 0x100000080) needs guest RAM up to "
+         "0x100000080; the guest has 64 MiB, and RAM above 4 GiB holds what exceeds the first "
+         "3 GiB: use --mem 3073M or more"},
+        {(1ULL << 32) + 2048 * MiB, 4 * MiB, 4096 * MiB,
+         "test.elf: PT_LOAD at offset 0x78: [0x180000000, 0x180400000) needs guest RAM up to "
+         "0x180400000; the guest has 4096 MiB, and RAM above 4 GiB holds what exceeds the first "
+         "3 GiB: use --mem 5124M or more"},
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+        struct elf_img img;
+        make_elf64(&img, true);
+        ph64(&img, 1)->p_paddr = cases[i].paddr;
+        ph64(&img, 1)->p_memsz = cases[i].memsz;
+        struct x86_elf elf;
+        struct wisp_err err = {0};
+        int r = parse(&img, cases[i].ram, &elf, &err);
+        print_message("%s\n", err.msg);
+        assert_int_equal(r, -ENOSPC);
+        assert_string_equal(err.msg, cases[i].msg);
+    }
+}
+
+static void test_elf_initrd_too_big_message(void **state)
+{
+    struct elf_img img;
+    make_elf64(&img, true); /* highest segment ends at 0x400080: the initrd goes above 0x401000 */
+    char *kpath = x86_test_tmpfile(img.b, img.len);
+    char *ipath = x86_test_tmpfile("", 0);
+    assert_int_equal(truncate(ipath, 70 * MiB), 0);
+    struct guest_mem mem;
+    assert_int_equal(guest_mem_create(&mem, 64 * MiB, NULL), 0);
+    struct x86_boot_params p = {.kernel_path = kpath, .initrd_path = ipath, .nr_cpus = 1};
+    struct x86_boot_entry e;
+    struct wisp_err err = {0};
+    assert_int_equal(x86_boot_load(&mem, &p, &e, &err), -ENOSPC);
+    char want[512];
+    snprintf(want, sizeof(want),
+             "initrd %s (0x4600000 bytes, 70 MiB) does not fit: it goes page-aligned above the "
+             "kernel, which ends at 0x401000, so it needs guest RAM up to 0x4a01000 (74.1 MiB); "
+             "the guest has 64 MiB below 4 GiB: use --mem 75M or more",
+             ipath);
+    assert_string_equal(err.msg, want);
+    guest_mem_destroy(&mem);
+    x86_test_rmfile(kpath);
+    x86_test_rmfile(ipath);
+}
+
 /* ---- malformed files ---- */
 static void m_class(struct elf_img *i)
 {
@@ -405,10 +466,6 @@ static void m_straddles_hole(struct elf_img *i)
 {
     ph64(i, 1)->p_paddr = 0xbfffff00ULL;
     ph64(i, 1)->p_memsz = 0x200;
-}
-static void m_beyond_ram(struct elf_img *i)
-{
-    ph64(i, 1)->p_paddr = 0x8000000ULL; /* 128 MiB in a 64 MiB guest */
 }
 static void m_huge_memsz(struct elf_img *i)
 {
@@ -506,7 +563,6 @@ static void test_malformed_elf_table(void **state)
         {"paddr overflow", m_paddr_overflow, "overflows"},
         {"in the MMIO hole", m_in_mmio_hole, "overlaps the MMIO hole"},
         {"straddles the hole", m_straddles_hole, "overlaps the MMIO hole"},
-        {"beyond RAM", m_beyond_ram, "outside guest RAM (64 MiB)"},
         {"huge segment", m_huge_memsz, "PT_LOAD at offset 0x40"},
         {"on the zero page", m_on_boot_tables, "overlaps wisp's boot tables"},
         {"on the ACPI tables", m_on_acpi, "overlaps wisp's boot tables"},
@@ -599,6 +655,8 @@ int main(void)
         cmocka_unit_test(test_elf64_without_note_boots_in_long_mode),
         cmocka_unit_test(test_huge_bss_on_fresh_ram_commits_no_host_memory),
         cmocka_unit_test(test_bss_zeroed_on_ram_with_contents),
+        cmocka_unit_test(test_segment_beyond_ram_messages),
+        cmocka_unit_test(test_elf_initrd_too_big_message),
         cmocka_unit_test(test_malformed_elf_table),
         cmocka_unit_test(test_elf32_without_pvh_is_refused),
         cmocka_unit_test(test_every_truncation_fails_cleanly),

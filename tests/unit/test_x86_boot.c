@@ -328,6 +328,292 @@ static void test_bzimage_cmdline_and_initrd_limits(void **state)
     guest_mem_destroy(&run.mem);
 }
 
+/* ---- crafted setup headers (issue 8): a header is untrusted input ---- */
+
+/* The byte at 0x201 says the header runs to 0x301; wisp's struct setup_header ends at 0x26c, and
+ * what the file has after that must not land in the fields that follow the copy. */
+static void test_bzimage_header_copy_stays_in_struct(void **state)
+{
+    static struct fake_bz bz;
+    fake_bz_init(&bz, 0x020f, 8 * MiB);
+    bz.bytes[0x201] = 0xff;
+    memset(bz.bytes + 0x26c, 0xa5, 0x300 - 0x26c);
+    struct x86_bzimage parsed;
+    struct wisp_err err = {0};
+    assert_int_equal(x86_bzimage_parse("crafted", bz.bytes, 1024, bz.len, &parsed, &err), 0);
+    assert_int_equal(parsed.hdr_len, sizeof(struct setup_header));
+    assert_int_equal(parsed.hdr_len, 0x26c - 0x1f1);
+    assert_true(parsed.setup_size == 1024);
+    assert_true(parsed.kernel_size == 8192);
+    assert_true(parsed.entry == 0x100200);
+    assert_memory_equal(&parsed.hdr, bz.bytes + 0x1f1, sizeof(parsed.hdr));
+    /* The zero page carries the header and nothing of the file past it. */
+    struct boot_run run;
+    boot_run(&run, 64 * MiB, bz.bytes, bz.len, 0, "");
+    assert_int_equal(run.ret, 0);
+    uint8_t *zp = gpa_to_hva(&run.mem, X86_ZERO_PAGE_ADDR, 4096);
+    assert_memory_equal(zp + 0x202, "HdrS", 4);
+    for (unsigned off = 0x26c; off < 0x290; off++)
+        assert_int_equal(zp[off], 0);
+    guest_mem_destroy(&run.mem);
+}
+
+struct bz_field {
+    unsigned off, width; /* width 0 ends the list */
+    uint64_t value;
+};
+
+/* Each case crafts header fields so that wisp's arithmetic (align_up, pref_address + init_size,
+ * initrd_addr_max + 1, ...) would wrap or place something over wisp's own data. Whatever happens,
+ * the kernel's area starts at >= 1 MiB and ends inside RAM, and the initrd lies above the kernel
+ * and inside RAM: never over the zero page, command line, page tables or ACPI/MP tables. */
+static void test_bzimage_crafted_placement(void **state)
+{
+    static const struct {
+        const char *what;
+        struct bz_field f[4];
+        size_t file_len; /* 0: the whole fake image */
+        int err;
+        const char *msg[3];
+    } cases[] = {
+        {"pref_address + init_size wraps",
+         {{0x258, 8, 0xffffffffffe00000ULL}, {0x260, 4, 0x800000}},
+         0,
+         -ENOEXEC,
+         {"runs at 0xffffffffffe00000 (pref_address, offset 0x258)",
+          "init_size 0x800000 (offset 0x260)", "past the end of the address space"}},
+        {"rounding the decompression end to a page wraps (initrd would go on the ACPI tables)",
+         {{0x234, 1, 0}, {0x258, 8, 0xfffffffffffff001ULL}, {0x260, 4, 0x10}, {0x22c, 4, 0xeffff}},
+         0,
+         -ENOEXEC,
+         {"runs at 0xfffffffffffff001 (pref_address, offset 0x258)",
+          "init_size 0x10 (offset 0x260)", "past the end of the address space"}},
+        {"aligning pref_address up to kernel_alignment wraps",
+         {{0x258, 8, 0xffffffffffe00001ULL}},
+         0,
+         -ENOEXEC,
+         {"pref_address 0xffffffffffe00001 (offset 0x258)",
+          "kernel_alignment 0x200000 (offset 0x230)", "past the end of the address space"}},
+        {"non-relocatable kernel running below 1 MiB, over the boot tables",
+         {{0x234, 1, 0}, {0x258, 8, X86_CMDLINE_ADDR}},
+         0,
+         -ENOEXEC,
+         {"relocatable_kernel 0, offset 0x234", "pref_address 0x20000 (offset 0x258)",
+          "below 1 MiB"}},
+        {"initrd_addr_max below the kernel",
+         {{0x22c, 4, 0xeffff}},
+         0,
+         -ENOSPC,
+         {"ends at 0x1800000", "initrd_addr_max 0xeffff (offset 0x22c)", "only below 0xf0000"}},
+        {"initrd_addr_max inside the decompression area",
+         {{0x22c, 4, 0x17fffff}},
+         0,
+         -ENOSPC,
+         {"ends at 0x1800000", "initrd_addr_max 0x17fffff (offset 0x22c)"}},
+        {"kernel_alignment far above RAM",
+         {{0x230, 4, 0x80000000}},
+         0,
+         -ENOSPC,
+         {"up to 0x80800000", "kernel_alignment 0x80000000", "use --mem 2056M or more"}},
+        {"non-relocatable kernel in the MMIO hole",
+         {{0x234, 1, 0}, {0x258, 8, 0xfec00000ULL}},
+         0,
+         -ENOSPC,
+         {"runs at 0xfec00000 (pref_address, offset 0x258)", "no --mem holds it"}},
+        {"header ends before init_size (read as 0: the initrd would go over the kernel)",
+         {{0x201, 1, 0x5e}},
+         0,
+         -ENOEXEC,
+         {"ends at 0x260", "init_size at 0x260"}},
+        {"image too short for the 64-bit entry at +0x200",
+         {{0x1f4, 4, 0}},
+         1024 + 0x200,
+         -ENOEXEC,
+         {"512 bytes", "64-bit entry"}},
+    };
+    unsigned failed = 0;
+    for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+        static struct fake_bz bz;
+        fake_bz_init(&bz, 0x020f, 8 * MiB);
+        for (const struct bz_field *f = cases[i].f; f->width; f++)
+            memcpy(bz.bytes + f->off, &f->value, f->width);
+        struct boot_run run;
+        boot_run(&run, 64 * MiB, bz.bytes, cases[i].file_len ? cases[i].file_len : bz.len, 4096,
+                 "");
+        print_message("case '%s': %d %s\n", cases[i].what, run.ret, run.err.msg);
+        const struct x86_boot_entry *e = &run.entry;
+        const char *wrong = NULL;
+        if (run.ret == 0 &&
+            (e->kernel_start < X86_HIMEM_START || e->kernel_end > 64 * MiB ||
+             e->initrd_start < e->kernel_end || e->initrd_start + e->initrd_size > 64 * MiB))
+            wrong = "places the kernel or initrd over wisp's data or outside RAM";
+        else if (run.ret != cases[i].err)
+            wrong = "returns the wrong error";
+        else if (!strstr(run.err.msg, "wisp-x86-test-"))
+            wrong = "does not name the file";
+        for (unsigned m = 0; !wrong && m < 3 && cases[i].msg[m]; m++)
+            if (!strstr(run.err.msg, cases[i].msg[m]))
+                wrong = cases[i].msg[m];
+        if (wrong) {
+            print_error("case '%s' FAILS: %s (returned %d, initrd at 0x%llx)\n", cases[i].what,
+                        wrong, run.ret, (unsigned long long)e->initrd_start);
+            failed++;
+        }
+        guest_mem_destroy(&run.mem);
+    }
+    assert_int_equal(failed, 0);
+}
+
+/* Every value of the header's length byte, of setup_sects and of the alignment and placement
+ * fields' extremes: parsing never fails by wrapping, and whatever it accepts lies in RAM. */
+static void test_bzimage_header_extremes(void **state)
+{
+    static const uint64_t prefs[] = {
+        0, 0x100000, 0xfffff000ULL, 0xffffffffULL, 1ULL << 32, 0x8000000000000000ULL, UINT64_MAX};
+    static const uint32_t sizes[] = {0, 1, 0x1000, 0x7fffffff, 0xffffffff};
+    static const uint32_t aligns[] = {0x1000, 0x200000, 0x80000000};
+    for (size_t a = 0; a < ARRAY_SIZE(prefs); a++)
+        for (size_t b = 0; b < ARRAY_SIZE(sizes); b++)
+            for (size_t c = 0; c < ARRAY_SIZE(aligns); c++)
+                for (int reloc = 0; reloc < 2; reloc++) {
+                    static struct fake_bz bz;
+                    fake_bz_init(&bz, 0x020f, sizes[b]);
+                    put64(bz.bytes + 0x258, prefs[a]);
+                    put32(bz.bytes + 0x230, aligns[c]);
+                    bz.bytes[0x234] = (uint8_t)reloc;
+                    struct x86_bzimage p;
+                    struct wisp_err err = {0};
+                    int r = x86_bzimage_parse("x", bz.bytes, 1024, bz.len, &p, &err);
+                    if (r < 0) {
+                        assert_int_equal(r, -ENOEXEC);
+                        assert_non_null(strstr(err.msg, "offset 0x"));
+                        continue;
+                    }
+                    /* Accepted: the reserved area covers the image and the run area. */
+                    uint64_t run_end;
+                    assert_false(__builtin_add_overflow(prefs[a], (uint64_t)sizes[b], &run_end));
+                    assert_true(p.reserve_end >= run_end);
+                    assert_true(p.reserve_end >= X86_HIMEM_START + p.kernel_size);
+                    assert_true((p.reserve_end & 0xfff) == 0);
+                }
+    for (unsigned len = 0; len < 256; len++) {
+        static struct fake_bz bz;
+        fake_bz_init(&bz, 0x020f, 8 * MiB);
+        bz.bytes[0x201] = (uint8_t)len;
+        memset(bz.bytes + 0x26c, 0x5a, 0x300 - 0x26c);
+        struct x86_bzimage p;
+        if (x86_bzimage_parse("x", bz.bytes, 1024, bz.len, &p, NULL) == 0)
+            assert_true(p.hdr_len <= sizeof(struct setup_header));
+    }
+}
+
+/* ---- "does not fit" messages: the numbers add up and say what would fix it ---- */
+
+/* A sparse file of `size` bytes whose first `len` bytes are `head`. */
+static char *sparse_file(const void *head, size_t len, uint64_t size)
+{
+    char *path = x86_test_tmpfile(head, len);
+    assert_non_null(path);
+    assert_int_equal(truncate(path, (off_t)size), 0);
+    return path;
+}
+
+static void boot_files(struct boot_run *run, uint64_t ram, const char *kpath, const char *ipath)
+{
+    memset(run, 0, sizeof(*run));
+    assert_int_equal(guest_mem_create(&run->mem, ram, NULL), 0);
+    struct x86_boot_params p = {.kernel_path = kpath, .initrd_path = ipath, .nr_cpus = 1};
+    run->ret = x86_boot_load(&run->mem, &p, &run->entry, &run->err);
+    print_message("%s\n", run->err.msg);
+}
+
+static void expect_msg(const struct boot_run *run, int err, const char *path, const char *msg)
+{
+    char want[512];
+    snprintf(want, sizeof(want), "%s%s", path, msg);
+    assert_int_equal(run->ret, err);
+    assert_string_equal(run->err.msg, want);
+}
+
+static void test_bzimage_too_big_messages(void **state)
+{
+    static struct fake_bz bz;
+    fake_bz_init(&bz, 0x020f, 8 * MiB);
+    put32(bz.bytes + 0x1f4, 0); /* syssize: no claim, the file decides */
+    /* A 70 MiB kernel image: its own bytes, not init_size, need the RAM. */
+    char *k = sparse_file(bz.bytes, bz.len, 1024 + 70 * MiB);
+    struct boot_run run;
+    boot_files(&run, 64 * MiB, k, NULL);
+    expect_msg(&run, -ENOSPC, k,
+               ": the protected-mode kernel (0x4600000 bytes, 70 MiB, from file offset 0x400) "
+               "loads at 0x100000, so it needs guest RAM up to 0x4700000 (71 MiB); the guest has "
+               "64 MiB below 4 GiB: use --mem 71M or more");
+    guest_mem_destroy(&run.mem);
+    x86_test_rmfile(k);
+
+    /* Decompression: pref_address + init_size, with a size that is not a whole MiB. */
+    put32(bz.bytes + 0x260, 0x3f98000);
+    k = sparse_file(bz.bytes, bz.len, bz.len);
+    boot_files(&run, 64 * MiB, k, NULL);
+    expect_msg(&run, -ENOSPC, k,
+               ": to decompress, the kernel runs at 0x1000000 (pref_address, offset 0x258) and "
+               "needs init_size 0x3f98000 (63.6 MiB, offset 0x260) from there, so it needs guest "
+               "RAM up to 0x4f98000 (79.6 MiB); the guest has 64 MiB below 4 GiB: use --mem 80M "
+               "or more");
+    guest_mem_destroy(&run.mem);
+    x86_test_rmfile(k);
+
+    /* The run address comes from kernel_alignment. */
+    put32(bz.bytes + 0x260, 0x800000);
+    put32(bz.bytes + 0x230, 0x4000000);
+    k = sparse_file(bz.bytes, bz.len, bz.len);
+    boot_files(&run, 64 * MiB, k, NULL);
+    expect_msg(&run, -ENOSPC, k,
+               ": to decompress, the kernel runs at 0x4000000 (pref_address 0x1000000 aligned up "
+               "to kernel_alignment 0x4000000, offsets 0x258 and 0x230) and needs init_size "
+               "0x800000 (8 MiB, offset 0x260) from there, so it needs guest RAM up to 0x4800000 "
+               "(72 MiB); the guest has 64 MiB below 4 GiB: use --mem 72M or more");
+    guest_mem_destroy(&run.mem);
+    x86_test_rmfile(k);
+}
+
+static void test_initrd_too_big_messages(void **state)
+{
+    static struct fake_bz bz;
+    fake_bz_init(&bz, 0x020f, 8 * MiB); /* decompression area [16 MiB, 24 MiB) */
+    char *k = sparse_file(bz.bytes, bz.len, bz.len);
+    char *initrd = sparse_file("", 0, 70 * MiB);
+    struct boot_run run;
+    boot_files(&run, 64 * MiB, k, initrd);
+    char msg[512];
+    snprintf(msg, sizeof(msg),
+             "initrd %s (0x4600000 bytes, 70 MiB) does not fit: it goes page-aligned above the "
+             "kernel, which ends at 0x1800000, so it needs guest RAM up to 0x5e00000 (94 MiB); "
+             "the guest has 64 MiB below 4 GiB: use --mem 94M or more",
+             initrd);
+    expect_msg(&run, -ENOSPC, "", msg);
+    guest_mem_destroy(&run.mem);
+    /* With that much RAM it loads. */
+    boot_files(&run, 94 * MiB, k, initrd);
+    assert_int_equal(run.ret, 0);
+    assert_true(run.entry.initrd_start == 0x1800000);
+    guest_mem_destroy(&run.mem);
+    /* The kernel's initrd_addr_max, not the RAM, is the limit: more RAM would not help. */
+    put32(bz.bytes + 0x22c, 0x3ffffff);
+    x86_test_rmfile(k);
+    k = sparse_file(bz.bytes, bz.len, bz.len);
+    boot_files(&run, 256 * MiB, k, initrd);
+    snprintf(msg, sizeof(msg),
+             "initrd %s (0x4600000 bytes, 70 MiB) does not fit: it goes page-aligned above the "
+             "kernel, which ends at 0x1800000, and would end at 0x5e00000, but the kernel takes "
+             "an initrd only below 0x4000000: initrd_addr_max 0x3ffffff (offset 0x22c)",
+             initrd);
+    expect_msg(&run, -ENOSPC, "", msg);
+    guest_mem_destroy(&run.mem);
+    x86_test_rmfile(k);
+    x86_test_rmfile(initrd);
+}
+
 static void test_bad_paths_and_params(void **state)
 {
     struct guest_mem mem;
@@ -399,6 +685,11 @@ int main(void)
         cmocka_unit_test(test_bzimage_bad_headers),
         cmocka_unit_test(test_bzimage_truncated_files),
         cmocka_unit_test(test_bzimage_cmdline_and_initrd_limits),
+        cmocka_unit_test(test_bzimage_header_copy_stays_in_struct),
+        cmocka_unit_test(test_bzimage_crafted_placement),
+        cmocka_unit_test(test_bzimage_header_extremes),
+        cmocka_unit_test(test_bzimage_too_big_messages),
+        cmocka_unit_test(test_initrd_too_big_messages),
         cmocka_unit_test(test_bad_paths_and_params),
         cmocka_unit_test(test_real_debian_bzimage_if_cached),
     };

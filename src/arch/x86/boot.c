@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -58,9 +59,97 @@ static int write_cmdline(struct boot_ctx *c, uint64_t max_len)
     return 0;
 }
 
-/* Places the initrd page-aligned as high as possible below `max`, above `floor`
- * (boot.rst: "as high as possible below initrd_addr_max"). */
-static int load_initrd(struct boot_ctx *c, uint64_t floor, uint64_t max)
+const char *x86_fmt_size(uint64_t bytes, char *buf, size_t len)
+{
+    if (bytes < 1024) {
+        snprintf(buf, len, "%llu bytes", (ull)bytes);
+        return buf;
+    }
+    uint64_t unit = bytes < (1ULL << 20) ? 1024 : 1ULL << 20;
+    const char *name = unit == 1024 ? "KiB" : "MiB";
+    uint64_t whole = bytes / unit, rem = bytes % unit;
+    if (rem == 0) {
+        snprintf(buf, len, "%llu %s", (ull)whole, name);
+        return buf;
+    }
+    uint64_t tenths = (rem * 10 + unit - 1) / unit; /* rounded up: a need is never understated */
+    if (tenths == 10)
+        whole++, tenths = 0;
+    snprintf(buf, len, "%llu.%llu %s", (ull)whole, (ull)tenths, name);
+    return buf;
+}
+
+static uint64_t mib_rounded_up(uint64_t bytes)
+{
+    return (bytes >> 20) + ((bytes & ((1ULL << 20) - 1)) != 0);
+}
+
+const char *x86_ram_needed(const struct guest_mem *mem, uint64_t start, uint64_t end, char *buf,
+                           size_t len)
+{
+    char need[32], has[32];
+    const uint64_t hole = GUEST_MMIO_HOLE_END - GUEST_MMIO_HOLE_START;
+    if (start >= GUEST_MMIO_HOLE_END) {
+        /* RAM above 4 GiB holds what exceeds the first 3 GiB (guest_mem_layout). */
+        uint64_t total = end - hole;
+        if (total > GUEST_MEM_MAX_BYTES)
+            snprintf(buf, len, "guest RAM up to 0x%llx; that is more than the maximum of %llu MiB",
+                     (ull)end, (ull)(GUEST_MEM_MAX_BYTES >> 20));
+        else
+            snprintf(buf, len,
+                     "guest RAM up to 0x%llx; the guest has %s, and RAM above 4 GiB holds what "
+                     "exceeds the first 3 GiB: use --mem %lluM or more",
+                     (ull)end, x86_fmt_size(mem->total, has, sizeof(has)),
+                     (ull)mib_rounded_up(total));
+    } else if (end > GUEST_MMIO_HOLE_START) {
+        snprintf(buf, len,
+                 "guest RAM up to 0x%llx; RAM below 4 GiB ends at 3 GiB (0x%llx) at most, so no "
+                 "--mem holds it",
+                 (ull)end, GUEST_MMIO_HOLE_START);
+    } else {
+        snprintf(buf, len,
+                 "guest RAM up to 0x%llx (%s); the guest has %s below 4 GiB: use --mem %lluM or "
+                 "more",
+                 (ull)end, x86_fmt_size(end, need, sizeof(need)),
+                 x86_fmt_size(guest_mem_low_end(mem), has, sizeof(has)), (ull)mib_rounded_up(end));
+    }
+    return buf;
+}
+
+/* Where the initrd may go: page-aligned at or above `floor` (the kernel's end), ending at or below
+ * `max` (the kernel's limit, why_max says where it comes from; NULL: RAM below 4 GiB is the
+ * only limit) and the end of RAM below 4 GiB. */
+struct initrd_window {
+    uint64_t floor, max;
+    const char *why_max;
+};
+
+static int initrd_does_not_fit(struct boot_ctx *c, const char *path, uint64_t size,
+                               const struct initrd_window *w, uint64_t end, bool overflow)
+{
+    char sz[32], need[X86_MSG_LEN];
+    x86_fmt_size(size, sz, sizeof(sz));
+    if (overflow)
+        return wisp_err_set(c->err, ENOSPC,
+                            "initrd %s (0x%llx bytes, %s) does not fit above the kernel, which "
+                            "ends at 0x%llx",
+                            path, (ull)size, sz, (ull)w->floor);
+    if (w->why_max && end > w->max)
+        return wisp_err_set(c->err, ENOSPC,
+                            "initrd %s (0x%llx bytes, %s) does not fit: it goes page-aligned above "
+                            "the kernel, which ends at 0x%llx, and would end at 0x%llx, but the "
+                            "kernel takes an initrd only below 0x%llx: %s",
+                            path, (ull)size, sz, (ull)w->floor, (ull)end, (ull)w->max, w->why_max);
+    return wisp_err_set(c->err, ENOSPC,
+                        "initrd %s (0x%llx bytes, %s) does not fit: it goes page-aligned above the "
+                        "kernel, which ends at 0x%llx, so it needs %s",
+                        path, (ull)size, sz, (ull)w->floor,
+                        x86_ram_needed(c->mem, w->floor, end, need, sizeof(need)));
+}
+
+/* Places the initrd page-aligned as high as possible in the window (boot.rst: "as high as
+ * possible below initrd_addr_max"), never below 1 MiB, where wisp's own data is. */
+static int load_initrd(struct boot_ctx *c, struct initrd_window w)
 {
     const char *path = c->p->initrd_path;
     if (!path || !*path)
@@ -69,17 +158,19 @@ static int load_initrd(struct boot_ctx *c, uint64_t floor, uint64_t max)
     cleanup_close int fd = open_file("initrd", path, &size, c->err);
     if (fd < 0)
         return fd;
-    uint64_t low_end = guest_mem_low_end(c->mem);
-    if (max > low_end)
-        max = low_end;
     if (size == 0)
         return wisp_err_set(c->err, EINVAL, "initrd %s is empty", path);
-    uint64_t addr = size <= max ? (max - size) & ~0xfffULL : 0;
-    if (size > max || addr < floor)
-        return wisp_err_set(c->err, ENOSPC,
-                            "initrd %s (%llu bytes) does not fit in guest RAM "
-                            "between the kernel's end 0x%llx and 0x%llx",
-                            path, (ull)size, (ull)floor, (ull)max);
+    if (w.floor < X86_HIMEM_START)
+        w.floor = X86_HIMEM_START;
+    w.floor = (w.floor + 0xfff) & ~0xfffULL; /* callers' floors lie below 4 GiB */
+    uint64_t top = guest_mem_low_end(c->mem), end;
+    if (w.max < top)
+        top = w.max;
+    /* With a page-aligned floor, a start at or above it exists iff floor + size <= top. */
+    bool overflow = __builtin_add_overflow(w.floor, size, &end);
+    if (overflow || end > top)
+        return initrd_does_not_fit(c, path, size, &w, end, overflow);
+    uint64_t addr = (top - size) & ~0xfffULL;
     void *dst = gpa_to_hva(c->mem, addr, size);
     if (!dst)
         return wisp_err_set(c->err, EFAULT, "initrd at 0x%llx is outside guest RAM", (ull)addr);
@@ -121,6 +212,28 @@ static int write_zero_page(struct boot_ctx *c, const struct x86_bzimage *bz)
     return 0;
 }
 
+/* The bzImage's memory [1 MiB, reserve_end) must lie in RAM below 4 GiB: say what needs it. */
+static int bzimage_does_not_fit(struct boot_ctx *c, const struct x86_bzimage *bz)
+{
+    const char *path = c->p->kernel_path;
+    char sz[32], need[X86_MSG_LEN], origin[X86_MSG_LEN];
+    if (bz->image_end >= bz->run_end)
+        return wisp_err_set(
+            c->err, ENOSPC,
+            "%s: the protected-mode kernel (0x%llx bytes, %s, from file offset "
+            "0x%llx) loads at 0x%llx, so it needs %s",
+            path, (ull)bz->kernel_size, x86_fmt_size(bz->kernel_size, sz, sizeof(sz)),
+            (ull)bz->setup_size, (ull)bz->load_addr,
+            x86_ram_needed(c->mem, bz->load_addr, bz->image_end, need, sizeof(need)));
+    return wisp_err_set(
+        c->err, ENOSPC,
+        "%s: to decompress, the kernel runs at 0x%llx (%s) and needs init_size 0x%x "
+        "(%s, offset 0x260) from there, so it needs %s",
+        path, (ull)bz->run_addr, x86_bzimage_run_origin(bz, origin, sizeof(origin)),
+        bz->hdr.init_size, x86_fmt_size(bz->hdr.init_size, sz, sizeof(sz)),
+        x86_ram_needed(c->mem, bz->run_addr, bz->run_end, need, sizeof(need)));
+}
+
 static int boot_bzimage(struct boot_ctx *c, int fd, const uint8_t *head, uint64_t len,
                         uint64_t size)
 {
@@ -130,12 +243,7 @@ static int boot_bzimage(struct boot_ctx *c, int fd, const uint8_t *head, uint64_
     if (r < 0)
         return r;
     if (bz.reserve_end > guest_mem_low_end(c->mem))
-        return wisp_err_set(c->err, ENOSPC,
-                            "%s needs guest RAM up to 0x%llx to decompress "
-                            "(pref_address 0x%llx + init_size 0x%x); the guest has %llu MiB below "
-                            "4 GiB",
-                            path, (ull)bz.reserve_end, (ull)bz.hdr.pref_address, bz.hdr.init_size,
-                            (ull)(guest_mem_low_end(c->mem) >> 20));
+        return bzimage_does_not_fit(c, &bz);
     void *dst = gpa_to_hva(c->mem, bz.load_addr, bz.kernel_size);
     if (!dst)
         return wisp_err_set(c->err, EFAULT, "%s: kernel at 0x%llx is outside guest RAM", path,
@@ -143,8 +251,14 @@ static int boot_bzimage(struct boot_ctx *c, int fd, const uint8_t *head, uint64_
     r = x86_read_at(path, fd, bz.setup_size, dst, bz.kernel_size, c->err);
     if (r == 0)
         r = write_cmdline(c, bz.cmdline_max);
+    char why_max[64];
+    if (bz.hdr.initrd_addr_max)
+        snprintf(why_max, sizeof(why_max), "initrd_addr_max 0x%x (offset 0x22c)",
+                 bz.hdr.initrd_addr_max);
+    else
+        snprintf(why_max, sizeof(why_max), "initrd_addr_max 0 (offset 0x22c) means 0x37ffffff");
     if (r == 0)
-        r = load_initrd(c, bz.reserve_end, bz.initrd_max);
+        r = load_initrd(c, (struct initrd_window){bz.reserve_end, bz.initrd_max, why_max});
     if (r == 0)
         r = write_zero_page(c, &bz);
     if (r < 0)
@@ -173,7 +287,7 @@ static int boot_elf(struct boot_ctx *c, int fd, uint64_t size)
             floor = s->paddr + s->memsz;
     }
     if (r == 0)
-        r = load_initrd(c, (floor + 0xfff) & ~0xfffULL, GUEST_MMIO_HOLE_START);
+        r = load_initrd(c, (struct initrd_window){floor, GUEST_MMIO_HOLE_START, NULL});
     if (r < 0)
         return r;
     c->entry->kernel_start = elf.start;

@@ -5,6 +5,7 @@
 #define WISP_ARCH_X86_BOOT_INT_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <asm/bootparam.h> /* struct boot_params, struct setup_header (Linux zero-page.rst) */
@@ -93,19 +94,36 @@ int x86_pvh_info_write(const struct guest_mem *mem, const struct x86_e820_entry 
 /* ---- Linux bzImage (bzimage.c) ---- */
 struct x86_bzimage {
     struct setup_header hdr; /* as found in the file (first hdr_len bytes valid, rest zero) */
-    unsigned hdr_len;        /* bytes of setup header present: 0x202 + byte at 0x201 - 0x1f1 */
-    uint64_t setup_size;     /* (setup_sects + 1) * 512: file offset of the protected-mode kernel */
-    uint64_t kernel_size;    /* file size - setup_size */
-    uint64_t load_addr;      /* where the protected-mode kernel goes (1 MiB) */
-    uint64_t entry;          /* load_addr + 0x200: startup_64 */
-    uint64_t reserve_end;    /* end of the memory the kernel uses while decompressing */
-    uint64_t initrd_max;     /* highest address + 1 the initrd may occupy */
-    uint64_t cmdline_max;    /* bytes of command line the kernel accepts (without NUL) */
+    unsigned hdr_len;     /* 0x202 + byte at 0x201 - 0x1f1, at most sizeof(struct setup_header) */
+    uint64_t setup_size;  /* (setup_sects + 1) * 512: file offset of the protected-mode kernel */
+    uint64_t kernel_size; /* file size - setup_size */
+    uint64_t load_addr;   /* where the protected-mode kernel goes (1 MiB) */
+    uint64_t entry;       /* load_addr + 0x200: startup_64 */
+    uint64_t image_end;   /* load_addr + kernel_size */
+    uint64_t run_addr;    /* where the kernel decompresses itself (boot.rst runtime start) */
+    uint64_t run_end;     /* run_addr + init_size */
+    uint64_t reserve_end; /* max(image_end, run_end) page-aligned: the kernel's memory ends here */
+    uint64_t initrd_max;  /* highest address + 1 the initrd may occupy */
+    uint64_t cmdline_max; /* bytes of command line the kernel accepts (without NUL) */
 };
 /* Validates the setup header in the first `len` bytes of a file of `file_size` bytes
- * (Documentation/x86/boot.rst). `head` must hold at least min(file_size, 1024) bytes. */
+ * (Documentation/x86/boot.rst); every value computed from it is overflow-checked, and the
+ * kernel's memory [load_addr, reserve_end) starts at 1 MiB, above wisp's tables. It is not
+ * checked against the guest's RAM here. `head` must hold at least min(file_size, 1024) bytes. */
 int x86_bzimage_parse(const char *path, const uint8_t *head, uint64_t len, uint64_t file_size,
                       struct x86_bzimage *bz, struct wisp_err *err);
+/* Says where run_addr comes from ("pref_address, offset 0x258", ...) into buf; returns buf. */
+const char *x86_bzimage_run_origin(const struct x86_bzimage *bz, char *buf, size_t len);
+
+/* ---- "does not fit" messages (boot.c) ---- */
+#define X86_MSG_LEN 256
+/* A size for messages: "70 MiB", "79.6 MiB" (rounded up to a tenth), "4 KiB", "12 bytes". */
+const char *x86_fmt_size(uint64_t bytes, char *buf, size_t len);
+/* For something at [start, end) that does not fit in the guest's RAM: "guest RAM up to 0x...
+ * (N MiB); the guest has M MiB below 4 GiB: use --mem K or more", or why no --mem would help
+ * (below 4 GiB, RAM ends at 3 GiB). Into buf; returns buf. */
+const char *x86_ram_needed(const struct guest_mem *mem, uint64_t start, uint64_t end, char *buf,
+                           size_t len);
 
 /* ---- ELF (elf.c) ---- */
 #define X86_ELF_MAX_LOAD         32  /* PT_LOAD segments */

@@ -194,12 +194,11 @@ static int check_segment(const char *path, const struct guest_mem *mem, uint64_t
                             "%s: PT_LOAD at offset 0x%llx: [0x%llx, 0x%llx) overlaps "
                             "the MMIO hole [3 GiB, 4 GiB)",
                             path, (ull)ph_off, (ull)ph->p_paddr, (ull)mem_end);
+    char need[X86_MSG_LEN];
     if (!gpa_to_hva(mem, ph->p_paddr, ph->p_memsz))
-        return wisp_err_set(err, ENOEXEC,
-                            "%s: PT_LOAD at offset 0x%llx: [0x%llx, 0x%llx) lies "
-                            "outside guest RAM (%llu MiB)",
+        return wisp_err_set(err, ENOSPC, "%s: PT_LOAD at offset 0x%llx: [0x%llx, 0x%llx) needs %s",
                             path, (ull)ph_off, (ull)ph->p_paddr, (ull)mem_end,
-                            (ull)(mem->total >> 20));
+                            x86_ram_needed(mem, ph->p_paddr, mem_end, need, sizeof(need)));
     return 0;
 }
 

@@ -5,8 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "devices/device.h"
-
 void bus_init(struct bus *bus, enum bus_space space)
 {
     memset(bus, 0, sizeof(*bus));
@@ -39,17 +37,14 @@ static unsigned bus_upper_bound(const struct bus *bus, uint64_t addr)
     return lo;
 }
 
-static const char *device_name(const struct device *dev)
+int bus_register(struct bus *bus, uint64_t base, uint64_t len, const char *name,
+                 const struct bus_ops *ops, void *opaque, struct wisp_err *err)
 {
-    return dev && dev->ops && dev->ops->name ? dev->ops->name : "?";
-}
-
-int bus_register(struct bus *bus, uint64_t base, uint64_t len, struct device *dev,
-                 struct wisp_err *err)
-{
+    if (!name)
+        name = "?";
     uint64_t last;
     if (len == 0 || __builtin_add_overflow(base, len - 1, &last))
-        return wisp_err_set(err, EINVAL, "%s: invalid %s range 0x%llx+0x%llx", device_name(dev),
+        return wisp_err_set(err, EINVAL, "%s: invalid %s range 0x%llx+0x%llx", name,
                             bus_space_name(bus), (unsigned long long)base, (unsigned long long)len);
     unsigned i = bus_upper_bound(bus, base);
     /* the range before i starts at or below base; the one at i starts above base */
@@ -60,21 +55,21 @@ int bus_register(struct bus *bus, uint64_t base, uint64_t len, struct device *de
         clash = &bus->ranges[i];
     if (clash)
         return wisp_err_set(err, EEXIST, "%s: %s range 0x%llx-0x%llx overlaps %s at 0x%llx-0x%llx",
-                            device_name(dev), bus_space_name(bus), (unsigned long long)base,
-                            (unsigned long long)last, device_name(clash->dev),
-                            (unsigned long long)clash->base,
+                            name, bus_space_name(bus), (unsigned long long)base,
+                            (unsigned long long)last, clash->name, (unsigned long long)clash->base,
                             (unsigned long long)(clash->base + clash->len - 1));
     if (bus->nr == bus->cap) {
         unsigned cap = bus->cap ? bus->cap * 2 : 8;
         struct bus_range *r = realloc(bus->ranges, cap * sizeof(*r));
         if (!r)
-            return wisp_err_set(err, ENOMEM, "%s: out of memory registering a %s range",
-                                device_name(dev), bus_space_name(bus));
+            return wisp_err_set(err, ENOMEM, "%s: out of memory registering a %s range", name,
+                                bus_space_name(bus));
         bus->ranges = r;
         bus->cap = cap;
     }
     memmove(&bus->ranges[i + 1], &bus->ranges[i], (bus->nr - i) * sizeof(bus->ranges[0]));
-    bus->ranges[i] = (struct bus_range){.base = base, .len = len, .dev = dev};
+    bus->ranges[i] =
+        (struct bus_range){.base = base, .len = len, .name = name, .ops = ops, .opaque = opaque};
     bus->nr++;
     return 0;
 }
@@ -100,26 +95,18 @@ static const struct bus_range *bus_find_access(const struct bus *bus, uint64_t a
 bool bus_read(const struct bus *bus, uint64_t addr, void *data, unsigned size)
 {
     const struct bus_range *r = bus_find_access(bus, addr, size);
-    const struct device_ops *ops = r ? r->dev->ops : NULL;
-    void (*fn)(struct device *, uint64_t, void *, unsigned) = NULL;
-    if (ops)
-        fn = bus->space == BUS_PIO ? ops->pio_in : ops->mmio_read;
     memset(data, 0xff, size);
-    if (!fn)
+    if (!r || !r->ops->read)
         return false;
-    fn(r->dev, addr - r->base, data, size);
+    r->ops->read(r->opaque, addr - r->base, data, size);
     return true;
 }
 
 bool bus_write(const struct bus *bus, uint64_t addr, const void *data, unsigned size)
 {
     const struct bus_range *r = bus_find_access(bus, addr, size);
-    const struct device_ops *ops = r ? r->dev->ops : NULL;
-    void (*fn)(struct device *, uint64_t, const void *, unsigned) = NULL;
-    if (ops)
-        fn = bus->space == BUS_PIO ? ops->pio_out : ops->mmio_write;
-    if (!fn)
+    if (!r || !r->ops->write)
         return false;
-    fn(r->dev, addr - r->base, data, size);
+    r->ops->write(r->opaque, addr - r->base, data, size);
     return true;
 }

@@ -7,7 +7,13 @@
 
 #include "common/err.h"
 
-struct device;
+/* What a range does on an access: offsets are relative to the range's base; `data` is
+ * little-endian, `size` 1, 2, 4 or 8. Called on vCPU threads, without a lock: the owner
+ * serialises its own state. */
+struct bus_ops {
+    void (*read)(void *opaque, uint64_t offset, void *data, unsigned size);
+    void (*write)(void *opaque, uint64_t offset, const void *data, unsigned size);
+};
 
 /*
  * One bus per address space (port I/O, MMIO). Ranges never overlap: bus_register() refuses an
@@ -25,7 +31,9 @@ enum bus_space {
 struct bus_range {
     uint64_t base;
     uint64_t len;
-    struct device *dev; /* not owned */
+    const char *name; /* the owner, for messages (not owned) */
+    const struct bus_ops *ops;
+    void *opaque;
 };
 
 struct bus {
@@ -37,10 +45,11 @@ struct bus {
 void bus_init(struct bus *bus, enum bus_space space);
 void bus_destroy(struct bus *bus);
 
-/* Adds [base, base + len) for dev. -EINVAL for len 0 or a range that wraps, -EEXIST if it
- * overlaps a registered range (err names both), -ENOMEM. */
-int bus_register(struct bus *bus, uint64_t base, uint64_t len, struct device *dev,
-                 struct wisp_err *err);
+/* Adds [base, base + len) served by ops/opaque. -EINVAL for len 0 or a range that wraps,
+ * -EEXIST if it overlaps a registered range (err names both owners), -ENOMEM. `name` and ops
+ * must outlive the bus. An ops without read (or write) makes reads all ones (writes dropped). */
+int bus_register(struct bus *bus, uint64_t base, uint64_t len, const char *name,
+                 const struct bus_ops *ops, void *opaque, struct wisp_err *err);
 
 /* Finds the range containing addr, or NULL. */
 const struct bus_range *bus_find(const struct bus *bus, uint64_t addr);

@@ -1,4 +1,6 @@
-/* The device model: a const table of operations plus per-instance state; the machine's devices. */
+/* The device model: a const table of operations per device type, any number of instances of a
+ * type, each with its own parameters, and what the machine offers them (buses, the VM, the
+ * resource allocator, the event loop). */
 #ifndef WISP_DEVICES_DEVICE_H
 #define WISP_DEVICES_DEVICE_H
 
@@ -11,40 +13,42 @@
 
 struct bus;
 struct device;
+struct device_resources;
+struct evloop;
+struct vm;
 
 /*
- * What a device may use from the machine while it is realized. Callbacks are called from vCPU
- * threads (and the console thread for serial input); they are thread-safe.
+ * What the machine offers every device. Built once by the machine before any device is
+ * realized; devices keep a pointer to it. Callbacks are thread-safe.
  */
 struct device_ctx {
-    struct bus *pio;  /* register port ranges here */
-    struct bus *mmio; /* register MMIO ranges here */
-    /* Drives an interrupt line (GSI) to level 0/1 (KVM_IRQ_LINE on the in-kernel PIC+IOAPIC). */
+    struct bus *pio;              /* register port ranges here (device_register_pio) */
+    struct bus *mmio;             /* register MMIO ranges here (device_register_mmio) */
+    struct vm *vm;                /* guest memory, ioeventfd and irqfd; NULL in unit tests */
+    struct device_resources *res; /* MMIO windows and interrupt lines (devices/resources.h) */
+    struct evloop *main_loop;     /* the machine's event loop (main thread) */
+    /* Drives an interrupt line (GSI) to level 0/1 (KVM_IRQ_LINE on the in-kernel irqchip). */
     void (*set_irq)(void *opaque, unsigned gsi, int level);
     /* Ends the VM: the VMM exits with `status` (the first request wins). `why` is logged. */
     void (*request_stop)(void *opaque, int status, const char *why);
-    void *opaque; /* passed to the callbacks */
-
-    int serial_out_fd;     /* where COM1 output goes; -1 discards it */
-    bool boot_marker;      /* print boot-time markers (PORT_BOOT_MARKER) */
-    bool debug;            /* log unclaimed ports once each */
+    void *opaque;          /* passed to the callbacks */
+    bool debug;            /* devices may log more */
     struct timespec start; /* CLOCK_MONOTONIC at the top of main() */
     int64_t launch_ns;     /* launcher's CLOCK_MONOTONIC (WISP_LAUNCH_NS), or -1 */
-    /* Serial input: called after the guest frees room in the receive FIFO (may be NULL). */
-    void (*rx_space)(void *opaque);
 };
 
 /*
- * Device operations. Every handler gets the device (its state is dev->state) and an offset
- * relative to the base of the range it registered. `data` is little-endian, `size` is 1, 2, 4
- * or 8. realize() allocates dev->state and registers the device's ranges on ctx->pio/mmio;
- * teardown() frees what realize() made and copes with a partial realize. The handlers are
- * called without a lock held: a device whose state is touched by more than one thread locks
- * it itself.
+ * Operations of a device type. realize() reads dev->params (the type's parameter struct,
+ * owned by the caller and valid for the device's life), allocates dev->state, claims its
+ * resources and registers its ranges; teardown() frees what realize() made and copes with a
+ * partial realize (it is also called after realize failed). The access handlers get an offset
+ * relative to the base of the range they registered, little-endian `data`, `size` 1, 2, 4 or 8,
+ * and run on vCPU threads without a lock held: a device whose state more than one thread
+ * touches locks it itself.
  */
 struct device_ops {
-    const char *name;
-    int (*realize)(struct device *dev, const struct device_ctx *ctx, struct wisp_err *err);
+    const char *type; /* "serial", "virtio-blk", ... */
+    int (*realize)(struct device *dev, struct wisp_err *err);
     void (*reset)(struct device *dev);
     void (*pio_in)(struct device *dev, uint64_t offset, void *data, unsigned size);
     void (*pio_out)(struct device *dev, uint64_t offset, const void *data, unsigned size);
@@ -55,43 +59,39 @@ struct device_ops {
 
 struct device {
     const struct device_ops *ops;
-    const struct device_ctx *ctx; /* set by devices_realize() */
-    void *state;                  /* owned by the device */
+    const struct device_ctx *ctx;
+    char name[40];      /* instance name, unique in the machine: "serial0", "blk0", a drive id */
+    const void *params; /* the type's parameters (not owned) */
+    void *state;        /* owned by the device */
+    bool realized;
 };
 
-/* The legacy devices of the machine, defined in their own files. */
-extern const struct device_ops serial_device_ops;      /* 8250 UART on COM1, IRQ 4 */
-extern const struct device_ops i8042_device_ops;       /* reset line only */
-extern const struct device_ops test_exit_device_ops;   /* PORT_TEST_EXIT */
-extern const struct device_ops boot_marker_device_ops; /* PORT_BOOT_MARKER */
-extern const struct device_ops acpi_pm_device_ops;     /* HW-reduced ACPI reset/sleep registers */
-extern const struct device_ops pci_reset_device_ops;   /* 0xcf9 */
-extern const struct device_ops io_delay_device_ops;    /* port 0x80 and friends, no-ops */
+/* Registers [base, base + len) of the port (MMIO) bus with the device's pio (mmio) handlers. */
+int device_register_pio(struct device *dev, uint64_t base, uint64_t len, struct wisp_err *err);
+int device_register_mmio(struct device *dev, uint64_t base, uint64_t len, struct wisp_err *err);
 
-/* The machine's device set, in the order of the one table in devices.c. */
-enum {
-    DEV_SERIAL0,
-    DEV_I8042,
-    DEV_TEST_EXIT,
-    DEV_BOOT_MARKER,
-    DEV_ACPI_PM,
-    DEV_PCI_RESET,
-    DEV_IO_DELAY,
-    DEV_COUNT,
+/* The value of a little-endian access of `size` bytes. */
+uint64_t device_access_value(const void *data, unsigned size);
+
+/*
+ * The machine's devices, in creation order (realized in that order, torn down in reverse).
+ * Call order: device_list_add()* -> device_list_realize() -> ... -> device_list_destroy().
+ */
+struct device_list {
+    struct device **items;
+    unsigned nr, cap;
 };
 
-struct devices {
-    struct device dev[DEV_COUNT];
-};
-
-/* Realizes every device of the table; on failure tears down those already realized. */
-int devices_realize(struct devices *devs, const struct device_ctx *ctx, struct wisp_err *err);
-/* Resets every realized device. */
-void devices_reset(struct devices *devs);
-/* Tears down every realized device (safe on a zeroed or partially realized set). */
-void devices_teardown(struct devices *devs);
-
-/* Writes all of buf to fd, retrying on EINTR/short writes; returns 0 or -errno. */
-int device_write_all(int fd, const void *buf, size_t len);
+/* Adds an instance (not realized yet). `name` must be unique (-EEXIST otherwise). */
+int device_list_add(struct device_list *l, const struct device_ops *ops, const char *name,
+                    const void *params, const struct device_ctx *ctx, struct device **out,
+                    struct wisp_err *err);
+/* Realizes every instance not realized yet; on failure tears down all realized ones and
+ * returns the error wrapped with the instance's name. */
+int device_list_realize(struct device_list *l, struct wisp_err *err);
+void device_list_reset(struct device_list *l);
+struct device *device_list_find(const struct device_list *l, const char *name);
+/* Tears down (reverse order) and frees every instance; safe on an empty list. */
+void device_list_destroy(struct device_list *l);
 
 #endif

@@ -2,7 +2,9 @@
  * 8250/16550A UART as Linux's 8250 driver expects it (PC16550D datasheet): divisor latch,
  * 16-byte receive FIFO, THRE / received-data / line-status / modem-status interrupts with the
  * IIR priorities of table 4, loopback (MCR bit 4), and a PC-style interrupt line gated by OUT2.
- * Transmission is instantaneous: THR is always empty again right after a write.
+ * Transmission takes no time while the backend takes the bytes; when it does not (its reader is
+ * slow), they wait in the 16-byte transmit FIFO and THRE stays clear until the backend has room
+ * (serial_tx_ready), so a driver waits as it would for a slow line and the guest never blocks.
  */
 #include "devices/serial.h"
 
@@ -19,6 +21,9 @@ struct serial {
     bool irq_level;    /* last level given to be.set_irq */
     uint8_t rx[UART_FIFO_SIZE];
     unsigned rx_head, rx_count;
+    uint8_t tx[UART_FIFO_SIZE];
+    unsigned tx_head, tx_count;
+    uint64_t tx_overruns;
 };
 
 static bool serial_fifo_enabled(const struct serial *s)
@@ -147,6 +152,7 @@ static void serial_reset_locked(struct serial *s)
     s->msr = serial_modem_inputs(s);
     s->thr_ipending = false;
     s->rx_head = s->rx_count = 0;
+    s->tx_head = s->tx_count = 0;
     serial_update_irq(s);
 }
 
@@ -217,15 +223,50 @@ uint8_t serial_read(struct serial *s, unsigned offset)
     return v;
 }
 
+/* Hands the transmit FIFO to the backend; when it is empty, THR is free again (THRE, TEMT
+ * and the THRE interrupt). */
+static void serial_tx_flush(struct serial *s)
+{
+    while (s->tx_count) {
+        unsigned run =
+            s->tx_count < UART_FIFO_SIZE - s->tx_head ? s->tx_count : UART_FIFO_SIZE - s->tx_head;
+        size_t n = s->be.tx ? s->be.tx(s->be.opaque, s->tx + s->tx_head, run) : run;
+        if (n > run)
+            n = run;
+        s->tx_head = (s->tx_head + (unsigned)n) % UART_FIFO_SIZE;
+        s->tx_count -= (unsigned)n;
+        if (n < run)
+            break; /* the line is busy: serial_tx_ready() continues */
+    }
+    if (s->tx_count)
+        return;
+    if (!(s->lsr & UART_LSR_THRE))
+        s->thr_ipending = true; /* THR became empty */
+    s->lsr |= UART_LSR_THRE | UART_LSR_TEMT;
+}
+
+static unsigned serial_tx_capacity(const struct serial *s)
+{
+    return serial_fifo_enabled(s) ? UART_FIFO_SIZE : 1;
+}
+
 static void serial_write_thr(struct serial *s, uint8_t value)
 {
-    if (s->mcr & UART_MCR_LOOP)
+    if (s->mcr & UART_MCR_LOOP) {
         serial_push_rx(s, value);
-    else if (s->be.tx)
-        s->be.tx(s->be.opaque, value);
-    /* sent at once: the holding register (and FIFO) are empty again */
-    s->lsr |= UART_LSR_THRE | UART_LSR_TEMT;
-    s->thr_ipending = true;
+        s->lsr |= UART_LSR_THRE | UART_LSR_TEMT;
+        s->thr_ipending = true;
+        return;
+    }
+    if (s->tx_count >= serial_tx_capacity(s)) {
+        s->tx_overruns++; /* written while THR was full: the byte is lost, as on hardware */
+        return;
+    }
+    s->tx[(s->tx_head + s->tx_count) % UART_FIFO_SIZE] = value;
+    s->tx_count++;
+    s->lsr &= ~(UART_LSR_THRE | UART_LSR_TEMT);
+    s->thr_ipending = false;
+    serial_tx_flush(s);
 }
 
 static void serial_write_ier(struct serial *s, uint8_t value)
@@ -238,16 +279,27 @@ static void serial_write_ier(struct serial *s, uint8_t value)
         s->thr_ipending = true;
 }
 
+static void serial_clear_tx(struct serial *s)
+{
+    s->tx_head = s->tx_count = 0;
+    if (!(s->lsr & UART_LSR_THRE))
+        s->thr_ipending = true;
+    s->lsr |= UART_LSR_THRE | UART_LSR_TEMT;
+}
+
 static void serial_write_fcr(struct serial *s, uint8_t value)
 {
     if ((value ^ s->fcr) & UART_FCR_ENABLE) {
         serial_clear_rx(s); /* changing the FIFO mode empties both FIFOs */
+        serial_clear_tx(s);
         s->fcr = value & UART_FCR_ENABLE;
     }
     if (!(value & UART_FCR_ENABLE))
         return; /* the other bits need FIFO enable set in the same write */
     if (value & UART_FCR_CLEAR_RX)
         serial_clear_rx(s);
+    if (value & UART_FCR_CLEAR_TX)
+        serial_clear_tx(s);
     s->fcr = value & 0xc1; /* trigger level and enable; clear bits self-reset */
 }
 
@@ -300,6 +352,22 @@ size_t serial_receive(struct serial *s, const uint8_t *buf, size_t len)
     while (n < len && s->rx_count < serial_rx_capacity(s))
         serial_push_rx(s, buf[n++]);
     serial_update_irq(s);
+    pthread_mutex_unlock(&s->lock);
+    return n;
+}
+
+void serial_tx_ready(struct serial *s)
+{
+    pthread_mutex_lock(&s->lock);
+    serial_tx_flush(s);
+    serial_update_irq(s);
+    pthread_mutex_unlock(&s->lock);
+}
+
+uint64_t serial_tx_overruns(struct serial *s)
+{
+    pthread_mutex_lock(&s->lock);
+    uint64_t n = s->tx_overruns;
     pthread_mutex_unlock(&s->lock);
     return n;
 }

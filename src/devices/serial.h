@@ -1,4 +1,4 @@
-/* The 8250/16550A UART model (COM1): registers, FIFOs, interrupts, loopback. */
+/* The 8250/16550A UART model: registers, FIFOs, interrupts, loopback, transmit flow control. */
 #ifndef WISP_DEVICES_SERIAL_H
 #define WISP_DEVICES_SERIAL_H
 
@@ -63,9 +63,15 @@ enum {
 
 #define UART_FIFO_SIZE 16
 
-/* Where the UART's outputs go. Callbacks run with the UART's lock held. */
+/*
+ * Where the UART's outputs go. Callbacks run with the UART's lock held and must not block.
+ * tx() takes transmitted bytes (not in loopback) and returns how many it took: fewer means the
+ * line is busy (a slow reader); the bytes stay in the transmit FIFO, THRE stays clear as on a
+ * real UART whose shift register is still sending, and the backend calls serial_tx_ready()
+ * once it has room again.
+ */
 struct serial_backend {
-    void (*tx)(void *opaque, uint8_t byte);   /* a transmitted byte (not in loopback) */
+    size_t (*tx)(void *opaque, const uint8_t *buf, size_t len);
     void (*set_irq)(void *opaque, int level); /* the interrupt line changed level */
     void (*rx_space)(void *opaque);           /* the receive FIFO had room again */
     void *opaque;
@@ -88,5 +94,10 @@ void serial_write(struct serial *s, unsigned offset, uint8_t value);
 size_t serial_receive(struct serial *s, const uint8_t *buf, size_t len);
 /* Bytes the receive FIFO can take now. */
 size_t serial_rx_room(struct serial *s);
+/* The backend can take output again: the transmit FIFO moves on, THRE and its interrupt
+ * follow when it is empty. Thread-safe (takes the UART's lock). */
+void serial_tx_ready(struct serial *s);
+/* Bytes dropped because the guest wrote THR while the transmit FIFO was full. */
+uint64_t serial_tx_overruns(struct serial *s);
 
 #endif

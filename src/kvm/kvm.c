@@ -43,6 +43,8 @@ static const struct kvm_required_cap {
     {KVM_CAP_EXT_CPUID, "KVM_CAP_EXT_CPUID", "KVM_GET_SUPPORTED_CPUID"},
     {KVM_CAP_MP_STATE, "KVM_CAP_MP_STATE", "APs waiting for INIT/SIPI"},
     {KVM_CAP_IMMEDIATE_EXIT, "KVM_CAP_IMMEDIATE_EXIT", "stopping vCPUs without races"},
+    {KVM_CAP_IOEVENTFD, "KVM_CAP_IOEVENTFD", "virtqueue notifications without exits"},
+    {KVM_CAP_IRQFD, "KVM_CAP_IRQFD", "device interrupts from I/O threads"},
 };
 
 static int kvm_check_caps(struct kvm *kvm, const char *path, struct wisp_err *err)

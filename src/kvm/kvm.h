@@ -3,6 +3,8 @@
 #define WISP_KVM_KVM_H
 
 #include <linux/kvm.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -14,8 +16,8 @@
  *   kvm_open()              /dev/kvm, API version, every capability wisp relies on
  *   kvm_vm_create()         VM, TSS/identity map, in-kernel irqchip + PIT, guest RAM slots
  *   kvm_vcpu_create()       per vCPU, from any thread (the vCPU threads do it in parallel)
- *   kvm_vcpu_init_cpuid/msrs/mp_state
- *   kvm_vcpu_run()          ... KVM_RUN loop, see vmm/
+ *   kvm_vcpu_set_cpuid(), kvm_vcpu_init_msrs(), kvm_vcpu_init_mp_state()
+ *   kvm_vcpu_run()          the KVM_RUN loop of the vCPU's thread (below)
  *   kvm_vcpu_destroy(), kvm_vm_destroy(), kvm_close()
  * Every destroy copes with a partially created object.
  */
@@ -81,6 +83,30 @@ void kvm_vm_destroy(struct vm *vm);
 /* Drives GSI `gsi` to `level` (KVM_IRQ_LINE); thread-safe. */
 int kvm_vm_irq_line(const struct vm *vm, unsigned gsi, int level);
 
+/*
+ * ioeventfd (KVM API 4.59): a guest write of `len` bytes (1, 2, 4 or 8) to MMIO address `addr`
+ * (or I/O port, with `pio`) signals `fd` inside KVM: the vCPU does not exit to user space. With
+ * `datamatch`, only writes of exactly `value` match, so one address can carry one fd per value
+ * (virtio-mmio QueueNotify: one per queue index). deassign removes what assign registered with
+ * the same arguments. Thread-safe; returns 0 or -errno with err naming the address.
+ */
+struct kvm_ioeventfd_spec {
+    uint64_t addr;
+    unsigned len;
+    bool pio;
+    bool datamatch;
+    uint64_t value;
+};
+int kvm_vm_ioeventfd(const struct vm *vm, const struct kvm_ioeventfd_spec *spec, int fd,
+                     bool assign, struct wisp_err *err);
+/*
+ * irqfd (KVM API 4.75): writing 1 to the eventfd `fd` pulses GSI `gsi` (an edge on an IOAPIC
+ * input in KVM's default routing, GSIs 0-23 = IOAPIC pins, 0-15 also PIC), with no ioctl from
+ * the writer. resample_fd >= 0 makes it level-triggered with resampling (KVM_IRQFD_FLAG_RESAMPLE).
+ */
+int kvm_vm_irqfd(const struct vm *vm, unsigned gsi, int fd, int resample_fd, bool assign,
+                 struct wisp_err *err);
+
 struct vcpu {
     unsigned index; /* also its APIC id */
     int fd;
@@ -91,16 +117,46 @@ struct vcpu {
 /* KVM_CREATE_VCPU + mmap of kvm_run. Pair with kvm_vcpu_destroy(). */
 int kvm_vcpu_create(struct vcpu *vcpu, const struct vm *vm, unsigned index, struct wisp_err *err);
 void kvm_vcpu_destroy(struct vcpu *vcpu);
-/* KVM_SET_CPUID2 with the CPUID of this vCPU (arch/x86/cpuid.h) for a VM of nr_vcpus. */
-int kvm_vcpu_init_cpuid(struct vcpu *vcpu, const struct kvm *kvm, unsigned nr_vcpus,
-                        struct wisp_err *err);
+/* KVM_SET_CPUID2 (the caller derives the table, e.g. with arch/x86/cpuid.h). */
+int kvm_vcpu_set_cpuid(struct vcpu *vcpu, const struct kvm_cpuid2 *cpuid, struct wisp_err *err);
 /* Sets the boot MSRs (only those KVM lists). */
 int kvm_vcpu_init_msrs(struct vcpu *vcpu, const struct kvm *kvm, struct wisp_err *err);
 /* The boot vCPU runs; the others wait for INIT/SIPI (KVM_MP_STATE_UNINITIALIZED). */
 int kvm_vcpu_init_mp_state(struct vcpu *vcpu, struct wisp_err *err);
-/* Writes the exit reason, suberror, registers and segment state to fd (for fatal exits). */
-void kvm_vcpu_dump(const struct vcpu *vcpu, int fd);
+/* Formats the exit reason, suberror, registers and segment state into buf (for fatal exits);
+ * returns the length (truncated to fit len, NUL-terminated). */
+size_t kvm_vcpu_dump(const struct vcpu *vcpu, char *buf, size_t len);
 /* Name of a KVM_EXIT_* reason. */
 const char *kvm_exit_reason_name(uint32_t reason);
+
+/* Where a vCPU's port and MMIO exits go (called on the vCPU's thread). `data` holds the value
+ * written, or receives the value read (little-endian, `size` bytes: 1, 2, 4 or 8). */
+struct vcpu_exit_handlers {
+    void (*pio)(void *opaque, struct vcpu *vcpu, uint16_t port, uint8_t *data, unsigned size,
+                bool write);
+    void (*mmio)(void *opaque, struct vcpu *vcpu, uint64_t addr, uint8_t *data, unsigned size,
+                 bool write);
+    void *opaque;
+};
+
+enum vcpu_stop_reason {
+    VCPU_STOP_REQUESTED,    /* *stop became true (and the vCPU was kicked) */
+    VCPU_STOP_SHUTDOWN,     /* triple fault (KVM_EXIT_SHUTDOWN): a PC resets */
+    VCPU_STOP_SYSTEM_EVENT, /* KVM_EXIT_SYSTEM_EVENT shutdown or reset */
+    VCPU_STOP_FATAL_EXIT,   /* an exit that cannot be handled: kvm_vcpu_dump() tells which */
+    VCPU_STOP_RUN_FAILED,   /* KVM_RUN failed; *errnum is the errno */
+};
+
+/*
+ * The run loop of a vCPU's thread: KVM_RUN until *stop is set (by another thread, which then
+ * calls kvm_vcpu_kick) or an exit ends it. May be called again after VCPU_STOP_REQUESTED (to
+ * resume after a pause). The thread must have `signo` of kvm_vcpu_kick unblocked with a
+ * handler installed without SA_RESTART.
+ */
+enum vcpu_stop_reason kvm_vcpu_run(struct vcpu *vcpu, const struct vcpu_exit_handlers *h,
+                                   const atomic_bool *stop, int *errnum);
+/* Makes the KVM_RUN of `vcpu` (running in `thread`) return soon: immediate_exit covers the
+ * window before KVM_RUN, the signal interrupts one in progress. Set *stop first. */
+void kvm_vcpu_kick(struct vcpu *vcpu, pthread_t thread, int signo);
 
 #endif

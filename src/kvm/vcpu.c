@@ -3,15 +3,14 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "arch/x86/cpuid.h"
 #include "common/cleanup.h"
-#include "devices/device.h"
 
 int kvm_vcpu_create(struct vcpu *vcpu, const struct vm *vm, unsigned index, struct wisp_err *err)
 {
@@ -43,19 +42,10 @@ void kvm_vcpu_destroy(struct vcpu *vcpu)
     vcpu->fd = -1;
 }
 
-int kvm_vcpu_init_cpuid(struct vcpu *vcpu, const struct kvm *kvm, unsigned nr_vcpus,
-                        struct wisp_err *err)
+int kvm_vcpu_set_cpuid(struct vcpu *vcpu, const struct kvm_cpuid2 *cpuid, struct wisp_err *err)
 {
-    size_t n = kvm->cpuid->nent + X86_CPUID_EXTRA_ENTRIES;
-    cleanup_free struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + n * sizeof(struct kvm_cpuid_entry2));
-    if (!c)
-        return wisp_err_set(err, ENOMEM, "vCPU %u: out of memory for CPUID", vcpu->index);
-    int r = x86_cpuid_for_vcpu(kvm->cpuid, vcpu->index, nr_vcpus, c, err);
-    if (r < 0)
-        return r;
-    if ((r = KVM_IOCTL(vcpu->fd, KVM_SET_CPUID2, c, err)) < 0)
-        return wisp_err_wrap(err, "vCPU %u", vcpu->index);
-    return 0;
+    int r = KVM_IOCTL(vcpu->fd, KVM_SET_CPUID2, cpuid, err);
+    return r < 0 ? wisp_err_wrap(err, "vCPU %u", vcpu->index) : 0;
 }
 
 /* Boot values of the MSRs a PC BIOS leaves behind (the rest are KVM's reset values). */
@@ -134,67 +124,70 @@ const char *kvm_exit_reason_name(uint32_t reason)
     return "(other)";
 }
 
-static void dump_segment(char *buf, size_t len, const char *name, const struct kvm_segment *s)
+/* Appends to buf at *used (bounded; truncation is silent). */
+static void put(char *buf, size_t len, size_t *used, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void put(char *buf, size_t len, size_t *used, const char *fmt, ...)
 {
-    snprintf(buf, len,
-             "%-3s sel=%04x base=%016llx limit=%08x type=%x p=%u dpl=%u db=%u s=%u l=%u g=%u"
-             " unusable=%u\n",
-             name, s->selector, (unsigned long long)s->base, s->limit, s->type, s->present, s->dpl,
-             s->db, s->s, s->l, s->g, s->unusable);
+    if (*used >= len)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf + *used, len - *used, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        *used = *used + (size_t)n < len ? *used + (size_t)n : len - 1;
 }
 
-static void dump_exit(const struct vcpu *vcpu, char *buf, size_t len)
+static void describe_exit(const struct vcpu *vcpu, char *buf, size_t len, size_t *used)
 {
     const struct kvm_run *run = vcpu->run;
-    int n = snprintf(buf, len, "vCPU %u: exit reason %u (%s)", vcpu->index, run->exit_reason,
-                     kvm_exit_reason_name(run->exit_reason));
-    if (n < 0 || (size_t)n >= len)
-        return;
+    put(buf, len, used, "vCPU %u: exit reason %u (%s)", vcpu->index, run->exit_reason,
+        kvm_exit_reason_name(run->exit_reason));
     if (run->exit_reason == KVM_EXIT_INTERNAL_ERROR) {
-        n += snprintf(
-            buf + n, len - (size_t)n, ", suberror %u%s, data:", run->internal.suberror,
+        put(buf, len, used, ", suberror %u%s, data:", run->internal.suberror,
             run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION ? " (emulation failure)" : "");
-        for (uint32_t i = 0; i < run->internal.ndata && i < 16 && (size_t)n < len; i++)
-            n += snprintf(buf + n, len - (size_t)n, " %llx",
-                          (unsigned long long)run->internal.data[i]);
+        for (uint32_t i = 0; i < run->internal.ndata && i < 16; i++)
+            put(buf, len, used, " %llx", (unsigned long long)run->internal.data[i]);
     } else if (run->exit_reason == KVM_EXIT_FAIL_ENTRY) {
-        n += snprintf(buf + n, len - (size_t)n, ", hardware entry failure reason 0x%llx",
-                      (unsigned long long)run->fail_entry.hardware_entry_failure_reason);
+        put(buf, len, used, ", hardware entry failure reason 0x%llx",
+            (unsigned long long)run->fail_entry.hardware_entry_failure_reason);
     }
-    if (n >= 0 && (size_t)n < len - 1)
-        snprintf(buf + n, len - (size_t)n, "\n");
+    put(buf, len, used, "\n");
 }
 
-void kvm_vcpu_dump(const struct vcpu *vcpu, int fd)
+size_t kvm_vcpu_dump(const struct vcpu *vcpu, char *buf, size_t len)
 {
-    char line[512];
-    dump_exit(vcpu, line, sizeof(line));
-    (void)device_write_all(fd, line, strlen(line));
+    size_t used = 0;
+    if (len)
+        buf[0] = '\0';
+    describe_exit(vcpu, buf, len, &used);
     struct kvm_regs r;
-    if (kvm_ioctl(vcpu->fd, KVM_GET_REGS, (unsigned long)&r) == 0) {
-        snprintf(line, sizeof(line),
-                 "rip=%016llx rsp=%016llx rflags=%016llx\n"
-                 "rax=%016llx rbx=%016llx rcx=%016llx rdx=%016llx\n"
-                 "rsi=%016llx rdi=%016llx rbp=%016llx\n"
-                 "r8 =%016llx r9 =%016llx r10=%016llx r11=%016llx\n"
-                 "r12=%016llx r13=%016llx r14=%016llx r15=%016llx\n",
-                 r.rip, r.rsp, r.rflags, r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.r8,
-                 r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15);
-        (void)device_write_all(fd, line, strlen(line));
-    }
+    if (kvm_ioctl(vcpu->fd, KVM_GET_REGS, (unsigned long)&r) == 0)
+        put(buf, len, &used,
+            "rip=%016llx rsp=%016llx rflags=%016llx\n"
+            "rax=%016llx rbx=%016llx rcx=%016llx rdx=%016llx\n"
+            "rsi=%016llx rdi=%016llx rbp=%016llx\n"
+            "r8 =%016llx r9 =%016llx r10=%016llx r11=%016llx\n"
+            "r12=%016llx r13=%016llx r14=%016llx r15=%016llx\n",
+            r.rip, r.rsp, r.rflags, r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.r8, r.r9,
+            r.r10, r.r11, r.r12, r.r13, r.r14, r.r15);
     struct kvm_sregs s;
     if (kvm_ioctl(vcpu->fd, KVM_GET_SREGS, (unsigned long)&s) != 0)
-        return;
-    snprintf(line, sizeof(line),
-             "cr0=%016llx cr2=%016llx cr3=%016llx cr4=%016llx cr8=%016llx\n"
-             "efer=%016llx apic_base=%016llx gdt=%016llx/%04x idt=%016llx/%04x\n",
-             s.cr0, s.cr2, s.cr3, s.cr4, s.cr8, s.efer, s.apic_base, s.gdt.base, s.gdt.limit,
-             s.idt.base, s.idt.limit);
-    (void)device_write_all(fd, line, strlen(line));
+        return used;
+    put(buf, len, &used,
+        "cr0=%016llx cr2=%016llx cr3=%016llx cr4=%016llx cr8=%016llx\n"
+        "efer=%016llx apic_base=%016llx gdt=%016llx/%04x idt=%016llx/%04x\n",
+        s.cr0, s.cr2, s.cr3, s.cr4, s.cr8, s.efer, s.apic_base, s.gdt.base, s.gdt.limit, s.idt.base,
+        s.idt.limit);
     const struct kvm_segment *segs[] = {&s.cs, &s.ds, &s.es, &s.fs, &s.gs, &s.ss, &s.tr, &s.ldt};
     const char *names[] = {"cs", "ds", "es", "fs", "gs", "ss", "tr", "ldt"};
-    for (size_t i = 0; i < ARRAY_SIZE(segs); i++) {
-        dump_segment(line, sizeof(line), names[i], segs[i]);
-        (void)device_write_all(fd, line, strlen(line));
-    }
+    for (size_t i = 0; i < ARRAY_SIZE(segs); i++)
+        put(buf, len, &used,
+            "%-3s sel=%04x base=%016llx limit=%08x type=%x p=%u dpl=%u db=%u s=%u l=%u g=%u"
+            " unusable=%u\n",
+            names[i], segs[i]->selector, (unsigned long long)segs[i]->base, segs[i]->limit,
+            segs[i]->type, segs[i]->present, segs[i]->dpl, segs[i]->db, segs[i]->s, segs[i]->l,
+            segs[i]->g, segs[i]->unusable);
+    return used;
 }

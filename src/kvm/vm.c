@@ -89,3 +89,40 @@ int kvm_vm_irq_line(const struct vm *vm, unsigned gsi, int level)
     struct kvm_irq_level irq = {.irq = gsi, .level = (uint32_t)level};
     return kvm_ioctl(vm->fd, KVM_IRQ_LINE, (unsigned long)&irq);
 }
+
+int kvm_vm_ioeventfd(const struct vm *vm, const struct kvm_ioeventfd_spec *spec, int fd,
+                     bool assign, struct wisp_err *err)
+{
+    struct kvm_ioeventfd io = {
+        .datamatch = spec->value,
+        .addr = spec->addr,
+        .len = spec->len,
+        .fd = fd,
+        .flags = (spec->pio ? KVM_IOEVENTFD_FLAG_PIO : 0) |
+                 (spec->datamatch ? KVM_IOEVENTFD_FLAG_DATAMATCH : 0) |
+                 (assign ? 0 : KVM_IOEVENTFD_FLAG_DEASSIGN),
+    };
+    int r = kvm_ioctl(vm->fd, KVM_IOEVENTFD, (unsigned long)&io);
+    if (r < 0)
+        return wisp_err_sys(err, -r, "KVM_IOEVENTFD %s %s 0x%llx/%u", assign ? "at" : "off",
+                            spec->pio ? "port" : "MMIO", (unsigned long long)spec->addr, spec->len);
+    return 0;
+}
+
+int kvm_vm_irqfd(const struct vm *vm, unsigned gsi, int fd, int resample_fd, bool assign,
+                 struct wisp_err *err)
+{
+    struct kvm_irqfd irqfd = {
+        .fd = (uint32_t)fd,
+        .gsi = gsi,
+        .flags = assign ? 0 : KVM_IRQFD_FLAG_DEASSIGN,
+    };
+    if (resample_fd >= 0 && assign) {
+        irqfd.flags |= KVM_IRQFD_FLAG_RESAMPLE;
+        irqfd.resamplefd = (uint32_t)resample_fd;
+    }
+    int r = kvm_ioctl(vm->fd, KVM_IRQFD, (unsigned long)&irqfd);
+    if (r < 0)
+        return wisp_err_sys(err, -r, "KVM_IRQFD %s GSI %u", assign ? "on" : "off", gsi);
+    return 0;
+}

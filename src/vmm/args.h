@@ -34,6 +34,7 @@ struct vmm_args {
     const char *serial_path; /* for VMM_SERIAL_FILE, points into argv */
     bool boot_marker;
     bool debug;
+    bool async_teardown; /* hand the VM's teardown to a helper process (machine.h) */
 };
 
 /*

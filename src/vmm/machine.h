@@ -1,4 +1,5 @@
-/* The machine wisp-vmm runs: KVM VM + devices + vCPU threads, and the main thread's loop. */
+/* The machine wisp-vmm runs: the KVM VM, its devices and resources, the vCPU threads, and the
+ * main thread's event loop. */
 #ifndef WISP_VMM_MACHINE_H
 #define WISP_VMM_MACHINE_H
 
@@ -6,30 +7,31 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
-#include <termios.h>
 #include <time.h>
 
 #include "arch/x86/boot.h"
 #include "bus/bus.h"
 #include "common/err.h"
 #include "devices/device.h"
+#include "devices/legacy.h"
+#include "devices/resources.h"
 #include "kvm/kvm.h"
 #include "vmm/args.h"
 
-/* COM1's host side: where output goes, where input comes from, the terminal's saved mode. */
-struct console {
-    int out_fd; /* -1: discard */
-    int in_fd;  /* -1: no input */
-    bool out_owned;
-    bool tty_raw; /* in_fd's terminal mode was changed and must be restored */
-    struct termios saved;
-};
-
-int console_open(struct console *con, const struct vmm_args *args, struct wisp_err *err);
-void console_close(struct console *con); /* restores the terminal; safe on a zeroed console */
-
+struct chardev;
+struct evloop;
+struct evloop_source;
 struct machine;
 
+/*
+ * Threads of a running machine (docs/architecture.md):
+ *   main       the event loop: signals, console input, (later) the API socket; it starts the
+ *              vCPUs and, when the VM ends, stops and joins every other thread
+ *   vcpuN      KVM_RUN and the port/MMIO exits of that vCPU (device register accesses)
+ *   out-*      one per output buffer (console, log): blocking write()s, nothing else
+ * A vCPU thread never waits for another thread's I/O: console output goes through an outbuf,
+ * logs through wisp_log().
+ */
 struct vcpu_thread {
     struct machine *m;
     struct vcpu vcpu;
@@ -39,15 +41,26 @@ struct vcpu_thread {
     struct wisp_err err;
 };
 
+/* Parameters of the legacy devices, owned by the machine (devices keep pointers to them). */
+struct machine_legacy {
+    struct serial_port_params com1;
+    struct i8042_params i8042;
+    struct port_params test_exit, acpi_pm, cf9, io_delay, io_delay_alt;
+    struct boot_marker_params boot_marker;
+};
+
 struct machine {
     const struct vmm_args *args;
     struct kvm kvm;
     struct vm vm;
     struct bus pio, mmio;
-    struct devices devs;
+    struct device_resources res;
+    struct device_list devices;
     struct device_ctx ctx;
-    struct console con;
-    int wake_fd; /* eventfd: vCPU threads wake the main loop (stop request, serial room) */
+    struct machine_legacy legacy;
+    struct chardev *console; /* host side of COM1 */
+    struct evloop *loop;     /* the main thread's loop */
+    struct evloop_source *signal_src;
     int signal_fd;
 
     unsigned nr_vcpus;
@@ -70,29 +83,40 @@ struct machine {
 void machine_note_start(struct timespec *start);
 
 /*
- * Builds the machine from args with an already opened kvm (moved into m): VM, RAM, devices,
+ * Builds the machine from args with an already opened kvm and COM1's opened host side (both
+ * moved into m, also on failure): VM, RAM, devices,
  * console, vCPU threads (created and initialised in parallel while the kernel is loaded),
  * registers of the boot vCPU. On failure everything is undone (threads joined, fds closed,
  * memory unmapped). Pair with machine_destroy().
  */
 int machine_create(struct machine *m, const struct vmm_args *args, struct kvm *kvm,
-                   const struct timespec *start, struct wisp_err *err);
-/* Starts the vCPUs and serves the console and signals until the VM ends; returns the exit
- * status (0-255) or -errno with err set for a runtime failure. */
+                   struct chardev *console, const struct timespec *start, struct wisp_err *err);
+/* Starts the vCPUs and runs the main loop until the VM ends; returns the exit status (0-255).
+ * The vCPU threads are stopped and joined, the console flushed (for at most a bounded time:
+ * a reader that does not read cannot hold the exit up). */
 int machine_run(struct machine *m, struct wisp_err *err);
 void machine_destroy(struct machine *m);
 /*
- * Instead of machine_destroy() when the process is about to exit: restores the terminal and
- * hands the slow part of the teardown (KVM destroys the VM, the PIT thread, the memory slots:
- * tens of ms here) to a helper process that shares the address space and finishes after this
- * process has exited, so the exit status reaches the parent at once (QEMU's async-teardown).
- * Returns 0, or -errno (then call machine_destroy()).
+ * Instead of machine_destroy() when the process is about to exit (--async-teardown): hands the
+ * slow part of the teardown (KVM destroying the VM and its irqchip: 15-25 ms here) to a helper
+ * process that shares the address space and exits right after this process, so the exit
+ * status reaches the parent at once (QEMU's async-teardown). The helper is re-parented to init
+ * or to the nearest child subreaper, which must reap it. Returns 0, or -errno (then call
+ * machine_destroy()).
  */
 int machine_teardown_async(struct machine *m);
 
 /* vcpu_thread.c */
 int vcpu_threads_start(struct machine *m, struct wisp_err *err);
-void vcpu_threads_stop(struct machine *m); /* kick (signal + immediate_exit) and join all */
+void vcpu_threads_stop(struct machine *m); /* kick and join all */
 void machine_request_stop(struct machine *m, int status, const char *why);
+
+/* machine_devices.c: the machine's devices, from the one table of device types. */
+int machine_add_devices(struct machine *m, struct wisp_err *err);
+/* The legacy PC devices at the ports of arch/x86/pc.h, with their parameters in *l (which must
+ * outlive the devices); COM1's host side is `console` (may be NULL: output dropped). */
+int machine_add_legacy_devices(struct device_list *list, const struct device_ctx *ctx,
+                               struct machine_legacy *l, struct chardev *console, bool boot_marker,
+                               struct wisp_err *err);
 
 #endif

@@ -1,51 +1,84 @@
 /* wisp-vmm: one KVM virtual machine per process, from the command line. */
 #include <errno.h>
 #include <malloc.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/chardev.h"
+#include "common/io.h"
+#include "common/log.h"
 #include "vmm/args.h"
 #include "vmm/machine.h"
 #include "wisp-config.h"
 
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE   2
+/* Time the last messages get to reach a slow stderr before the process exits anyway. */
+#define LOG_FLUSH_MS 500
 
 static void print_error(const struct wisp_err *err)
 {
-    char line[sizeof(err->msg) + 16];
-    int n = snprintf(line, sizeof(line), "wisp-vmm: %s\n", err->msg);
-    if (n > 0)
-        (void)device_write_all(STDERR_FILENO, line,
-                               (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+    wisp_log("%s", err->msg);
+    wisp_log_flush(LOG_FLUSH_MS);
 }
 
-/* The kernel (and initrd) must be readable files: checked before any KVM work so that a typo
- * is a usage error (status 2) and costs nothing. */
+/* Signals that end the process without passing through machine_run (a crash, or one the
+ * main loop does not read): the terminal goes back to how it was, then the signal's own
+ * action (core dump or termination) follows. SIGINT/SIGTERM/SIGHUP/SIGQUIT end the VM in order
+ * through the main loop's signalfd instead (machine.c). */
+static void fatal_signal(int sig)
+{
+    chardev_restore_terminals();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static void install_fatal_handlers(void)
+{
+    static const int sigs[] = {SIGSEGV, SIGBUS,    SIGILL,  SIGFPE,  SIGABRT, SIGALRM, SIGUSR2,
+                               SIGPROF, SIGVTALRM, SIGXCPU, SIGXFSZ, SIGSYS,  SIGTRAP};
+    struct sigaction sa = {.sa_handler = fatal_signal, .sa_flags = SA_RESETHAND | SA_NODEFER};
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+        sigaction(sigs[i], &sa, NULL);
+}
+
+/* Files named on the command line are checked before any KVM work, without blocking (a FIFO
+ * or a device is refused, not opened for reading): a wrong one is a usage error (status 2). */
 static int check_input_file(const char *flag, const char *path, struct wisp_err *err)
 {
-    struct stat st;
-    if (access(path, R_OK) < 0 || stat(path, &st) < 0)
-        return wisp_err_sys(err, errno, "%s: %s", flag, path);
-    if (S_ISDIR(st.st_mode))
-        return wisp_err_sys(err, EISDIR, "%s: %s", flag, path);
+    off_t size;
+    int fd = wisp_open_regular(flag, path, &size, err);
+    if (fd < 0)
+        return fd;
+    close(fd);
     return 0;
+}
+
+static enum chardev_kind console_kind(const struct vmm_args *a)
+{
+    return a->serial == VMM_SERIAL_STDIO  ? CHARDEV_STDIO
+           : a->serial == VMM_SERIAL_FILE ? CHARDEV_FILE
+                                          : CHARDEV_NULL;
 }
 
 static int run(const struct vmm_args *args, const struct timespec *start)
 {
     struct wisp_err err = {0};
+    struct chardev *console = NULL;
     if (check_input_file("--kernel", args->kernel, &err) < 0 ||
-        (args->initrd && check_input_file("--initrd", args->initrd, &err) < 0)) {
+        (args->initrd && check_input_file("--initrd", args->initrd, &err) < 0) ||
+        chardev_open(&console, console_kind(args), args->serial_path, "--serial", &err) < 0) {
         print_error(&err);
         return EXIT_USAGE;
     }
     struct kvm kvm;
     const char *kvm_path = getenv("WISP_KVM_DEVICE");
     if (kvm_open(&kvm, kvm_path && *kvm_path ? kvm_path : "/dev/kvm", &err) < 0) {
+        chardev_close(console);
         print_error(&err);
         return EXIT_RUNTIME;
     }
@@ -53,18 +86,20 @@ static int run(const struct vmm_args *args, const struct timespec *start)
     if (args->cpus > max) {
         wisp_err_set(&err, EINVAL, "--cpus: %u is more than this host's KVM allows (%u)",
                      args->cpus, max);
-        print_error(&err);
+        chardev_close(console);
         kvm_close(&kvm);
+        print_error(&err);
         return EXIT_USAGE;
     }
     struct machine m;
-    if (machine_create(&m, args, &kvm, start, &err) < 0) {
+    if (machine_create(&m, args, &kvm, console, start, &err) < 0) {
         print_error(&err);
         return EXIT_RUNTIME;
     }
     int status = machine_run(&m, &err);
-    if (machine_teardown_async(&m) < 0)
+    if (!args->async_teardown || machine_teardown_async(&m) < 0)
         machine_destroy(&m);
+    wisp_log_flush(LOG_FLUSH_MS);
     if (status < 0) {
         print_error(&err);
         return EXIT_RUNTIME;
@@ -76,6 +111,11 @@ int main(int argc, char *argv[])
 {
     struct timespec start;
     machine_note_start(&start); /* first: the reference of --boot-marker */
+    /* before anything opens a file: with stdin closed, /dev/kvm would become fd 0 */
+    if (wisp_ensure_std_fds() < 0)
+        return EXIT_RUNTIME;
+    wisp_log_init("wisp-vmm");
+    install_fatal_handlers();
     /* one malloc arena: vCPU threads would otherwise each touch a fresh 64 MiB arena */
     mallopt(M_ARENA_MAX, 1);
 

@@ -1,13 +1,15 @@
-/* vCPU threads: parallel creation and initialisation, the KVM_RUN loop, exit dispatch to the
- * buses, and stopping (signal kick + immediate_exit, KVM API doc 5 "immediate_exit"). */
+/* vCPU threads: parallel creation and initialisation, the start barrier, the exit handlers
+ * (port and MMIO accesses to the buses), and stopping them. The KVM_RUN loop itself is
+ * kvm_vcpu_run() (src/kvm/vcpu_run.c). */
 #include <errno.h>
 #include <signal.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
-#include <unistd.h>
 
+#include "arch/x86/cpuid.h"
+#include "common/cleanup.h"
+#include "common/evloop.h"
+#include "common/log.h"
 #include "vmm/machine.h"
 
 #define VCPU_STACK_SIZE (64 * 1024) /* the run loop needs little; keeps RSS small */
@@ -18,118 +20,77 @@ static void vcpu_kick_handler(int sig)
     (void)sig; /* only interrupts KVM_RUN */
 }
 
-static void machine_wake(struct machine *m)
-{
-    uint64_t one = 1;
-    (void)!write(m->wake_fd, &one, sizeof(one));
-}
-
 void machine_request_stop(struct machine *m, int status, const char *why)
 {
     int none = -1;
-    if (atomic_compare_exchange_strong(&m->stop_status, &none, status) && m->args->debug) {
-        char line[160];
-        int n =
-            snprintf(line, sizeof(line), "wisp-vmm: VM ends (%s), exit status %d\n", why, status);
-        if (n > 0 && (size_t)n < sizeof(line))
-            (void)device_write_all(STDERR_FILENO, line, (size_t)n);
-    }
+    if (atomic_compare_exchange_strong(&m->stop_status, &none, status) && m->args->debug)
+        wisp_log("VM ends (%s), exit status %d", why, status);
     atomic_store(&m->stopping, true);
-    machine_wake(m);
+    if (m->loop)
+        evloop_quit(m->loop);
 }
 
 /* --debug: each unclaimed port once, the first 32 unclaimed MMIO accesses. */
-static void vcpu_log_unclaimed(struct machine *m, const char *what, uint64_t addr, bool write)
+static void vcpu_log_unclaimed(struct machine *m, bool port, uint64_t addr, bool write)
 {
     if (!m->port_logged)
         return;
-    if (addr < 0x10000 && what[0] == 'p') {
+    if (port) {
         uint8_t bit = (uint8_t)(1u << (addr & 7));
-        if (atomic_fetch_or(&m->port_logged[addr >> 3], bit) & bit)
+        if (atomic_fetch_or(&m->port_logged[(addr & 0xffff) >> 3], bit) & bit)
             return;
     } else if (atomic_fetch_add(&m->mmio_logged, 1) >= 32) {
         return;
     }
-    char line[128];
-    int n = snprintf(line, sizeof(line), "wisp-vmm: unclaimed %s %s 0x%llx\n", what,
-                     write ? "write" : "read", (unsigned long long)addr);
-    if (n > 0 && (size_t)n < sizeof(line))
-        (void)device_write_all(STDERR_FILENO, line, (size_t)n);
+    wisp_log("unclaimed %s %s 0x%llx", port ? "port" : "MMIO", write ? "write" : "read",
+             (unsigned long long)addr);
 }
 
-static void vcpu_handle_io(struct machine *m, struct kvm_run *run)
+static void vcpu_pio(void *opaque, struct vcpu *vcpu, uint16_t port, uint8_t *data, unsigned size,
+                     bool write)
 {
-    uint8_t *data = (uint8_t *)run + run->io.data_offset;
-    bool write = run->io.direction == KVM_EXIT_IO_OUT;
-    /* `rep ins/outs` arrive as `count` accesses in a row */
-    for (uint32_t i = 0; i < run->io.count; i++, data += run->io.size) {
-        bool ok = write ? bus_write(&m->pio, run->io.port, data, run->io.size)
-                        : bus_read(&m->pio, run->io.port, data, run->io.size);
-        if (!ok)
-            vcpu_log_unclaimed(m, "port", run->io.port, write);
-    }
-}
-
-static void vcpu_handle_mmio(struct machine *m, struct kvm_run *run)
-{
-    unsigned len = run->mmio.len <= 8 ? run->mmio.len : 8;
-    bool ok = run->mmio.is_write ? bus_write(&m->mmio, run->mmio.phys_addr, run->mmio.data, len)
-                                 : bus_read(&m->mmio, run->mmio.phys_addr, run->mmio.data, len);
+    struct machine *m = opaque;
+    bool ok = write ? bus_write(&m->pio, port, data, size) : bus_read(&m->pio, port, data, size);
     if (!ok)
-        vcpu_log_unclaimed(m, "MMIO", run->mmio.phys_addr, run->mmio.is_write);
+        vcpu_log_unclaimed(m, true, port, write);
 }
 
-/* Handles one exit; returns false when this vCPU must stop. */
-static bool vcpu_handle_exit(struct vcpu_thread *t)
+static void vcpu_mmio(void *opaque, struct vcpu *vcpu, uint64_t addr, uint8_t *data, unsigned size,
+                      bool write)
+{
+    struct machine *m = opaque;
+    bool ok = write ? bus_write(&m->mmio, addr, data, size) : bus_read(&m->mmio, addr, data, size);
+    if (!ok)
+        vcpu_log_unclaimed(m, false, addr, write);
+}
+
+static void vcpu_run_until_end(struct vcpu_thread *t)
 {
     struct machine *m = t->m;
-    struct kvm_run *run = t->vcpu.run;
-    switch (run->exit_reason) {
-    case KVM_EXIT_IO:
-        vcpu_handle_io(m, run);
-        return true;
-    case KVM_EXIT_MMIO:
-        vcpu_handle_mmio(m, run);
-        return true;
-    case KVM_EXIT_INTR:
-    case KVM_EXIT_HLT: /* not with the in-kernel LAPIC; harmless */
-        return true;
-    case KVM_EXIT_SHUTDOWN: /* triple fault: a PC resets */
+    const struct vcpu_exit_handlers h = {.pio = vcpu_pio, .mmio = vcpu_mmio, .opaque = m};
+    int errnum = 0;
+    switch (kvm_vcpu_run(&t->vcpu, &h, &m->stopping, &errnum)) {
+    case VCPU_STOP_REQUESTED:
+        return;
+    case VCPU_STOP_SHUTDOWN:
         machine_request_stop(m, 0, "triple fault (KVM_EXIT_SHUTDOWN)");
-        return false;
-    case KVM_EXIT_SYSTEM_EVENT:
-        if (run->system_event.type == KVM_SYSTEM_EVENT_CRASH)
-            break;
+        return;
+    case VCPU_STOP_SYSTEM_EVENT:
         machine_request_stop(m, 0, "KVM_EXIT_SYSTEM_EVENT");
-        return false;
-    default:
-        break;
+        return;
+    case VCPU_STOP_RUN_FAILED:
+        wisp_log("vCPU %u: KVM_RUN: %s", t->vcpu.index, strerror(errnum));
+        machine_request_stop(m, 1, "KVM_RUN failed");
+        return;
+    case VCPU_STOP_FATAL_EXIT: {
+        static const char head[] = "wisp-vmm: fatal vCPU exit, register dump follows\n";
+        char dump[4096];
+        size_t n = kvm_vcpu_dump(&t->vcpu, dump, sizeof(dump));
+        wisp_log_raw(head, sizeof(head) - 1);
+        wisp_log_raw(dump, n);
+        machine_request_stop(m, 1, kvm_exit_reason_name(t->vcpu.run->exit_reason));
+        return;
     }
-    static const char msg[] = "wisp-vmm: fatal vCPU exit, register dump follows\n";
-    (void)device_write_all(STDERR_FILENO, msg, sizeof(msg) - 1);
-    kvm_vcpu_dump(&t->vcpu, STDERR_FILENO);
-    machine_request_stop(m, 1, kvm_exit_reason_name(run->exit_reason));
-    return false;
-}
-
-static void vcpu_run_loop(struct vcpu_thread *t)
-{
-    struct machine *m = t->m;
-    while (!atomic_load(&m->stopping)) {
-        int r = kvm_ioctl(t->vcpu.fd, KVM_RUN, 0);
-        if (r == -EINTR || r == -EAGAIN)
-            continue;
-        if (r < 0) {
-            char line[128];
-            int n = snprintf(line, sizeof(line), "wisp-vmm: vCPU %u: KVM_RUN: %s\n", t->vcpu.index,
-                             strerror(-r));
-            if (n > 0 && (size_t)n < sizeof(line))
-                (void)device_write_all(STDERR_FILENO, line, (size_t)n);
-            machine_request_stop(m, 1, "KVM_RUN failed");
-            return;
-        }
-        if (!vcpu_handle_exit(t))
-            return;
     }
 }
 
@@ -144,17 +105,25 @@ static bool vcpu_wait_chips(struct machine *m)
     return ok;
 }
 
+static int vcpu_init_cpuid(struct vcpu_thread *t)
+{
+    const struct kvm *kvm = &t->m->kvm;
+    size_t n = kvm->cpuid->nent + X86_CPUID_EXTRA_ENTRIES;
+    cleanup_free struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + n * sizeof(struct kvm_cpuid_entry2));
+    if (!c)
+        return wisp_err_set(&t->err, ENOMEM, "vCPU %u: out of memory for CPUID", t->vcpu.index);
+    int r = x86_cpuid_for_vcpu(kvm->cpuid, t->vcpu.index, t->m->nr_vcpus, c, &t->err);
+    return r < 0 ? r : kvm_vcpu_set_cpuid(&t->vcpu, c, &t->err);
+}
+
 static int vcpu_init(struct vcpu_thread *t)
 {
     struct machine *m = t->m;
-    unsigned i = t->vcpu.index;
-    int r = 0;
     if (!vcpu_wait_chips(m))
         return -ECANCELED;
+    int r = kvm_vcpu_create(&t->vcpu, &m->vm, t->vcpu.index, &t->err);
     if (r == 0)
-        r = kvm_vcpu_create(&t->vcpu, &m->vm, i, &t->err);
-    if (r == 0)
-        r = kvm_vcpu_init_cpuid(&t->vcpu, &m->kvm, m->nr_vcpus, &t->err);
+        r = vcpu_init_cpuid(t);
     if (r == 0)
         r = kvm_vcpu_init_msrs(&t->vcpu, &m->kvm, &t->err);
     if (r == 0)
@@ -180,7 +149,7 @@ static void *vcpu_thread_main(void *opaque)
     bool run = m->go && !m->abort && t->init_result == 0;
     pthread_mutex_unlock(&m->start_lock);
     if (run)
-        vcpu_run_loop(t);
+        vcpu_run_until_end(t);
     return NULL;
 }
 
@@ -225,16 +194,9 @@ void vcpu_threads_stop(struct machine *m)
         m->abort = true; /* threads still at the start barrier return without running */
     pthread_cond_broadcast(&m->start_cond);
     pthread_mutex_unlock(&m->start_lock);
-    for (unsigned i = 0; running && i < m->nr_vcpus; i++) {
-        struct vcpu_thread *t = &m->vcpus[i];
-        if (!t->started)
-            continue;
-        /* immediate_exit covers the window between the loop's check and KVM_RUN; the signal
-         * interrupts a KVM_RUN in progress */
-        if (t->vcpu.run)
-            __atomic_store_n(&t->vcpu.run->immediate_exit, 1, __ATOMIC_SEQ_CST);
-        pthread_kill(t->thread, SIG_VCPU_KICK);
-    }
+    for (unsigned i = 0; running && i < m->nr_vcpus; i++)
+        if (m->vcpus[i].started)
+            kvm_vcpu_kick(&m->vcpus[i].vcpu, m->vcpus[i].thread, SIG_VCPU_KICK);
     for (unsigned i = 0; m->vcpus && i < m->nr_vcpus; i++) {
         struct vcpu_thread *t = &m->vcpus[i];
         if (t->started)

@@ -54,7 +54,7 @@ echo garbage >"$T/garbage.img"
 : >"$T/empty.img"
 
 expect 2 "--kernel: $T/missing.elf: No such file or directory" -- --kernel "$T/missing.elf"
-expect 2 "--kernel: $T: Is a directory" -- --kernel "$T"
+expect 2 "--kernel: $T is a directory, not a regular file" -- --kernel "$T"
 expect 2 "--initrd: $T/missing.img" -- --kernel "$T/garbage.img" --initrd "$T/missing.img"
 expect 1 "garbage.img" -- --kernel "$T/garbage.img"
 expect 1 "empty.img" -- --kernel "$T/empty.img"

@@ -15,7 +15,7 @@
 #include "arch/x86/aml.h"
 #include "arch/x86/boot_int.h"
 #include "common/cleanup.h"
-#include "devices/ports.h"
+#include "arch/x86/pc.h"
 #include "test_x86_util.h"
 
 #define MiB (1ULL << 20)

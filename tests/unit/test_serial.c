@@ -18,13 +18,18 @@ struct uart_env {
     int level;
     int irq_changes;
     int rx_space_calls;
+    size_t budget; /* bytes the "line" takes before it is busy; SIZE_MAX = always */
 };
 
-static void env_tx(void *opaque, uint8_t byte)
+static size_t env_tx(void *opaque, const uint8_t *buf, size_t len)
 {
     struct uart_env *e = opaque;
-    if (e->nout < sizeof(e->out))
-        e->out[e->nout++] = byte;
+    size_t n = len < e->budget ? len : e->budget;
+    for (size_t i = 0; i < n && e->nout < sizeof(e->out); i++)
+        e->out[e->nout++] = buf[i];
+    if (e->budget != SIZE_MAX)
+        e->budget -= n;
+    return n;
 }
 
 static void env_irq(void *opaque, int level)
@@ -44,6 +49,7 @@ static int setup(void **state)
 {
     static struct uart_env env;
     memset(&env, 0, sizeof(env));
+    env.budget = SIZE_MAX;
     struct serial_backend be = {env_tx, env_irq, env_rx_space, &env};
     env.s = serial_create(&be);
     *state = &env;
@@ -230,6 +236,50 @@ static void test_reset_lowers_line(void **state)
     assert_int_equal(RD(e, UART_MCR), 0);
 }
 
+/* A host side that does not drain (a reader that stopped reading): the bytes wait in the
+ * 16-byte transmit FIFO, THRE and TEMT stay clear as on a busy line, bytes written beyond the
+ * FIFO are lost (and counted), and nothing blocks. When the host has room again the FIFO moves
+ * on and the THRE interrupt comes. */
+static void test_transmit_back_pressure(void **state)
+{
+    struct uart_env *e = *state;
+    WR(e, UART_IIR_FCR, UART_FCR_ENABLE);
+    WR(e, UART_MCR, UART_MCR_OUT2);
+    WR(e, UART_IER_DLM, UART_IER_THRI);
+    assert_int_equal(RD(e, UART_IIR_FCR) & 0x0f, UART_IIR_THRI); /* clears the pending THRE */
+    e->budget = 3;
+    for (unsigned i = 0; i < 20; i++)
+        WR(e, UART_RBR_THR_DLL, (uint8_t)('a' + i));
+    assert_int_equal(e->nout, 3);
+    uint8_t lsr = RD(e, UART_LSR);
+    assert_false(lsr & UART_LSR_THRE);
+    assert_false(lsr & UART_LSR_TEMT);
+    assert_int_equal(e->level, 0); /* no THRE interrupt while busy */
+    assert_int_equal(serial_tx_overruns(e->s), 20 - 3 - UART_FIFO_SIZE); /* beyond the FIFO */
+    /* room for 10 more: still not empty */
+    e->budget = 10;
+    serial_tx_ready(e->s);
+    assert_int_equal(e->nout, 13);
+    assert_false(RD(e, UART_LSR) & UART_LSR_THRE);
+    assert_int_equal(e->level, 0);
+    e->budget = SIZE_MAX;
+    serial_tx_ready(e->s);
+    assert_int_equal(e->nout, 3 + UART_FIFO_SIZE);
+    assert_memory_equal(e->out, "abcdefghijklmnopqrs", 3 + UART_FIFO_SIZE);
+    assert_true(RD(e, UART_LSR) & UART_LSR_THRE);
+    assert_int_equal(e->level, 1); /* THR empty again: the driver may send more */
+    assert_int_equal(RD(e, UART_IIR_FCR) & 0x0f, UART_IIR_THRI);
+    /* without FIFO the holding register is one byte */
+    WR(e, UART_IIR_FCR, 0);
+    e->budget = 0;
+    WR(e, UART_RBR_THR_DLL, 'X');
+    WR(e, UART_RBR_THR_DLL, 'Y');
+    assert_int_equal(serial_tx_overruns(e->s), 20 - 3 - UART_FIFO_SIZE + 1);
+    e->budget = SIZE_MAX;
+    serial_tx_ready(e->s);
+    assert_int_equal(e->out[e->nout - 1], 'X');
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -242,6 +292,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fifo, setup, teardown),
         cmocka_unit_test_setup_teardown(test_linux_probe_ier, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reset_lowers_line, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_transmit_back_pressure, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

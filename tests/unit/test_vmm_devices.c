@@ -6,18 +6,25 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <stdio.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
+#include "arch/x86/pc.h"
 #include "bus/bus.h"
+#include "common/chardev.h"
 #include "devices/device.h"
-#include "devices/ports.h"
+#include "devices/resources.h"
+#include "vmm/machine.h"
 
 struct machine_fake {
     struct bus pio, mmio;
-    struct devices devs;
+    struct device_resources res;
+    struct device_list devs;
+    struct machine_legacy legacy;
     struct device_ctx ctx;
+    struct chardev *console;
     int stops, last_status;
     int irq_gsi, irq_level;
     int pipe_fds[2];
@@ -46,15 +53,21 @@ static int setup(void **state)
         return -1;
     bus_init(&f.pio, BUS_PIO);
     bus_init(&f.mmio, BUS_MMIO);
+    static const uint8_t gsis[] = PC_DEVICE_GSIS;
+    resources_init(&f.res, PC_DEVICE_MMIO_BASE, PC_DEVICE_MMIO_END, gsis, sizeof(gsis));
     f.ctx = (struct device_ctx){.pio = &f.pio,
                                 .mmio = &f.mmio,
+                                .res = &f.res,
                                 .set_irq = fake_set_irq,
                                 .request_stop = fake_stop,
                                 .opaque = &f,
-                                .serial_out_fd = f.pipe_fds[1],
                                 .launch_ns = -1};
     struct wisp_err err = {0};
-    if (devices_realize(&f.devs, &f.ctx, &err) < 0) {
+    char out_path[64];
+    snprintf(out_path, sizeof(out_path), "/proc/self/fd/%d", f.pipe_fds[1]);
+    if (chardev_open(&f.console, CHARDEV_FILE, out_path, "--serial", &err) < 0 ||
+        machine_add_legacy_devices(&f.devs, &f.ctx, &f.legacy, f.console, false, &err) < 0 ||
+        device_list_realize(&f.devs, &err) < 0) {
         print_error("%s\n", err.msg);
         return -1;
     }
@@ -65,7 +78,9 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct machine_fake *f = *state;
-    devices_teardown(&f->devs);
+    device_list_destroy(&f->devs);
+    chardev_close(f->console);
+    resources_destroy(&f->res);
     bus_destroy(&f->pio);
     bus_destroy(&f->mmio);
     close(f->pipe_fds[0]);
@@ -98,7 +113,7 @@ static void test_ports_that_end_the_vm(void **state)
     outb(f, PORT_I8042_CMD, 0xfe);
     assert_int_equal(f->stops, 1);
     assert_int_equal(f->last_status, 0);
-    outb(f, PORT_ACPI_RESET, ACPI_RESET_VALUE);
+    outb(f, PORT_ACPI_RESET, ACPI_PM_RESET_VALUE);
     assert_int_equal(f->stops, 2);
     outb(f, PORT_ACPI_SLEEP_CTL, 0x20 | (5 << 2));
     assert_int_equal(f->stops, 3);
@@ -123,8 +138,17 @@ static void test_port_reads(void **state)
     assert_false(bus_read(&f->pio, 0x1234, &w, 2)); /* nobody's: all ones */
     assert_int_equal(w, 0xffff);
     /* the table's ranges do not overlap, and a device on a taken port is refused */
-    struct device extra = {.ops = &io_delay_device_ops};
-    assert_int_equal(bus_register(&f->pio, PORT_COM1 + 7, 1, &extra, NULL), -EEXIST);
+    struct port_params p = {.base = PORT_COM1 + 7};
+    struct device *extra = NULL;
+    struct wisp_err err = {0};
+    assert_int_equal(
+        device_list_add(&f->devs, &io_delay_device_ops, "extra", &p, &f->ctx, &extra, &err), 0);
+    assert_int_equal(device_list_realize(&f->devs, &err), -EEXIST);
+    assert_non_null(strstr(err.msg, "extra: port range 0x3ff-0x3ff overlaps serial0"));
+    /* a name is unique */
+    assert_int_equal(
+        device_list_add(&f->devs, &io_delay_device_ops, "serial0", &p, &f->ctx, NULL, &err),
+        -EEXIST);
 }
 
 static void test_com1_output_and_irq4(void **state)
@@ -141,7 +165,7 @@ static void test_com1_output_and_irq4(void **state)
     assert_int_equal(f->irq_level, 1);
     assert_int_equal(inb(f, PORT_COM1 + 2), 0x02); /* IIR: THRE, cleared by this read */
     assert_int_equal(f->irq_level, 0);
-    devices_reset(&f->devs);
+    device_list_reset(&f->devs);
     assert_int_equal(inb(f, PORT_COM1 + 4), 0);
 }
 

@@ -8,7 +8,7 @@
 
 #include "arch/x86/aml.h"
 #include "common/cleanup.h"
-#include "devices/ports.h"
+#include "arch/x86/pc.h"
 
 #define OEM_ID       "WISP  "
 #define OEM_TABLE_ID "WISPVMM "

@@ -1,0 +1,73 @@
+/* The machine's devices: the one explicit table of device types, and the instances a machine
+ * gets (the legacy PC devices always; virtio devices from the configuration). */
+#include <errno.h>
+#include <string.h>
+
+#include "arch/x86/pc.h"
+#include "common/chardev.h"
+#include "vmm/machine.h"
+
+/* Every device type wisp-vmm knows, by the name used in messages and configurations. */
+static const struct device_ops *const device_types[] = {
+    &serial_port_device_ops, &i8042_device_ops,     &test_exit_device_ops, &boot_marker_device_ops,
+    &acpi_pm_device_ops,     &reset_cf9_device_ops, &io_delay_device_ops,
+};
+
+static const struct device_ops *device_type(const char *type)
+{
+    for (size_t i = 0; i < sizeof(device_types) / sizeof(device_types[0]); i++)
+        if (!strcmp(device_types[i]->type, type))
+            return device_types[i];
+    return NULL;
+}
+
+struct adder {
+    struct device_list *list;
+    const struct device_ctx *ctx;
+};
+
+static int add(const struct adder *a, const char *type, const char *name, const void *params,
+               struct wisp_err *err)
+{
+    const struct device_ops *ops = device_type(type);
+    if (!ops)
+        return wisp_err_set(err, EINVAL, "%s: unknown device type '%s'", name, type);
+    return device_list_add(a->list, ops, name, params, a->ctx, NULL, err);
+}
+
+int machine_add_legacy_devices(struct device_list *list, const struct device_ctx *ctx,
+                               struct machine_legacy *l, struct chardev *console, bool boot_marker,
+                               struct wisp_err *err)
+{
+    const struct adder a = {.list = list, .ctx = ctx}, *m = &a;
+    l->com1 = (struct serial_port_params){.base = PORT_COM1, .irq = COM1_IRQ, .chardev = console};
+    l->i8042 = (struct i8042_params){.base = PORT_I8042_DATA};
+    l->test_exit = (struct port_params){.base = PORT_TEST_EXIT};
+    l->boot_marker = (struct boot_marker_params){.base = PORT_BOOT_MARKER, .enabled = boot_marker};
+    l->acpi_pm = (struct port_params){.base = PORT_ACPI_RESET};
+    l->cf9 = (struct port_params){.base = PORT_PCI_RESET};
+    l->io_delay = (struct port_params){.base = PORT_IO_DELAY};
+    l->io_delay_alt = (struct port_params){.base = PORT_IO_DELAY_ALT};
+    int r = add(m, "serial", "serial0", &l->com1, err);
+    if (r == 0)
+        r = add(m, "i8042", "i8042", &l->i8042, err);
+    if (r == 0)
+        r = add(m, "test-exit", "test-exit", &l->test_exit, err);
+    if (r == 0)
+        r = add(m, "boot-marker", "boot-marker", &l->boot_marker, err);
+    if (r == 0)
+        r = add(m, "acpi-pm", "acpi-pm", &l->acpi_pm, err);
+    if (r == 0)
+        r = add(m, "cf9-reset", "cf9-reset", &l->cf9, err);
+    if (r == 0)
+        r = add(m, "io-delay", "io-delay", &l->io_delay, err);
+    if (r == 0)
+        r = add(m, "io-delay", "io-delay-alt", &l->io_delay_alt, err);
+    return r;
+}
+
+int machine_add_devices(struct machine *m, struct wisp_err *err)
+{
+    return machine_add_legacy_devices(&m->devices, &m->ctx, &m->legacy, m->console,
+                                      m->args->boot_marker, err);
+}

@@ -1,0 +1,76 @@
+/* --async-teardown: the slow part of a VM's end (KVM destroying the VM, its irqchip and PIT,
+ * and the address space) runs in a helper process after wisp-vmm has exited. */
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "common/chardev.h"
+#include "vmm/machine.h"
+
+#define TEARDOWN_STACK_SIZE (16 * 1024)
+
+/* Closes every fd except keep_a and keep_b (raw syscalls only: see teardown_child). */
+static void close_all_but(unsigned keep_a, unsigned keep_b)
+{
+    unsigned lo = keep_a < keep_b ? keep_a : keep_b, hi = keep_a < keep_b ? keep_b : keep_a;
+    if (lo > 0)
+        syscall(SYS_close_range, 0, lo - 1, 0);
+    if (hi > lo + 1)
+        syscall(SYS_close_range, lo + 1, hi - 1, 0);
+    syscall(SYS_close_range, hi + 1, ~0U, 0);
+}
+
+/*
+ * The helper: keeps only the VM fd (the last reference to the VM once wisp-vmm's own fds are
+ * closed by its exit) and the read end of a pipe whose write end only wisp-vmm holds, waits for
+ * EOF on it (wisp-vmm is gone), then exits, which drops the VM and the shared address space.
+ * It shares wisp-vmm's memory and thread pointer (CLONE_VM, no CLONE_SETTLS), so it makes raw
+ * syscalls only, and takes its two fds by value in `arg` (never from memory of a frame that
+ * has returned).
+ */
+static int teardown_child(void *arg)
+{
+    uintptr_t v = (uintptr_t)arg;
+    unsigned pipe_rd = (unsigned)(v & 0xffffffffu), vm_fd = (unsigned)(v >> 32);
+    close_all_but(pipe_rd, vm_fd); /* stdout/stderr readers see EOF when wisp-vmm exits */
+    char c;
+    while (syscall(SYS_read, pipe_rd, &c, 1) < 0)
+        ;
+    return 0;
+}
+
+int machine_teardown_async(struct machine *m)
+{
+    chardev_close(m->console); /* the terminal is restored now, not by the helper */
+    m->console = NULL;
+    int pipe_fds[2];
+    if (pipe2(pipe_fds, O_CLOEXEC) < 0)
+        return -errno;
+    void *stack = mmap(NULL, TEARDOWN_STACK_SIZE, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED) {
+        int e = errno;
+        close(pipe_fds[0]);
+        close(pipe_fds[1]);
+        return -e;
+    }
+    uintptr_t arg = (uintptr_t)(unsigned)pipe_fds[0] | ((uintptr_t)(unsigned)m->vm.fd << 32);
+    /* CLONE_VM: no copy of the address space; the fd table is copied, so the helper holds its
+     * own reference to the VM. The stack is never unmapped: the helper runs on it until the
+     * address space goes away with it. */
+    pid_t pid =
+        clone(teardown_child, (char *)stack + TEARDOWN_STACK_SIZE, CLONE_VM | SIGCHLD, (void *)arg);
+    int e = errno;
+    close(pipe_fds[0]); /* the write end stays open until this process exits */
+    if (pid < 0) {
+        munmap(stack, TEARDOWN_STACK_SIZE);
+        close(pipe_fds[1]);
+        return -e;
+    }
+    return 0;
+}

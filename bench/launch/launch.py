@@ -99,8 +99,9 @@ def command_for(contender, paths, guest):
     if contender == "floor":
         return [paths["floor"], "--mem", str(GUEST_MIB), guest]
     if contender == "wisp":
+        # --async-teardown: the driver is a reaping subreaper (see reap_leftovers)
         return [paths["vmm"], "--kernel", guest, "--mem", str(GUEST_MIB), "--cpus", "1",
-                "--serial", "stdio"]
+                "--serial", "stdio", "--async-teardown"]
     return [paths["qemu"]] + QEMU_ARGS + [guest]
 
 

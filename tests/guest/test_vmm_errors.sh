@@ -15,7 +15,7 @@ failures=0
 expect() {
   local want=$1 needle=$2
   shift 3
-  "$VMM" "$@" >"$T/out" 2>"$T/err" </dev/null
+  timeout -k 1 20 "$VMM" "$@" >"$T/out" 2>"$T/err" </dev/null
   local got=$?
   if [ "$got" != "$want" ] || { [ -n "$needle" ] && ! grep -qF -- "$needle" "$T/out" "$T/err"; }; then
     echo "FAIL: wisp-vmm $*: status $got (want $want), output:" >&2
@@ -162,6 +162,137 @@ for sig in TERM INT; do
   else
     echo "ok: SIG$sig -> 0, $(cat "$T/err")"
   fi
+done
+
+# A guest that prints without end: one that ignores LSR (writes THR as fast as it can) and one
+# that waits for THRE like a driver. With stdout a pipe nobody reads, neither may block a vCPU
+# or the stop path: SIGTERM ends the VM (status 0) within a second.
+make_guest flood ' mov $0x3f8, %dx
+ mov $0x41, %al
+2: out %al, %dx
+ jmp 2b'
+make_guest flood_thre ' mov $0x3fd, %dx
+2: in %dx, %al
+ test $0x20, %al
+ jz 2b
+ mov $0x3f8, %dx
+ mov $0x42, %al
+ out %al, %dx
+ mov $0x3fd, %dx
+ jmp 2b'
+for g in flood flood_thre; do
+  if python3 - "$VMM" "$T/$g.elf" <<'PY'
+import os, signal, subprocess, sys, time
+r, w = os.pipe()  # nobody reads r: the pipe fills (64 KiB) and stays full
+p = subprocess.Popen([sys.argv[1], "--kernel", sys.argv[2]], stdin=subprocess.DEVNULL,
+                     stdout=w, stderr=subprocess.PIPE)
+os.close(w)
+time.sleep(1.0)  # long enough to fill the pipe and the VMM's own buffer many times over
+t0 = time.monotonic()
+p.send_signal(signal.SIGTERM)
+try:
+    p.wait(timeout=5)
+except subprocess.TimeoutExpired:
+    p.kill()
+    p.wait()
+    print("SIGTERM did not end the VM within 5 s (killed)")
+    sys.exit(1)
+dt = time.monotonic() - t0
+print(f"exit status {p.returncode} {dt * 1000:.0f} ms after SIGTERM")
+sys.exit(0 if p.returncode == 0 and dt < 1.0 else 1)
+PY
+  then echo "ok: $g to an unread pipe: SIGTERM ends it"
+  else echo "FAIL: $g to an unread pipe: SIGTERM did not end it in time" >&2; failures=$((failures + 1)); fi
+done
+
+# Files that would block an open() (FIFOs) or are not files are refused at once, status 2,
+# naming the flag and what the path is; nothing waits for a FIFO's other end.
+mkfifo "$T/fifo"
+expect 2 "--kernel: $T/fifo is a FIFO, not a regular file" -- --kernel "$T/fifo"
+expect 2 "--initrd: $T/fifo is a FIFO, not a regular file" -- --kernel "$T/exit42.elf" --initrd "$T/fifo"
+expect 2 "--serial: $T/fifo is a FIFO with no reader" -- --kernel "$T/exit42.elf" --serial "file:$T/fifo"
+expect 2 "--serial: $T/nonexistent/x: No such file or directory" -- --kernel "$T/exit42.elf" --serial "file:$T/nonexistent/x"
+expect 2 "--serial: $T: Is a directory" -- --kernel "$T/exit42.elf" --serial "file:$T"
+expect 2 "--initrd: $T is a directory, not a regular file" -- --kernel "$T/exit42.elf" --initrd "$T"
+expect 2 "--kernel: /dev/null is a character device, not a regular file" -- --kernel /dev/null
+# A FIFO with a reader is a fine serial output.
+(cat "$T/fifo" >"$T/fifo.out") &
+reader=$!
+sleep 0.2
+expect 42 "" -- --kernel "$T/exit42.elf" --serial "file:$T/fifo"
+wait $reader
+[ "$(cat "$T/fifo.out")" = '!' ] && echo "ok: --serial to a FIFO with a reader" ||
+  { echo "FAIL: --serial to a FIFO: got '$(cat "$T/fifo.out")'" >&2; failures=$((failures + 1)); }
+
+# With stdin (or stdout) closed, /dev/kvm must not become fd 0 and be read as serial input:
+# fds 0-2 are made valid (/dev/null) before anything is opened.
+"$VMM" --kernel "$T/idle.elf" --boot-marker <&- >"$T/out" 2>"$T/err" &
+pid=$!
+for _ in $(seq 100); do grep -q boot-marker "$T/err" && break; sleep 0.05; done
+fd0=$(readlink "/proc/$pid/fd/0")
+kill -TERM "$pid"
+wait "$pid"
+got=$?
+if [ "$got" = 0 ] && [ "$fd0" = /dev/null ]; then echo "ok: stdin closed: fd 0 is $fd0"
+else echo "FAIL: stdin closed: status $got, fd 0 is '$fd0'" >&2; failures=$((failures + 1)); fi
+timeout -k 1 20 "$VMM" --kernel "$T/exit42.elf" >&- 2>"$T/err" </dev/null
+got=$?
+if [ "$got" = 42 ] && [ ! -s "$T/err" ]; then echo "ok: stdout closed"
+else echo "FAIL: stdout closed: status $got, stderr: $(cat "$T/err")" >&2; failures=$((failures + 1)); fi
+
+# Under a child subreaper that does not reap strangers: nothing of wisp-vmm is left behind
+# (no helper, live or zombie). With --async-teardown under a subreaper that reaps, the helper
+# it leaves is gone soon after.
+if python3 - "$VMM" "$T/exit42.elf" <<'PY'
+import ctypes, os, subprocess, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+assert libc.prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+ok = True
+p = subprocess.run([sys.argv[1], "--kernel", sys.argv[2]], stdout=subprocess.DEVNULL,
+                   stdin=subprocess.DEVNULL)
+time.sleep(0.3)
+try:
+    pid, status = os.waitpid(-1, os.WNOHANG)
+    print(f"default teardown: a process was left behind (pid {pid})")
+    ok = False
+except ChildProcessError:
+    print("default teardown: nothing left")
+ok = ok and p.returncode == 42
+t0 = time.monotonic()
+p = subprocess.run([sys.argv[1], "--kernel", sys.argv[2], "--async-teardown"],
+                   stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+reaped = 0
+while time.monotonic() - t0 < 5:
+    try:
+        pid, status = os.waitpid(-1, 0)
+        reaped += 1
+    except ChildProcessError:
+        break
+print(f"--async-teardown: status {p.returncode}, {reaped} helper(s) reaped, "
+      f"{(time.monotonic() - t0) * 1000:.0f} ms until none was left")
+sys.exit(0 if ok and p.returncode == 42 and reaped == 1 else 1)
+PY
+then echo "ok: under a subreaper nothing is left"
+else echo "FAIL: under a subreaper" >&2; failures=$((failures + 1)); fi
+
+# The terminal's mode comes back after every signal that ends wisp-vmm, not only SIGTERM/SIGINT.
+for sig in HUP QUIT TERM INT; do
+  if python3 - "$VMM" "$T/idle.elf" "$sig" <<'PY'
+import os, pty, signal, subprocess, sys, termios, time
+master, slave = pty.openpty()
+before = termios.tcgetattr(slave)
+p = subprocess.Popen([sys.argv[1], "--kernel", sys.argv[2]], stdin=slave, stdout=slave,
+                     stderr=subprocess.DEVNULL, start_new_session=True)
+time.sleep(0.3)
+raw = termios.tcgetattr(slave) != before
+p.send_signal(getattr(signal, "SIG" + sys.argv[3]))
+p.wait(timeout=5)
+after = termios.tcgetattr(slave)
+print(f"SIG{sys.argv[3]}: status {p.returncode}, raw while running {raw}, restored {before == after}")
+sys.exit(0 if raw and before == after and p.returncode == 0 else 1)
+PY
+  then echo "ok: terminal restored after SIG$sig"
+  else echo "FAIL: terminal after SIG$sig" >&2; failures=$((failures + 1)); fi
 done
 
 echo "$failures failure(s)"

@@ -112,3 +112,57 @@ const char *format_size(uint64_t bytes, char *buf, unsigned buflen)
         snprintf(buf, buflen, "%.3g %s", v, units[i]);
     return buf;
 }
+
+int parse_kv_list(const char *s, char *buf, struct kv_item *items, unsigned max)
+{
+    unsigned n = 0;
+    char *out = buf;
+    const char *p = s;
+    while (*p) {
+        if (n == max)
+            return -E2BIG;
+        items[n] = (struct kv_item){.key = out};
+        bool in_value = false;
+        for (; *p; p++) {
+            if (*p == ',' && p[1] == ',' && in_value) { /* an escaped comma */
+                *out++ = ',';
+                p++;
+                continue;
+            }
+            if (*p == ',')
+                break;
+            if (*p == '=' && !in_value) {
+                *out++ = '\0';
+                items[n].value = out;
+                in_value = true;
+                continue;
+            }
+            *out++ = *p;
+        }
+        *out++ = '\0';
+        if (!items[n].key[0])
+            return -EINVAL;
+        n++;
+        if (*p == ',')
+            p++;
+    }
+    *out = '\0';
+    return (int)n;
+}
+
+int parse_bool(const char *s, bool *out)
+{
+    static const char *const yes[] = {"on", "yes", "true", "1"}, *const no[] = {"off", "no",
+                                                                                "false", "0"};
+    for (size_t i = 0; i < 4; i++) {
+        if (!strcmp(s, yes[i])) {
+            *out = true;
+            return 0;
+        }
+        if (!strcmp(s, no[i])) {
+            *out = false;
+            return 0;
+        }
+    }
+    return -EINVAL;
+}

@@ -18,6 +18,20 @@ int parse_u64(const char *s, uint64_t *out);
  */
 int parse_size(const char *s, uint64_t default_unit, uint64_t *out);
 
+/*
+ * A "key=value,key=value" list as command-line device options take it (QEMU's syntax: a comma
+ * inside a value is written twice, "path=a,,b" is "a,b"). Fills items with pointers into `buf`
+ * (a copy of s the caller provides, at least strlen(s) + 1 bytes); an item without '=' has a
+ * NULL value. Returns the count, or -E2BIG (more than max) / -EINVAL (an empty key).
+ */
+struct kv_item {
+    const char *key;
+    const char *value;
+};
+int parse_kv_list(const char *s, char *buf, struct kv_item *items, unsigned max);
+/* "on"/"yes"/"true"/"1" or "off"/"no"/"false"/"0"; -EINVAL otherwise. */
+int parse_bool(const char *s, bool *out);
+
 /* Formats a byte count as "1.5 GiB" into buf; returns buf. */
 const char *format_size(uint64_t bytes, char *buf, unsigned buflen);
 

@@ -15,6 +15,8 @@ struct bus;
 struct device;
 struct device_resources;
 struct evloop;
+struct guest_mem;
+struct kvm_ioeventfd_spec;
 struct vm;
 
 /*
@@ -24,13 +26,20 @@ struct vm;
 struct device_ctx {
     struct bus *pio;              /* register port ranges here (device_register_pio) */
     struct bus *mmio;             /* register MMIO ranges here (device_register_mmio) */
-    struct vm *vm;                /* guest memory, ioeventfd and irqfd; NULL in unit tests */
+    struct vm *vm;                /* the KVM VM; NULL in unit tests */
+    const struct guest_mem *mem;  /* guest RAM (every device access goes through gpa_to_hva) */
     struct device_resources *res; /* MMIO windows and interrupt lines (devices/resources.h) */
     struct evloop *main_loop;     /* the machine's event loop (main thread) */
     /* Drives an interrupt line (GSI) to level 0/1 (KVM_IRQ_LINE on the in-kernel irqchip). */
     void (*set_irq)(void *opaque, unsigned gsi, int level);
     /* Ends the VM: the VMM exits with `status` (the first request wins). `why` is logged. */
     void (*request_stop)(void *opaque, int status, const char *why);
+    /* Connects an eventfd to a guest write (ioeventfd) or to an interrupt line (irqfd; each
+     * write pulses it). The machine does it with KVM; the device test protocol watches the
+     * fds itself instead. */
+    int (*attach_ioeventfd)(void *opaque, const struct kvm_ioeventfd_spec *spec, int fd,
+                            bool assign, struct wisp_err *err);
+    int (*attach_irqfd)(void *opaque, unsigned gsi, int fd, bool assign, struct wisp_err *err);
     void *opaque;          /* passed to the callbacks */
     bool debug;            /* devices may log more */
     struct timespec start; /* CLOCK_MONOTONIC at the top of main() */

@@ -1,93 +1,12 @@
-/* wisp-vmm's command line: flags, their checks, and the usage text. */
+/* wisp-vmm's command line: a table of options, their checks, and the parser. */
 #include "vmm/args.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "common/parse.h"
 #include "kvm/guest_mem.h"
-
-const char vmm_usage_text[] =
-    "NAME\n"
-    "    wisp-vmm - run one KVM virtual machine from a Linux kernel\n"
-    "\n"
-    "SYNOPSIS\n"
-    "    wisp-vmm --kernel PATH [--initrd PATH] [--cmdline STR] [--mem SIZE] [--cpus N]\n"
-    "             [--serial stdio|file:PATH|none] [--boot-marker] [--debug] [--async-teardown]\n"
-    "    wisp-vmm --help | --version\n"
-    "\n"
-    "DESCRIPTION\n"
-    "    wisp-vmm creates a KVM virtual machine with an in-kernel PIC, IOAPIC, LAPIC and PIT, a\n"
-    "    16550A UART on COM1, and the legacy ports below, loads a kernel into it and runs it "
-    "until\n"
-    "    the guest powers off, resets, writes the test-exit port, or wisp-vmm gets "
-    "SIGTERM/SIGINT.\n"
-    "    The kernel may be a bzImage (64-bit boot protocol), an ELF with a PVH note (vmlinux), or "
-    "a\n"
-    "    plain ELF64 entered in long mode. Guest RAM is mapped on demand: pages the guest never\n"
-    "    touches cost nothing.\n"
-    "\n"
-    "OPTIONS\n"
-    "    --kernel PATH       kernel image to boot (required)\n"
-    "    --initrd PATH       initial ramdisk, loaded high in RAM\n"
-    "    --cmdline STR       kernel command line, e.g. \"console=ttyS0\"\n"
-    "    --mem SIZE          guest RAM; MiB unless a suffix is given (512, 512M, 2G; 2 MiB to\n"
-    "                        1 TiB, a multiple of 4 KiB); default 128\n"
-    "    --cpus N            vCPUs, 1 to KVM's maximum (KVM_CAP_MAX_VCPUS, at most 1024);\n"
-    "                        default 1. vCPU 0 boots; the others wait for INIT/SIPI\n"
-    "    --serial MODE       COM1 backend: \"stdio\" (default; output to stdout, input from "
-    "stdin,\n"
-    "                        a terminal is put in raw mode and restored on exit), \"file:PATH\"\n"
-    "                        (output appended to PATH, no input) or \"none\" (discarded)\n"
-    "    --boot-marker       print \"wisp-vmm: boot-marker V at T ms\" on stderr for each guest\n"
-    "                        write of V to port 0x440, T being the time since wisp-vmm's main()\n"
-    "                        began (CLOCK_MONOTONIC); if WISP_LAUNCH_NS is set, also\n"
-    "                        \"(T2 ms since launch)\"\n"
-    "    --debug             log each unclaimed I/O port once, and why the VM ended, on stderr\n"
-    "    --async-teardown    exit as soon as the VM has ended and leave the slow part of its\n"
-    "                        teardown (KVM destroying the VM: ~15-25 ms with the irqchip) to a\n"
-    "                        helper process that shares wisp-vmm's memory and exits right\n"
-    "                        after it; the helper is re-parented to init or to the nearest\n"
-    "                        child subreaper, which must reap it (QEMU's async-teardown)\n"
-    "    -h, --help          print this text and exit\n"
-    "    -V, --version       print the version and exit\n"
-    "\n"
-    "I/O PORTS\n"
-    "    0x3f8-0x3ff  COM1, 16550A UART, IRQ 4 (line gated by MCR OUT2, as on a PC)\n"
-    "    0x60, 0x64   i8042: status reads 0x04; writing 0xfe to 0x64 resets: the VM ends, status "
-    "0\n"
-    "    0x80, 0xed   I/O delay, ignored\n"
-    "    0xf4-0xf7    test exit: a write of V ends wisp-vmm with exit status V & 0xff\n"
-    "    0x440-0x443  boot-time marker (see --boot-marker)\n"
-    "    0x600        ACPI RESET_REG: writing 0x0f resets: the VM ends, status 0\n"
-    "    0x604        ACPI SLEEP_CONTROL_REG: a write with SLP_EN (bit 5) powers off, status 0\n"
-    "    0x605        ACPI SLEEP_STATUS_REG, reads 0\n"
-    "    0xcf9        reset control: a write with bit 2 set resets: the VM ends, status 0\n"
-    "    PIT (0x40-0x43, 0x61) and PIC (0x20, 0xa0, 0x4d0) are emulated in the kernel.\n"
-    "    Other ports read as 0xff and ignore writes.\n"
-    "\n"
-    "ENVIRONMENT\n"
-    "    WISP_KVM_DEVICE     the KVM device to open instead of /dev/kvm\n"
-    "    WISP_LAUNCH_NS      CLOCK_MONOTONIC time in nanoseconds at which the launcher started\n"
-    "                        wisp-vmm; boot markers then also report the time since then\n"
-    "\n"
-    "EXIT STATUS\n"
-    "    0    the guest powered off or reset (ACPI, i8042, 0xcf9, triple fault), or wisp-vmm got\n"
-    "         SIGTERM or SIGINT\n"
-    "    V    the guest wrote V to the test-exit port 0xf4\n"
-    "    1    runtime error: KVM unavailable, a kernel that cannot be loaded, a KVM internal "
-    "error\n"
-    "         or failed VM entry (a register dump is printed on stderr)\n"
-    "    2    usage error: a wrong or missing option value\n"
-    "\n"
-    "EXAMPLES\n"
-    "    wisp-vmm --kernel bzImage --cmdline \"console=ttyS0\" --mem 256 --cpus 2\n"
-    "    wisp-vmm --kernel test.elf --serial file:/tmp/com1.log --boot-marker\n";
-
-struct flag_value {
-    const char *name;  /* "--mem" */
-    const char *value; /* NULL for a flag without value */
-};
 
 static int parse_mem(const char *v, struct vmm_args *args, struct wisp_err *err)
 {
@@ -143,51 +62,175 @@ static int parse_path(const char *flag, const char *v, const char **out, struct 
     return 0;
 }
 
-/* Applies one flag that takes a value. */
-static int apply_value_flag(const struct flag_value *f, struct vmm_args *args, struct wisp_err *err)
+static int parse_kernel(const char *v, struct vmm_args *args, struct wisp_err *err)
 {
-    if (!strcmp(f->name, "--kernel"))
-        return parse_path(f->name, f->value, &args->kernel, err);
-    if (!strcmp(f->name, "--initrd"))
-        return parse_path(f->name, f->value, &args->initrd, err);
-    if (!strcmp(f->name, "--cmdline")) {
-        args->cmdline = f->value;
-        return 0;
-    }
-    if (!strcmp(f->name, "--mem"))
-        return parse_mem(f->value, args, err);
-    if (!strcmp(f->name, "--cpus"))
-        return parse_cpus(f->value, args, err);
-    return parse_serial(f->value, args, err); /* --serial, the only one left */
+    return parse_path("--kernel", v, &args->kernel, err);
 }
 
-static bool flag_takes_value(const char *name)
+static int parse_initrd(const char *v, struct vmm_args *args, struct wisp_err *err)
 {
-    static const char *const with_value[] = {"--kernel", "--initrd", "--cmdline",
-                                             "--mem",    "--cpus",   "--serial"};
-    for (size_t i = 0; i < sizeof(with_value) / sizeof(with_value[0]); i++)
-        if (!strcmp(name, with_value[i]))
-            return true;
-    return false;
+    return parse_path("--initrd", v, &args->initrd, err);
 }
 
-/* Applies a flag without value; -EINVAL for an unknown one. */
-static int apply_bool_flag(const char *name, struct vmm_args *args, struct wisp_err *err)
+static int parse_cmdline(const char *v, struct vmm_args *args, struct wisp_err *err)
 {
-    if (!strcmp(name, "--help") || !strcmp(name, "-h"))
-        args->action = VMM_HELP;
-    else if (!strcmp(name, "--version") || !strcmp(name, "-V"))
-        args->action = VMM_VERSION;
-    else if (!strcmp(name, "--boot-marker"))
-        args->boot_marker = true;
-    else if (!strcmp(name, "--debug"))
-        args->debug = true;
-    else if (!strcmp(name, "--async-teardown"))
-        args->async_teardown = true;
-    else if (name[0] == '-')
-        return wisp_err_set(err, EINVAL, "%s: unknown option (see --help)", name);
+    args->cmdline = v;
+    return 0;
+}
+
+static int parse_console(const char *v, struct vmm_args *args, struct wisp_err *err)
+{
+    if (!strcmp(v, "serial"))
+        args->console = VMM_CONSOLE_SERIAL;
+    else if (!strcmp(v, "virtio"))
+        args->console = VMM_CONSOLE_VIRTIO;
     else
-        return wisp_err_set(err, EINVAL, "'%s': unexpected argument (options start with --)", name);
+        return wisp_err_set(err, EINVAL, "--console: '%s' is not serial or virtio", v);
+    return 0;
+}
+
+/* --rng, or --rng=bps=N[,burst=N]: the virtio-rng device, rate-limited to N bytes/s. */
+static int parse_rng(const char *v, struct vmm_args *args, struct wisp_err *err)
+{
+    args->rng = true;
+    args->rng_params = (struct virtio_rng_params){0};
+    if (!v)
+        return 0;
+    char buf[256];
+    struct kv_item kv[4];
+    if (strlen(v) >= sizeof(buf))
+        return wisp_err_set(err, EINVAL, "--rng: '%s' is too long", v);
+    int n = parse_kv_list(v, buf, kv, 4);
+    if (n < 0)
+        return wisp_err_set(err, EINVAL, "--rng: '%s' is not a list of key=value", v);
+    for (int i = 0; i < n; i++) {
+        uint64_t *dst = !strcmp(kv[i].key, "bps")     ? &args->rng_params.bytes_per_sec
+                        : !strcmp(kv[i].key, "burst") ? &args->rng_params.burst
+                                                      : NULL;
+        if (!dst)
+            return wisp_err_set(err, EINVAL, "--rng: unknown key '%s' (bps, burst)", kv[i].key);
+        if (!kv[i].value || parse_size(kv[i].value, 1, dst) < 0)
+            return wisp_err_set(err, EINVAL, "--rng: %s: '%s' is not a number of bytes", kv[i].key,
+                                kv[i].value ? kv[i].value : "");
+    }
+    return 0;
+}
+
+static int parse_cmdline_devices(const char *v, struct vmm_args *args, struct wisp_err *err)
+{
+    if (parse_bool(v, &args->cmdline_devices) < 0)
+        return wisp_err_set(err, EINVAL, "--cmdline-devices: '%s' is not on or off", v);
+    return 0;
+}
+
+static int parse_test_socket(const char *v, struct vmm_args *args, struct wisp_err *err)
+{
+    return parse_path("--test-socket", v, &args->test_socket, err);
+}
+
+static int set_help(const char *v, struct vmm_args *args, struct wisp_err *err)
+{
+    args->action = VMM_HELP;
+    return 0;
+}
+
+static int set_version(const char *v, struct vmm_args *args, struct wisp_err *err)
+{
+    args->action = VMM_VERSION;
+    return 0;
+}
+
+static int set_boot_marker(const char *v, struct vmm_args *args, struct wisp_err *err)
+{
+    args->boot_marker = true;
+    return 0;
+}
+
+static int set_debug(const char *v, struct vmm_args *args, struct wisp_err *err)
+{
+    args->debug = true;
+    return 0;
+}
+
+static int set_async_teardown(const char *v, struct vmm_args *args, struct wisp_err *err)
+{
+    args->async_teardown = true;
+    return 0;
+}
+
+enum option_kind {
+    OPT_FLAG,     /* no value */
+    OPT_VALUE,    /* a value: "--x V" or "--x=V" */
+    OPT_OPTIONAL, /* a value only as "--x=V" */
+};
+
+struct option {
+    const char *name, *alias;
+    enum option_kind kind;
+    int (*apply)(const char *value, struct vmm_args *args, struct wisp_err *err);
+};
+
+/* Every option of wisp-vmm (the usage text, vmm/usage.c, documents them). */
+static const struct option options[] = {
+    {"--kernel", NULL, OPT_VALUE, parse_kernel},
+    {"--initrd", NULL, OPT_VALUE, parse_initrd},
+    {"--cmdline", NULL, OPT_VALUE, parse_cmdline},
+    {"--mem", NULL, OPT_VALUE, parse_mem},
+    {"--cpus", NULL, OPT_VALUE, parse_cpus},
+    {"--serial", NULL, OPT_VALUE, parse_serial},
+    {"--console", NULL, OPT_VALUE, parse_console},
+    {"--rng", NULL, OPT_OPTIONAL, parse_rng},
+    {"--cmdline-devices", NULL, OPT_VALUE, parse_cmdline_devices},
+    {"--test-socket", NULL, OPT_VALUE, parse_test_socket},
+    {"--boot-marker", NULL, OPT_FLAG, set_boot_marker},
+    {"--debug", NULL, OPT_FLAG, set_debug},
+    {"--async-teardown", NULL, OPT_FLAG, set_async_teardown},
+    {"--help", "-h", OPT_FLAG, set_help},
+    {"--version", "-V", OPT_FLAG, set_version},
+};
+
+static const struct option *find_option(const char *name)
+{
+    for (size_t i = 0; i < sizeof(options) / sizeof(options[0]); i++)
+        if (!strcmp(name, options[i].name) || (options[i].alias && !strcmp(name, options[i].alias)))
+            return &options[i];
+    return NULL;
+}
+
+/* Applies argv[*i] (and its value, which may be argv[*i + 1]). */
+static int apply_arg(int argc, char *const argv[], int *i, struct vmm_args *args,
+                     struct wisp_err *err)
+{
+    const char *arg = argv[*i], *eq = arg[0] == '-' ? strchr(arg, '=') : NULL;
+    char name[32];
+    size_t len = eq ? (size_t)(eq - arg) : strlen(arg);
+    if (len >= sizeof(name))
+        len = sizeof(name) - 1; /* too long for any known option: reported as unknown */
+    memcpy(name, arg, len);
+    name[len] = '\0';
+    const struct option *o = find_option(name);
+    if (!o && arg[0] == '-')
+        return wisp_err_set(err, EINVAL, "%s: unknown option (see --help)", name);
+    if (!o)
+        return wisp_err_set(err, EINVAL, "'%s': unexpected argument (options start with --)", arg);
+    const char *value = eq ? eq + 1 : NULL;
+    if (o->kind == OPT_FLAG && value)
+        return wisp_err_set(err, EINVAL, "%s: takes no value", name);
+    if (o->kind == OPT_VALUE && !value) {
+        if (*i + 1 >= argc)
+            return wisp_err_set(err, EINVAL, "%s: missing value", name);
+        value = argv[++*i];
+    }
+    return o->apply(value, args, err);
+}
+
+/* Checks that need every option seen. */
+static int check_combination(const struct vmm_args *args, struct wisp_err *err)
+{
+    if (args->action != VMM_RUN)
+        return 0;
+    if (!args->kernel && !args->test_socket)
+        return wisp_err_set(err, EINVAL, "--kernel: missing (the kernel to boot is required)");
     return 0;
 }
 
@@ -196,36 +239,13 @@ int vmm_args_parse(int argc, char *const argv[], struct vmm_args *args, struct w
     *args = (struct vmm_args){.action = VMM_RUN,
                               .mem_bytes = VMM_DEFAULT_MEM_MIB << 20,
                               .cpus = 1,
-                              .serial = VMM_SERIAL_STDIO};
+                              .serial = VMM_SERIAL_STDIO,
+                              .console = VMM_CONSOLE_SERIAL,
+                              .cmdline_devices = true};
     for (int i = 1; i < argc; i++) {
-        char name[32];
-        const char *arg = argv[i], *eq = strchr(arg, '=');
-        size_t len = eq && arg[0] == '-' ? (size_t)(eq - arg) : strlen(arg);
-        if (len >= sizeof(name))
-            len = sizeof(name) - 1; /* too long for any known flag: reported as unknown */
-        memcpy(name, arg, len);
-        name[len] = '\0';
-        int r;
-        if (flag_takes_value(name)) {
-            struct flag_value f = {.name = name, .value = eq ? eq + 1 : NULL};
-            if (!eq) {
-                if (i + 1 >= argc)
-                    return wisp_err_set(err, EINVAL, "%s: missing value", name);
-                f.value = argv[++i];
-            }
-            r = apply_value_flag(&f, args, err);
-        } else if (eq && arg[0] == '-' &&
-                   (!strcmp(name, "--boot-marker") || !strcmp(name, "--debug") ||
-                    !strcmp(name, "--async-teardown") || !strcmp(name, "--help") ||
-                    !strcmp(name, "--version"))) {
-            r = wisp_err_set(err, EINVAL, "%s: takes no value", name);
-        } else {
-            r = apply_bool_flag(arg, args, err);
-        }
+        int r = apply_arg(argc, argv, &i, args, err);
         if (r < 0)
             return r;
     }
-    if (args->action == VMM_RUN && !args->kernel)
-        return wisp_err_set(err, EINVAL, "--kernel: missing (the kernel to boot is required)");
-    return 0;
+    return check_combination(args, err);
 }

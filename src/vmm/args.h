@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "common/err.h"
+#include "virtio/rng.h"
 
 #define VMM_DEFAULT_MEM_MIB 128
 #define VMM_MIN_MEM_BYTES   (2ULL << 20)
@@ -23,6 +24,12 @@ enum vmm_serial {
     VMM_SERIAL_NONE,
 };
 
+/* Which device the console host side (--serial) belongs to. */
+enum vmm_console {
+    VMM_CONSOLE_SERIAL, /* COM1 (ttyS0) */
+    VMM_CONSOLE_VIRTIO, /* virtio-console port 0 (hvc0); COM1 then discards its output */
+};
+
 struct vmm_args {
     enum vmm_action action;
     const char *kernel;  /* points into argv */
@@ -32,13 +39,19 @@ struct vmm_args {
     unsigned cpus;
     enum vmm_serial serial;
     const char *serial_path; /* for VMM_SERIAL_FILE, points into argv */
+    enum vmm_console console;
+    bool rng; /* a virtio-rng device */
+    struct virtio_rng_params rng_params;
+    bool cmdline_devices;    /* append virtio_mmio.device=... to the kernel command line */
+    const char *test_socket; /* --test-socket: the device test protocol instead of vCPUs */
     bool boot_marker;
     bool debug;
     bool async_teardown; /* hand the VM's teardown to a helper process (machine.h) */
 };
 
 /*
- * Parses argv[1..argc-1] into *args (defaults first: 128 MiB, 1 vCPU, serial on stdio).
+ * Parses argv[1..argc-1] into *args (defaults first: 128 MiB, 1 vCPU, serial on stdio, devices
+ * on the kernel command line). Values point into argv.
  * Accepts "--flag VALUE" and "--flag=VALUE". Returns 0, or -EINVAL with err naming the flag and
  * what is wrong (the caller prints it and exits with status 2). Touches no global state.
  */

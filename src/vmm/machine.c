@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
@@ -33,6 +34,20 @@ static void machine_stop_cb(void *opaque, int status, const char *why)
     machine_request_stop(opaque, status, why);
 }
 
+static int machine_attach_ioeventfd(void *opaque, const struct kvm_ioeventfd_spec *spec, int fd,
+                                    bool assign, struct wisp_err *err)
+{
+    struct machine *m = opaque;
+    return kvm_vm_ioeventfd(&m->vm, spec, fd, assign, err);
+}
+
+static int machine_attach_irqfd(void *opaque, unsigned gsi, int fd, bool assign,
+                                struct wisp_err *err)
+{
+    struct machine *m = opaque;
+    return kvm_vm_irqfd(&m->vm, gsi, fd, -1, assign, err);
+}
+
 static int64_t launch_ns_from_env(void)
 {
     const char *s = getenv("WISP_LAUNCH_NS");
@@ -55,10 +70,13 @@ static int machine_create_devices(struct machine *m, const struct timespec *star
         .pio = &m->pio,
         .mmio = &m->mmio,
         .vm = &m->vm,
+        .mem = &m->vm.mem,
         .res = &m->res,
         .main_loop = m->loop,
         .set_irq = machine_set_irq,
         .request_stop = machine_stop_cb,
+        .attach_ioeventfd = machine_attach_ioeventfd,
+        .attach_irqfd = machine_attach_irqfd,
         .opaque = m,
         .debug = m->args->debug,
         .start = *start,
@@ -137,16 +155,52 @@ static void machine_set_chips_ready(struct machine *m)
     pthread_mutex_unlock(&m->start_lock);
 }
 
+/* The kernel command line: the user's, then (--cmdline-devices on) one
+ * "virtio_mmio.device=4K@BASE:IRQ" per virtio device, as Firecracker passes them. */
+static char *machine_cmdline(const struct machine *m, struct wisp_err *err)
+{
+    const char *user = m->args->cmdline ? m->args->cmdline : "";
+    size_t len = strlen(user) + 1 + (m->args->cmdline_devices ? m->res.nr_virtio * 64 : 0);
+    char *s = malloc(len);
+    if (!s) {
+        wisp_err_set(err, ENOMEM, "out of memory for the kernel command line");
+        return NULL;
+    }
+    size_t n = (size_t)snprintf(s, len, "%s", user);
+    for (unsigned i = 0; m->args->cmdline_devices && i < m->res.nr_virtio; i++) {
+        const struct resource_virtio_mmio *v = &m->res.virtio[i];
+        n += (size_t)snprintf(s + n, len - n, "%svirtio_mmio.device=%lluK@0x%llx:%u", n ? " " : "",
+                              (unsigned long long)(v->size >> 10), (unsigned long long)v->base,
+                              v->gsi);
+    }
+    return s;
+}
+
 static int machine_load_kernel(struct machine *m, struct x86_boot_entry *entry,
                                struct wisp_err *err)
 {
+    struct x86_boot_mmio_device *devs = calloc(m->res.nr_virtio + 1, sizeof(*devs));
+    char *cmdline = devs ? machine_cmdline(m, err) : NULL;
+    if (!cmdline) {
+        free(devs);
+        return devs ? -ENOMEM : wisp_err_set(err, ENOMEM, "out of memory");
+    }
+    for (unsigned i = 0; i < m->res.nr_virtio; i++)
+        devs[i] = (struct x86_boot_mmio_device){.base = m->res.virtio[i].base,
+                                                .size = m->res.virtio[i].size,
+                                                .gsi = m->res.virtio[i].gsi};
     struct x86_boot_params p = {
         .kernel_path = m->args->kernel,
         .initrd_path = m->args->initrd,
-        .cmdline = m->args->cmdline,
+        .cmdline = cmdline,
         .nr_cpus = m->nr_vcpus,
+        .mmio_devices = devs,
+        .nr_mmio_devices = m->res.nr_virtio,
     };
-    return x86_boot_load(&m->vm.mem, &p, entry, err);
+    int r = x86_boot_load(&m->vm.mem, &p, entry, err);
+    free(cmdline);
+    free(devs);
+    return r;
 }
 
 static void machine_init_fields(struct machine *m, const struct vmm_args *args, struct kvm *kvm)

@@ -5,12 +5,13 @@
 
 #include "arch/x86/pc.h"
 #include "common/chardev.h"
+#include "virtio/rng.h"
 #include "vmm/machine.h"
 
 /* Every device type wisp-vmm knows, by the name used in messages and configurations. */
 static const struct device_ops *const device_types[] = {
     &serial_port_device_ops, &i8042_device_ops,     &test_exit_device_ops, &boot_marker_device_ops,
-    &acpi_pm_device_ops,     &reset_cf9_device_ops, &io_delay_device_ops,
+    &acpi_pm_device_ops,     &reset_cf9_device_ops, &io_delay_device_ops,  &virtio_rng_device_ops,
 };
 
 static const struct device_ops *device_type(const char *type)
@@ -66,8 +67,20 @@ int machine_add_legacy_devices(struct device_list *list, const struct device_ctx
     return r;
 }
 
+/* The virtio devices the configuration asks for, in a fixed order (so their windows and
+ * lines do not depend on the order of the options). */
+static int add_virtio(struct machine *m, struct wisp_err *err)
+{
+    const struct adder a = {.list = &m->devices, .ctx = &m->ctx};
+    int r = 0;
+    if (m->args->rng)
+        r = add(&a, "virtio-rng", "rng0", &m->args->rng_params, err);
+    return r;
+}
+
 int machine_add_devices(struct machine *m, struct wisp_err *err)
 {
-    return machine_add_legacy_devices(&m->devices, &m->ctx, &m->legacy, m->console,
-                                      m->args->boot_marker, err);
+    int r = machine_add_legacy_devices(&m->devices, &m->ctx, &m->legacy, m->console,
+                                       m->args->boot_marker, err);
+    return r < 0 ? r : add_virtio(m, err);
 }

@@ -402,8 +402,8 @@ static void test_mptable(void **state)
         struct guest_mem mem;
         assert_int_equal(guest_mem_create(&mem, 64 * MiB, NULL), 0);
         struct wisp_err err = {0};
-        assert_int_equal(x86_mptable_write(&mem, X86_MPTABLE_ADDR, X86_TABLES_END, counts[i], &err),
-                         0);
+        assert_int_equal(
+            x86_mptable_write(&mem, X86_MPTABLE_ADDR, X86_TABLES_END, counts[i], NULL, 0, &err), 0);
         const uint8_t *fp = gpa_to_hva(&mem, X86_MPTABLE_ADDR, 16);
         assert_memory_equal(fp, "_MP_", 4);
         assert_int_equal(fp[8], 1); /* length in paragraphs */
@@ -463,9 +463,47 @@ static void test_mptable(void **state)
     }
 }
 
+/* The IOAPIC pins above 15 that devices were given appear once each as I/O interrupt entries
+ * (pin = source IRQ); pins no device has do not. */
+static void test_mptable_device_pins(void **state)
+{
+    struct guest_mem mem;
+    assert_int_equal(guest_mem_create(&mem, 64 * MiB, NULL), 0);
+    const struct x86_boot_mmio_device devs[] = {{0xd0000000, 0x1000, 5},
+                                                {0xd0001000, 0x1000, 17},
+                                                {0xd0002000, 0x1000, 20},
+                                                {0xd0003000, 0x1000, 17}};
+    struct wisp_err err = {0};
+    assert_int_equal(x86_mptable_write(&mem, X86_MPTABLE_ADDR, X86_TABLES_END, 2, devs, 4, &err),
+                     0);
+    const uint8_t *fp = gpa_to_hva(&mem, X86_MPTABLE_ADDR, 16);
+    const uint8_t *h = gpa_to_hva(&mem, le32(fp + 4), 44);
+    uint16_t base_len, count;
+    memcpy(&base_len, h + 4, 2);
+    memcpy(&count, h + 34, 2);
+    assert_int_equal(x86_checksum(h, base_len), 0);
+    unsigned pins[32] = {0};
+    size_t off = 44;
+    for (unsigned e = 0; e < count; e++) {
+        const uint8_t *p = h + off;
+        if (p[0] == 3) {
+            assert_int_equal(p[5], p[7] == 2 ? 0 : p[7]); /* source IRQ = pin (0 -> pin 2) */
+            pins[p[7]]++;
+        }
+        off += p[0] == 0 ? 20 : 8;
+    }
+    assert_int_equal(off, base_len);
+    assert_int_equal(pins[17], 1);
+    assert_int_equal(pins[20], 1);
+    assert_int_equal(pins[18], 0);
+    assert_int_equal(pins[5], 1); /* an ISA line, listed with the others */
+    guest_mem_destroy(&mem);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_mptable_device_pins),
         cmocka_unit_test(test_fadt_hw_reduced_reset_and_sleep_registers),
         cmocka_unit_test(test_madt_one_entry_per_cpu),
         cmocka_unit_test(test_acpi_refuses_bad_cpu_counts),

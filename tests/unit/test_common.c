@@ -86,6 +86,30 @@ static void test_parse_size_rejects_bad(void **state)
     assert_int_equal(parse_size("99999999999999999999", 1, &v), -ERANGE);
 }
 
+static void test_parse_kv_list(void **state)
+{
+    char buf[128];
+    struct kv_item it[4];
+    assert_int_equal(parse_kv_list("path=/a,,b.img,readonly=on,x", buf, it, 4), 3);
+    assert_string_equal(it[0].key, "path");
+    assert_string_equal(it[0].value, "/a,b.img");
+    assert_string_equal(it[1].key, "readonly");
+    assert_string_equal(it[1].value, "on");
+    assert_string_equal(it[2].key, "x");
+    assert_null(it[2].value);
+    assert_int_equal(parse_kv_list("", buf, it, 4), 0);
+    assert_int_equal(parse_kv_list("a=1,=2", buf, it, 4), -EINVAL);
+    assert_int_equal(parse_kv_list("a,b,c,d,e", buf, it, 4), -E2BIG);
+    assert_int_equal(parse_kv_list("a=x=y", buf, it, 4), 1);
+    assert_string_equal(it[0].value, "x=y");
+    bool b;
+    assert_int_equal(parse_bool("on", &b), 0);
+    assert_true(b);
+    assert_int_equal(parse_bool("0", &b), 0);
+    assert_false(b);
+    assert_int_equal(parse_bool("maybe", &b), -EINVAL);
+}
+
 static void test_err_set_wrap(void **state)
 {
     struct wisp_err err = {0};
@@ -122,6 +146,7 @@ int main(void)
         cmocka_unit_test(test_parse_u64_rejects_junk_sign_overflow),
         cmocka_unit_test(test_parse_size_suffixes),
         cmocka_unit_test(test_parse_size_rejects_bad),
+        cmocka_unit_test(test_parse_kv_list),
         cmocka_unit_test(test_err_set_wrap),
         cmocka_unit_test(test_err_wrap_truncates_safely),
     };

@@ -322,7 +322,8 @@ static int write_firmware_tables(struct boot_ctx *c)
                                    .nr_mmio_devices = c->p->nr_mmio_devices};
     r = x86_acpi_write(c->mem, X86_ACPI_ADDR, X86_MPTABLE_ADDR, &acpi, &c->rsdp, c->err);
     if (r == 0)
-        r = x86_mptable_write(c->mem, X86_MPTABLE_ADDR, X86_TABLES_END, c->p->nr_cpus, c->err);
+        r = x86_mptable_write(c->mem, X86_MPTABLE_ADDR, X86_TABLES_END, c->p->nr_cpus,
+                              c->p->mmio_devices, c->p->nr_mmio_devices, c->err);
     c->entry->rsdp = c->rsdp;
     return r;
 }

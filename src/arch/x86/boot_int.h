@@ -165,8 +165,10 @@ void x86_entry_pvh(struct x86_boot_entry *e, uint64_t rip, uint64_t start_info);
 
 /* ---- MP table (mptable.c), Intel MultiProcessor Specification 1.4 ---- */
 /* Writes the floating pointer at `base` and the configuration table right after it; processors
- * with APIC ids 0 .. min(nr_cpus, 255) - 1 (the MP table has 8-bit APIC ids). */
+ * with APIC ids 0 .. min(nr_cpus, 255) - 1 (the MP table has 8-bit APIC ids), ISA IRQs 0-15 and
+ * the IOAPIC pins above 15 that `devs` use. */
 int x86_mptable_write(const struct guest_mem *mem, uint64_t base, uint64_t limit, unsigned nr_cpus,
+                      const struct x86_boot_mmio_device *devs, unsigned nr_devs,
                       struct wisp_err *err);
 
 /* ---- ACPI (acpi.c) ---- */

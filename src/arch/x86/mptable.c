@@ -57,7 +57,8 @@ static uint8_t *mp_put(uint8_t *p, const void *v, size_t n)
 }
 
 /* Entries after the header; returns the end pointer and counts entries in *count. */
-static uint8_t *mp_entries(uint8_t *p, unsigned cpus, uint16_t *count)
+static uint8_t *mp_entries(uint8_t *p, unsigned cpus, const struct x86_boot_mmio_device *devs,
+                           unsigned nr_devs, uint16_t *count)
 {
     for (unsigned id = 0; id < cpus; id++) {
         struct mp_processor cpu = {
@@ -87,6 +88,20 @@ static uint8_t *mp_entries(uint8_t *p, unsigned cpus, uint16_t *count)
         p = mp_put(p, &e, sizeof(e));
         (*count)++;
     }
+    /* The IOAPIC pins above 15 that devices were given (virtio-mmio windows), each once, as ISA
+     * interrupts of the same number (edge, active high, as Firecracker describes them), so that
+     * a guest with ACPI off routes them. */
+    uint32_t high = 0;
+    for (unsigned i = 0; i < nr_devs; i++)
+        if (devs[i].gsi >= 16 && devs[i].gsi < 32)
+            high |= 1u << devs[i].gsi;
+    for (uint8_t pin = 16; pin < 32; pin++) {
+        if (!(high >> pin & 1))
+            continue;
+        struct mp_interrupt e = {MP_IO_INTERRUPT, MP_INT, 0, 0, pin, X86_IOAPIC_ID, pin};
+        p = mp_put(p, &e, sizeof(e));
+        (*count)++;
+    }
     /* Every local APIC: LINT0 ExtINT (the PIC), LINT1 NMI. */
     const struct mp_interrupt lint0 = {MP_LOCAL_INTERRUPT, MP_EXTINT, 0, 0, 0, 0xff, 0};
     const struct mp_interrupt lint1 = {MP_LOCAL_INTERRUPT, MP_NMI, 0, 0, 0, 0xff, 1};
@@ -97,13 +112,14 @@ static uint8_t *mp_entries(uint8_t *p, unsigned cpus, uint16_t *count)
 }
 
 int x86_mptable_write(const struct guest_mem *mem, uint64_t base, uint64_t limit, unsigned nr_cpus,
+                      const struct x86_boot_mmio_device *devs, unsigned nr_devs,
                       struct wisp_err *err)
 {
     if (nr_cpus == 0)
         return wisp_err_set(err, EINVAL, "MP table: no vCPUs");
     unsigned cpus = nr_cpus < MP_MAX_CPUS ? nr_cpus : MP_MAX_CPUS;
     uint64_t size = sizeof(struct mp_floating_pointer) + sizeof(struct mp_config_header) +
-                    cpus * sizeof(struct mp_processor) + 8 + 8 + 17 * 8;
+                    cpus * sizeof(struct mp_processor) + 8 + 8 + (17 + 16) * 8;
     if (limit <= base || size > limit - base || !gpa_to_hva(mem, base, size))
         return wisp_err_set(err, ENOSPC,
                             "MP table (%llu bytes) does not fit in guest RAM at "
@@ -116,7 +132,7 @@ int x86_mptable_write(const struct guest_mem *mem, uint64_t base, uint64_t limit
     struct mp_floating_pointer *fp = (struct mp_floating_pointer *)t;
     struct mp_config_header *h = (struct mp_config_header *)(fp + 1);
     uint16_t count = 0;
-    uint8_t *end = mp_entries((uint8_t *)(h + 1), cpus, &count);
+    uint8_t *end = mp_entries((uint8_t *)(h + 1), cpus, devs, nr_devs, &count);
     h->entry_count = count;
 
     memcpy(h->signature, "PCMP", 4);

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/parse.h"
@@ -116,6 +117,48 @@ static int parse_rng(const char *v, struct vmm_args *args, struct wisp_err *err)
     return 0;
 }
 
+/* A copy of a device option's value, which its parsed parameters point into. */
+static char *device_storage(struct vmm_args *args, const char *v, const char *what,
+                            struct wisp_err *err)
+{
+    if (args->nr_storage == sizeof(args->storage) / sizeof(args->storage[0])) {
+        wisp_err_set(err, EINVAL, "%s: too many devices", what);
+        return NULL;
+    }
+    char *buf = malloc(strlen(v) + 1);
+    if (!buf)
+        wisp_err_set(err, ENOMEM, "%s: out of memory", what);
+    else
+        args->storage[args->nr_storage++] = buf;
+    return buf;
+}
+
+static int parse_drive(const char *v, struct vmm_args *args, struct wisp_err *err)
+{
+    if (args->nr_drives == VMM_MAX_DRIVES)
+        return wisp_err_set(err, EINVAL, "--drive: more than %d drives", VMM_MAX_DRIVES);
+    char *buf = device_storage(args, v, "--drive", err);
+    if (!buf)
+        return -EINVAL;
+    int r = virtio_blk_params_parse(v, buf, &args->drives[args->nr_drives], err);
+    if (r == 0)
+        args->nr_drives++;
+    return r;
+}
+
+static int parse_net(const char *v, struct vmm_args *args, struct wisp_err *err)
+{
+    if (args->nr_nics == VMM_MAX_NICS)
+        return wisp_err_set(err, EINVAL, "--net: more than %d NICs", VMM_MAX_NICS);
+    char *buf = device_storage(args, v, "--net", err);
+    if (!buf)
+        return -EINVAL;
+    int r = virtio_net_params_parse(v, buf, &args->nics[args->nr_nics], err);
+    if (r == 0)
+        args->nr_nics++;
+    return r;
+}
+
 static int parse_cmdline_devices(const char *v, struct vmm_args *args, struct wisp_err *err)
 {
     if (parse_bool(v, &args->cmdline_devices) < 0)
@@ -180,6 +223,8 @@ static const struct option options[] = {
     {"--serial", NULL, OPT_VALUE, parse_serial},
     {"--console", NULL, OPT_VALUE, parse_console},
     {"--rng", NULL, OPT_OPTIONAL, parse_rng},
+    {"--drive", NULL, OPT_VALUE, parse_drive},
+    {"--net", NULL, OPT_VALUE, parse_net},
     {"--cmdline-devices", NULL, OPT_VALUE, parse_cmdline_devices},
     {"--test-socket", NULL, OPT_VALUE, parse_test_socket},
     {"--boot-marker", NULL, OPT_FLAG, set_boot_marker},
@@ -224,14 +269,42 @@ static int apply_arg(int argc, char *const argv[], int *i, struct vmm_args *args
     return o->apply(value, args, err);
 }
 
+/* Two devices may not share a name (a drive's or NIC's id). */
+static int check_device_ids(const struct vmm_args *args, struct wisp_err *err)
+{
+    const char *ids[VMM_MAX_DRIVES + VMM_MAX_NICS];
+    unsigned n = 0;
+    for (unsigned i = 0; i < args->nr_drives; i++)
+        if (args->drives[i].id)
+            ids[n++] = args->drives[i].id;
+    for (unsigned i = 0; i < args->nr_nics; i++)
+        if (args->nics[i].id)
+            ids[n++] = args->nics[i].id;
+    for (unsigned i = 0; i < n; i++)
+        for (unsigned j = i + 1; j < n; j++)
+            if (!strcmp(ids[i], ids[j]))
+                return wisp_err_set(err, EINVAL, "id=%s: two devices have this id", ids[i]);
+    return 0;
+}
+
 /* Checks that need every option seen. */
 static int check_combination(const struct vmm_args *args, struct wisp_err *err)
 {
     if (args->action != VMM_RUN)
         return 0;
+    int r = check_device_ids(args, err);
+    if (r < 0)
+        return r;
     if (!args->kernel && !args->test_socket)
         return wisp_err_set(err, EINVAL, "--kernel: missing (the kernel to boot is required)");
     return 0;
+}
+
+void vmm_args_free(struct vmm_args *args)
+{
+    for (unsigned i = 0; i < args->nr_storage; i++)
+        free(args->storage[i]);
+    args->nr_storage = 0;
 }
 
 int vmm_args_parse(int argc, char *const argv[], struct vmm_args *args, struct wisp_err *err)

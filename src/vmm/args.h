@@ -6,11 +6,15 @@
 #include <stdint.h>
 
 #include "common/err.h"
+#include "virtio/blk.h"
+#include "virtio/net.h"
 #include "virtio/rng.h"
 
 #define VMM_DEFAULT_MEM_MIB 128
 #define VMM_MIN_MEM_BYTES   (2ULL << 20)
 #define VMM_MAX_CPUS        1024 /* also bounded at run time by KVM_CAP_MAX_VCPUS */
+#define VMM_MAX_DRIVES      16
+#define VMM_MAX_NICS        8
 
 enum vmm_action {
     VMM_RUN,
@@ -42,6 +46,12 @@ struct vmm_args {
     enum vmm_console console;
     bool rng; /* a virtio-rng device */
     struct virtio_rng_params rng_params;
+    struct virtio_blk_params drives[VMM_MAX_DRIVES];
+    unsigned nr_drives;
+    struct virtio_net_params nics[VMM_MAX_NICS];
+    unsigned nr_nics;
+    char *storage[VMM_MAX_DRIVES + VMM_MAX_NICS]; /* copies the device options point into */
+    unsigned nr_storage;
     bool cmdline_devices;    /* append virtio_mmio.device=... to the kernel command line */
     const char *test_socket; /* --test-socket: the device test protocol instead of vCPUs */
     bool boot_marker;
@@ -56,6 +66,8 @@ struct vmm_args {
  * what is wrong (the caller prints it and exits with status 2). Touches no global state.
  */
 int vmm_args_parse(int argc, char *const argv[], struct vmm_args *args, struct wisp_err *err);
+/* Frees what vmm_args_parse allocated (also after it failed). */
+void vmm_args_free(struct vmm_args *args);
 
 /* The --help text. */
 extern const char vmm_usage_text[];

@@ -122,6 +122,7 @@ int main(int argc, char *argv[])
     struct vmm_args args;
     struct wisp_err err = {0};
     if (vmm_args_parse(argc, argv, &args, &err) < 0) {
+        vmm_args_free(&args);
         print_error(&err);
         return EXIT_USAGE;
     }
@@ -133,5 +134,7 @@ int main(int argc, char *argv[])
         printf("wisp-vmm %s\n", WISP_VERSION);
         return 0;
     }
-    return run(&args, &start);
+    int status = run(&args, &start);
+    vmm_args_free(&args);
+    return status;
 }

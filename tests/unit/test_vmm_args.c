@@ -74,6 +74,7 @@ static void expect_error(int argc, char *const argv[], const char *needle)
     struct vmm_args a;
     struct wisp_err err = {0};
     int r = vmm_args_parse(argc, argv, &a, &err);
+    vmm_args_free(&a);
     if (r != -EINVAL || !strstr(err.msg, needle))
         fail_msg("argv[1]=%s: got %d '%s', wanted -EINVAL and '%s'", argv[1], r, err.msg, needle);
 }
@@ -106,15 +107,87 @@ static void test_bad_values_name_the_flag(void **state)
     EXPECT_ERROR("-x: unknown option", "-x", "--kernel", "k");
     EXPECT_ERROR("'stray': unexpected argument", "--kernel", "k", "stray");
     EXPECT_ERROR("--boot-marker: takes no value", "--kernel", "k", "--boot-marker=1");
+    /* sizes and counts with a leading zero are decimal */
+    struct vmm_args a;
+    assert_int_equal(PARSE(&a, NULL, "--kernel", "k", "--mem", "010", "--cpus", "010"), 0);
+    assert_true(a.mem_bytes == 10ULL << 20);
+    assert_int_equal(a.cpus, 10);
+}
+
+static void test_devices(void **state)
+{
+    struct vmm_args a;
+    struct wisp_err err = {0};
+    assert_int_equal(
+        PARSE(&a, &err, "--kernel", "k", "--drive",
+              "path=/img/a,,b.qcow2,format=qcow2,readonly=on,cache=none,aio=threads,serial=S1,"
+              "queues=2,iops=100,bps-write=1M,id=root",
+              "--drive", "path=d2.img", "--net", "tap=tap0,mac=02:00:00:00:00:09,rx-bps=1M",
+              "--net", "tap=tap1,vhost=auto,id=lan", "--rng=bps=1K", "--console", "virtio",
+              "--cmdline-devices", "off"),
+        0);
+    assert_int_equal(a.nr_drives, 2);
+    assert_string_equal(a.drives[0].path, "/img/a,b.qcow2");
+    assert_string_equal(a.drives[0].format, "qcow2");
+    assert_true(a.drives[0].read_only);
+    assert_int_equal(a.drives[0].cache, BLOCK_CACHE_NONE);
+    assert_int_equal(a.drives[0].aio, BLOCK_AIO_THREADS);
+    assert_true(a.drives[0].aio_given);
+    assert_string_equal(a.drives[0].serial, "S1");
+    assert_int_equal(a.drives[0].queues, 2);
+    assert_int_equal(a.drives[0].limits.iops_total, 100);
+    assert_int_equal(a.drives[0].limits.bps_write, 1 << 20);
+    assert_string_equal(a.drives[0].id, "root");
+    assert_string_equal(a.drives[1].path, "d2.img");
+    assert_null(a.drives[1].format);
+    assert_false(a.drives[1].aio_given);
+    assert_int_equal(a.drives[1].queues, 1);
+    assert_int_equal(a.nr_nics, 2);
+    assert_string_equal(a.nics[0].tap, "tap0");
+    assert_true(a.nics[0].mac_given);
+    assert_int_equal(a.nics[0].mac[5], 9);
+    assert_int_equal(a.nics[0].rx_bps, 1 << 20);
+    assert_int_equal(a.nics[1].vhost, VIRTIO_NET_VHOST_AUTO);
+    assert_string_equal(a.nics[1].id, "lan");
+    assert_true(a.rng);
+    assert_int_equal(a.rng_params.bytes_per_sec, 1024);
+    assert_int_equal(a.console, VMM_CONSOLE_VIRTIO);
+    assert_false(a.cmdline_devices);
+    vmm_args_free(&a);
+
+    EXPECT_ERROR("--drive: path=FILE is missing", "--kernel", "k", "--drive", "format=raw");
+    EXPECT_ERROR("--drive: format: 'vmdk' is not raw or qcow2", "--kernel", "k", "--drive",
+                 "path=x,format=vmdk");
+    EXPECT_ERROR("--drive: unknown key 'size'", "--kernel", "k", "--drive", "path=x,size=1");
+    EXPECT_ERROR("--drive: readonly: 'maybe' is not on or off", "--kernel", "k", "--drive",
+                 "path=x,readonly=maybe");
+    EXPECT_ERROR("--drive: cache: 'fast'", "--kernel", "k", "--drive", "path=x,cache=fast");
+    EXPECT_ERROR("--drive: queues: '9' is not 1 to 8", "--kernel", "k", "--drive",
+                 "path=x,queues=9");
+    EXPECT_ERROR("--drive: serial: '123456789012345678901' is longer than 20 bytes", "--kernel",
+                 "k", "--drive", "path=x,serial=123456789012345678901");
+    EXPECT_ERROR("--drive: 'readonly' has no value", "--kernel", "k", "--drive", "path=x,readonly");
+    EXPECT_ERROR("--net: tap=NAME is missing", "--kernel", "k", "--net", "mac=02:00:00:00:00:01");
+    EXPECT_ERROR("--net: mac: '01:00:00:00:00:01' is not a unicast address", "--kernel", "k",
+                 "--net", "tap=t,mac=01:00:00:00:00:01");
+    EXPECT_ERROR("--net: tap: 'abcdefghijklmnop' is longer than 15", "--kernel", "k", "--net",
+                 "tap=abcdefghijklmnop");
+    EXPECT_ERROR("--net: vhost: 'maybe' is not on, off or auto", "--kernel", "k", "--net",
+                 "tap=t,vhost=maybe");
+    EXPECT_ERROR("id=x: two devices have this id", "--kernel", "k", "--drive", "path=a,id=x",
+                 "--net", "tap=t,id=x");
+    EXPECT_ERROR("--console: 'vga' is not serial or virtio", "--kernel", "k", "--console", "vga");
+    EXPECT_ERROR("--rng: unknown key 'rate'", "--kernel", "k", "--rng=rate=1");
+    EXPECT_ERROR("--cmdline-devices: 'maybe' is not on or off", "--kernel", "k",
+                 "--cmdline-devices", "maybe");
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_all_flags),
-        cmocka_unit_test(test_help_version),
-        cmocka_unit_test(test_bad_values_name_the_flag),
+        cmocka_unit_test(test_defaults),     cmocka_unit_test(test_all_flags),
+        cmocka_unit_test(test_help_version), cmocka_unit_test(test_bad_values_name_the_flag),
+        cmocka_unit_test(test_devices),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

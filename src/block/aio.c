@@ -40,6 +40,8 @@
 struct aio_item {
     struct block_req *req;
     int ret;
+    bool mapped; /* the driver mapped [host, host + len) for the ring: map_done() at the end */
+    uint64_t host, len;
     struct aio_item *next;
 };
 
@@ -282,33 +284,44 @@ static bool iov_direct_ok(const struct block_file *f, uint64_t off, const struct
     return true;
 }
 
-/* Can the ring take this request directly, and at which host offset? Raw data I/O and flushes
- * go as they are. For other formats, a read whose whole range maps to one contiguous run of
- * plain data clusters (the mapping step: block_status under the driver's lock) is read from
- * the host file by the ring; everything else (allocation, COW, compression, zero clusters,
- * backing files) runs in the pool on the synchronous driver. */
-static bool ring_eligible(struct block_dev *bs, const struct block_req *req, uint64_t *host)
+/* Ends the driver's mapping of a ring request (its host clusters may be reused again). */
+static void ring_unmap(struct block_dev *bs, struct aio_item *it)
 {
+    if (it->mapped) {
+        bs->drv->map_done(bs, it->host, it->len);
+        it->mapped = false;
+    }
+}
+
+/* Can the ring take this request directly, and at which host offset? Raw data I/O and flushes
+ * go as they are. For other formats the driver maps the range (map_for_read / map_for_write,
+ * under its lock) when it is one contiguous run of plain data clusters that can be read or
+ * overwritten in place; the ring then transfers it and the mapping ends at completion.
+ * Everything else (allocation, COW, compression, zero clusters, backing files) runs in the
+ * pool on the synchronous driver. */
+static bool ring_eligible(struct block_dev *bs, struct aio_item *it, uint64_t *host)
+{
+    const struct block_req *req = it->req;
     *host = req->offset;
     if (req->op == BLOCK_OP_FLUSH)
         return bs->drv == &raw_driver;
     if ((req->op != BLOCK_OP_READ && req->op != BLOCK_OP_WRITE) || req->iovcnt > IOV_MAX)
         return false;
-    if (bs->drv != &raw_driver) {
-        size_t len = req_bytes(req);
-        uint64_t pnum = 0;
-        if (len == 0)
-            return false;
-        if (req->op == BLOCK_OP_WRITE)
-            return bs->drv->map_for_write &&
-                   bs->drv->map_for_write(bs, req->offset, len, host) == 0 &&
-                   iov_direct_ok(bs->file, *host, req);
-        int st = bs->drv->block_status(bs, req->offset, len, &pnum, host, NULL);
-        const int plain = BLOCK_STATUS_DATA | BLOCK_STATUS_ALLOCATED | BLOCK_STATUS_OFFSET;
-        if (st != plain || pnum < len)
-            return false;
+    if (bs->drv == &raw_driver)
+        return iov_direct_ok(bs->file, *host, req);
+    size_t len = req_bytes(req);
+    int (*map)(struct block_dev *, uint64_t, uint64_t, uint64_t *) =
+        req->op == BLOCK_OP_WRITE ? bs->drv->map_for_write : bs->drv->map_for_read;
+    if (len == 0 || !map || !bs->drv->map_done || map(bs, req->offset, len, host) < 0)
+        return false;
+    it->mapped = true;
+    it->host = *host;
+    it->len = len;
+    if (!iov_direct_ok(bs->file, *host, req)) {
+        ring_unmap(bs, it);
+        return false;
     }
-    return iov_direct_ok(bs->file, *host, req);
+    return true;
 }
 
 static void ring_reap(struct block_aio_ctx *c, struct block_dev *bs);
@@ -413,8 +426,10 @@ static int aio_dispatch(struct block_dev *bs, struct block_aio_ctx *c, struct ai
     uint64_t host;
     /* at most ring_size on the ring, so its completion queue (twice as big) cannot overflow;
      * beyond that the pool takes requests */
-    if (c->ring_ok && c->ring_inflight < c->ring_size && ring_eligible(bs, req, &host)) {
+    if (c->ring_ok && c->ring_inflight < c->ring_size && ring_eligible(bs, it, &host)) {
         int r = ring_submit(c, bs, it, host);
+        if (r < 0)
+            ring_unmap(bs, it);
         return r < 0 ? wisp_err_sys(err, -r, "%s: io_uring submit", bs->filename) : 0;
     }
     pthread_mutex_lock(&c->lock);
@@ -483,10 +498,14 @@ static void ring_complete(struct block_aio_ctx *c, struct block_dev *bs, struct 
     if (!it)
         return; /* the no-op left by a failed submission (ring_submit) */
     struct block_req *req = it->req;
-    if (res >= 0 && (req->op == BLOCK_OP_READ || req->op == BLOCK_OP_WRITE))
-        it->ret = (size_t)res == req_bytes(req) ? 0 : aio_execute(bs, req);
-    else
+    if (res >= 0 && (req->op == BLOCK_OP_READ || req->op == BLOCK_OP_WRITE) &&
+        (size_t)res != req_bytes(req)) {
+        ring_unmap(bs, it); /* the driver maps the range again */
+        it->ret = aio_execute(bs, req);
+    } else {
         it->ret = res < 0 ? res : 0;
+    }
+    ring_unmap(bs, it);
     pthread_mutex_lock(&c->lock);
     queue_push(&c->done, it);
     pthread_mutex_unlock(&c->lock);

@@ -208,6 +208,7 @@ int block_open_backing(struct block_dev *bs, const char *backing, const char *ba
     o.format = backing_fmt && backing_fmt[0] ? backing_fmt : NULL;
     o.read_only = true;
     o.no_backing = false;
+    o.repair = false;
     o.backing_override = NULL;
     o.backing_format_override = NULL;
     o.throttle = NULL;

@@ -67,7 +67,10 @@ struct block_open_opts {
     /* io_uring: how long block_aio_poll() may busy-poll the completion ring before sleeping
      * (adaptive, up to this many ns; 0 = default BLOCK_POLL_MAX_NS_DEFAULT, < 0 = never). */
     int64_t poll_max_ns;
-    bool no_backing;              /* open only this node (qemu-img -u / info without chain) */
+    bool no_backing; /* open only this node (qemu-img -u / info without chain) */
+    /* Open for checking and repair only (wisp-img check): damaged tables and the corrupt bit
+     * do not refuse the open; the node takes no guest writes (qcow2_check may repair). */
+    bool repair;
     const char *backing_override; /* use this backing file instead of the header's */
     const char *backing_format_override;
     const struct block_throttle_limits *throttle; /* NULL = none */
@@ -136,6 +139,13 @@ struct block_driver {
      * the worker pool through pwritev. Must not block on I/O other than metadata cache reads. */
     int (*map_for_write)(struct block_dev *bs, uint64_t offset, uint64_t len,
                          uint64_t *host_offset);
+    /* Optional, likewise for reads: is [offset, offset+len) one contiguous run of plain data
+     * clusters? Then 0 with the host offset (else -EAGAIN: the pool reads it). */
+    int (*map_for_read)(struct block_dev *bs, uint64_t offset, uint64_t len, uint64_t *host_offset);
+    /* Required with map_for_*: the engine's transfer at a range they returned has finished.
+     * Until then the driver keeps those host clusters from being reused (freed and handed out
+     * again while the transfer could still read or write them). */
+    void (*map_done)(struct block_dev *bs, uint64_t host_offset, uint64_t len);
 };
 
 struct block_dev {

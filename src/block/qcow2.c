@@ -145,7 +145,7 @@ static int parse_feature_bits(struct qcow2_state *s, const uint8_t *hdr, size_t 
     if (s->incompat & QCOW2_INCOMPAT_DATA_FILE)
         return wisp_err_set(err, ENOTSUP, "%s: images with an external data file are not supported",
                             s->name);
-    if ((s->incompat & QCOW2_INCOMPAT_CORRUPT) && !ro)
+    if ((s->incompat & QCOW2_INCOMPAT_CORRUPT) && !ro && !s->repair)
         return wisp_err_set(err, EROFS,
                             "%s: the image is marked corrupt; it can only be opened read-only "
                             "(repair with wisp-img check -r all)",
@@ -274,6 +274,7 @@ static int validate_geometry(struct qcow2_state *s, struct wisp_err *err)
     return check_table_overlaps(s, err);
 }
 
+/* Loads the L1 table; its entries are validated with the other tables (qcow2_meta_build). */
 static int load_l1(struct qcow2_state *s, struct wisp_err *err)
 {
     size_t n = s->l1_size ? s->l1_size : 1;
@@ -285,32 +286,14 @@ static int load_l1(struct qcow2_state *s, struct wisp_err *err)
     int ret = block_file_pread(s->file, s->l1_offset, s->l1, (size_t)s->l1_size * 8, err);
     if (ret < 0)
         return wisp_err_wrap(err, "%s: reading the L1 table", s->name);
-    for (uint32_t i = 0; i < s->l1_size; i++) {
-        uint64_t e = be64toh(s->l1[i]);
-        s->l1[i] = e;
-        uint64_t l2 = e & QCOW2_OFFSET_MASK;
-        if (e & QCOW2_L1E_RESERVED)
-            return wisp_err_set(err, EINVAL,
-                                "%s: L1 entry %u at offset 0x%" PRIx64 " has reserved bits set",
-                                s->name, i, s->l1_offset + (uint64_t)i * 8);
-        if (!l2)
-            continue;
-        char what[64];
-        snprintf(what, sizeof(what), "L2 table (L1 entry %u)", i);
-        if ((ret = qcow2_check_metadata_range(s, l2, s->cluster_size, what, err)) < 0)
-            return ret;
-        if (ranges_overlap(l2, s->cluster_size, s->l1_offset, (uint64_t)s->l1_size * 8) ||
-            ranges_overlap(l2, s->cluster_size, s->rt_offset,
-                           (uint64_t)s->rt_clusters * s->cluster_size))
-            return wisp_err_set(err, EINVAL,
-                                "%s: L2 table at offset 0x%" PRIx64
-                                " (L1 entry %u) overlaps the L1 or refcount table",
-                                s->name, l2, i);
-    }
+    for (uint32_t i = 0; i < s->l1_size; i++)
+        s->l1[i] = be64toh(s->l1[i]);
     return 0;
 }
 
-static int load_refcount_table(struct qcow2_state *s, struct wisp_err *err)
+/* Loads the refcount table. Bits 0-8 of an entry are reserved (spec "Refcount table"); the
+ * blocks' positions are validated with the other tables (qcow2_meta_build). */
+static int load_refcount_table(struct qcow2_state *s, bool strict, struct wisp_err *err)
 {
     s->rt_entries = (uint64_t)s->rt_clusters * s->cluster_size / 8;
     s->rt = calloc(s->rt_entries, 8);
@@ -321,21 +304,12 @@ static int load_refcount_table(struct qcow2_state *s, struct wisp_err *err)
         return wisp_err_wrap(err, "%s: reading the refcount table", s->name);
     for (uint64_t i = 0; i < s->rt_entries; i++) {
         uint64_t e = be64toh(s->rt[i]);
-        s->rt[i] = e & QCOW2_RT_OFFSET_MASK;
-        if (!s->rt[i])
-            continue;
-        char what[64];
-        snprintf(what, sizeof(what), "refcount block %" PRIu64, i);
-        if ((ret = qcow2_check_metadata_range(s, s->rt[i], s->cluster_size, what, err)) < 0)
-            return ret;
-        if (s->rt[i] == 0 ||
-            ranges_overlap(s->rt[i], s->cluster_size, s->rt_offset,
-                           (uint64_t)s->rt_clusters * s->cluster_size) ||
-            ranges_overlap(s->rt[i], s->cluster_size, s->l1_offset, (uint64_t)s->l1_size * 8))
+        if ((e & ~QCOW2_RT_OFFSET_MASK) && strict)
             return wisp_err_set(err, EINVAL,
-                                "%s: refcount block at offset 0x%" PRIx64
-                                " overlaps the header, L1 or refcount table",
-                                s->name, s->rt[i]);
+                                "%s: refcount table entry %" PRIu64 " at offset 0x%" PRIx64
+                                " has reserved bits set",
+                                s->name, i, s->rt_offset + i * 8);
+        s->rt[i] = e & QCOW2_RT_OFFSET_MASK;
     }
     return 0;
 }
@@ -449,7 +423,7 @@ int qcow2_write_header(struct qcow2_state *s, struct wisp_err *err)
         s->backing_file_size = 0;
     }
     s->header_length = (uint32_t)hlen;
-    int ret = block_file_pwrite(s->file, 0, h, qcow2_align_up(pos, 8), err);
+    int ret = qcow2_write_meta(s, QCOW2_META_HEADER, 0, h, qcow2_align_up(pos, 8), err);
     return ret < 0 ? wisp_err_wrap(err, "%s: writing the header", s->name) : 0;
 }
 
@@ -462,7 +436,7 @@ int qcow2_mark_dirty(struct qcow2_state *s, struct wisp_err *err)
     s->incompat |= QCOW2_INCOMPAT_DIRTY;
     int ret = qcow2_write_header(s, err);
     if (ret == 0)
-        ret = block_file_flush(s->file, err);
+        ret = qcow2_barrier(s, err);
     if (ret == 0)
         s->dirty_by_us = true;
     return ret;
@@ -481,7 +455,7 @@ int qcow2_make_clean(struct block_dev *bs, struct wisp_err *err)
         s->incompat &= ~QCOW2_INCOMPAT_DIRTY;
         ret = qcow2_write_header(s, err);
         if (ret == 0)
-            ret = block_file_flush(s->file, err);
+            ret = qcow2_barrier(s, err);
         s->dirty_by_us = false;
     }
     pthread_mutex_unlock(&s->lock);
@@ -498,6 +472,8 @@ static void qcow2_state_free(struct qcow2_state *s)
     free(s->l1);
     free(s->rt);
     free(s->deferred);
+    free(s->host_io);
+    qcow2_meta_free(s);
     pthread_mutex_destroy(&s->lock);
     pthread_cond_destroy(&s->inflight_done);
     free(s);
@@ -532,6 +508,30 @@ static int open_backing(struct block_dev *bs, struct qcow2_state *s,
     return ret < 0 ? wisp_err_wrap(err, "%s: opening backing file", s->name) : 0;
 }
 
+/* A writable open of a dirty image (lazy refcounts, not closed cleanly) rebuilds the refcounts
+ * first; a bitmaps autoclear bit is cleared (we will not update the bitmaps). */
+static int open_writable_fixups(struct block_dev *bs, struct qcow2_state *s, struct wisp_err *err)
+{
+    int ret = 0;
+    if (s->read_only || s->repair) /* repair: qcow2_check does it all */
+        return 0;
+    if (s->incompat & QCOW2_INCOMPAT_DIRTY) {
+        struct qcow2_check_result r = {0};
+        ret = qcow2_check(bs, QCOW2_FIX_ALL, &r, err);
+        if (ret == 0 && r.corruptions)
+            ret =
+                wisp_err_set(err, EIO, "%s: repairing the dirty image left %" PRIu64 " corruptions",
+                             s->name, r.corruptions);
+        if (ret == 0) {
+            s->incompat &= ~QCOW2_INCOMPAT_DIRTY;
+            ret = qcow2_write_header(s, err);
+        }
+    }
+    if (ret == 0 && (s->autoclear & QCOW2_AUTOCLEAR_BITMAPS))
+        ret = qcow2_write_header(s, err);
+    return ret;
+}
+
 static int qcow2_open(struct block_dev *bs, const struct block_open_opts *opts,
                       struct wisp_err *err)
 {
@@ -544,35 +544,26 @@ static int qcow2_open(struct block_dev *bs, const struct block_open_opts *opts,
     s->file = bs->file;
     s->name = bs->filename;
     s->read_only = bs->read_only;
+    s->repair = opts->repair;
+    s->busy_skip = UINT64_MAX;
     bs->opaque = s;
-    int ret = read_header(s, s->read_only, err);
+    int ret = block_file_size(s->file, &s->host_end, err); /* bytes past it read as zeroes */
     if (ret == 0)
-        ret = block_file_size(s->file, &s->host_end, err); /* bytes past it read as zeroes */
+        ret = read_header(s, s->read_only, err);
     if (ret == 0 && !s->read_only && block_file_is_direct(s->file) && s->host_end)
         s->prealloc_end = s->host_end; /* reserve ahead of allocation (qcow2_prealloc_ahead) */
     if (ret == 0)
         ret = load_l1(s, err);
     if (ret == 0)
-        ret = load_refcount_table(s, err);
+        ret = load_refcount_table(s, !s->repair, err);
     if (ret == 0)
         ret = init_caches(s, err);
     if (ret == 0)
         ret = qcow2_read_snapshots(s, err);
-    if (ret == 0 && !s->read_only && (s->incompat & QCOW2_INCOMPAT_DIRTY)) {
-        /* A dirty image (lazy refcounts, not closed cleanly): rebuild the refcounts first. */
-        struct qcow2_check_result r = {0};
-        ret = qcow2_check(bs, QCOW2_FIX_ALL, &r, err);
-        if (ret == 0 && r.corruptions)
-            ret =
-                wisp_err_set(err, EIO, "%s: repairing the dirty image left %" PRIu64 " corruptions",
-                             s->name, r.corruptions);
-        if (ret == 0) {
-            s->incompat &= ~QCOW2_INCOMPAT_DIRTY;
-            ret = qcow2_write_header(s, err);
-        }
-    }
-    if (ret == 0 && !s->read_only && (s->autoclear & QCOW2_AUTOCLEAR_BITMAPS))
-        ret = qcow2_write_header(s, err); /* clears the bitmaps bit: we will not update them */
+    if (ret == 0)
+        ret = qcow2_meta_build(s, !s->repair, err);
+    if (ret == 0)
+        ret = open_writable_fixups(bs, s, err);
     if (ret == 0)
         ret = open_backing(bs, s, opts, err);
     if (ret < 0) {
@@ -581,6 +572,8 @@ static int qcow2_open(struct block_dev *bs, const struct block_open_opts *opts,
         return ret;
     }
     bs->size = s->size;
+    if (s->repair)
+        bs->read_only = true; /* guest writes refused; qcow2_check still writes */
     return 0;
 }
 
@@ -609,9 +602,9 @@ static int qcow2_flush(struct block_dev *bs, struct wisp_err *err)
         return 0;
     pthread_mutex_lock(&s->lock);
     int ret = qcow2_flush_metadata(s, err);
-    pthread_mutex_unlock(&s->lock);
     if (ret == 0)
-        ret = block_file_flush(s->file, err);
+        ret = qcow2_barrier(s, err);
+    pthread_mutex_unlock(&s->lock);
     return ret;
 }
 
@@ -649,5 +642,7 @@ const struct block_driver qcow2_driver = {
     .get_info = qcow2_get_info,
     .block_status = qcow2_do_block_status,
     .map_for_write = qcow2_do_map_for_write,
+    .map_for_read = qcow2_do_map_for_read,
+    .map_done = qcow2_do_map_done,
     .truncate = qcow2_do_truncate,
 };

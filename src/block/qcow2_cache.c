@@ -3,7 +3,7 @@
  *
  * Crash safety (what QEMU guarantees, see docs/qcow2.md): on disk a cluster must never be
  * referenced by an L2/L1 entry while its refcount is lower than the references. So:
- *   1. refcount blocks (increments) are written first, then a barrier (block_file_flush),
+ *   1. refcount blocks (increments) are written first, then a barrier (qcow2_barrier),
  *   2. then L2 tables, then a barrier if the L1 table changed, then the L1 table,
  *   3. refcount decrements are kept in a deferred list and applied only after 2. is on disk
  *      (barrier), so a freed cluster is never reused while an on-disk L2 entry points to it.
@@ -45,23 +45,26 @@ void qcow2_cache_forget(struct qcow2_cache *c, uint64_t offset)
         }
 }
 
-static int write_slot(struct qcow2_state *s, struct qcow2_cached_table *t, const char *what,
+static int write_slot(struct qcow2_state *s, struct qcow2_cached_table *t, bool is_l2,
                       struct wisp_err *err)
 {
-    int ret = block_file_pwrite(s->file, t->offset, t->data, s->cluster_size, err);
+    const char *what = is_l2 ? "L2 table" : "refcount block";
+    /* an L2 table may be shared with a snapshot (check fixes flags in such tables) */
+    unsigned kind = is_l2 ? QCOW2_META_L2 | QCOW2_META_SNAP_L2 : QCOW2_META_RB;
+    int ret = qcow2_write_meta(s, kind, t->offset, t->data, s->cluster_size, err);
     if (ret < 0)
         return wisp_err_wrap(err, "%s: writing %s at offset 0x%" PRIx64, s->name, what, t->offset);
     t->dirty = false;
     return 0;
 }
 
-static int write_dirty(struct qcow2_state *s, struct qcow2_cache *c, const char *what,
-                       unsigned *written, struct wisp_err *err)
+static int write_dirty(struct qcow2_state *s, struct qcow2_cache *c, bool is_l2, unsigned *written,
+                       struct wisp_err *err)
 {
     for (unsigned i = 0; i < c->nr_slots; i++) {
         if (!c->slots[i].dirty)
             continue;
-        int ret = write_slot(s, &c->slots[i], what, err);
+        int ret = write_slot(s, &c->slots[i], is_l2, err);
         if (ret < 0)
             return ret;
         (*written)++;
@@ -86,9 +89,9 @@ static bool lazy(const struct qcow2_state *s)
 static int flush_refcounts_before_l2(struct qcow2_state *s, struct wisp_err *err)
 {
     unsigned n = 0;
-    int ret = write_dirty(s, &s->rb_cache, "refcount block", &n, err);
+    int ret = write_dirty(s, &s->rb_cache, false, &n, err);
     if (ret == 0 && n && !lazy(s))
-        ret = block_file_flush(s->file, err);
+        ret = qcow2_barrier(s, err);
     return ret;
 }
 
@@ -100,7 +103,7 @@ int qcow2_write_l1(struct qcow2_state *s, struct wisp_err *err)
         return wisp_err_sys(err, ENOMEM, "%s: L1 table", s->name);
     for (uint32_t i = 0; i < s->l1_size; i++)
         be[i] = htobe64(s->l1[i]);
-    int ret = bytes ? block_file_pwrite(s->file, s->l1_offset, be, bytes, err) : 0;
+    int ret = bytes ? qcow2_write_meta(s, QCOW2_META_L1, s->l1_offset, be, bytes, err) : 0;
     free(be);
     if (ret < 0)
         return wisp_err_wrap(err, "%s: writing the L1 table at offset 0x%" PRIx64, s->name,
@@ -116,23 +119,23 @@ int qcow2_flush_metadata(struct qcow2_state *s, struct wisp_err *err)
         ret = flush_refcounts_before_l2(s, err);
     unsigned n = 0;
     if (ret == 0)
-        ret = write_dirty(s, &s->l2_cache, "L2 table", &n, err);
+        ret = write_dirty(s, &s->l2_cache, true, &n, err);
     if (ret == 0 && s->l1_dirty) {
         if (n)
-            ret = block_file_flush(s->file, err);
+            ret = qcow2_barrier(s, err);
         if (ret == 0)
             ret = qcow2_write_l1(s, err);
         n++;
     }
     if (ret == 0 && s->nr_deferred) {
         if (n)
-            ret = block_file_flush(s->file, err);
+            ret = qcow2_barrier(s, err);
         if (ret == 0)
             ret = qcow2_apply_deferred_frees(s, err);
     }
     unsigned m = 0;
     if (ret == 0)
-        ret = write_dirty(s, &s->rb_cache, "refcount block", &m, err);
+        ret = write_dirty(s, &s->rb_cache, false, &m, err);
     return ret;
 }
 
@@ -165,7 +168,7 @@ static int cache_get(struct qcow2_state *s, struct qcow2_cache *c, bool is_l2, u
     if (victim->dirty) {
         if (is_l2 && (ret = flush_refcounts_before_l2(s, err)) < 0)
             return ret;
-        if ((ret = write_slot(s, victim, is_l2 ? "L2 table" : "refcount block", err)) < 0)
+        if ((ret = write_slot(s, victim, is_l2, err)) < 0)
             return ret;
     }
     victim->offset = 0;

@@ -46,26 +46,26 @@ int qcow2_get_l2_entry(struct qcow2_state *s, uint64_t guest, uint64_t *l2e, uin
     *l2e = *bitmap = 0;
     if (l1i >= s->l1_size || !(s->l1[l1i] & QCOW2_OFFSET_MASK))
         return 0;
+    char why[160];
+    const char *bad = qcow2_l2_table_problem(s, s->l1[l1i], QCOW2_META_L2, why, sizeof(why));
+    if (bad)
+        return qcow2_corrupt(s, err,
+                             "invalid L1 entry 0x%016" PRIx64 " at offset 0x%" PRIx64
+                             " (guest offset 0x%" PRIx64 "): %s",
+                             s->l1[l1i], s->l1_offset + l1i * 8, guest, bad);
     uint8_t *t;
-    int ret = qcow2_l2_get(s, s->l1[l1i] & QCOW2_OFFSET_MASK, false, &t, err);
+    uint64_t l2off = s->l1[l1i] & QCOW2_OFFSET_MASK;
+    int ret = qcow2_l2_get(s, l2off, false, &t, err);
     if (ret < 0)
         return ret;
     uint64_t i = qcow2_l2_index(s, guest);
     *l2e = qcow2_l2_entry(s, t, i);
     *bitmap = qcow2_l2_bitmap(s, t, i);
-    bool bad = !(*l2e & QCOW2_OFLAG_COMPRESSED) &&
-               ((*l2e & QCOW2_L2E_RESERVED) || (s->version < 3 && (*l2e & QCOW2_OFLAG_ZERO)) ||
-                (s->extended_l2 && (*l2e & QCOW2_OFLAG_ZERO)));
-    if (s->extended_l2 && !bad)
-        bad = ((*bitmap & (*bitmap >> 32) & 0xffffffffu) != 0) ||
-              (!(*l2e & QCOW2_OFFSET_MASK) && (*bitmap & 0xffffffffu));
-    if (bad)
-        return wisp_err_set(err, EIO,
-                            "%s: invalid L2 entry 0x%016" PRIx64 " at offset 0x%" PRIx64
-                            " (guest offset 0x%" PRIx64 ")",
-                            s->name, *l2e,
-                            (uint64_t)((s->l1[l1i] & QCOW2_OFFSET_MASK) + i * s->l2_entry_bytes),
-                            guest);
+    if ((bad = qcow2_l2_entry_problem(s, *l2e, *bitmap, why, sizeof(why))))
+        return qcow2_corrupt(s, err,
+                             "invalid L2 entry 0x%016" PRIx64 " at offset 0x%" PRIx64
+                             " (guest offset 0x%" PRIx64 "): %s",
+                             *l2e, l2off + i * s->l2_entry_bytes, guest, bad);
     return 0;
 }
 
@@ -202,11 +202,10 @@ static size_t iov_total(const struct iovec *iov, int cnt)
 
 /* How many bytes from guest offset g (a cluster boundary), at most `max`, continue a data run
  * whose host bytes would go on at `host`: following clusters that are plain data at the next
- * host offsets, so one read covers them all (QEMU merges the same way). */
+ * host offsets, so one read covers them all (QEMU merges the same way). Lock held. */
 static uint64_t data_run_extend(struct qcow2_state *s, uint64_t g, uint64_t max, uint64_t host)
 {
     uint64_t extra = 0;
-    pthread_mutex_lock(&s->lock);
     while (extra < max && extra < (16u << 20)) {
         uint64_t e, bmp, len, h, r = s->cluster_size < max - extra ? s->cluster_size : max - extra;
         struct wisp_err ignored = {0};
@@ -217,8 +216,31 @@ static uint64_t data_run_extend(struct qcow2_state *s, uint64_t g, uint64_t max,
         if (len < r)
             break;
     }
-    pthread_mutex_unlock(&s->lock);
     return extra;
+}
+
+/* Under the lock: what the bytes from guest offset g are (at most n bytes, within one cluster,
+ * extended over following contiguous data clusters up to `max`), with the host bytes the read
+ * will touch marked as I/O in flight in *io_off, *io_len (0 = none). */
+static int map_chunk(struct qcow2_state *s, uint64_t g, uint64_t n, uint64_t max,
+                     enum chunk_kind *k, uint64_t *len, uint64_t *host, uint64_t *e,
+                     uint64_t *io_off, uint64_t *io_len, struct wisp_err *err)
+{
+    uint64_t bmp;
+    *io_len = 0;
+    int ret = qcow2_get_l2_entry(s, g, e, &bmp, err);
+    if (ret < 0)
+        return ret;
+    *k = chunk_kind(s, g, n, *e, bmp, len, host);
+    if (*k == K_DATA) {
+        if (*len == n && n < max)
+            *len += data_run_extend(s, g + n, max - n, *host + n);
+        *io_off = *host;
+        *io_len = *len;
+    } else if (*k == K_COMPRESSED) {
+        qcow2_compressed_range(s, *e, io_off, io_len);
+    }
+    return *io_len ? qcow2_host_io_begin(s, *io_off, *io_len, err) : 0;
 }
 
 int qcow2_do_preadv(struct block_dev *bs, uint64_t offset, const struct iovec *iov, int iovcnt,
@@ -231,27 +253,27 @@ int qcow2_do_preadv(struct block_dev *bs, uint64_t offset, const struct iovec *i
     if (ret < 0 || !part)
         return ret < 0 ? ret : wisp_err_sys(err, ENOMEM, "%s: read", s->name);
     while (done < total) {
-        uint64_t g = offset + done, e, bmp, len, host;
+        uint64_t g = offset + done, e, len, host, io_off = 0, io_len;
         uint64_t n = s->cluster_size - qcow2_offset_in_cluster(s, g);
         if (n > total - done)
             n = total - done;
+        enum chunk_kind k;
+        /* a cluster being read is not reused (freed and reallocated) until the read is over */
         pthread_mutex_lock(&s->lock);
-        ret = qcow2_get_l2_entry(s, g, &e, &bmp, err);
+        ret = map_chunk(s, g, n, total - done, &k, &len, &host, &e, &io_off, &io_len, err);
         pthread_mutex_unlock(&s->lock);
         if (ret < 0)
             return ret;
-        while (n) {
-            enum chunk_kind k = chunk_kind(s, g, n, e, bmp, &len, &host);
-            uint64_t extra = 0;
-            if (k == K_DATA && len == n && done + n < total)
-                extra = data_run_extend(s, g + len, total - done - n, host + len);
-            int pc = iov_slice(iov, iovcnt, done, len + extra, part);
-            if ((ret = read_chunk(s, g, len + extra, k, host, e, part, pc, err)) < 0)
-                return ret;
-            done += len + extra;
-            g += len;
-            n -= len;
+        int pc = iov_slice(iov, iovcnt, done, len, part);
+        ret = read_chunk(s, g, len, k, host, e, part, pc, err);
+        if (io_len) {
+            pthread_mutex_lock(&s->lock);
+            qcow2_host_io_end(s, io_off, io_len);
+            pthread_mutex_unlock(&s->lock);
         }
+        if (ret < 0)
+            return ret;
+        done += len;
     }
     return 0;
 }
@@ -309,6 +331,8 @@ int qcow2_get_l2_for_write(struct qcow2_state *s, uint64_t guest, uint8_t **tabl
     uint64_t nl2;
     if ((ret = qcow2_alloc_clusters(s, 1, &nl2, err)) < 0)
         return ret;
+    if (qcow2_meta_update(s, nl2, s->cluster_size, QCOW2_META_L2, 0) < 0)
+        return wisp_err_set(err, ENOMEM, "%s: metadata map", s->name);
     if ((ret = qcow2_l2_get(s, nl2, true, table, err)) < 0)
         return ret;
     if (copy)
@@ -317,40 +341,6 @@ int qcow2_get_l2_for_write(struct qcow2_state *s, uint64_t guest, uint8_t **tabl
     s->l1[l1i] = nl2 | QCOW2_OFLAG_COPIED;
     s->l1_dirty = true;
     return old ? qcow2_free_deferred(s, old, s->cluster_size, err) : 0;
-}
-
-/* Refuses a data write that would land on metadata (a corrupt L2 entry); QEMU's overlap check. */
-bool qcow2_is_metadata_cluster(const struct qcow2_state *s, uint64_t host, uint64_t max_rt)
-{
-    uint64_t c = host & ~(s->cluster_size - 1), snap_end = s->snapshots_offset + s->snapshots_size;
-    if (c == 0 ||
-        (c < s->l1_offset + (uint64_t)s->l1_size * 8 && c + s->cluster_size > s->l1_offset) ||
-        (c < s->rt_offset + ((uint64_t)s->rt_clusters << s->cluster_bits) && c >= s->rt_offset) ||
-        (s->snapshots_size && c < snap_end && c + s->cluster_size > s->snapshots_offset))
-        return true;
-    for (uint64_t i = 0; i < s->l1_size; i++)
-        if ((s->l1[i] & QCOW2_OFFSET_MASK) == c)
-            return true;
-    for (uint64_t i = 0; i < s->rt_entries && i < max_rt; i++)
-        if (s->rt[i] == c)
-            return true;
-    return false;
-}
-
-static int check_data_overlap(struct qcow2_state *s, uint64_t host, struct wisp_err *err)
-{
-    /* the first 64 refcount blocks cover every image up to terabytes; keeps the check cheap */
-    if ((host & ~(s->cluster_size - 1)) >= s->host_end)
-        return wisp_err_set(err, EIO,
-                            "%s: refusing to write guest data to host offset 0x%" PRIx64
-                            ", beyond the end of the image file (corrupt L2 entry)",
-                            s->name, host);
-    if (qcow2_is_metadata_cluster(s, host, 64))
-        return wisp_err_set(err, EIO,
-                            "%s: refusing to write guest data to host offset 0x%" PRIx64
-                            ", which holds metadata (corrupt L2 entry)",
-                            s->name, host);
-    return 0;
 }
 
 static bool inflight_overlaps(const struct qcow2_state *s, uint64_t start, uint64_t end)
@@ -397,18 +387,28 @@ static int link_clusters(struct qcow2_state *s, uint64_t gc, uint64_t k, uint64_
 }
 
 /* Writes iov at host offset `at` with the lock dropped while the k guest clusters from gc are
- * marked in flight, then links them to the host clusters from host (or, when the write
- * failed and they were allocated for it, gives those back). */
+ * marked in flight (and the host bytes as I/O in flight), then links them to the host clusters
+ * from host (or, when the write failed and they were allocated for it, gives those back). */
 static int write_unlocked(struct qcow2_state *s, uint64_t gc, uint64_t k, uint64_t host,
                           bool allocated, uint64_t at, const struct iovec *iov, int cnt,
                           struct wisp_err *err)
 {
+    size_t len = iov_total(iov, cnt);
+    int ret = qcow2_guard_data(s, at, len, err);
+    if (ret == 0)
+        ret = qcow2_host_io_begin(s, at, len, err);
+    if (ret < 0) {
+        if (allocated)
+            qcow2_update_refcount(s, host, k << s->cluster_bits, -1, NULL);
+        return ret;
+    }
     struct qcow2_inflight f = {gc, gc + (k << s->cluster_bits), s->inflight};
     s->inflight = &f;
     pthread_mutex_unlock(&s->lock);
-    int ret = block_file_pwritev(s->file, at, iov, cnt, err);
+    ret = block_file_pwritev(s->file, at, iov, cnt, err);
     pthread_mutex_lock(&s->lock);
     inflight_remove(s, &f);
+    qcow2_host_io_end(s, at, len);
     if (ret < 0) {
         if (allocated)
             qcow2_update_refcount(s, host, k << s->cluster_bits, -1, NULL);
@@ -445,8 +445,6 @@ static int write_alloc(struct qcow2_state *s, uint64_t g, uint64_t len, const st
         (e & QCOW2_OFLAG_COPIED) && (type == QCOW2_C_NORMAL || type == QCOW2_C_ZERO_ALLOC);
     if (n == cs && in_place) { /* a whole preallocated zero cluster: keep its host cluster */
         host = e & QCOW2_OFFSET_MASK;
-        if ((ret = check_data_overlap(s, host, err)) < 0)
-            return ret;
         int pc = iov_slice(iov, cnt, 0, cs, part);
         return write_unlocked(s, gc, 1, host, false, host, part, pc, err);
     }
@@ -473,8 +471,6 @@ static int write_alloc(struct qcow2_state *s, uint64_t g, uint64_t len, const st
     bool fresh = false;
     if (in_place) {
         host = e & QCOW2_OFFSET_MASK;
-        if ((ret = check_data_overlap(s, host, err)) < 0)
-            return ret;
     } else {
         uint64_t end = s->host_end;
         if ((ret = qcow2_alloc_clusters(s, 1, &host, err)) < 0)
@@ -494,17 +490,20 @@ static int write_alloc(struct qcow2_state *s, uint64_t g, uint64_t len, const st
     else if ((ret = read_cluster_locked(s, gc, e, bmp, buf, err)) < 0)
         return ret;
     iov_copy(part, pc, buf + in, false);
-    if ((ret = block_file_pwrite(s->file, host, buf, cs, err)) < 0)
+    struct iovec whole = {buf, cs};
+    if ((ret = qcow2_write_data(s, host, &whole, 1, err)) < 0)
         return ret;
     return link_clusters(s, gc, 1, host, err);
 }
 
 /*
- * Under s->lock: can guest offset g be overwritten in place (its cluster allocated, unshared
- * (COPIED), uncompressed, every subcluster allocated)? Then 0 with the host offset in *host;
- * -EAGAIN when the write needs allocation or COW; another negative errno on metadata errors.
+ * Under s->lock: can [g, g + n) be overwritten in place (its cluster allocated, unshared
+ * (COPIED), uncompressed, every subcluster allocated)? Then 0 with the host offset in *host and
+ * the host range marked as I/O in flight (the caller ends it); -EAGAIN when the write needs
+ * allocation or COW; another negative errno on metadata errors.
  */
-static int in_place_host(struct qcow2_state *s, uint64_t g, uint64_t *host, struct wisp_err *err)
+static int in_place_host(struct qcow2_state *s, uint64_t g, uint64_t n, uint64_t *host,
+                         struct wisp_err *err)
 {
     uint64_t e, bmp;
     int ret = qcow2_mark_dirty(s, err);
@@ -515,7 +514,9 @@ static int in_place_host(struct qcow2_state *s, uint64_t g, uint64_t *host, stru
     if (!entry_in_place(s, e, bmp))
         return -EAGAIN;
     *host = (e & QCOW2_OFFSET_MASK) + qcow2_offset_in_cluster(s, g);
-    return check_data_overlap(s, *host, err);
+    if ((ret = qcow2_guard_data(s, *host, n, err)) < 0)
+        return ret;
+    return qcow2_host_io_begin(s, *host, n, err);
 }
 
 /* Writes from guest offset g (at most len bytes of iov, which starts at g): in place without
@@ -527,12 +528,18 @@ static int write_part(struct qcow2_state *s, uint64_t g, uint64_t len, const str
     if (n > len)
         n = len;
     pthread_mutex_lock(&s->lock);
-    int ret = in_place_host(s, g, &host, err);
+    int ret = in_place_host(s, g, n, &host, err);
     if (ret != -EAGAIN) {
         pthread_mutex_unlock(&s->lock);
         *used = n;
+        if (ret < 0)
+            return ret;
         int pc = iov_slice(iov, cnt, 0, n, part);
-        return ret < 0 ? ret : block_file_pwritev(s->file, host, part, pc, err);
+        ret = block_file_pwritev(s->file, host, part, pc, err);
+        pthread_mutex_lock(&s->lock);
+        qcow2_host_io_end(s, host, n);
+        pthread_mutex_unlock(&s->lock);
+        return ret;
     }
     *used = 0;
     ret = write_alloc(s, g, len, iov, cnt, part, used, err);
@@ -545,7 +552,8 @@ static int write_part(struct qcow2_state *s, uint64_t g, uint64_t len, const str
 }
 
 /* block_driver.map_for_write: lets the io_uring engine overwrite an allocated cluster directly.
- * Only ranges within one cluster; anything else goes through qcow2_do_pwritev in the pool. */
+ * Only ranges within one cluster; anything else goes through qcow2_do_pwritev in the pool. The
+ * host range stays marked as I/O in flight until qcow2_do_map_done(). */
 int qcow2_do_map_for_write(struct block_dev *bs, uint64_t offset, uint64_t len,
                            uint64_t *host_offset)
 {
@@ -554,9 +562,47 @@ int qcow2_do_map_for_write(struct block_dev *bs, uint64_t offset, uint64_t len,
         qcow2_offset_in_cluster(s, offset) + len > s->cluster_size)
         return -EAGAIN;
     pthread_mutex_lock(&s->lock);
-    int ret = in_place_host(s, offset, host_offset, NULL);
+    int ret = in_place_host(s, offset, len, host_offset, NULL);
     pthread_mutex_unlock(&s->lock);
     return ret < 0 ? -EAGAIN : 0;
+}
+
+/* block_driver.map_for_read: [offset, offset + len) as one run of plain data clusters that are
+ * contiguous on the host (read by the io_uring engine directly), marked as I/O in flight. */
+int qcow2_do_map_for_read(struct block_dev *bs, uint64_t offset, uint64_t len,
+                          uint64_t *host_offset)
+{
+    struct qcow2_state *s = bs->opaque;
+    if (len == 0 || check_request(s, offset, len, NULL) < 0)
+        return -EAGAIN;
+    struct wisp_err ignored = {0};
+    int ret = 0;
+    uint64_t done = 0;
+    pthread_mutex_lock(&s->lock);
+    while (ret == 0 && done < len) {
+        uint64_t g = offset + done, e, bmp, clen, host;
+        uint64_t n = s->cluster_size - qcow2_offset_in_cluster(s, g);
+        n = n < len - done ? n : len - done;
+        if (qcow2_get_l2_entry(s, g, &e, &bmp, &ignored) < 0 ||
+            chunk_kind(s, g, n, e, bmp, &clen, &host) != K_DATA || clen < n ||
+            (done && host != *host_offset + done))
+            ret = -EAGAIN;
+        else if (!done)
+            *host_offset = host;
+        done += n;
+    }
+    if (ret == 0)
+        ret = qcow2_host_io_begin(s, *host_offset, len, NULL);
+    pthread_mutex_unlock(&s->lock);
+    return ret < 0 ? -EAGAIN : 0;
+}
+
+void qcow2_do_map_done(struct block_dev *bs, uint64_t host_offset, uint64_t len)
+{
+    struct qcow2_state *s = bs->opaque;
+    pthread_mutex_lock(&s->lock);
+    qcow2_host_io_end(s, host_offset, len);
+    pthread_mutex_unlock(&s->lock);
 }
 
 int qcow2_do_pwritev(struct block_dev *bs, uint64_t offset, const struct iovec *iov, int iovcnt,

@@ -127,7 +127,8 @@ static int write_one_compressed(struct qcow2_state *s, uint64_t g, const uint8_t
     uint64_t host;
     if ((ret = qcow2_alloc_bytes(s, clen, &host, err)) < 0)
         return ret;
-    if ((ret = block_file_pwrite(s->file, host, tmp, clen, err)) < 0)
+    struct iovec v = {tmp, clen};
+    if ((ret = qcow2_write_data(s, host, &v, 1, err)) < 0)
         return ret;
     uint8_t *t;
     if ((ret = qcow2_get_l2_for_write(s, g, &t, &i, err)) < 0)

@@ -169,9 +169,10 @@ static int create_prealloc(const char *path, const struct qcow2_create_opts *o,
         uint64_t fsize = 0;
         ret = block_file_size(bs->file, &fsize, err);
         cleanup_free uint8_t *z = calloc(1, 1 << 20);
-        for (uint64_t off = fsize; ret == 0 && off < end; off += 1 << 20)
-            ret = block_file_pwrite(bs->file, off, z, end - off < (1 << 20) ? end - off : 1 << 20,
-                                    err);
+        for (uint64_t off = fsize; ret == 0 && off < end; off += 1 << 20) {
+            struct iovec v = {z, end - off < (1 << 20) ? end - off : 1 << 20};
+            ret = qcow2_write_data(s, off, &v, 1, err); /* data clusters of the preallocation */
+        }
     } else if (ret == 0) {
         ret = block_file_truncate(bs->file, end, err);
     }
@@ -198,9 +199,12 @@ int qcow2_create(const char *path, const struct qcow2_create_opts *o, struct wis
         s.file = f;
         s.name = path;
         init_header_state(&s, o, &g);
-        ret = qcow2_write_header(&s, err);
+        ret = qcow2_meta_update(&s, 0, s.cluster_size, QCOW2_META_HEADER, 0) < 0
+                  ? wisp_err_set(err, ENOMEM, "%s: out of memory", path)
+                  : qcow2_write_header(&s, err);
         if (ret == 0)
             ret = block_file_flush(f, err);
+        qcow2_meta_free(&s);
         block_file_close(f);
     }
     if (ret == 0 && o->prealloc != QCOW2_PREALLOC_OFF)
@@ -212,8 +216,16 @@ int qcow2_create(const char *path, const struct qcow2_create_opts *o, struct wis
     return 0;
 }
 
-/* Resize (spec: only the L1 table may need to grow; it moves to new clusters). */
-static int grow_l1(struct qcow2_state *s, uint64_t entries, struct wisp_err *err)
+/* Resize (spec: only the L1 table may need to grow; it moves to new clusters). The old table
+ * stays on disk (and registered) until the header names the new one: l1_move_end(). */
+struct l1_move {
+    uint64_t *old;
+    uint64_t old_off, old_bytes;
+    uint32_t old_size;
+};
+
+static int grow_l1(struct qcow2_state *s, uint64_t entries, struct l1_move *mv,
+                   struct wisp_err *err)
 {
     uint64_t bytes = qcow2_align_up(entries * 8, s->cluster_size), off;
     uint64_t *l1 = calloc(bytes / 8, 8);
@@ -223,21 +235,41 @@ static int grow_l1(struct qcow2_state *s, uint64_t entries, struct wisp_err *err
     int ret = qcow2_flush_metadata(s, err); /* L2 tables the old L1 names must be on disk */
     if (ret == 0)
         ret = qcow2_alloc_clusters(s, bytes / s->cluster_size, &off, err);
+    if (ret == 0 && qcow2_meta_update(s, off, bytes, QCOW2_META_L1, 0) < 0)
+        ret = wisp_err_set(err, ENOMEM, "%s: metadata map", s->name);
     if (ret == 0)
         ret = qcow2_flush_metadata(s, err);
     if (ret < 0) {
         free(l1);
         return ret;
     }
-    uint64_t old_off = s->l1_offset,
-             old_bytes = qcow2_align_up((uint64_t)s->l1_size * 8, s->cluster_size);
-    free(s->l1);
+    *mv = (struct l1_move){s->l1, s->l1_offset,
+                           qcow2_align_up((uint64_t)s->l1_size * 8, s->cluster_size), s->l1_size};
     s->l1 = l1;
     s->l1_offset = off;
     s->l1_size = (uint32_t)entries;
-    if ((ret = qcow2_write_l1(s, err)) < 0 || (ret = block_file_flush(s->file, err)) < 0)
-        return ret;
-    return old_bytes ? qcow2_free_deferred(s, old_off, old_bytes, err) : 0;
+    ret = qcow2_write_l1(s, err);
+    return ret < 0 ? ret : qcow2_barrier(s, err);
+}
+
+/* After the header switched (ok) the old L1 table is freed; otherwise the old one stays in use
+ * and the new clusters leak. */
+static int l1_move_end(struct qcow2_state *s, struct l1_move *mv, bool ok, struct wisp_err *err)
+{
+    if (!mv->old)
+        return 0;
+    if (!ok) {
+        free(s->l1);
+        s->l1 = mv->old;
+        s->l1_offset = mv->old_off;
+        s->l1_size = mv->old_size;
+        return 0;
+    }
+    free(mv->old);
+    if (!mv->old_bytes)
+        return 0;
+    qcow2_meta_update(s, mv->old_off, mv->old_bytes, 0, QCOW2_META_L1);
+    return qcow2_free_deferred(s, mv->old_off, mv->old_bytes, err);
 }
 
 int qcow2_do_truncate(struct block_dev *bs, uint64_t size, bool shrink_ok, struct wisp_err *err)
@@ -260,16 +292,25 @@ int qcow2_do_truncate(struct block_dev *bs, uint64_t size, bool shrink_ok, struc
     uint64_t need = qcow2_l1_entries_for(s->cluster_bits, s->l2_bits, size);
     if (ret == 0 && need > QCOW2_MAX_L1_BYTES / 8)
         ret = wisp_err_set(err, EFBIG, "%s: size %" PRIu64 " is too large", s->name, size);
+    struct l1_move mv = {0};
     if (ret == 0 && need > s->l1_size)
-        ret = grow_l1(s, need, err);
+        ret = grow_l1(s, need, &mv, err);
+    uint64_t old_size = s->size;
+    bool committed = false;
     if (ret == 0) {
         s->size = size;
         ret = qcow2_write_header(s, err);
+        committed = ret == 0; /* the header names the new size and L1 table */
+        if (!committed)
+            s->size = old_size;
     }
-    if (ret == 0)
-        ret = block_file_flush(s->file, err);
-    if (ret == 0)
+    if (committed) {
         bs->size = size;
+        ret = qcow2_barrier(s, err);
+    }
+    int r2 = l1_move_end(s, &mv, committed, err);
+    if (ret == 0)
+        ret = r2;
     pthread_mutex_unlock(&s->lock);
     return ret;
 }
@@ -293,7 +334,7 @@ int qcow2_set_backing(struct block_dev *bs, const char *backing, const char *fmt
     if (ret == 0)
         ret = qcow2_write_header(s, err);
     if (ret == 0)
-        ret = block_file_flush(s->file, err);
+        ret = qcow2_barrier(s, err);
     pthread_mutex_unlock(&s->lock);
     return ret;
 }

@@ -100,6 +100,35 @@ struct qcow2_deferred_free {
     uint64_t offset, len; /* bytes; compressed data may cover parts of clusters */
 };
 
+/* What a host cluster holds, as a bit mask (qcow2_meta.c). A cluster with no bit set holds guest
+ * data or nothing. L2 and SNAP_L2 may share a cluster (a table shared with a snapshot); any
+ * other pair on one cluster is a corrupt image. */
+#define QCOW2_META_HEADER     (1u << 0)
+#define QCOW2_META_L1         (1u << 1) /* the active L1 table */
+#define QCOW2_META_L2         (1u << 2) /* an L2 table the active L1 table names */
+#define QCOW2_META_RT         (1u << 3) /* the refcount table */
+#define QCOW2_META_RB         (1u << 4) /* a refcount block */
+#define QCOW2_META_SNAP_TABLE (1u << 5)
+#define QCOW2_META_SNAP_L1    (1u << 6) /* a snapshot's L1 table */
+#define QCOW2_META_SNAP_L2    (1u << 7) /* an L2 table a snapshot's L1 table names */
+#define QCOW2_META_ALL        0xffu
+
+/* Host clusters [start, end) that hold `kinds`; sorted, disjoint, neighbours differ. */
+struct qcow2_meta_range {
+    uint64_t start, end;
+    unsigned kinds;
+};
+struct qcow2_meta_map {
+    struct qcow2_meta_range *r;
+    size_t n, cap;
+};
+
+/* Host bytes [start, end) with data I/O in flight while the lock is dropped: their clusters are
+ * not handed out again before the I/O is over, even when freed meanwhile. */
+struct qcow2_host_io {
+    uint64_t start, end;
+};
+
 /* A guest range whose clusters an allocating write is filling with the lock dropped. */
 struct qcow2_inflight {
     uint64_t start, end;
@@ -168,6 +197,19 @@ struct qcow2_state {
     bool has_feature_table;
 
     bool dirty_by_us; /* we set the dirty bit (lazy refcounts) and must clear it */
+
+    /* Every cluster that holds metadata (qcow2_meta.c): every host write is checked against it
+     * and the allocator never hands such a cluster out, whatever its refcount says. */
+    struct qcow2_meta_map meta;
+    struct qcow2_host_io *host_io;
+    unsigned nr_host_io, cap_host_io;
+    uint64_t busy_skip; /* lowest free cluster the allocator skipped for I/O in flight */
+    /* Opened for qcow2_check (block_open_opts.repair): damaged tables are tolerated (check
+     * reports and repairs them), guest writes are refused. */
+    bool repair;
+    /* Corruption was found while writable: the corrupt bit is set and nothing more is written
+     * (QEMU's qcow2_signal_corruption). */
+    bool corrupt_stop;
 };
 
 static inline uint64_t qcow2_be64(const void *p)
@@ -227,6 +269,58 @@ static inline uint64_t qcow2_l1_entries_for(unsigned cluster_bits, unsigned l2_b
     return (size + (1ull << shift) - 1) >> shift;
 }
 
+/* qcow2_meta.c: the metadata map, structural validation at open, entry validation at use */
+/* Sets `add` and clears `del` on the clusters covering host bytes [off, off + len). */
+int qcow2_meta_update(struct qcow2_state *s, uint64_t off, uint64_t len, unsigned add,
+                      unsigned del);
+/* The kinds held by any cluster covering [off, off + len). */
+unsigned qcow2_meta_kinds(const struct qcow2_state *s, uint64_t off, uint64_t len);
+/* Does every cluster of [off, off + len) hold at least one of `kinds` and nothing else? */
+bool qcow2_meta_is(const struct qcow2_state *s, uint64_t off, uint64_t len, unsigned kinds);
+/* "the L1 table", "an L2 table", ... for the lowest kind in the mask. */
+const char *qcow2_meta_name(unsigned kinds);
+/* (Re)builds the map from the header, L1 table, refcount table and snapshots (reading the
+ * snapshots' L1 tables). strict: any entry that is unaligned, has reserved bits, lies outside
+ * the file or makes two kinds of metadata share a cluster is an error naming the offset; not
+ * strict (repair): such entries are left out, for qcow2_check to report. */
+int qcow2_meta_build(struct qcow2_state *s, bool strict, struct wisp_err *err);
+void qcow2_meta_free(struct qcow2_state *s);
+/* NULL when the L2 entry e (bitmap bmp) may be used; else what is wrong with it: reserved bits,
+ * an unaligned or out-of-file host offset, a host cluster that holds metadata. */
+const char *qcow2_l2_entry_problem(const struct qcow2_state *s, uint64_t e, uint64_t bmp, char *buf,
+                                   size_t len);
+/* The same, not counting metadata of the kinds in `ignore` (qcow2_check). */
+const char *qcow2_entry_problem_except(const struct qcow2_state *s, uint64_t e, uint64_t bmp,
+                                       unsigned ignore, char *buf, size_t len);
+/* Same for an L2 table offset taken from an L1 entry of the active table (kind L2) or of a
+ * snapshot's (SNAP_L2). */
+const char *qcow2_l2_table_problem(const struct qcow2_state *s, uint64_t l1e, unsigned kind,
+                                   char *buf, size_t len);
+
+/* qcow2_io.c: every host write of the driver, fault injection, corruption, I/O in flight */
+/* Writes metadata of `kind` (one QCOW2_META_* bit or a mask of allowed kinds): every cluster
+ * written must be registered as one of them and as nothing else. */
+int qcow2_write_meta(struct qcow2_state *s, unsigned kind, uint64_t off, const void *buf,
+                     size_t len, struct wisp_err *err);
+/* Writes guest data: no cluster written may hold metadata. */
+int qcow2_write_data(struct qcow2_state *s, uint64_t off, const struct iovec *iov, int cnt,
+                     struct wisp_err *err);
+/* The same check alone, for data written with the lock dropped: the caller checks under the
+ * lock, holds the clusters (I/O in flight, or allocated and not linked yet) and then writes
+ * with block_file_pwritev. */
+int qcow2_guard_data(struct qcow2_state *s, uint64_t off, uint64_t len, struct wisp_err *err);
+/* A barrier between metadata writes (block_file_flush). */
+int qcow2_barrier(struct qcow2_state *s, struct wisp_err *err);
+/* Reports corruption found at use: fills err (EIO, the message names the image) and, on a
+ * writable node, sets the corrupt bit and stops all further writes. Returns -EIO. */
+int qcow2_corrupt(struct qcow2_state *s, struct wisp_err *err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Marks host bytes [off, off + len) as having I/O in flight / no longer (lock held). */
+int qcow2_host_io_begin(struct qcow2_state *s, uint64_t off, uint64_t len, struct wisp_err *err);
+void qcow2_host_io_end(struct qcow2_state *s, uint64_t off, uint64_t len);
+/* May clusters [c, c + n) be handed out (no metadata, no I/O in flight)? */
+bool qcow2_clusters_reusable(const struct qcow2_state *s, uint64_t c, uint64_t n);
+
 /* qcow2.c: header */
 int qcow2_write_header(struct qcow2_state *s, struct wisp_err *err);
 int qcow2_mark_dirty(struct qcow2_state *s, struct wisp_err *err);
@@ -271,6 +365,9 @@ int qcow2_do_preadv(struct block_dev *bs, uint64_t offset, const struct iovec *i
                     struct wisp_err *err);
 int qcow2_do_map_for_write(struct block_dev *bs, uint64_t offset, uint64_t len,
                            uint64_t *host_offset);
+int qcow2_do_map_for_read(struct block_dev *bs, uint64_t offset, uint64_t len,
+                          uint64_t *host_offset);
+void qcow2_do_map_done(struct block_dev *bs, uint64_t host_offset, uint64_t len);
 int qcow2_do_pwritev(struct block_dev *bs, uint64_t offset, const struct iovec *iov, int iovcnt,
                      struct wisp_err *err);
 int qcow2_do_discard(struct block_dev *bs, uint64_t offset, uint64_t len, struct wisp_err *err);
@@ -289,9 +386,6 @@ int qcow2_get_l2_for_write(struct qcow2_state *s, uint64_t guest, uint8_t **tabl
 uint64_t qcow2_l2_entry(const struct qcow2_state *s, const uint8_t *t, uint64_t i);
 uint64_t qcow2_l2_bitmap(const struct qcow2_state *s, const uint8_t *t, uint64_t i);
 void qcow2_l2_set(struct qcow2_state *s, uint8_t *t, uint64_t i, uint64_t e, uint64_t bitmap);
-/* Does host cluster `host` hold the header, an L1/L2/refcount/snapshot table? (checks the first
- * max_rt refcount blocks) */
-bool qcow2_is_metadata_cluster(const struct qcow2_state *s, uint64_t host, uint64_t max_rt);
 /* Drops the reference an L2 entry holds on its host cluster(s). */
 int qcow2_free_l2_entry_target(struct qcow2_state *s, uint64_t l2e, struct wisp_err *err);
 
@@ -303,6 +397,20 @@ void qcow2_compressed_range(const struct qcow2_state *s, uint64_t l2e, uint64_t 
 
 /* qcow2_create.c */
 int qcow2_do_truncate(struct block_dev *bs, uint64_t size, bool shrink_ok, struct wisp_err *err);
+
+/* qcow2_tree.c: over everything an L1 table reaches */
+enum qcow2_tree_op {
+    QCOW2_TREE_INC,          /* one more reference to every L2 table and cluster */
+    QCOW2_TREE_DEC_NOW,      /* one less, at once (undoing an INC nothing relied on) */
+    QCOW2_TREE_DEC_DEFERRED, /* one less once the tables that dropped them are on disk */
+};
+/* Validates every L2 table offset and L2 entry first (a bad one: qcow2_corrupt, nothing
+ * changed), then applies op; a failure midway undoes what was done. */
+int qcow2_refcount_tree(struct qcow2_state *s, const uint64_t *l1, uint32_t n,
+                        enum qcow2_tree_op op, struct wisp_err *err);
+/* OFLAG_COPIED on active L1/L2 entries exactly where the refcount is 1 (spec "Cluster
+ * mapping"). Refcounts must be current (deferred frees applied). */
+int qcow2_fix_copied(struct qcow2_state *s, struct wisp_err *err);
 
 /* qcow2_snapshot.c */
 int qcow2_read_snapshots(struct qcow2_state *s, struct wisp_err *err);

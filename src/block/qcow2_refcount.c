@@ -73,7 +73,7 @@ static int write_rt_entry(struct qcow2_state *s, uint64_t idx, struct wisp_err *
 {
     uint8_t be[8];
     qcow2_put_be64(be, s->rt[idx]);
-    int ret = block_file_pwrite(s->file, s->rt_offset + idx * 8, be, 8, err);
+    int ret = qcow2_write_meta(s, QCOW2_META_RT, s->rt_offset + idx * 8, be, 8, err);
     return ret < 0 ? wisp_err_wrap(err, "%s: writing refcount table entry %" PRIu64, s->name, idx)
                    : 0;
 }
@@ -85,21 +85,24 @@ static int create_refblock(struct qcow2_state *s, uint64_t idx, struct wisp_err 
     uint64_t off = idx << (s->rb_bits + s->cluster_bits);
     /* A corrupt refcount table can lack the block of a region holding metadata (region 0 holds
      * the header): never put a refcount block on top of it. */
-    if (qcow2_is_metadata_cluster(s, off, UINT64_MAX))
-        return wisp_err_set(err, EIO,
-                            "%s: refcount table entry %" PRIu64
-                            " is missing but its region holds metadata (corrupt image, repair it)",
-                            s->name, idx);
+    if (!qcow2_clusters_reusable(s, off >> s->cluster_bits, 1))
+        return qcow2_corrupt(s, err,
+                             "refcount table entry %" PRIu64
+                             " is missing but its region holds metadata or data in use",
+                             idx);
     uint8_t *rb;
-    int ret = qcow2_rb_get(s, off, true, &rb, err);
+    int ret = qcow2_meta_update(s, off, s->cluster_size, QCOW2_META_RB, 0) < 0
+                  ? wisp_err_set(err, ENOMEM, "%s: metadata map", s->name)
+                  : qcow2_rb_get(s, off, true, &rb, err);
     if (ret < 0)
         return ret;
     qcow2_rb_entry_set(s, rb, 0, 1);
-    ret = block_file_pwrite(s->file, off, rb, s->cluster_size, err);
+    ret = qcow2_write_meta(s, QCOW2_META_RB, off, rb, s->cluster_size, err);
     if (ret == 0 && !s->dirty_by_us)
-        ret = block_file_flush(s->file, err);
+        ret = qcow2_barrier(s, err);
     if (ret < 0) {
         qcow2_cache_forget(&s->rb_cache, off);
+        qcow2_meta_update(s, off, s->cluster_size, 0, QCOW2_META_RB);
         return wisp_err_wrap(err, "%s: writing a new refcount block", s->name);
     }
     s->rt[idx] = off;
@@ -127,13 +130,20 @@ static int grow_refcount_table(struct qcow2_state *s, uint64_t need, struct wisp
     cleanup_free uint8_t *rb = calloc(1, s->cluster_size);
     if (!rt || !rb)
         return wisp_err_sys(err, ENOMEM, "%s: growing the refcount table", s->name);
-    int ret = 0;
     uint64_t used = k + new_cl; /* clusters first .. first+used-1 are ours */
+    uint64_t new_off = (first + k) << s->cluster_bits, blocks = first << s->cluster_bits;
+    int ret = 0;
+    if (qcow2_meta_kinds(s, blocks, used << s->cluster_bits))
+        return qcow2_corrupt(s, err, "metadata lies beyond the space the refcount table covers");
+    if (qcow2_meta_update(s, blocks, k << s->cluster_bits, QCOW2_META_RB, 0) < 0 ||
+        qcow2_meta_update(s, new_off, new_cl << s->cluster_bits, QCOW2_META_RT, 0) < 0)
+        ret = wisp_err_set(err, ENOMEM, "%s: metadata map", s->name);
     for (uint64_t j = 0; j < k && ret == 0; j++) {
         memset(rb, 0, s->cluster_size);
         for (uint64_t c = 0; c < per_rb && j * per_rb + c < used; c++)
             qcow2_rb_entry_set(s, rb, c, 1);
-        ret = block_file_pwrite(s->file, (first + j) << s->cluster_bits, rb, s->cluster_size, err);
+        ret = qcow2_write_meta(s, QCOW2_META_RB, (first + j) << s->cluster_bits, rb,
+                               s->cluster_size, err);
     }
     for (uint64_t i = 0; i < entries; i++) {
         uint64_t v = i < s->rt_entries ? s->rt[i] : 0;
@@ -141,26 +151,37 @@ static int grow_refcount_table(struct qcow2_state *s, uint64_t need, struct wisp
             v = (first + (i - first_idx)) << s->cluster_bits;
         rt[i] = htobe64(v);
     }
-    uint64_t new_off = (first + k) << s->cluster_bits;
     if (ret == 0)
-        ret = block_file_pwrite(s->file, new_off, rt, entries * 8, err);
+        ret = qcow2_write_meta(s, QCOW2_META_RT, new_off, rt, entries * 8, err);
     if (ret == 0)
-        ret = block_file_flush(s->file, err);
-    if (ret < 0)
+        ret = qcow2_barrier(s, err);
+    if (ret < 0) {
+        qcow2_meta_update(s, blocks, used << s->cluster_bits, 0, QCOW2_META_RB | QCOW2_META_RT);
         return wisp_err_wrap(err, "%s: growing the refcount table", s->name);
+    }
     uint64_t old_off = s->rt_offset, old_cl = s->rt_clusters;
     if (s->host_end < (first + used) << s->cluster_bits)
         s->host_end = (first + used) << s->cluster_bits;
     for (uint64_t i = 0; i < entries; i++)
         rt[i] = be64toh(rt[i]);
-    free(s->rt);
+    cleanup_free uint64_t *old_rt = s->rt;
+    uint64_t old_entries = s->rt_entries;
     s->rt = steal_ptr(&rt);
     s->rt_entries = entries;
     s->rt_offset = new_off;
     s->rt_clusters = (uint32_t)new_cl;
-    if ((ret = qcow2_write_header(s, err)) < 0 || (ret = block_file_flush(s->file, err)) < 0)
+    if ((ret = qcow2_write_header(s, err)) < 0) {
+        /* the header still names the old table: keep using it (the new clusters leak) */
+        s->rt = steal_ptr(&old_rt);
+        s->rt_entries = old_entries;
+        s->rt_offset = old_off;
+        s->rt_clusters = (uint32_t)old_cl;
         return ret;
-    return qcow2_update_refcount(s, old_off, old_cl << s->cluster_bits, -1, err);
+    }
+    ret = qcow2_barrier(s, err);
+    qcow2_meta_update(s, old_off, old_cl << s->cluster_bits, 0, QCOW2_META_RT);
+    int r2 = qcow2_update_refcount(s, old_off, old_cl << s->cluster_bits, -1, err);
+    return ret < 0 ? ret : r2;
 }
 
 /*
@@ -258,21 +279,24 @@ static int alloc_clusters_at_end(struct qcow2_state *s, uint64_t n, uint64_t *of
                 continue;
             uint64_t off = b++ << s->cluster_bits;
             uint8_t *rb;
-            int ret = qcow2_rb_get(s, off, true, &rb, err);
+            int ret = qcow2_meta_update(s, off, s->cluster_size, QCOW2_META_RB, 0) < 0
+                          ? wisp_err_set(err, ENOMEM, "%s: metadata map", s->name)
+                          : qcow2_rb_get(s, off, true, &rb, err);
             if (ret < 0)
                 return ret;
             for (uint64_t c = start; c < start + m; c++)
                 if (c >> s->rb_bits == r)
                     qcow2_rb_entry_set(s, rb, c & ((1ull << s->rb_bits) - 1), 1);
-            ret = block_file_pwrite(s->file, off, rb, s->cluster_size, err);
+            ret = qcow2_write_meta(s, QCOW2_META_RB, off, rb, s->cluster_size, err);
             if (ret < 0) {
                 qcow2_cache_forget(&s->rb_cache, off);
+                qcow2_meta_update(s, off, s->cluster_size, 0, QCOW2_META_RB);
                 return wisp_err_wrap(err, "%s: writing a new refcount block", s->name);
             }
             s->rt[r] = off;
         }
         s->host_end = new_hi;
-        int ret = m && !s->dirty_by_us ? block_file_flush(s->file, err) : 0;
+        int ret = m && !s->dirty_by_us ? qcow2_barrier(s, err) : 0;
         for (uint64_t r = start >> s->rb_bits; r <= last && ret == 0; r++)
             if (s->rt[r] >= new_lo && s->rt[r] < new_hi)
                 ret = write_rt_entry(s, r, err);
@@ -309,7 +333,12 @@ int qcow2_alloc_clusters(struct qcow2_state *s, uint64_t n, uint64_t *offset, st
             return ret;
         if ((ret = qcow2_get_refcount(s, c, &rc, err)) < 0)
             return ret;
-        if (rc) {
+        /* metadata is never handed out, even with a (corrupt) refcount of 0; a freed cluster
+         * with I/O in flight waits until it is over */
+        bool busy = !rc && !qcow2_clusters_reusable(s, c, 1);
+        if (busy && !qcow2_meta_kinds(s, c << s->cluster_bits, s->cluster_size) && c < s->busy_skip)
+            s->busy_skip = c;
+        if (rc || busy) {
             start = c + 1;
             if (c == s->free_hint)
                 s->free_hint = start;

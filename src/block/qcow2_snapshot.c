@@ -96,9 +96,11 @@ static size_t entry_size(const struct qcow2_snapshot *sn)
     return qcow2_align_up(40 + 24 + strlen(sn->id) + strlen(sn->name), 8);
 }
 
-/* Writes the table to new clusters, switches the header to it, frees the old one. */
-static int write_snapshot_table(struct qcow2_state *s, struct wisp_err *err)
+/* Writes the table to new clusters, switches the header to it, frees the old one. *committed:
+ * the header names the new table (from then on a failure does not undo anything). */
+static int write_snapshot_table(struct qcow2_state *s, bool *committed, struct wisp_err *err)
 {
+    *committed = false;
     size_t total = 0;
     for (uint32_t i = 0; i < s->nb_snapshots; i++)
         total += entry_size(&s->snaps[i]);
@@ -126,97 +128,42 @@ static int write_snapshot_table(struct qcow2_state *s, struct wisp_err *err)
         p += entry_size(sn);
     }
     uint64_t off = 0, old = s->snapshots_offset, old_size = s->snapshots_size;
+    uint64_t bytes = qcow2_align_up(total, s->cluster_size);
     int ret = 0;
-    if (total && (ret = qcow2_alloc_clusters(
-                      s, qcow2_align_up(total, s->cluster_size) >> s->cluster_bits, &off, err)) < 0)
+    if (total && (ret = qcow2_alloc_clusters(s, bytes >> s->cluster_bits, &off, err)) < 0)
         return ret;
-    if (total && (ret = block_file_pwrite(s->file, off, buf, total, err)) < 0)
-        return ret;
-    if ((ret = qcow2_flush_metadata(s, err)) < 0 || (ret = block_file_flush(s->file, err)) < 0)
-        return ret;
-    s->snapshots_offset = off;
-    s->snapshots_size = total;
-    if ((ret = qcow2_write_header(s, err)) < 0 || (ret = block_file_flush(s->file, err)) < 0)
-        return ret;
-    return old_size ? qcow2_free_deferred(s, old, qcow2_align_up(old_size, s->cluster_size), err)
-                    : 0;
-}
-
-/* Adds one reference (addend 1) to, or defers dropping one (addend -1) from, every table and
- * cluster reachable from an L1 table. */
-static int refcount_tree(struct qcow2_state *s, const uint64_t *l1, uint32_t n, int addend,
-                         struct wisp_err *err)
-{
-    cleanup_free uint8_t *copy = malloc(s->cluster_size);
-    if (!copy)
-        return wisp_err_sys(err, ENOMEM, "%s: snapshot", s->name);
-    for (uint32_t i = 0; i < n; i++) {
-        uint64_t l2 = l1[i] & QCOW2_OFFSET_MASK, off, len;
-        if (!l2)
-            continue;
-        uint8_t *t;
-        int ret = qcow2_l2_get(s, l2, false, &t, err);
-        if (ret < 0)
-            return ret;
-        memcpy(copy, t, s->cluster_size);
-        ret = addend > 0 ? qcow2_update_refcount(s, l2, s->cluster_size, 1, err)
-                         : qcow2_free_deferred(s, l2, s->cluster_size, err);
-        for (uint64_t j = 0; ret == 0 && j < s->l2_entries; j++) {
-            uint64_t e = qcow2_l2_entry(s, copy, j);
-            enum qcow2_ctype ty = qcow2_entry_type(s, e);
-            if (ty == QCOW2_C_COMPRESSED) {
-                qcow2_compressed_range(s, e, &off, &len);
-            } else if (ty == QCOW2_C_NORMAL || ty == QCOW2_C_ZERO_ALLOC) {
-                off = e & QCOW2_OFFSET_MASK;
-                len = s->cluster_size;
-            } else {
-                continue;
-            }
-            ret = addend > 0 ? qcow2_update_refcount(s, off, len, 1, err)
-                             : qcow2_free_deferred(s, off, len, err);
-        }
-        if (ret < 0)
-            return ret;
-    }
-    return 0;
-}
-
-/* OFLAG_COPIED on active L1/L2 entries exactly where the refcount is 1 (spec "Cluster
- * mapping"). Refcounts must be current (deferred frees applied). */
-static int fix_copied(struct qcow2_state *s, struct wisp_err *err)
-{
-    for (uint32_t i = 0; i < s->l1_size; i++) {
-        uint64_t l2 = s->l1[i] & QCOW2_OFFSET_MASK, rc;
-        if (!l2)
-            continue;
-        int ret = qcow2_get_refcount(s, l2 >> s->cluster_bits, &rc, err);
-        if (ret < 0)
-            return ret;
-        uint64_t ne = rc == 1 ? s->l1[i] | QCOW2_OFLAG_COPIED : s->l1[i] & ~QCOW2_OFLAG_COPIED;
-        if (ne != s->l1[i]) {
-            s->l1[i] = ne;
-            s->l1_dirty = true;
-        }
-        for (uint64_t j = 0; j < s->l2_entries; j++) {
-            uint8_t *t;
-            if ((ret = qcow2_l2_get(s, l2, false, &t, err)) < 0)
-                return ret;
-            uint64_t e = qcow2_l2_entry(s, t, j), bmp = qcow2_l2_bitmap(s, t, j), drc;
-            enum qcow2_ctype ty = qcow2_entry_type(s, e);
-            if (ty != QCOW2_C_NORMAL && ty != QCOW2_C_ZERO_ALLOC)
-                continue;
-            if ((ret = qcow2_get_refcount(s, (e & QCOW2_OFFSET_MASK) >> s->cluster_bits, &drc,
-                                          err)) < 0)
-                return ret;
-            uint64_t n2 = drc == 1 ? e | QCOW2_OFLAG_COPIED : e & ~QCOW2_OFLAG_COPIED;
-            if (n2 != e) {
-                if ((ret = qcow2_l2_get(s, l2, false, &t, err)) < 0)
-                    return ret;
-                qcow2_l2_set(s, t, j, n2, bmp);
-            }
+    if (total && qcow2_meta_update(s, off, bytes, QCOW2_META_SNAP_TABLE, 0) < 0)
+        ret = wisp_err_set(err, ENOMEM, "%s: metadata map", s->name);
+    if (ret == 0 && total)
+        ret = qcow2_write_meta(s, QCOW2_META_SNAP_TABLE, off, buf, total, err);
+    if (ret == 0)
+        ret = qcow2_flush_metadata(s, err);
+    if (ret == 0)
+        ret = qcow2_barrier(s, err);
+    if (ret == 0) {
+        s->snapshots_offset = off;
+        s->snapshots_size = total;
+        if ((ret = qcow2_write_header(s, err)) < 0) { /* the header names the old table */
+            s->snapshots_offset = old;
+            s->snapshots_size = old_size;
         }
     }
-    return 0;
+    if (ret < 0) {
+        if (total) { /* never referenced: give the new clusters back now */
+            qcow2_meta_update(s, off, bytes, 0, QCOW2_META_SNAP_TABLE);
+            qcow2_update_refcount(s, off, bytes, -1, NULL);
+        }
+        return ret;
+    }
+    *committed = true;
+    ret = qcow2_barrier(s, err);
+    if (old_size) {
+        qcow2_meta_update(s, old, qcow2_align_up(old_size, s->cluster_size), 0,
+                          QCOW2_META_SNAP_TABLE);
+        int r2 = qcow2_free_deferred(s, old, qcow2_align_up(old_size, s->cluster_size), err);
+        ret = ret < 0 ? ret : r2;
+    }
+    return ret;
 }
 
 /* The qcow2 state of bs in *out, or an error when bs is not qcow2 or (with write) read-only. */
@@ -232,6 +179,17 @@ static int snap_state(struct block_dev *bs, bool write, struct qcow2_state **out
     return 0;
 }
 
+/* After a snapshot operation (done or undone) the map is built again from the tables: L2 tables
+ * now shared with a snapshot, or no longer used by any. */
+static int rebuild_map(struct qcow2_state *s, struct wisp_err *err)
+{
+    struct wisp_err e = {0};
+    int ret = qcow2_meta_build(s, true, &e);
+    if (ret < 0 && err && !err->msg[0])
+        *err = e;
+    return ret;
+}
+
 static int find_snapshot(struct qcow2_state *s, const char *name)
 {
     for (uint32_t i = 0; i < s->nb_snapshots; i++)
@@ -243,31 +201,37 @@ static int find_snapshot(struct qcow2_state *s, const char *name)
     return -1;
 }
 
-static int do_create(struct qcow2_state *s, const char *name, struct wisp_err *err)
+/* Writes a copy of the active L1 table to new clusters for a snapshot; *off = where. */
+static int write_snapshot_l1(struct qcow2_state *s, uint64_t *off, struct wisp_err *err)
 {
-    if (find_snapshot(s, name) >= 0)
-        return wisp_err_set(err, EEXIST, "%s: snapshot '%s' already exists", s->name, name);
-    int ret = qcow2_flush_metadata(s, err);
-    if (ret == 0)
-        ret = refcount_tree(s, s->l1, s->l1_size, 1, err);
-    if (ret == 0)
-        ret = fix_copied(s, err);
-    uint64_t bytes = qcow2_align_up((uint64_t)s->l1_size * 8, s->cluster_size), l1off = 0;
-    if (ret == 0 && s->l1_size)
-        ret = qcow2_alloc_clusters(s, bytes >> s->cluster_bits, &l1off, err);
-    cleanup_free uint64_t *be = calloc(bytes / 8 + 1, 8);
-    if (ret == 0 && !be)
-        ret = wisp_err_sys(err, ENOMEM, "%s: snapshot", s->name);
-    for (uint32_t i = 0; ret == 0 && i < s->l1_size; i++)
+    uint64_t bytes = qcow2_align_up((uint64_t)s->l1_size * 8, s->cluster_size);
+    *off = 0;
+    if (!s->l1_size)
+        return 0;
+    cleanup_free uint64_t *be = calloc(bytes / 8, 8);
+    if (!be)
+        return wisp_err_sys(err, ENOMEM, "%s: snapshot", s->name);
+    for (uint32_t i = 0; i < s->l1_size; i++)
         be[i] = htobe64(s->l1[i]);
-    if (ret == 0 && s->l1_size)
-        ret = block_file_pwrite(s->file, l1off, be, (size_t)s->l1_size * 8, err);
-    struct qcow2_snapshot *n = realloc(s->snaps, (s->nb_snapshots + 2u) * sizeof(*n));
-    if (ret < 0 || !n)
-        return ret < 0 ? ret : wisp_err_sys(err, ENOMEM, "%s: snapshot", s->name);
-    s->snaps = n;
-    struct qcow2_snapshot *sn = &s->snaps[s->nb_snapshots];
-    memset(sn, 0, sizeof(*sn));
+    int ret = qcow2_alloc_clusters(s, bytes >> s->cluster_bits, off, err);
+    if (ret < 0)
+        return ret;
+    if (qcow2_meta_update(s, *off, bytes, QCOW2_META_SNAP_L1, 0) < 0)
+        ret = wisp_err_set(err, ENOMEM, "%s: metadata map", s->name);
+    if (ret == 0)
+        ret = qcow2_write_meta(s, QCOW2_META_SNAP_L1, *off, be, (size_t)s->l1_size * 8, err);
+    if (ret < 0) {
+        qcow2_meta_update(s, *off, bytes, 0, QCOW2_META_SNAP_L1);
+        qcow2_update_refcount(s, *off, bytes, -1, NULL);
+        *off = 0;
+    }
+    return ret;
+}
+
+/* Fills a new snapshot entry (id: one more than the largest numeric id). */
+static int new_entry(struct qcow2_state *s, const char *name, struct qcow2_snapshot *sn,
+                     struct wisp_err *err)
+{
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     unsigned id = 1;
@@ -276,20 +240,61 @@ static int do_create(struct qcow2_state *s, const char *name, struct wisp_err *e
             id = (unsigned)atoi(s->snaps[i].id) + 1;
     char idbuf[16];
     snprintf(idbuf, sizeof(idbuf), "%u", id);
-    sn->id = strdup(idbuf);
-    sn->name = strdup(name);
-    if (!sn->id || !sn->name) {
-        free(sn->id);
-        free(sn->name);
+    *sn = (struct qcow2_snapshot){.l1_size = s->l1_size,
+                                  .date_sec = (uint32_t)ts.tv_sec,
+                                  .date_nsec = (uint32_t)ts.tv_nsec,
+                                  .disk_size = s->size,
+                                  .id = strdup(idbuf),
+                                  .name = strdup(name)};
+    if (sn->id && sn->name)
+        return 0;
+    free(sn->id);
+    free(sn->name);
+    return wisp_err_sys(err, ENOMEM, "%s: snapshot", s->name);
+}
+
+/* Creates the snapshot; on failure before the header names the new table, every change is
+ * undone (references, OFLAG_COPIED, new clusters), so the image is as it was. */
+static int do_create(struct qcow2_state *s, const char *name, struct wisp_err *err)
+{
+    if (find_snapshot(s, name) >= 0)
+        return wisp_err_set(err, EEXIST, "%s: snapshot '%s' already exists", s->name, name);
+    /* room for the entry first: once the array holds it, nothing else reallocates it */
+    struct qcow2_snapshot *arr = realloc(s->snaps, (s->nb_snapshots + 2u) * sizeof(*arr));
+    if (!arr)
         return wisp_err_sys(err, ENOMEM, "%s: snapshot", s->name);
+    s->snaps = arr;
+    struct qcow2_snapshot sn;
+    int ret = new_entry(s, name, &sn, err);
+    if (ret < 0)
+        return ret;
+    bool counted = false, committed = false;
+    ret = qcow2_flush_metadata(s, err);
+    if (ret == 0)
+        ret = qcow2_refcount_tree(s, s->l1, s->l1_size, QCOW2_TREE_INC, err);
+    counted = ret == 0;
+    if (ret == 0)
+        ret = qcow2_fix_copied(s, err);
+    if (ret == 0)
+        ret = write_snapshot_l1(s, &sn.l1_table_offset, err);
+    if (ret == 0) {
+        s->snaps[s->nb_snapshots++] = sn;
+        if ((ret = write_snapshot_table(s, &committed, err)) < 0 && !committed)
+            s->nb_snapshots--;
     }
-    sn->l1_table_offset = l1off;
-    sn->l1_size = s->l1_size;
-    sn->date_sec = (uint32_t)ts.tv_sec;
-    sn->date_nsec = (uint32_t)ts.tv_nsec;
-    sn->disk_size = s->size;
-    s->nb_snapshots++;
-    return write_snapshot_table(s, err);
+    if (ret == 0 || committed)
+        return ret;
+    struct wisp_err ignored = {0};
+    if (sn.l1_table_offset) {
+        uint64_t bytes = qcow2_align_up((uint64_t)s->l1_size * 8, s->cluster_size);
+        qcow2_meta_update(s, sn.l1_table_offset, bytes, 0, QCOW2_META_SNAP_L1);
+        qcow2_update_refcount(s, sn.l1_table_offset, bytes, -1, &ignored);
+    }
+    if (counted && qcow2_refcount_tree(s, s->l1, s->l1_size, QCOW2_TREE_DEC_NOW, &ignored) == 0)
+        qcow2_fix_copied(s, &ignored);
+    free(sn.id);
+    free(sn.name);
+    return ret;
 }
 
 int qcow2_snapshot_create(struct block_dev *bs, const char *name, struct wisp_err *err)
@@ -302,8 +307,9 @@ int qcow2_snapshot_create(struct block_dev *bs, const char *name, struct wisp_er
         return wisp_err_set(err, EINVAL, "%s: invalid snapshot name", s->name);
     pthread_mutex_lock(&s->lock);
     int ret = do_create(s, name, err);
+    int r2 = rebuild_map(s, err);
     pthread_mutex_unlock(&s->lock);
-    return ret;
+    return ret < 0 ? ret : r2;
 }
 
 int qcow2_snapshot_list(struct block_dev *bs, struct qcow2_snapshot_info **list, unsigned *n,
@@ -343,7 +349,7 @@ static int read_snapshot_l1(struct qcow2_state *s, const struct qcow2_snapshot *
         return wisp_err_sys(err, ENOMEM, "%s: snapshot L1", s->name);
     int ret = block_file_pread(s->file, sn->l1_table_offset, l1, (size_t)sn->l1_size * 8, err);
     for (uint32_t i = 0; i < sn->l1_size; i++)
-        l1[i] = be64toh(l1[i]) & ~QCOW2_L1E_RESERVED;
+        l1[i] = be64toh(l1[i]); /* validated with the tables (qcow2_refcount_tree) */
     if (ret < 0) {
         free(l1);
         return ret;
@@ -352,36 +358,59 @@ static int read_snapshot_l1(struct qcow2_state *s, const struct qcow2_snapshot *
     return 0;
 }
 
+/* Makes the snapshot's state the active one. The commit point is the L1 table write in the
+ * second flush; a failure before it undoes the references taken and keeps the active table. */
 static int do_apply(struct qcow2_state *s, struct qcow2_snapshot *sn, struct wisp_err *err)
 {
-    cleanup_free uint64_t *l1 = NULL;
+    cleanup_free uint64_t *l1 = NULL, *old = NULL;
     if (sn->l1_size > s->l1_size)
         return wisp_err_set(err, ENOTSUP, "%s: snapshot '%s' has a larger L1 table than the image",
                             s->name, sn->name);
+    unsigned nr_deferred = s->nr_deferred;
     int ret = qcow2_flush_metadata(s, err);
     if (ret == 0)
         ret = read_snapshot_l1(s, sn, &l1, err);
+    if (ret == 0 && !(old = malloc((size_t)s->l1_size * 8 + 8)))
+        ret = wisp_err_sys(err, ENOMEM, "%s: L1 table", s->name);
     if (ret == 0)
-        ret = refcount_tree(s, l1, sn->l1_size, 1, err);
-    if (ret == 0)
-        ret = refcount_tree(s, s->l1, s->l1_size, -1, err);
+        ret = qcow2_refcount_tree(s, l1, sn->l1_size, QCOW2_TREE_INC, err);
     if (ret < 0)
         return ret;
+    nr_deferred = s->nr_deferred;
+    if ((ret = qcow2_refcount_tree(s, s->l1, s->l1_size, QCOW2_TREE_DEC_DEFERRED, err)) < 0)
+        goto undo;
+    memcpy(old, s->l1, (size_t)s->l1_size * 8);
     for (uint32_t i = 0; i < s->l1_size; i++)
         s->l1[i] = i < sn->l1_size ? l1[i] & ~QCOW2_OFLAG_COPIED : 0;
     s->l1_dirty = true;
     /* increments, barrier, new L1, barrier, decrements: qcow2_cache.c's order */
-    if ((ret = qcow2_flush_metadata(s, err)) < 0 || (ret = fix_copied(s, err)) < 0 ||
-        (ret = qcow2_flush_metadata(s, err)) < 0)
+    if ((ret = qcow2_flush_metadata(s, err)) < 0) {
+        if (!s->l1_dirty) /* the new table is on disk: the apply happened */
+            return ret;
+        memcpy(s->l1, old, (size_t)s->l1_size * 8);
+        s->nr_deferred = nr_deferred; /* refcount_tree appended only whole entries here */
+        goto undo;
+    }
+    if ((ret = qcow2_fix_copied(s, err)) < 0 || (ret = qcow2_flush_metadata(s, err)) < 0)
         return ret;
     if (sn->disk_size != s->size) {
+        uint64_t size = s->size;
         s->size = sn->disk_size;
+        if ((ret = qcow2_write_header(s, err)) < 0) {
+            s->size = size;
+            return ret;
+        }
         s->bs->size = s->size;
-        ret = qcow2_write_header(s, err);
     }
-    return ret < 0 ? ret : block_file_flush(s->file, err);
+    return qcow2_barrier(s, err);
+undo:;
+    struct wisp_err ignored = {0};
+    qcow2_refcount_tree(s, l1, sn->l1_size, QCOW2_TREE_DEC_NOW, &ignored);
+    return ret;
 }
 
+/* Drops the snapshot. The commit point is the header naming the table without it; before it,
+ * the entry goes back into the table. */
 static int do_delete(struct qcow2_state *s, int idx, struct wisp_err *err)
 {
     struct qcow2_snapshot sn = s->snaps[idx];
@@ -391,20 +420,30 @@ static int do_delete(struct qcow2_state *s, int idx, struct wisp_err *err)
         return ret;
     memmove(&s->snaps[idx], &s->snaps[idx + 1], (s->nb_snapshots - (uint32_t)idx - 1) * sizeof(sn));
     s->nb_snapshots--;
-    if ((ret = write_snapshot_table(s, err)) == 0)
-        ret = refcount_tree(s, l1, sn.l1_size, -1, err);
-    if (ret == 0 && sn.l1_size)
-        ret = qcow2_free_deferred(s, sn.l1_table_offset,
-                                  qcow2_align_up((uint64_t)sn.l1_size * 8, s->cluster_size), err);
+    bool committed;
+    if ((ret = write_snapshot_table(s, &committed, err)) < 0 && !committed) {
+        memmove(&s->snaps[idx + 1], &s->snaps[idx], (s->nb_snapshots - (uint32_t)idx) * sizeof(sn));
+        s->snaps[idx] = sn;
+        s->nb_snapshots++;
+        return ret;
+    }
     free(sn.id);
     free(sn.name);
+    if (ret < 0)
+        return ret;
+    ret = qcow2_refcount_tree(s, l1, sn.l1_size, QCOW2_TREE_DEC_DEFERRED, err);
+    if (ret == 0 && sn.l1_size) {
+        uint64_t bytes = qcow2_align_up((uint64_t)sn.l1_size * 8, s->cluster_size);
+        qcow2_meta_update(s, sn.l1_table_offset, bytes, 0, QCOW2_META_SNAP_L1);
+        ret = qcow2_free_deferred(s, sn.l1_table_offset, bytes, err);
+    }
     if (ret == 0)
         ret = qcow2_flush_metadata(s, err);
     if (ret == 0)
-        ret = fix_copied(s, err);
+        ret = qcow2_fix_copied(s, err);
     if (ret == 0)
         ret = qcow2_flush_metadata(s, err);
-    return ret < 0 ? ret : block_file_flush(s->file, err);
+    return ret < 0 ? ret : qcow2_barrier(s, err);
 }
 
 /* Runs op on the snapshot called `name` (by name, as qemu-img -a/-d do), under the image lock. */
@@ -422,8 +461,9 @@ static int on_named_snapshot(struct block_dev *bs, const char *name,
         ret = wisp_err_set(err, ENOENT, "%s: no snapshot named '%s'", s->name, name);
     else
         ret = op(s, i, err);
+    int r2 = i >= 0 ? rebuild_map(s, err) : 0;
     pthread_mutex_unlock(&s->lock);
-    return ret;
+    return ret < 0 ? ret : r2;
 }
 
 static int apply_at(struct qcow2_state *s, int idx, struct wisp_err *err)

@@ -86,24 +86,16 @@ static int run_check(struct block_dev *bs, int fix, bool json, bool quiet)
 {
     struct qcow2_check_result r = {.report = report_line, .opaque = &quiet};
     struct wisp_err err = {0};
+    /* with -r the library repairs, then checks again: r holds that second pass */
     if (qcow2_check(bs, fix, &r, &err) < 0) {
         img_error("Check failed: %s", err.msg);
         return IMG_EXIT_ERROR;
     }
-    if (fix && (r.leaks_fixed || r.corruptions_fixed) && !json && !quiet) {
+    if (fix && (r.leaks_fixed || r.corruptions_fixed) && !json && !quiet)
         printf("The following inconsistencies were found and repaired:\n\n"
                "    %" PRIu64 " leaked clusters\n    %" PRIu64 " corruptions\n\n"
                "Double checking the fixed image now...\n",
                r.leaks_fixed, r.corruptions_fixed);
-        struct qcow2_check_result again = {.report = report_line, .opaque = &quiet};
-        again.leaks_fixed = r.leaks_fixed;
-        again.corruptions_fixed = r.corruptions_fixed;
-        if (qcow2_check(bs, 0, &again, &err) < 0) {
-            img_error("Check failed: %s", err.msg);
-            return IMG_EXIT_ERROR;
-        }
-        r = again;
-    }
     if (json)
         print_json(bs->filename, &r);
     else if (!quiet)
@@ -165,7 +157,9 @@ int img_check_main(int argc, char **argv)
     if (optind != argc - 1)
         return img_usage_error("check", "Expecting one image file name");
     struct block_dev *bs;
-    struct img_open_args a = {.format = fmt, .read_only = fix == 0, .no_backing = true};
+    /* repair: damaged tables and the corrupt bit do not stop the open; only check writes */
+    struct img_open_args a = {
+        .format = fmt, .read_only = fix == 0, .no_backing = true, .repair = true};
     if (img_open(&bs, argv[optind], &a) < 0)
         return IMG_EXIT_ERROR;
     int rc = CHECK_EXIT_UNSUPPORTED;

@@ -61,6 +61,7 @@ int img_open(struct block_dev **bs, const char *path, const struct img_open_args
         .format = a->format,
         .read_only = a->read_only,
         .no_backing = a->no_backing,
+        .repair = a->repair,
         .backing_override = a->backing_override,
         .backing_format_override = a->backing_format_override,
         .throttle = a->throttle,

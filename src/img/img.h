@@ -47,6 +47,7 @@ struct img_open_args {
     const char *format; /* NULL = probe */
     bool read_only;
     bool no_backing;
+    bool repair;       /* block_open_opts.repair (wisp-img check) */
     const char *cache; /* NULL = writeback */
     const char *aio;   /* NULL = threads when needed, else sync */
     const char *backing_override, *backing_format_override;

@@ -219,6 +219,7 @@ bool gvirtq_setup(struct gvirtio_dev *d, struct gvirtq *q, unsigned index, uint1
         return false;
     }
     *q = (struct gvirtq){.dev = d, .index = index, .size = size, .num_free = size};
+    q->event_idx = d->features & (1ull << GVIRTIO_F_EVENT_IDX);
     q->desc = gvirtio_alloc(16ull * size, 4096);
     q->avail = gvirtio_alloc(6 + 2ull * size, 4096);
     q->used = gvirtio_alloc(6 + 8ull * size, 4096);
@@ -268,6 +269,14 @@ int gvirtq_add(struct gvirtq *q, const struct gbuf *bufs, unsigned n_out, unsign
 void gvirtq_kick(struct gvirtq *q)
 {
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    uint16_t old = q->kicked_idx, now = q->avail_idx;
+    q->kicked_idx = now;
+    if (q->event_idx) {
+        /* vring_need_event (§2.7.10): the device's avail_event sits after the used ring */
+        uint16_t event = *(volatile uint16_t *)(q->used + 4 + 8 * q->size);
+        if ((uint16_t)(now - event - 1) >= (uint16_t)(now - old))
+            return;
+    }
     gvirtio_write32(q->dev, REG_QUEUE_NOTIFY, q->index);
 }
 

@@ -38,7 +38,11 @@ struct gvirtq {
     volatile uint8_t *used;   /* flags, idx, ring[size] of {u32 id, u32 len}, avail_event */
     uint16_t avail_idx, last_used;
     uint16_t free_head, num_free;
+    bool event_idx;      /* VIRTIO_F_RING_EVENT_IDX negotiated: kick only when the device asks */
+    uint16_t kicked_idx; /* avail_idx at the last kick */
 };
+#define GVIRTIO_F_INDIRECT_DESC 28
+#define GVIRTIO_F_EVENT_IDX     29
 
 /* A buffer to add: guest-physical address (= virtual in the kit) and length. */
 struct gbuf {
@@ -71,6 +75,8 @@ uint32_t gvirtio_status(const struct gvirtio_dev *d);
 int gvirtq_add(struct gvirtq *q, const struct gbuf *bufs, unsigned n_out, unsigned n_in);
 /* Publishes a raw chain head the caller built in q->desc itself (malformed-chain tests). */
 void gvirtq_publish(struct gvirtq *q, uint16_t head);
+/* Notifies the device; with EVENT_IDX only when its avail_event says it wants it (as Linux
+ * does), so a device that forgets to move avail_event stops getting notified. */
 void gvirtq_kick(struct gvirtq *q);
 /* Takes one used element if there is one (head, bytes written); recycles its descriptors. */
 bool gvirtq_get_used(struct gvirtq *q, uint16_t *head, uint32_t *len);

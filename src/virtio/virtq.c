@@ -228,6 +228,9 @@ int virtq_pop(struct virtq *q, struct virtq_chain *c, struct iovec *iov, unsigne
     if (r < 0)
         return r;
     q->last_avail++;
+    if (q->event_idx) /* avail_event (§2.7.10): notify us once the driver adds past this */
+        __atomic_store_n((volatile uint16_t *)&q->used->ring[q->size], q->last_avail,
+                         __ATOMIC_RELAXED);
     return 1;
 }
 
@@ -262,6 +265,8 @@ bool virtq_should_notify(struct virtq *q)
 
 void virtq_disable_notify(struct virtq *q)
 {
+    /* with EVENT_IDX, virtq_pop keeps avail_event just past what it took: the driver notifies
+     * only when it adds to a ring the device may have seen empty, which is what is wanted */
     if (!q->event_idx)
         __atomic_store_n((volatile uint16_t *)&q->used->flags, VRING_USED_F_NO_NOTIFY,
                          __ATOMIC_RELAXED);

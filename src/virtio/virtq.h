@@ -17,10 +17,10 @@ struct vring_used;
 #define VIRTQ_MAX_SIZE 32768 /* virtio 1.2 §2.7: Queue Size is at most 32768 */
 
 /*
- * One virtqueue. The transport fills size, ready and the ring addresses from the driver's register writes; from
- * virtq_activate() on, the queue belongs to the thread that serves it (the device's I/O thread):
- * pop, push and notify decisions are made there only. The rings live in guest memory that the
- * guest may change at any time: every field is read once into a local and checked there.
+ * One virtqueue. The transport fills size, ready and the ring addresses from the driver's register
+ * writes; from virtq_activate() on, the queue belongs to the thread that serves it (the device's
+ * I/O thread): pop, push and notify decisions are made there only. The rings live in guest memory
+ * that the guest may change at any time: every field is read once into a local and checked there.
  */
 struct virtq {
     unsigned index;   /* queue number, for messages */
@@ -67,7 +67,8 @@ void virtq_reset(struct virtq *q);
  * size), loops and chains longer than the queue (§2.7.5.3.1), indirect tables (feature
  * negotiated, not with NEXT, not nested, length a multiple of 16 and at most the queue size),
  * device-writable buffers after all readable ones (§2.7.4.2), and every buffer inside one RAM
- * region (gpa_to_hva). A zero-length buffer adds no iovec.
+ * region (gpa_to_hva). A zero-length buffer adds no iovec. With EVENT_IDX each pop moves
+ * avail_event to the new last index, so the driver notifies again when it adds more (§2.7.10).
  */
 int virtq_pop(struct virtq *q, struct virtq_chain *c, struct iovec *iov, unsigned max_iov,
               struct wisp_err *err);

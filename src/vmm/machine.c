@@ -155,24 +155,39 @@ static void machine_set_chips_ready(struct machine *m)
     pthread_mutex_unlock(&m->start_lock);
 }
 
-/* The kernel command line: the user's, then (--cmdline-devices on) one
- * "virtio_mmio.device=4K@BASE:IRQ" per virtio device, as Firecracker passes them. */
+/* Where kernel parameters the VMM adds go: before " -- " (what follows it is init's), else at
+ * the end. */
+static size_t cmdline_insert_point(const char *user)
+{
+    if (!strncmp(user, "-- ", 3) || !strcmp(user, "--"))
+        return 0;
+    const char *dd = strstr(user, " -- ");
+    if (!dd && strlen(user) >= 3 && !strcmp(user + strlen(user) - 3, " --"))
+        dd = user + strlen(user) - 3;
+    return dd ? (size_t)(dd - user) : strlen(user);
+}
+
+/* The kernel command line: the user's, with (--cmdline-devices on) one
+ * "virtio_mmio.device=4K@BASE:IRQ" per virtio device, as Firecracker passes them, placed before
+ * the user's "--" so that the kernel, not init, reads them. */
 static char *machine_cmdline(const struct machine *m, struct wisp_err *err)
 {
     const char *user = m->args->cmdline ? m->args->cmdline : "";
-    size_t len = strlen(user) + 1 + (m->args->cmdline_devices ? m->res.nr_virtio * 64 : 0);
+    size_t len = strlen(user) + 2 + (m->args->cmdline_devices ? m->res.nr_virtio * 64 : 0);
     char *s = malloc(len);
     if (!s) {
         wisp_err_set(err, ENOMEM, "out of memory for the kernel command line");
         return NULL;
     }
-    size_t n = (size_t)snprintf(s, len, "%s", user);
+    size_t at = cmdline_insert_point(user);
+    size_t n = (size_t)snprintf(s, len, "%.*s", (int)at, user);
     for (unsigned i = 0; m->args->cmdline_devices && i < m->res.nr_virtio; i++) {
         const struct resource_virtio_mmio *v = &m->res.virtio[i];
         n += (size_t)snprintf(s + n, len - n, "%svirtio_mmio.device=%lluK@0x%llx:%u", n ? " " : "",
                               (unsigned long long)(v->size >> 10), (unsigned long long)v->base,
                               v->gsi);
     }
+    snprintf(s + n, len - n, "%s%s", n && at == 0 && user[0] ? " " : "", user + at);
     return s;
 }
 

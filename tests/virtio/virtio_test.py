@@ -61,6 +61,13 @@ def case_rng(vmm, elf, tmp):
     expect_ok(status, out, "rng:")
 
 
+def case_rng_event_idx(vmm, elf, tmp):
+    # VIRTIO_F_RING_EVENT_IDX (bit 29) and INDIRECT_DESC (28), as Linux negotiates them
+    status, out, _ = run(vmm, elf, ["--rng"], ["-device", "virtio-rng-device"],
+                         f"virtio.features={(1 << 29) | (1 << 28)}")
+    expect_ok(status, out, "rng:")
+
+
 def case_rng_ratelimit(vmm, elf, tmp):
     # 1000 bytes/s with a burst of 100: a 4 KiB request gets at most what the bucket holds
     if vmm == "qemu":
@@ -72,7 +79,7 @@ def case_rng_ratelimit(vmm, elf, tmp):
     expect_ok(status, out, "rng:")
 
 
-CASES = {"rng": case_rng, "rng-ratelimit": case_rng_ratelimit}
+CASES = {"rng": case_rng, "rng-event-idx": case_rng_event_idx, "rng-ratelimit": case_rng_ratelimit}
 
 
 def main():

@@ -193,6 +193,31 @@ static void test_bzimage_64bit_boot(void **state)
     guest_mem_destroy(&run.mem);
 }
 
+/* The loader's own fields of the zero page come from wisp, never from the file: a crafted header
+ * with a setup_data pointer, another subarchitecture or QUIET_FLAG does not reach the kernel. */
+static void test_bzimage_loader_fields_not_from_the_file(void **state)
+{
+    static struct fake_bz bz;
+    fake_bz_init(&bz, 0x020f, 32 * MiB);
+    put64(bz.bytes + 0x250, 0x7000);     /* setup_data: at the zero page itself */
+    put32(bz.bytes + 0x23c, 2);          /* hardware_subarch: Xen */
+    put64(bz.bytes + 0x240, 0x12345678); /* hardware_subarch_data */
+    bz.bytes[0x211] |= 0x20;             /* QUIET_FLAG */
+    put16(bz.bytes + 0x224, 0xfe00);     /* heap_end_ptr */
+    struct boot_run run;
+    boot_run(&run, 128 * MiB, bz.bytes, bz.len, 0, "");
+    assert_int_equal(run.ret, 0);
+    struct boot_params bp;
+    assert_int_equal(guest_mem_read(&run.mem, X86_ZERO_PAGE_ADDR, &bp, sizeof(bp)), 0);
+    assert_true(bp.hdr.setup_data == 0);
+    assert_int_equal(bp.hdr.hardware_subarch, 0);
+    assert_true(bp.hdr.hardware_subarch_data == 0);
+    assert_int_equal(bp.hdr.loadflags & 0x20, 0);
+    assert_int_equal(bp.hdr.heap_end_ptr, 0);
+    assert_int_equal(bp.hdr.loadflags & LOADED_HIGH, LOADED_HIGH); /* the file's own flag stays */
+    guest_mem_destroy(&run.mem);
+}
+
 static void test_long_mode_cpu_state(void **state)
 {
     static struct fake_bz bz;
@@ -680,6 +705,7 @@ int main(void)
         cmocka_unit_test(test_e820_64gib),
         cmocka_unit_test(test_e820_rejects_tiny_ram),
         cmocka_unit_test(test_bzimage_64bit_boot),
+        cmocka_unit_test(test_bzimage_loader_fields_not_from_the_file),
         cmocka_unit_test(test_long_mode_cpu_state),
         cmocka_unit_test(test_bzimage_initrd_below_addr_max_on_big_guests),
         cmocka_unit_test(test_bzimage_bad_headers),

@@ -73,6 +73,16 @@ void x86_zero_page_init(struct boot_params *bp, const struct setup_header *hdr, 
     bp->hdr.ramdisk_size = (uint32_t)initrd_size;
     bp->ext_ramdisk_image = (uint32_t)(initrd_addr >> 32);
     bp->ext_ramdisk_size = (uint32_t)(initrd_size >> 32);
+    /* Fields the boot loader owns (boot.rst "write" or "modify (obligatory)"), never the file's:
+     * a crafted file must not make the kernel follow a setup_data list wisp never wrote or treat
+     * the machine as another subarchitecture. */
+    bp->hdr.setup_data = 0;
+    bp->hdr.hardware_subarch = 0; /* X86_SUBARCH_PC */
+    bp->hdr.hardware_subarch_data = 0;
+    bp->hdr.loadflags &= (uint8_t)~0x20; /* QUIET_FLAG: the kernel prints as asked */
+    bp->hdr.heap_end_ptr = 0;
+    bp->hdr.ext_loader_ver = 0;
+    bp->hdr.ext_loader_type = 0;
 }
 
 int x86_pvh_info_write(const struct guest_mem *mem, const struct x86_e820_entry *e820, unsigned n,

@@ -1,0 +1,129 @@
+/* virtio-net (virtio 1.2 §5.1) on a tap device: the device type, its features and
+ * configuration space, and activate/reset; the data path is in net_io.c. One receive and one
+ * transmit queue, served with the tap by the NIC's own I/O thread ("net-<name>"). */
+#include <endian.h>
+#include <errno.h>
+#include <linux/virtio_ids.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/evloop.h"
+#include "devices/device.h"
+#include "virtio/net_int.h"
+
+/* Offered whatever the tap takes; the offloads come from the tap's probe (net_frame.c). */
+#define NET_BASE_FEATURES                                                                          \
+    (1ull << VIRTIO_NET_F_MAC | 1ull << VIRTIO_NET_F_STATUS | 1ull << VIRTIO_NET_F_MRG_RXBUF)
+
+/* §5.1.4: the configuration is read-only for a modern driver (the MAC changes only through a
+ * control queue, which this device does not have): writes are ignored. */
+static void net_config_read(struct virtio_dev *vdev, uint64_t offset, void *data, unsigned size)
+{
+    const struct virtio_net *n = (const struct virtio_net *)vdev;
+    if (offset >= sizeof(n->config))
+        return;
+    size_t len = sizeof(n->config) - offset < size ? sizeof(n->config) - offset : size;
+    memcpy(data, n->config + offset, len);
+}
+
+static void net_fill_config(struct virtio_net *n, const uint8_t mac[6])
+{
+    memcpy(n->config, mac, 6);
+    uint16_t status = htole16(VIRTIO_NET_S_LINK_UP), pairs = htole16(1);
+    memcpy(n->config + 6, &status, 2);
+    memcpy(n->config + 8, &pairs, 2); /* max_virtqueue_pairs: read only with MQ */
+}
+
+/* DRIVER_OK (vCPU thread, vdev->lock held): the tap takes the offloads the driver accepts in
+ * received frames, then the I/O thread serves the queues and the tap. */
+static int net_activate(struct virtio_dev *vdev, struct wisp_err *err)
+{
+    struct virtio_net *n = (struct virtio_net *)vdev;
+    n->features = vdev->guest_features;
+    n->rx_ok = vdev->queues[NET_RX_QUEUE].vq.ready;
+    n->tx_ok = vdev->queues[NET_TX_QUEUE].vq.ready;
+    token_bucket_init(&n->rx_bucket, n->p->rx_bps, n->p->rx_burst);
+    token_bucket_init(&n->tx_bucket, n->p->tx_bps, n->p->tx_burst);
+    int r = tap_set_offload(&n->tap, net_tap_offloads(n->features), err);
+    if (r < 0)
+        return wisp_err_wrap(err, "%s", vdev->dev->name);
+    return net_io_start(n, err);
+}
+
+static void net_reset(struct virtio_dev *vdev)
+{
+    struct virtio_net *n = (struct virtio_net *)vdev;
+    net_io_stop(n);
+    (void)tap_set_offload(&n->tap, 0, NULL); /* no partial checksums for the next driver */
+}
+
+static const struct virtio_dev_ops net_ops = {
+    .config_read = net_config_read,
+    .activate = net_activate,
+    .reset = net_reset,
+};
+
+static int net_open_backend(struct virtio_net *n, struct device *dev, struct wisp_err *err)
+{
+    const struct virtio_net_params *p = n->p;
+    if (p->vhost == VIRTIO_NET_VHOST_ON) /* the parser refuses it already */
+        return wisp_err_set(err, ENOTSUP, "%s: vhost=on: vhost-net is not implemented", dev->name);
+    n->rx_buf = malloc(NET_MAX_LEN + 1);
+    if (!n->rx_buf)
+        return wisp_err_set(err, ENOMEM, "%s: out of memory", dev->name);
+    int r = tap_open(&n->tap, p->tap, (int)NET_HDR_LEN, err);
+    if (r < 0)
+        return wisp_err_wrap(err, "%s", dev->name);
+    char thread[48]; /* shown as its first 15 characters */
+    snprintf(thread, sizeof(thread), "net-%s", dev->name);
+    r = iothread_start(&n->thread, thread, err);
+    if (r < 0)
+        return r;
+    n->loop = iothread_loop(n->thread);
+    return 0;
+}
+
+static int net_realize(struct device *dev, struct wisp_err *err)
+{
+    struct virtio_net *n = calloc(1, sizeof(*n));
+    if (!n)
+        return wisp_err_set(err, ENOMEM, "%s: out of memory", dev->name);
+    dev->state = n;
+    n->p = dev->params;
+    n->tap.fd = -1;
+    int r = net_open_backend(n, dev, err);
+    if (r < 0)
+        return r;
+    uint8_t mac[6];
+    if (n->p->mac_given)
+        memcpy(mac, n->p->mac, 6);
+    else
+        net_default_mac(dev->name, n->tap.name, mac);
+    net_fill_config(n, mac);
+    static const uint16_t sizes[] = {NET_QUEUE_MAX, NET_QUEUE_MAX};
+    uint64_t features = NET_BASE_FEATURES | net_offload_features(n->tap.offloads);
+    return virtio_dev_init(&n->vdev, dev, &net_ops, VIRTIO_ID_NET, features, 2, sizes, err);
+}
+
+static void net_teardown(struct device *dev)
+{
+    struct virtio_net *n = dev->state;
+    if (!n)
+        return;
+    virtio_dev_destroy(&n->vdev); /* resets the device: the I/O thread lets go of the queues */
+    iothread_stop(n->thread);
+    tap_close(&n->tap);
+    free(n->rx_buf);
+    free(n);
+    dev->state = NULL;
+}
+
+const struct device_ops virtio_net_device_ops = {
+    .type = "virtio-net",
+    .realize = net_realize,
+    .reset = virtio_mmio_device_reset,
+    .mmio_read = virtio_mmio_read,
+    .mmio_write = virtio_mmio_write,
+    .teardown = net_teardown,
+};

@@ -503,9 +503,11 @@ static void run_line(struct qtest *q, char *line)
 
 /* --- the client --- */
 
+/* No command runs while an irq_wait waits, while too much output waits, or once the VM ends
+ * (after quit, or a write to the test-exit port: the lines after it are not run). */
 static bool client_can_take(const struct qtest *q)
 {
-    return !q->waiting && q->out_len - q->out_off < QTEST_OUT_HIGH;
+    return !q->waiting && q->out_len - q->out_off < QTEST_OUT_HIGH && !atomic_load(&q->m->stopping);
 }
 
 /* Runs the complete lines received, in order, while no irq_wait is pending and the output has
@@ -569,6 +571,8 @@ static bool client_read(struct qtest *q)
         q->in = p;
         q->in_cap = cap;
     }
+    if (q->in_len == q->in_cap)
+        return true; /* full of lines waiting to run: read later */
     ssize_t n = recv(q->client_fd, q->in + q->in_len, q->in_cap - q->in_len, MSG_DONTWAIT);
     if (n > 0)
         q->in_len += (size_t)n;

@@ -193,6 +193,10 @@ int block_file_status(struct block_file *f, uint64_t off, uint64_t len, bool *da
                       struct wisp_err *err);
 const char *block_file_path(const struct block_file *f);
 int block_file_fd(const struct block_file *f);
+/* Tests only: `hook` runs before every read and write of the host file, in the thread doing
+ * it (tests use it to hold an I/O in flight and make races happen on purpose). */
+typedef void (*block_file_io_hook)(void *opaque, bool write, uint64_t off, uint64_t len);
+void block_file_set_io_hook(struct block_file *f, block_file_io_hook hook, void *opaque);
 
 /* --- the generic API, used by devices and tools --- */
 

@@ -19,6 +19,8 @@ struct block_file {
     pthread_mutex_t rmw_lock; /* serialises read-modify-write of unaligned direct writes */
     unsigned aio_threads, aio_queue_depth; /* engine sizes from block_open_opts */
     int64_t poll_max_ns;                   /* block_open_opts.poll_max_ns */
+    block_file_io_hook io_hook;            /* tests only (block_file_set_io_hook) */
+    void *io_hook_opaque;
 };
 
 /* After a data write: fdatasync for writethrough/directsync, nothing otherwise. */

@@ -282,9 +282,17 @@ static int file_write_bounce(struct block_file *f, uint64_t off, const struct io
     return r;
 }
 
+void block_file_set_io_hook(struct block_file *f, block_file_io_hook hook, void *opaque)
+{
+    f->io_hook_opaque = opaque;
+    f->io_hook = hook;
+}
+
 int block_file_preadv(struct block_file *f, uint64_t off, const struct iovec *iov, int iovcnt,
                       struct wisp_err *err)
 {
+    if (f->io_hook)
+        f->io_hook(f->io_hook_opaque, false, off, iov_total(iov, iovcnt));
     if (f->direct && !iov_aligned(f, off, iov, iovcnt))
         return file_read_bounce(f, off, iov, iovcnt, err);
     return file_readv_full(f, off, iov, iovcnt, err);
@@ -305,6 +313,8 @@ int block_file_pwritev(struct block_file *f, uint64_t off, const struct iovec *i
 {
     if (f->read_only)
         return wisp_err_set(err, EROFS, "%s: image is opened read-only", f->path);
+    if (f->io_hook)
+        f->io_hook(f->io_hook_opaque, true, off, iov_total(iov, iovcnt));
     int r;
     if (f->direct && !iov_aligned(f, off, iov, iovcnt))
         r = file_write_bounce(f, off, iov, iovcnt, err);

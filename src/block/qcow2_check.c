@@ -334,6 +334,8 @@ static void check_free(struct qcow2_check *c)
     free(c->active_l2);
     free(c->rb_valid);
     free(c->bad);
+    c->refs = NULL, c->active_l2 = c->rb_valid = NULL, c->bad = NULL;
+    c->nbad = c->capbad = 0;
 }
 
 int qcow2_check_drop_entries(struct qcow2_check *c, struct wisp_err *err)
@@ -410,34 +412,37 @@ static int check_pass(struct qcow2_state *s, int fix, struct qcow2_check *c,
     return compare_all(c, fix, err);
 }
 
-/* The repair sequence (see the top of the file); *r gets the final pass's counts. */
+/* The repair sequence (see the top of the file): passes that drop entries or rebuild the
+ * structure are followed by another, until one only fixes in place; then the final, read-only
+ * pass whose counts go to *r. */
 static int repair(struct qcow2_state *s, int fix, struct qcow2_check_result *r,
                   struct wisp_err *err)
 {
-    struct qcow2_check c;
-    struct qcow2_check_result pass = {.report = r->report, .opaque = r->opaque};
+    struct qcow2_check c = {0};
     uint64_t fixed = 0, leaks_fixed = 0;
-    int ret = check_pass(s, fix, &c, &pass, err);
-    if (ret == 0 && c.nbad && (fix & QCOW2_FIX_ERRORS)) {
-        ret = qcow2_check_drop_entries(&c, err);
-        fixed += c.nbad;
+    int ret = 0;
+    for (int round = 0; ret == 0 && round < 4; round++) {
+        struct qcow2_check_result pass = {.report = r->report, .opaque = r->opaque};
+        ret = check_pass(s, fix, &c, &pass, err);
+        bool again = ret == 0 && (fix & QCOW2_FIX_ERRORS) && (c.nbad || c.rebuild);
+        if (ret == 0 && again && c.nbad) {
+            ret = qcow2_check_drop_entries(&c, err);
+            fixed += c.nbad;
+        } else if (ret == 0 && again) {
+            ret = qcow2_rebuild_refcounts(&c, err);
+            fixed += pass.corruptions;
+        }
+        fixed += pass.corruptions_fixed;
+        leaks_fixed += pass.leaks_fixed;
         check_free(&c);
-        pass = (struct qcow2_check_result){.report = r->report, .opaque = r->opaque};
-        if (ret == 0) /* counted again without them */
-            ret = check_pass(s, fix, &c, &pass, err);
+        if (!again)
+            break;
     }
-    if (ret == 0 && c.rebuild && (fix & QCOW2_FIX_ERRORS)) {
-        ret = qcow2_rebuild_refcounts(&c, err);
-        fixed += pass.corruptions;
-    }
-    fixed += pass.corruptions_fixed;
-    leaks_fixed += pass.leaks_fixed;
-    check_free(&c);
     if (ret == 0)
         ret = qcow2_flush_metadata(s, err);
     if (ret == 0)
         ret = qcow2_barrier(s, err);
-    /* the second pass decides; only a clean one clears the corrupt and dirty bits */
+    /* the last pass decides; only a clean one clears the corrupt and dirty bits */
     struct qcow2_check_result final = {.report = r->report, .opaque = r->opaque};
     if (ret == 0)
         ret = check_pass(s, 0, &c, &final, err);

@@ -222,6 +222,7 @@ struct l1_move {
     uint64_t *old;
     uint64_t old_off, old_bytes;
     uint32_t old_size;
+    uint64_t new_off, new_bytes;
 };
 
 static int grow_l1(struct qcow2_state *s, uint64_t entries, struct l1_move *mv,
@@ -233,18 +234,24 @@ static int grow_l1(struct qcow2_state *s, uint64_t entries, struct l1_move *mv,
         return wisp_err_sys(err, ENOMEM, "%s: L1 table", s->name);
     memcpy(l1, s->l1, (size_t)s->l1_size * 8);
     int ret = qcow2_flush_metadata(s, err); /* L2 tables the old L1 names must be on disk */
+    bool allocated = false;
     if (ret == 0)
-        ret = qcow2_alloc_clusters(s, bytes / s->cluster_size, &off, err);
+        allocated = (ret = qcow2_alloc_clusters(s, bytes / s->cluster_size, &off, err)) == 0;
     if (ret == 0 && qcow2_meta_update(s, off, bytes, QCOW2_META_L1, 0) < 0)
         ret = wisp_err_set(err, ENOMEM, "%s: metadata map", s->name);
     if (ret == 0)
         ret = qcow2_flush_metadata(s, err);
     if (ret < 0) {
+        if (allocated) { /* nothing names them yet */
+            qcow2_meta_update(s, off, bytes, 0, QCOW2_META_L1);
+            qcow2_update_refcount(s, off, bytes, -1, NULL);
+        }
         free(l1);
         return ret;
     }
-    *mv = (struct l1_move){s->l1, s->l1_offset,
-                           qcow2_align_up((uint64_t)s->l1_size * 8, s->cluster_size), s->l1_size};
+    *mv = (struct l1_move){
+        s->l1,      s->l1_offset, qcow2_align_up((uint64_t)s->l1_size * 8, s->cluster_size),
+        s->l1_size, off,          bytes};
     s->l1 = l1;
     s->l1_offset = off;
     s->l1_size = (uint32_t)entries;
@@ -258,11 +265,13 @@ static int l1_move_end(struct qcow2_state *s, struct l1_move *mv, bool ok, struc
 {
     if (!mv->old)
         return 0;
-    if (!ok) {
+    if (!ok) { /* the header never named the new table: its clusters go back */
         free(s->l1);
         s->l1 = mv->old;
         s->l1_offset = mv->old_off;
         s->l1_size = mv->old_size;
+        qcow2_meta_update(s, mv->new_off, mv->new_bytes, 0, QCOW2_META_L1);
+        qcow2_update_refcount(s, mv->new_off, mv->new_bytes, -1, NULL);
         return 0;
     }
     free(mv->old);

@@ -358,6 +358,32 @@ static int read_snapshot_l1(struct qcow2_state *s, const struct qcow2_snapshot *
     return 0;
 }
 
+/* After a snapshot operation committed: the deferred frees, OFLAG_COPIED where refcounts are
+ * now 1, everything on disk. A failure is retried once, so that a transient error does not leave
+ * the flags behind the refcounts; the first error is returned. */
+static int settle(struct qcow2_state *s, struct wisp_err *err)
+{
+    int first = 0;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        struct wisp_err e = {0};
+        int ret = qcow2_flush_metadata(s, &e);
+        if (ret == 0)
+            ret = qcow2_fix_copied(s, &e);
+        if (ret == 0)
+            ret = qcow2_flush_metadata(s, &e);
+        if (ret == 0)
+            ret = qcow2_barrier(s, &e);
+        if (ret == 0)
+            return first;
+        if (!first) {
+            first = ret;
+            if (err)
+                *err = e;
+        }
+    }
+    return first;
+}
+
 /* Makes the snapshot's state the active one. The commit point is the L1 table write in the
  * second flush; a failure before it undoes the references taken and keeps the active table. */
 static int do_apply(struct qcow2_state *s, struct qcow2_snapshot *sn, struct wisp_err *err)
@@ -385,13 +411,15 @@ static int do_apply(struct qcow2_state *s, struct qcow2_snapshot *sn, struct wis
     s->l1_dirty = true;
     /* increments, barrier, new L1, barrier, decrements: qcow2_cache.c's order */
     if ((ret = qcow2_flush_metadata(s, err)) < 0) {
-        if (!s->l1_dirty) /* the new table is on disk: the apply happened */
+        if (!s->l1_dirty) { /* the new table is on disk: the apply happened */
+            settle(s, NULL);
             return ret;
+        }
         memcpy(s->l1, old, (size_t)s->l1_size * 8);
         s->nr_deferred = nr_deferred; /* refcount_tree appended only whole entries here */
         goto undo;
     }
-    if ((ret = qcow2_fix_copied(s, err)) < 0 || (ret = qcow2_flush_metadata(s, err)) < 0)
+    if ((ret = settle(s, err)) < 0)
         return ret;
     if (sn->disk_size != s->size) {
         uint64_t size = s->size;
@@ -429,21 +457,21 @@ static int do_delete(struct qcow2_state *s, int idx, struct wisp_err *err)
     }
     free(sn.id);
     free(sn.name);
-    if (ret < 0)
-        return ret;
-    ret = qcow2_refcount_tree(s, l1, sn.l1_size, QCOW2_TREE_DEC_DEFERRED, err);
-    if (ret == 0 && sn.l1_size) {
+    /* the snapshot is gone (even if the barrier after the header failed): drop its references */
+    struct wisp_err later = {0};
+    int r = qcow2_refcount_tree(s, l1, sn.l1_size, QCOW2_TREE_DEC_DEFERRED, &later);
+    if (r == 0 && sn.l1_size) {
         uint64_t bytes = qcow2_align_up((uint64_t)sn.l1_size * 8, s->cluster_size);
         qcow2_meta_update(s, sn.l1_table_offset, bytes, 0, QCOW2_META_SNAP_L1);
-        ret = qcow2_free_deferred(s, sn.l1_table_offset, bytes, err);
+        r = qcow2_free_deferred(s, sn.l1_table_offset, bytes, &later);
     }
-    if (ret == 0)
-        ret = qcow2_flush_metadata(s, err);
-    if (ret == 0)
-        ret = qcow2_fix_copied(s, err);
-    if (ret == 0)
-        ret = qcow2_flush_metadata(s, err);
-    return ret < 0 ? ret : qcow2_barrier(s, err);
+    if (r == 0)
+        r = settle(s, &later);
+    if (ret == 0 && r < 0) {
+        *err = later;
+        ret = r;
+    }
+    return ret;
 }
 
 /* Runs op on the snapshot called `name` (by name, as qemu-img -a/-d do), under the image lock. */

@@ -102,6 +102,12 @@ static int run_check(struct block_dev *bs, int fix, bool json, bool quiet)
         print_human(bs->filename, &r);
     if (r.check_errors)
         return IMG_EXIT_ERROR;
+    if (r.corruptions && fix == 1) /* QCOW2_FIX_LEAKS: refused while there are errors */
+        img_error("%s: leaks not repaired: the image has %" PRIu64 " errors (repair them with "
+                  "-r all)",
+                  bs->filename, r.corruptions);
+    else if (r.corruptions && fix)
+        img_error("%s: %" PRIu64 " errors remain after the repair", bs->filename, r.corruptions);
     if (r.corruptions)
         return CHECK_EXIT_CORRUPT;
     if (r.leaks)

@@ -2,8 +2,10 @@
  * into its base image, then empties the image unless -d. */
 #include <getopt.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/cleanup.h"
 #include "img/img.h"
@@ -85,14 +87,23 @@ static int commit_empty(struct block_dev **top, struct wisp_err *err)
         .backing_file = in.backing_file,
         .backing_format = in.backing_format[0] ? in.backing_format : NULL,
     };
-    char *path = strdup((*top)->filename);
-    if (!path)
+    /* The empty image is made beside the old one and renamed over it: a failure leaves the
+     * image as it was (its data, now also in the base, still shows). */
+    cleanup_free char *path = strdup((*top)->filename);
+    cleanup_free char *tmp = malloc(strlen((*top)->filename) + 32);
+    if (!path || !tmp)
         return wisp_err_set(err, ENOMEM, "out of memory"), IMG_EXIT_ERROR;
+    sprintf(tmp, "%s.commit-%d", path, (int)getpid());
+    if ((r = qcow2_create(tmp, &q, err)) < 0)
+        return IMG_EXIT_ERROR;
     block_close(*top);
     *top = NULL;
-    r = qcow2_create(path, &q, err);
-    free(path);
-    return r < 0 ? IMG_EXIT_ERROR : IMG_EXIT_OK;
+    if (rename(tmp, path) < 0) {
+        wisp_err_sys(err, errno, "renaming %s to %s", tmp, path);
+        unlink(tmp);
+        return IMG_EXIT_ERROR;
+    }
+    return IMG_EXIT_OK;
 }
 
 int img_commit_main(int argc, char **argv)
@@ -134,7 +145,7 @@ int img_commit_main(int argc, char **argv)
         return img_usage_error("commit", "Expecting one image file name");
     pg.enabled &= !quiet;
     struct block_dev *top, *out = NULL;
-    struct img_open_args a = {.format = fmt, .read_only = keep, .cache = cache};
+    struct img_open_args a = {.format = fmt, .read_only = keep, .cache = cache, .preflight = true};
     if (img_open(&top, argv[optind], &a) < 0)
         return IMG_EXIT_ERROR;
     int rc = IMG_EXIT_ERROR;
@@ -145,7 +156,8 @@ int img_commit_main(int argc, char **argv)
                   base_name ? base_name : "", argv[optind]);
         goto out;
     }
-    struct img_open_args ba = {.format = base->drv->name, .no_backing = true, .cache = cache};
+    struct img_open_args ba = {
+        .format = base->drv->name, .no_backing = true, .cache = cache, .preflight = true};
     if (img_open(&out, base->filename, &ba) < 0)
         goto out;
     struct wisp_err err = {0};

@@ -80,7 +80,34 @@ int img_open(struct block_dev **bs, const char *path, const struct img_open_args
     int r = block_open(bs, path, &o, &err);
     if (r < 0)
         img_error("%s", err.msg);
+    if (r == 0 && a->preflight && (r = img_preflight(*bs)) < 0) {
+        block_close(*bs);
+        *bs = NULL;
+    }
     return r;
+}
+
+/* Stricter than qemu-img: qemu-img writes into an image whose refcounts are wrong (and so may
+ * allocate a cluster that is in use); wisp-img checks first and refuses, leaving it as it is. */
+int img_preflight(struct block_dev *bs)
+{
+    for (struct block_dev *b = bs; b; b = b->backing) {
+        if (b->drv != &qcow2_driver)
+            continue;
+        struct qcow2_check_result r = {0};
+        struct wisp_err err = {0};
+        if (qcow2_check(b, 0, &r, &err) < 0) {
+            img_error("%s", err.msg);
+            return -EIO;
+        }
+        if (r.corruptions) {
+            img_error("'%s' is damaged (check finds %" PRIu64 " errors): nothing was written; "
+                      "repair it with 'wisp-img check -r all %s'",
+                      b->filename, r.corruptions, b->filename);
+            return -EIO;
+        }
+    }
+    return 0;
 }
 
 int img_status_above(struct block_dev *bs, struct block_dev *base, uint64_t off, uint64_t len,

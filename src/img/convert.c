@@ -343,7 +343,8 @@ static int convert_target(struct convert *cv, const struct convert_args *a, cons
         img_error("%s: %s", out, err.msg);
         return -1;
     }
-    struct img_open_args oa = {.format = a->out_fmt, .cache = a->cache ? a->cache : "unsafe"};
+    struct img_open_args oa = {
+        .format = a->out_fmt, .cache = a->cache ? a->cache : "unsafe", .preflight = a->no_create};
     if (img_open(&cv->dst, out, &oa) < 0)
         return -1;
     if (cv->dst->size < cv->size) {
@@ -382,7 +383,8 @@ int img_convert_main(int argc, char **argv)
     cv.progress.enabled = a.progress && !a.quiet;
     cv.progress.last = -1;
     cv.top_only = a.backing != NULL;
-    struct img_open_args sa = {.format = a.src_fmt, .read_only = true, .cache = a.src_cache};
+    struct img_open_args sa = {
+        .format = a.src_fmt, .read_only = true, .cache = a.src_cache, .preflight = a.no_create};
     if (img_open(&cv.src, argv[optind], &sa) < 0)
         return IMG_EXIT_ERROR;
     cv.size = cv.src->size;

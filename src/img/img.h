@@ -47,7 +47,10 @@ struct img_open_args {
     const char *format; /* NULL = probe */
     bool read_only;
     bool no_backing;
-    bool repair;       /* block_open_opts.repair (wisp-img check) */
+    bool repair; /* block_open_opts.repair (wisp-img check) */
+    /* Before a command writes: every qcow2 image of the chain is checked (qcow2_check) and a
+     * damaged one refused, so that a command never starts writing into a corrupt image. */
+    bool preflight;
     const char *cache; /* NULL = writeback */
     const char *aio;   /* NULL = threads when needed, else sync */
     const char *backing_override, *backing_format_override;
@@ -56,6 +59,9 @@ struct img_open_args {
     int64_t poll_max_ns; /* block_open_opts.poll_max_ns */
 };
 int img_open(struct block_dev **bs, const char *path, const struct img_open_args *a);
+/* Checks every qcow2 image from bs down its backing chain; prints why and returns < 0 when one
+ * has errors (leaks are fine). */
+int img_preflight(struct block_dev *bs);
 
 /* Parses a cache / aio name or prints an error. */
 int img_parse_cache(const char *s, enum block_cache_mode *m);

@@ -118,7 +118,8 @@ int img_rebase_main(int argc, char **argv)
         return img_usage_error("rebase", "Must specify backing file (-b) or use unsafe mode (-u)");
     pg.enabled &= !quiet;
     struct block_dev *bs, *nb = NULL;
-    struct img_open_args a = {.format = fmt, .no_backing = unsafe, .cache = cache};
+    struct img_open_args a = {
+        .format = fmt, .no_backing = unsafe, .cache = cache, .preflight = true};
     if (img_open(&bs, argv[optind], &a) < 0)
         return IMG_EXIT_ERROR;
     int rc = IMG_EXIT_ERROR;
@@ -131,7 +132,7 @@ int img_rebase_main(int argc, char **argv)
         else
             snprintf(path, sizeof(path), "%.*s%s", slash ? (int)(slash - bs->filename + 1) : 0,
                      bs->filename, backing);
-        struct img_open_args na = {.format = bfmt, .read_only = true};
+        struct img_open_args na = {.format = bfmt, .read_only = true, .preflight = true};
         if (img_open(&nb, path, &na) < 0) {
             img_error("Could not open new backing file '%s'", path);
             goto out;

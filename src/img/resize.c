@@ -94,7 +94,7 @@ int img_resize_main(int argc, char **argv)
     if (argc - optind != 2)
         return img_usage_error("resize", "Expecting image file name and size");
     struct block_dev *bs;
-    struct img_open_args a = {.format = fmt, .no_backing = true};
+    struct img_open_args a = {.format = fmt, .no_backing = true, .preflight = true};
     if (img_open(&bs, argv[optind], &a) < 0)
         return IMG_EXIT_ERROR;
     uint64_t size;

@@ -60,6 +60,8 @@ static int snapshot_do(struct block_dev *bs, enum snap_action act, const char *n
         r = qcow2_snapshot_delete(bs, name, &err);
         break;
     }
+    if (r == 0 && act != SNAP_LIST) /* what is still cached (frees of old tables) */
+        r = block_flush(bs, &err);
     if (r < 0) {
         static const char *const what[] = {"list snapshots", "create snapshot", "apply snapshot",
                                            "delete snapshot"};
@@ -106,7 +108,10 @@ int img_snapshot_main(int argc, char **argv)
     if (optind != argc - 1)
         return img_usage_error("snapshot", "Expecting one image file name");
     struct block_dev *bs;
-    struct img_open_args a = {.format = fmt, .read_only = act == SNAP_LIST, .no_backing = true};
+    struct img_open_args a = {.format = fmt,
+                              .read_only = act == SNAP_LIST,
+                              .no_backing = true,
+                              .preflight = act != SNAP_LIST};
     if (img_open(&bs, argv[optind], &a) < 0)
         return IMG_EXIT_ERROR;
     int rc = IMG_EXIT_ERROR;

@@ -146,7 +146,8 @@ int parse_kv_list(const char *s, char *buf, struct kv_item *items, unsigned max)
         if (*p == ',')
             p++;
     }
-    *out = '\0';
+    if (n == 0) /* every item ends with its own NUL: the buffer holds strlen(s) + 1 bytes */
+        *out = '\0';
     return (int)n;
 }
 

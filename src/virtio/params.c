@@ -64,10 +64,24 @@ static uint64_t *throttle_field(struct block_throttle_limits *l, const char *key
     return NULL;
 }
 
+/* The throttling keys that make sense together (the block layer's buckets, docs/block.md). */
+static int check_limits(const struct block_throttle_limits *l, struct wisp_err *err)
+{
+    if (l->iops_total && (l->iops_read || l->iops_write))
+        return wisp_err_set(err, EINVAL, "--drive: iops cannot be combined with iops-read/-write");
+    if (l->bps_total && (l->bps_read || l->bps_write))
+        return wisp_err_set(err, EINVAL, "--drive: bps cannot be combined with bps-read/-write");
+    if (l->iops_total_max && !l->iops_total)
+        return wisp_err_set(err, EINVAL, "--drive: iops-burst needs iops");
+    if (l->bps_total_max && !l->bps_total)
+        return wisp_err_set(err, EINVAL, "--drive: bps-burst needs bps");
+    return 0;
+}
+
 static int blk_key(struct virtio_blk_params *p, const struct kv_item *kv, struct wisp_err *err)
 {
     const char *w = "--drive";
-    uint64_t n;
+    uint64_t n = 0;
     uint64_t *limit = throttle_field(&p->limits, kv->key);
     if (limit)
         return parse_count(w, kv, UINT64_MAX, limit, err);
@@ -126,7 +140,7 @@ int virtio_blk_params_parse(const char *spec, char *buf, struct virtio_blk_param
         return n;
     if (!p->path || !*p->path)
         return wisp_err_set(err, EINVAL, "--drive: path=FILE is missing");
-    return 0;
+    return check_limits(&p->limits, err);
 }
 
 static int parse_mac(const char *s, uint8_t mac[6])

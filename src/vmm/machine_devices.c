@@ -1,17 +1,20 @@
 /* The machine's devices: the one explicit table of device types, and the instances a machine
  * gets (the legacy PC devices always; virtio devices from the configuration). */
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "arch/x86/pc.h"
 #include "common/chardev.h"
+#include "virtio/blk.h"
 #include "virtio/rng.h"
 #include "vmm/machine.h"
 
 /* Every device type wisp-vmm knows, by the name used in messages and configurations. */
 static const struct device_ops *const device_types[] = {
-    &serial_port_device_ops, &i8042_device_ops,     &test_exit_device_ops, &boot_marker_device_ops,
-    &acpi_pm_device_ops,     &reset_cf9_device_ops, &io_delay_device_ops,  &virtio_rng_device_ops,
+    &serial_port_device_ops, &i8042_device_ops,      &test_exit_device_ops,
+    &boot_marker_device_ops, &acpi_pm_device_ops,    &reset_cf9_device_ops,
+    &io_delay_device_ops,    &virtio_rng_device_ops, &virtio_blk_device_ops,
 };
 
 static const struct device_ops *device_type(const char *type)
@@ -75,6 +78,12 @@ static int add_virtio(struct machine *m, struct wisp_err *err)
     int r = 0;
     if (m->args->rng)
         r = add(&a, "virtio-rng", "rng0", &m->args->rng_params, err);
+    for (unsigned i = 0; r == 0 && i < m->args->nr_drives; i++) {
+        const struct virtio_blk_params *d = &m->args->drives[i];
+        char name[16];
+        snprintf(name, sizeof(name), "blk%u", i);
+        r = add(&a, "virtio-blk", d->id ? d->id : name, d, err);
+    }
     return r;
 }
 

@@ -1,10 +1,12 @@
 /* wisp-vmm: one KVM virtual machine per process, from the command line. */
 #include <errno.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/chardev.h"
@@ -58,6 +60,32 @@ static int check_input_file(const char *flag, const char *path, struct wisp_err 
     return 0;
 }
 
+/* A --drive image is checked the same way, but may be a block device, and must be writable
+ * unless readonly=on (the device opens it later, in the machine). */
+static int check_drive_file(const struct virtio_blk_params *d, struct wisp_err *err)
+{
+    int fd = open(d->path, (d->read_only ? O_RDONLY : O_RDWR) | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0)
+        return wisp_err_sys(err, errno, "--drive: %s", d->path);
+    struct stat st;
+    int r = fstat(fd, &st) < 0 ? -errno : 0;
+    close(fd);
+    if (r < 0)
+        return wisp_err_sys(err, -r, "--drive: %s", d->path);
+    if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
+        return wisp_err_set(err, EINVAL, "--drive: %s is %s, not an image file or a block device",
+                            d->path, wisp_file_type_name(st.st_mode));
+    return 0;
+}
+
+static int check_drive_files(const struct vmm_args *args, struct wisp_err *err)
+{
+    for (unsigned i = 0; i < args->nr_drives; i++)
+        if (check_drive_file(&args->drives[i], err) < 0)
+            return -EINVAL;
+    return 0;
+}
+
 static enum chardev_kind console_kind(const struct vmm_args *a)
 {
     return a->serial == VMM_SERIAL_STDIO  ? CHARDEV_STDIO
@@ -71,6 +99,7 @@ static int run(const struct vmm_args *args, const struct timespec *start)
     struct chardev *console = NULL;
     if (check_input_file("--kernel", args->kernel, &err) < 0 ||
         (args->initrd && check_input_file("--initrd", args->initrd, &err) < 0) ||
+        check_drive_files(args, &err) < 0 ||
         chardev_open(&console, console_kind(args), args->serial_path, "--serial", &err) < 0) {
         print_error(&err);
         return EXIT_USAGE;

@@ -304,6 +304,8 @@ static int load_refcount_table(struct qcow2_state *s, bool strict, struct wisp_e
         return wisp_err_wrap(err, "%s: reading the refcount table", s->name);
     for (uint64_t i = 0; i < s->rt_entries; i++) {
         uint64_t e = be64toh(s->rt[i]);
+        if (e & ~QCOW2_RT_OFFSET_MASK)
+            s->rt_reserved++;
         if ((e & ~QCOW2_RT_OFFSET_MASK) && strict)
             return wisp_err_set(err, EINVAL,
                                 "%s: refcount table entry %" PRIu64 " at offset 0x%" PRIx64

@@ -183,6 +183,12 @@ static void check_refblocks(struct qcow2_check *c)
 {
     struct qcow2_state *s = c->s;
     uint64_t per_rb = 1ull << s->rb_bits;
+    if (s->rt_reserved) {
+        qcow2_check_report(c, "ERROR %" PRIu64 " refcount table entries have reserved bits set",
+                           s->rt_reserved);
+        c->r->corruptions++;
+        c->rebuild = true;
+    }
     for (uint64_t i = 0; i < s->rt_entries; i++) {
         uint64_t rb = s->rt[i], cl = rb >> s->cluster_bits;
         if (!rb)

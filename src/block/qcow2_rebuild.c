@@ -157,6 +157,7 @@ int qcow2_rebuild_refcounts(struct qcow2_check *c, struct wisp_err *err)
     if (s->rt == rt)
         rt = NULL; /* the image's table now */
     if (ret == 0) {
+        s->rt_reserved = 0; /* the new table has none */
         s->free_hint = 0;
         s->free_hint_bytes = 0;
         ret = qcow2_meta_build(s, !s->repair, err);

@@ -3,12 +3,18 @@
  * and lengths must add up, and it must terminate; pushes and notification decisions must stay
  * inside the rings. Between pops the input may change ring memory, as a racing guest would.
  *
+ * Each chain also goes through a device's request parser, as the device would hand it on:
+ * virtio-blk (vblk_parse_request, §5.2.6), virtio-net transmit (net_tx_parse, §5.1.6.2) or the
+ * receive-header fixup (net_rx_hdr_fixup, §5.1.6.4) on the chain's bytes: what they accept must
+ * lie inside the chain and the disk, and whatever they write must stay in the buffers.
+ *
  * Input: a 4-byte header, then the image of guest RAM. Header: [0] queue size 2^(b % 9),
- * [1] bit 0 INDIRECT_DESC, bit 1 EVENT_IDX, [2] max iovecs (b % 64) + 1, [3] guest writes
- * between pops (b % 8). Guest RAM is two regions with a hole between them (like the 3-4 GiB
- * hole): [0, 16 KiB) holds the descriptor table at 0, the available ring at 0x1000 and the
- * used ring at 0x2000; [64 KiB, 80 KiB) is more RAM. The image fills region 0 then region 1;
- * its last bytes also serve as the guest's writes (offset, value pairs). */
+ * [1] bit 0 INDIRECT_DESC, bit 1 EVENT_IDX, bits 2-7 device flags (read-only drive, huge disk;
+ * the net offload features), [2] max iovecs (b % 64) + 1, [3] bits 0-2 guest writes between
+ * pops, bits 3-4 the parser (none, blk, net tx, net rx). Guest RAM is two regions with a hole
+ * between them (like the 3-4 GiB hole): [0, 16 KiB) holds the descriptor table at 0, the available
+ * ring at 0x1000 and the used ring at 0x2000; [64 KiB, 80 KiB) is more RAM. The image fills region
+ * 0 then region 1; its last bytes also serve as the guest's writes (offset, value pairs). */
 #include <errno.h>
 #include <linux/virtio_config.h>
 #include <linux/virtio_ring.h>
@@ -17,6 +23,8 @@
 #include <string.h>
 
 #include "kvm/guest_mem.h"
+#include "virtio/blk_int.h"
+#include "virtio/net_int.h"
 #include "virtio/virtq.h"
 
 #define REGION0_SIZE 0x4000
@@ -83,6 +91,127 @@ static void check_chain(const struct guest_mem *mem, const struct virtq *q,
         abort();
 }
 
+/* A sub-range of one of the chain's iovecs (writable ones if `writable`). */
+static bool inside_chain(const struct virtq_chain *c, const void *p, size_t len, bool writable)
+{
+    const uint8_t *b = p;
+    unsigned first = writable ? c->nr_out : 0, end = writable ? c->nr_out + c->nr_in : c->nr_out;
+    for (unsigned i = first; i < end; i++) {
+        const uint8_t *v = c->iov[i].iov_base;
+        if (b >= v && len <= c->iov[i].iov_len && b - v <= (ptrdiff_t)(c->iov[i].iov_len - len))
+            return true;
+    }
+    return false;
+}
+
+static void fuzz_blk(const struct virtq_chain *c, uint8_t flags)
+{
+    struct vblk_limits lim = {
+        .capacity = flags & 8 ? UINT64_MAX >> 9 : 2048,
+        .read_only = flags & 4,
+        .max_discard_sectors = VBLK_MAX_DWZ_SECTORS,
+        .max_discard_seg = VBLK_MAX_DWZ_SEG,
+        .max_write_zeroes_sectors = VBLK_MAX_DWZ_SECTORS,
+        .max_write_zeroes_seg = VBLK_MAX_DWZ_SEG,
+    };
+    struct iovec data[MAX_IOV];
+    struct vblk_request r;
+    struct wisp_err err = {0};
+    int st = vblk_parse_request(c, &lim, data, &r, &err);
+    if (st < 0) { /* no status byte: the device needs a reset */
+        if (c->nr_in || !err.msg[0])
+            abort();
+        return;
+    }
+    if (!r.status || !inside_chain(c, r.status, 1, true))
+        abort();
+    if (st != VIRTIO_BLK_S_OK) {
+        *r.status = (uint8_t)st;
+        return;
+    }
+    bool in = r.type == VIRTIO_BLK_T_IN || r.type == VIRTIO_BLK_T_GET_ID;
+    uint64_t sum = 0;
+    for (unsigned i = 0; i < r.nr_data; i++) {
+        /* inside the chain (a guest may make buffers overlap: that stays in its RAM) */
+        if (!inside_chain(c, r.data[i].iov_base, r.data[i].iov_len, in))
+            abort();
+        sum += r.data[i].iov_len;
+        if (in) /* the device writes the data */
+            memset(r.data[i].iov_base, 0, r.data[i].iov_len);
+    }
+    /* the data is the chain without the header and the status byte */
+    if (r.type != VIRTIO_BLK_T_FLUSH &&
+        (sum != r.data_len || r.data_len != (in ? c->in_len - 1 : c->out_len - 16)))
+        abort();
+    if (r.type == VIRTIO_BLK_T_IN || r.type == VIRTIO_BLK_T_OUT) {
+        if (r.data_len % VBLK_SECTOR_SIZE || r.sector > lim.capacity ||
+            r.data_len / VBLK_SECTOR_SIZE > lim.capacity - r.sector ||
+            (lim.read_only && r.type == VIRTIO_BLK_T_OUT))
+            abort();
+    }
+    for (unsigned i = 0; i < r.nr_segments; i++)
+        if (r.nr_segments > VBLK_MAX_DWZ_SEG || r.segments[i].sector > lim.capacity ||
+            r.segments[i].num_sectors > lim.capacity - r.segments[i].sector || lim.read_only)
+            abort();
+    *r.status = VIRTIO_BLK_S_OK;
+}
+
+static uint64_t net_features(uint8_t flags)
+{
+    return (flags & 4 ? 1ull << VIRTIO_NET_F_CSUM : 0) |
+           (flags & 8 ? 1ull << VIRTIO_NET_F_GUEST_CSUM : 0) |
+           (flags & 16 ? 1ull << VIRTIO_NET_F_HOST_TSO4 | 1ull << VIRTIO_NET_F_HOST_TSO6 : 0) |
+           (flags & 32 ? 1ull << VIRTIO_NET_F_HOST_UFO : 0) |
+           (flags & 64 ? 1ull << VIRTIO_NET_F_GUEST_TSO4 | 1ull << VIRTIO_NET_F_GUEST_UFO : 0) |
+           (flags & 128 ? 1ull << VIRTIO_NET_F_GUEST_ECN | 1ull << VIRTIO_NET_F_MRG_RXBUF : 0);
+}
+
+/* A transmit chain: what is accepted is a frame inside the chain, copied out as for the tap. */
+static void fuzz_net_tx(const struct virtq_chain *c, uint8_t flags, unsigned max_iov)
+{
+    struct net_tx_frame f;
+    struct iovec data[MAX_IOV];
+    const char *why = NULL;
+    int n = net_tx_parse(c->iov, c->nr_out, c->nr_in, net_features(flags), &f, data, max_iov, &why);
+    if (n < 0) {
+        if (!why)
+            abort();
+        return;
+    }
+    size_t sum = 0;
+    for (int i = 0; i < n; i++) {
+        if (!inside_chain(c, data[i].iov_base, data[i].iov_len, false))
+            abort();
+        sum += data[i].iov_len;
+    }
+    if ((unsigned)n > max_iov || sum != f.len || f.len < NET_ETH_HLEN ||
+        f.len + NET_HDR_LEN > NET_MAX_LEN || f.hdr.num_buffers)
+        abort();
+    uint8_t *frame = malloc(f.len);
+    if (!frame || net_iov_to_buf(data, (unsigned)n, 0, frame, f.len) != f.len)
+        abort();
+    free(frame);
+}
+
+/* A frame as the tap would deliver it (header + frame, here the chain's readable bytes, in a
+ * buffer of exactly that size): the fixup may change the header and the frame, nothing else. */
+static void fuzz_net_rx(const struct virtq_chain *c, uint8_t flags)
+{
+    if (c->out_len < NET_HDR_LEN || c->out_len > NET_MAX_LEN)
+        return;
+    size_t len = (size_t)c->out_len - NET_HDR_LEN;
+    struct virtio_net_hdr_v1 h;
+    uint8_t *frame = malloc(len ? len : 1);
+    if (!frame)
+        abort();
+    net_iov_to_buf(c->iov, c->nr_out, 0, &h, NET_HDR_LEN);
+    net_iov_to_buf(c->iov, c->nr_out, NET_HDR_LEN, frame, len);
+    const char *why = NULL;
+    if (net_rx_hdr_fixup(&h, frame, len, net_features(flags), &why) < 0 && !why)
+        abort();
+    free(frame);
+}
+
 /* The guest writes one byte of its rings (or buffers) between two pops. */
 static void guest_write(const struct guest_mem *mem, const uint8_t *w)
 {
@@ -99,7 +228,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint64_t features = (1ull << VIRTIO_F_VERSION_1) |
                         (data[1] & 1 ? 1ull << VIRTIO_RING_F_INDIRECT_DESC : 0) |
                         (data[1] & 2 ? 1ull << VIRTIO_RING_F_EVENT_IDX : 0);
-    unsigned max_iov = data[2] % MAX_IOV + 1, writes = data[3] % 8;
+    unsigned max_iov = data[2] % MAX_IOV + 1, writes = data[3] % 8, parser = data[3] >> 3 & 3;
     struct virtq q = {.name = "fuzz", .size = (uint16_t)(1u << (data[0] % 9)), .ready = true};
     q.desc_gpa = DESC_GPA;
     q.avail_gpa = AVAIL_GPA;
@@ -129,6 +258,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         }
         check_chain(&mem, &q, &c, max_iov);
+        if (parser == 1)
+            fuzz_blk(&c, data[1]);
+        else if (parser == 2)
+            fuzz_net_tx(&c, data[1], max_iov);
+        else if (parser == 3)
+            fuzz_net_rx(&c, data[1]);
         virtq_push(&q, c.head, (uint32_t)c.in_len);
         (void)virtq_should_notify(&q);
         if (round % 2)

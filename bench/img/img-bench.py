@@ -6,6 +6,8 @@ Cases (bench/img/README.md):
   `bench` random 4 KiB writes, then reads of what was written, on a fresh qcow2 (allocating)
   and on a preallocated one (preallocation=metadata), queue depth 1 and 32, for each I/O engine
   (threads, io_uring), cache=none.
+  The same on tmpfs (RAM, --tmpfs-dir, cache=writeback as tmpfs has no O_DIRECT; convert of
+  --tmpfs-size): there the device is not the limit and the per-request CPU path decides.
 Ratio = qemu_time / wisp_time (> 1: wisp is faster). Target >= 1.0, goal 1.2.
 Big files go under $WISP_CACHE (default /var/cache/wisp) or --dir, and are removed at the end.
 """
@@ -106,14 +108,14 @@ class Table:
               f"whole command")
 
 
-def convert_cases(a, d, table):
+def convert_cases(a, d, table, size, suffix=""):
     src = os.path.join(d, "src.raw")
-    make_half_sparse(src, a.size)
+    make_half_sparse(src, size)
     qsrc = os.path.join(d, "src.qcow2")
     run([a.qemu_img, "convert", "-O", "qcow2", src, qsrc])
-    gib = a.size / GIB
-    for name, inp, fmt in ((f"convert raw->qcow2 ({gib:g} GiB, half holes)", src, "qcow2"),
-                           (f"convert qcow2->raw ({gib:g} GiB, half holes)", qsrc, "raw")):
+    gib = size / GIB
+    for name, inp, fmt in ((f"convert raw->qcow2 ({gib:g} GiB, half holes){suffix}", src, "qcow2"),
+                           (f"convert qcow2->raw ({gib:g} GiB, half holes){suffix}", qsrc, "raw")):
         if not re.search(a.case, name):
             continue
         times = {"qemu": [], "wisp": []}
@@ -123,7 +125,7 @@ def convert_cases(a, d, table):
             for tool in order:
                 out = os.path.join(d, f"out.{fmt}")
                 exe = a.qemu_img if tool == "qemu" else a.wisp_img
-                times[tool].append(timed([exe, "convert", "-O", fmt, inp, out], int(a.warm * a.size)))
+                times[tool].append(timed([exe, "convert", "-O", fmt, inp, out], int(a.warm * size)))
                 cpu[tool].append(LAST_CPU[0])
                 os.unlink(out)
         table.add(name, times["qemu"], times["wisp"], cpu["qemu"], cpu["wisp"])
@@ -131,7 +133,7 @@ def convert_cases(a, d, table):
     os.unlink(qsrc)
 
 
-def bench_cases(a, d, table):
+def bench_cases(a, d, table, cache="none", suffix=""):
     img_size = "1G"
     step = str(4096 * 1021)  # a prime number of 4 KiB blocks: offsets scatter over the disk
     for prealloc in ("off", "metadata"):
@@ -139,7 +141,8 @@ def bench_cases(a, d, table):
         for engine in ("threads", "io_uring"):
             for depth in (1, 32):
                 count = str(a.count_qd1 if depth == 1 else a.count_qd32)
-                names = [f"bench rand 4k {op} {label} {engine} qd{depth}" for op in ("write", "read")]
+                names = [f"bench rand 4k {op} {label} {engine} qd{depth}{suffix}"
+                         for op in ("write", "read")]
                 if not any(re.search(a.case, n) for n in names):
                     continue
                 res = {("qemu", "w"): [], ("wisp", "w"): [], ("qemu", "r"): [], ("wisp", "r"): []}
@@ -152,7 +155,7 @@ def bench_cases(a, d, table):
                              f"preallocation={prealloc}", img, img_size])
                         exe = a.qemu_img if tool == "qemu" else a.wisp_img
                         common = ["-c", count, "-d", str(depth), "-s", "4096", "-S", step,
-                                  "-t", "none", "-i", engine, "-f", "qcow2"]
+                                  "-t", cache, "-i", engine, "-f", "qcow2"]
                         os.sync()
                         res[(tool, "w")].append(bench_seconds(run([exe, "bench", "-w"] + common + [img])))
                         cpu[(tool, "w")].append(LAST_CPU[0])
@@ -160,7 +163,7 @@ def bench_cases(a, d, table):
                         cpu[(tool, "r")].append(LAST_CPU[0])
                         os.unlink(img)
                 for op, opname in (("w", "write"), ("r", "read")):
-                    table.add(f"bench rand 4k {opname} {label} {engine} qd{depth}",
+                    table.add(f"bench rand 4k {opname} {label} {engine} qd{depth}{suffix}",
                               res[("qemu", op)], res[("wisp", op)],
                               cpu[("qemu", op)], cpu[("wisp", op)])
 
@@ -174,7 +177,12 @@ def main():
     p.add_argument("--count-qd1", type=int, default=4000)
     p.add_argument("--count-qd32", type=int, default=20000)
     p.add_argument("--quick", action="store_true", help="small sizes, 1 run (smoke test)")
-    p.add_argument("--only", choices=("convert", "bench"))
+    p.add_argument("--only", choices=("convert", "bench", "tmpfs"),
+                   help="only the convert or bench cases on disk, or only the tmpfs cases")
+    p.add_argument("--tmpfs-dir", default="/dev/shm", help="a tmpfs for the tmpfs cases")
+    p.add_argument("--tmpfs-size", type=int, default=GIB, help="convert image size on tmpfs")
+    p.add_argument("--tmpfs-count-qd32", type=int, default=100000,
+                   help="requests of the depth-32 bench cases on tmpfs")
     p.add_argument("--warm", type=float, default=1.0,
                    help="touch this many times the convert size of memory before each convert run "
                         "(0 = off; see warm_memory)")
@@ -183,6 +191,7 @@ def main():
     a = p.parse_args()
     if a.quick:
         a.runs, a.size, a.count_qd1, a.count_qd32 = 1, 128 * MIB, 300, 2000
+        a.tmpfs_size, a.tmpfs_count_qd32 = 128 * MIB, 2000
     if not shutil.which(a.qemu_img):
         sys.exit("img-bench: qemu-img not found")
     os.makedirs(a.dir, exist_ok=True)
@@ -191,12 +200,32 @@ def main():
     table = Table()
     try:
         if a.only in (None, "convert"):
-            convert_cases(a, d, table)
+            convert_cases(a, d, table, a.size)
         if a.only in (None, "bench"):
             bench_cases(a, d, table)
     finally:
         shutil.rmtree(d, ignore_errors=True)
+    if a.only in (None, "tmpfs"):
+        tmpfs_cases(a, table)
     table.print()
+
+
+def tmpfs_cases(a, table):
+    """The same cases with every file in RAM: cache=writeback (no O_DIRECT on tmpfs), so the
+    per-request CPU path, not the device, decides; depth-32 runs are longer to get above the
+    timer noise."""
+    if not os.path.isdir(a.tmpfs_dir):
+        print(f"img-bench: {a.tmpfs_dir} missing: tmpfs cases skipped")
+        return
+    d = tempfile.mkdtemp(prefix="img-bench.", dir=a.tmpfs_dir)
+    qd32 = a.count_qd32
+    a.count_qd32 = a.tmpfs_count_qd32
+    try:
+        convert_cases(a, d, table, a.tmpfs_size, " tmpfs")
+        bench_cases(a, d, table, "writeback", " tmpfs")
+    finally:
+        a.count_qd32 = qd32
+        shutil.rmtree(d, ignore_errors=True)
 
 
 if __name__ == "__main__":

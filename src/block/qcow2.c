@@ -584,7 +584,7 @@ static void qcow2_close(struct block_dev *bs)
     struct qcow2_state *s = bs->opaque;
     if (!s)
         return;
-    if (!s->read_only) {
+    if (!s->read_only && !s->corrupt_stop) { /* corrupt: reported, nothing more written */
         struct wisp_err err;
         if (qcow2_make_clean(bs, &err) < 0)
             fprintf(stderr, "wisp: %s\n", err.msg); /* close cannot fail; leaks are allowed */

@@ -14,6 +14,7 @@
 #include "common/chardev.h"
 #include "common/evloop.h"
 #include "common/log.h"
+#include "vmm/qtest.h"
 
 /* How long the end of the VM waits for console output to reach a slow reader. */
 #define CONSOLE_FLUSH_MS 500
@@ -26,6 +27,8 @@ void machine_note_start(struct timespec *start)
 static void machine_set_irq(void *opaque, unsigned gsi, int level)
 {
     struct machine *m = opaque;
+    if (m->qtest)
+        qtest_set_irq(m->qtest, gsi, level);
     (void)kvm_vm_irq_line(&m->vm, gsi, level);
 }
 
@@ -38,6 +41,8 @@ static int machine_attach_ioeventfd(void *opaque, const struct kvm_ioeventfd_spe
                                     bool assign, struct wisp_err *err)
 {
     struct machine *m = opaque;
+    if (m->qtest) /* no vCPU writes; the transport signals QueueNotify writes itself */
+        return 0;
     return kvm_vm_ioeventfd(&m->vm, spec, fd, assign, err);
 }
 
@@ -45,6 +50,8 @@ static int machine_attach_irqfd(void *opaque, unsigned gsi, int fd, bool assign,
                                 struct wisp_err *err)
 {
     struct machine *m = opaque;
+    if (m->qtest) /* the test protocol watches the interrupt eventfds itself */
+        return qtest_attach_irqfd(m->qtest, gsi, fd, assign, err);
     return kvm_vm_irqfd(&m->vm, gsi, fd, -1, assign, err);
 }
 
@@ -240,6 +247,8 @@ int machine_create(struct machine *m, const struct vmm_args *args, struct kvm *k
     machine_init_fields(m, args, kvm);
     m->console = console;
     int r = machine_setup_signals(m, err);
+    if (r == 0 && args->test_socket) /* before the devices: their irqfds go to it */
+        r = qtest_create(&m->qtest, m, args->test_socket, err);
     if (r == 0)
         r = kvm_vm_create(&m->vm, &m->kvm, err);
     if (r == 0 && m->nr_vcpus > 255)
@@ -253,11 +262,11 @@ int machine_create(struct machine *m, const struct vmm_args *args, struct kvm *k
         r = kvm_vm_register_memory(&m->vm, err);
     if (r == 0 && args->debug && !(m->port_logged = calloc(0x10000 / 8, 1)))
         r = wisp_err_set(err, ENOMEM, "out of memory");
-    if (r == 0 && !(m->vcpus = calloc(m->nr_vcpus, sizeof(*m->vcpus))))
+    if (r == 0 && !m->qtest && !(m->vcpus = calloc(m->nr_vcpus, sizeof(*m->vcpus))))
         r = wisp_err_set(err, ENOMEM, "out of memory for %u vCPUs", m->nr_vcpus);
     /* vCPU threads start now and create their vCPUs as soon as the irqchip exists, while this
      * thread creates the irqchip and loads the kernel */
-    if (r == 0)
+    if (r == 0 && !m->qtest)
         r = vcpu_threads_start(m, err);
     if (r == 0)
         r = kvm_vm_create_irqchip(&m->vm, err);
@@ -266,14 +275,16 @@ int machine_create(struct machine *m, const struct vmm_args *args, struct kvm *k
     if (r == 0)
         r = machine_create_devices(m, start, err);
     struct x86_boot_entry entry;
-    if (r == 0)
+    if (r == 0 && args->kernel) /* optional with --test-socket */
         r = machine_load_kernel(m, &entry, err);
     if (r < 0)
         vcpu_threads_stop(m); /* aborts threads waiting for the irqchip */
     if (r == 0)
         r = machine_wait_vcpus_ready(m, err);
-    if (r == 0)
+    if (r == 0 && !m->qtest)
         r = x86_boot_set_vcpu_regs(m->vcpus[0].vcpu.fd, &entry, err);
+    if (r == 0 && m->qtest)
+        r = qtest_listen(m->qtest, err);
     if (r < 0)
         machine_destroy(m);
     return r;
@@ -289,7 +300,8 @@ static void machine_start_vcpus(struct machine *m)
 
 int machine_run(struct machine *m, struct wisp_err *err)
 {
-    machine_start_vcpus(m);
+    if (!m->qtest)
+        machine_start_vcpus(m);
     if (!atomic_load(&m->stopping))
         evloop_run(m->loop);
     vcpu_threads_stop(m);
@@ -303,6 +315,8 @@ void machine_destroy(struct machine *m)
 {
     vcpu_threads_stop(m);
     device_list_destroy(&m->devices);
+    qtest_destroy(m->qtest); /* after the devices: they detach their eventfds from it */
+    m->qtest = NULL;
     resources_destroy(&m->res);
     bus_destroy(&m->pio);
     bus_destroy(&m->mmio);

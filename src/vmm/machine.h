@@ -16,12 +16,14 @@
 #include "devices/legacy.h"
 #include "devices/resources.h"
 #include "kvm/kvm.h"
+#include "virtio/console.h"
 #include "vmm/args.h"
 
 struct chardev;
 struct evloop;
 struct evloop_source;
 struct machine;
+struct qtest;
 
 /*
  * Threads of a running machine (docs/architecture.md):
@@ -58,8 +60,10 @@ struct machine {
     struct device_list devices;
     struct device_ctx ctx;
     struct machine_legacy legacy;
-    struct chardev *console; /* host side of COM1 */
+    struct virtio_console_params console_params; /* --console virtio */
+    struct chardev *console; /* host side of COM1, or with --console virtio of hvc0 */
     struct evloop *loop;     /* the main thread's loop */
+    struct qtest *qtest;     /* --test-socket: the device test protocol (vmm/qtest.h), no vCPUs */
     struct evloop_source *signal_src;
     int signal_fd;
 

@@ -97,7 +97,7 @@ static int run(const struct vmm_args *args, const struct timespec *start)
 {
     struct wisp_err err = {0};
     struct chardev *console = NULL;
-    if (check_input_file("--kernel", args->kernel, &err) < 0 ||
+    if ((args->kernel && check_input_file("--kernel", args->kernel, &err) < 0) ||
         (args->initrd && check_input_file("--initrd", args->initrd, &err) < 0) ||
         check_drive_files(args, &err) < 0 ||
         chardev_open(&console, console_kind(args), args->serial_path, "--serial", &err) < 0) {

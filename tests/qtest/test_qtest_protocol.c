@@ -2,6 +2,7 @@
  * malformed lines, guest RAM bounds, the legacy devices through the port bus, interrupt lines,
  * one client at a time, and how wisp-vmm ends. */
 #include <errno.h>
+#include <signal.h>
 #include <linux/virtio_mmio.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -296,6 +297,21 @@ static void test_exit_port(void **state)
     *state = NULL;
 }
 
+/* The server never blocks the main loop: with replies piling up unread (a client that does not
+ * read) and with an irq_wait pending, wisp-vmm still ends at once on SIGTERM, with status 0. */
+static void test_never_blocks(void **state)
+{
+    struct qtest *q = *state;
+    static const char cmd[] = "memread 0x100000 1048576\n"; /* 2 MiB of reply each */
+    for (int i = 0; i < 16; i++)
+        qtest_send_raw(q, cmd, sizeof(cmd) - 1);
+    qtest_send_raw(q, "irq_wait 5 600000\n", 18);
+    usleep(100000);
+    kill(qtest_pid(q), SIGTERM);
+    assert_int_equal(qtest_wait_exit(q, 5000), 0);
+    *state = NULL;
+}
+
 /* `reset` resets every device: a virtio device's Status goes back to 0. */
 static void test_reset(void **state)
 {
@@ -363,6 +379,7 @@ int main(void)
         cmocka_unit_test_teardown(test_devices, stop),
         cmocka_unit_test_setup_teardown(test_one_client, start_rng, stop),
         cmocka_unit_test_setup_teardown(test_exit_port, start_rng, stop),
+        cmocka_unit_test_setup_teardown(test_never_blocks, start_rng, stop),
         cmocka_unit_test_setup_teardown(test_reset, start_rng, stop),
         cmocka_unit_test(test_existing_path),
         cmocka_unit_test_teardown(test_with_kernel, stop),

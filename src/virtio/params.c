@@ -181,7 +181,11 @@ static int net_key(struct virtio_net_params *p, const struct kv_item *kv, struct
             if (parse_flag(w, kv, &on, err) < 0)
                 return wisp_err_set(err, EINVAL, "--net: vhost: '%s' is not on, off or auto",
                                     kv->value);
-            p->vhost = on ? VIRTIO_NET_VHOST_ON : VIRTIO_NET_VHOST_OFF;
+            if (on) /* refused here, so that it is a usage error (status 2) before any KVM work */
+                return wisp_err_set(err, ENOTSUP,
+                                    "--net: vhost=on: wisp-vmm has no vhost-net data path yet; "
+                                    "vhost=auto or vhost=off moves frames in user space");
+            p->vhost = VIRTIO_NET_VHOST_OFF;
         }
     } else if (!strcmp(kv->key, "rx-bps")) {
         return parse_count(w, kv, UINT64_MAX, &p->rx_bps, err);
@@ -215,5 +219,9 @@ int virtio_net_params_parse(const char *spec, char *buf, struct virtio_net_param
         return n;
     if (!p->tap || !*p->tap)
         return wisp_err_set(err, EINVAL, "--net: tap=NAME is missing");
+    if (p->rx_burst && !p->rx_bps)
+        return wisp_err_set(err, EINVAL, "--net: rx-burst needs rx-bps");
+    if (p->tx_burst && !p->tx_bps)
+        return wisp_err_set(err, EINVAL, "--net: tx-burst needs tx-bps");
     return 0;
 }

@@ -10,8 +10,9 @@
  *       config interrupt), and after a reset the device works again
  *   console.case=flood                   transmits forever (for SIGTERM under back-pressure)
  * console.strict=1 (wisp-vmm) also checks the features offered (EMERG_WRITE, not SIZE or
- * MULTIPORT) and an available index that jumps too far, which QEMU 7.2 does not refuse. Failures are reported through the emergency write as well as on COM1, which
- * wisp-vmm discards with --console virtio. */
+ * MULTIPORT) and an available index that jumps too far, which QEMU 7.2 does not refuse. Failures
+ * are reported through the emergency write as well as on COM1, which wisp-vmm discards with
+ * --console virtio. */
 #include "guest.h"
 #include "virtio.h"
 
@@ -238,7 +239,11 @@ static void expect_needs_reset(const char *after)
     while (!(gvirtio_status(&dev) & STATUS_NEEDS_RESET) && waited++ < 50000)
         guest_udelay(100);
     CHECK(gvirtio_status(&dev) & STATUS_NEEDS_RESET);
-    uint32_t isr = gvirtio_read32(&dev, REG_INTERRUPT_STATUS);
+    /* the configuration interrupt follows (InterruptStatus bit 1 may lag the status bit) */
+    uint32_t isr;
+    waited = 0;
+    while (!((isr = gvirtio_read32(&dev, REG_INTERRUPT_STATUS)) & 2) && waited++ < 50000)
+        guest_udelay(100);
     CHECK(isr & 2);
     gvirtio_write32(&dev, REG_INTERRUPT_ACK, isr);
     gvirtio_write32(&dev, REG_STATUS, 0);

@@ -86,13 +86,12 @@ bool virtq_has_avail(struct virtq *q)
     return !q->broken && avail_idx(q) != q->last_avail;
 }
 
+/* One descriptor, read once. Indirect tables need not be 16-byte aligned (Linux allocates them
+ * with kmalloc, 8-byte aligned), so the copy makes no assumption about alignment. */
 static void read_desc(const struct vring_desc *table, unsigned i, struct vring_desc *out)
 {
-    const volatile struct vring_desc *d = &table[i];
-    out->addr = d->addr;
-    out->len = d->len;
-    out->flags = d->flags;
-    out->next = d->next;
+    memcpy(out, (const uint8_t *)table + 16ul * i, sizeof(*out));
+    __asm__ volatile("" ::: "memory"); /* the copy is the one read; checks use *out only */
 }
 
 /* The chain walk's state: where descriptors come from (the queue's table or an indirect one). */
@@ -152,8 +151,6 @@ static int walk_indirect(struct walk *w, unsigned idx, const struct vring_desc *
         return walk_fail(w, EINVAL, idx,
                          "indirect table length is not a multiple of 16 bytes "
                          "up to the queue size");
-    if (d->addr % 16)
-        return walk_fail(w, EINVAL, idx, "indirect table is not 16-byte aligned");
     const struct vring_desc *table = gpa_to_hva(q->mem, d->addr, d->len);
     if (!table)
         return walk_fail(w, EINVAL, idx, "indirect table is outside guest RAM");

@@ -258,6 +258,8 @@ void chardev_close(struct chardev *cd)
 {
     if (!cd)
         return;
+    if (cd->loop) /* a re-arm posted by the device must not run on freed memory */
+        evloop_call_cancel(cd->loop, &cd->rearm);
     evloop_source_remove(cd->in_src);
     restore_terminal(cd);
     outbuf_destroy(cd->out);

@@ -232,6 +232,25 @@ void evloop_call_async(struct evloop *l, struct evloop_call *c)
         evloop_wake(l);
 }
 
+void evloop_call_cancel(struct evloop *l, struct evloop_call *c)
+{
+    pthread_mutex_lock(&l->lock);
+    if (c->queued) {
+        struct evloop_call **pp = &l->calls_head, *prev = NULL;
+        while (*pp && *pp != c) {
+            prev = *pp;
+            pp = &(*pp)->next;
+        }
+        if (*pp) {
+            *pp = c->next;
+            if (l->calls_tail == c)
+                l->calls_tail = prev;
+        }
+        c->queued = false;
+    }
+    pthread_mutex_unlock(&l->lock);
+}
+
 bool evloop_in_thread(const struct evloop *l)
 {
     return l->thread_known && pthread_equal(l->thread, pthread_self());
@@ -284,23 +303,28 @@ int evloop_call_sync(struct evloop *l, evloop_fn fn, void *opaque)
     return done ? 0 : -ECANCELED;
 }
 
-/* Runs the calls posted so far (not those posted while they run: they wait for the next
- * round, so a call that reposts itself cannot starve the loop). */
+/* Runs the calls posted so far, one at a time off the head of the queue (so a call may cancel
+ * or repost any other); as many as were queued when the round began, so a call that reposts
+ * itself waits for the next round instead of starving the loop. */
 static int run_calls(struct evloop *l)
 {
     pthread_mutex_lock(&l->lock);
-    struct evloop_call *c = l->calls_head;
-    l->calls_head = l->calls_tail = NULL;
-    for (struct evloop_call *i = c; i; i = i->next)
-        i->queued = false; /* may be posted again from now on */
-    pthread_mutex_unlock(&l->lock);
+    unsigned pending = 0;
+    for (struct evloop_call *i = l->calls_head; i; i = i->next)
+        pending++;
     int n = 0;
-    while (c) {
-        struct evloop_call *next = c->next; /* c may be reposted (and relinked) by its fn */
+    while (pending-- && l->calls_head) {
+        struct evloop_call *c = l->calls_head;
+        l->calls_head = c->next;
+        if (!l->calls_head)
+            l->calls_tail = NULL;
+        c->queued = false; /* may be posted again from now on */
+        pthread_mutex_unlock(&l->lock);
         c->fn(c->opaque);
-        c = next;
         n++;
+        pthread_mutex_lock(&l->lock);
     }
+    pthread_mutex_unlock(&l->lock);
     return n;
 }
 

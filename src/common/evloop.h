@@ -58,6 +58,10 @@ struct evloop_call {
     bool queued, cancelled;
 };
 void evloop_call_async(struct evloop *l, struct evloop_call *c);
+/* Takes a posted call off the queue if it has not run yet (any thread). After it returns the
+ * call will not run, unless it is running now in the loop's thread: call it from the loop's
+ * thread (or after the loop stopped) before freeing the call's storage. */
+void evloop_call_cancel(struct evloop *l, struct evloop_call *c);
 /* Runs fn(opaque) in the loop's thread and waits for it (at once if called from that thread).
  * Returns 0, or -ECANCELED when the loop quits or is destroyed before running it. */
 int evloop_call_sync(struct evloop *l, evloop_fn fn, void *opaque);

@@ -311,10 +311,10 @@ int machine_run(struct machine *m, struct wisp_err *err)
     return status < 0 ? 0 : status;
 }
 
-void machine_destroy(struct machine *m)
+void machine_destroy_devices(struct machine *m)
 {
     vcpu_threads_stop(m);
-    device_list_destroy(&m->devices);
+    device_list_destroy(&m->devices); /* drives flush and close here (qcow2 metadata) */
     qtest_destroy(m->qtest); /* after the devices: they detach their eventfds from it */
     m->qtest = NULL;
     resources_destroy(&m->res);
@@ -326,6 +326,11 @@ void machine_destroy(struct machine *m)
     m->signal_src = NULL;
     evloop_destroy(m->loop);
     m->loop = NULL;
+}
+
+void machine_destroy(struct machine *m)
+{
+    machine_destroy_devices(m);
     kvm_vm_destroy(&m->vm);
     kvm_close(&m->kvm);
     free(m->vcpus);

@@ -100,13 +100,17 @@ int machine_create(struct machine *m, const struct vmm_args *args, struct kvm *k
  * a reader that does not read cannot hold the exit up). */
 int machine_run(struct machine *m, struct wisp_err *err);
 void machine_destroy(struct machine *m);
+/* The part of machine_destroy() before the VM itself: vCPU threads, devices (drives flushed
+ * and closed), buses, console, the main loop. Idempotent; machine_destroy() calls it. */
+void machine_destroy_devices(struct machine *m);
 /*
- * Instead of machine_destroy() when the process is about to exit (--async-teardown): hands the
- * slow part of the teardown (KVM destroying the VM and its irqchip: 15-25 ms here) to a helper
- * process that shares the address space and exits right after this process, so the exit
- * status reaches the parent at once (QEMU's async-teardown). The helper is re-parented to init
- * or to the nearest child subreaper, which must reap it. Returns 0, or -errno (then call
- * machine_destroy()).
+ * Instead of machine_destroy() when the process is about to exit (--async-teardown): tears the
+ * devices down here (drives are flushed and closed, nothing of the guest's data is left to the
+ * helper), then hands the slow part (KVM destroying the VM and its irqchip: 15-25 ms here, and
+ * the address space) to a helper process that shares the address space and exits right after
+ * this process, so the exit status reaches the parent at once (QEMU's async-teardown). The
+ * helper is re-parented to init or to the nearest child subreaper, which must reap it.
+ * Returns 0, or -errno (then call machine_destroy()).
  */
 int machine_teardown_async(struct machine *m);
 

@@ -9,7 +9,6 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "common/chardev.h"
 #include "vmm/machine.h"
 
 #define TEARDOWN_STACK_SIZE (16 * 1024)
@@ -46,8 +45,9 @@ static int teardown_child(void *arg)
 
 int machine_teardown_async(struct machine *m)
 {
-    chardev_close(m->console); /* the terminal is restored now, not by the helper */
-    m->console = NULL;
+    /* Devices first, in this process: a drive's cached qcow2 metadata reaches its file, the
+     * terminal is restored. Only KVM's own teardown is left to the helper. */
+    machine_destroy_devices(m);
     int pipe_fds[2];
     if (pipe2(pipe_fds, O_CLOEXEC) < 0)
         return -errno;

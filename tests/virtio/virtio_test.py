@@ -155,9 +155,10 @@ def blk_strict(vmm):
     return "" if vmm == "qemu" else " blk.strict=1"
 
 
-def blk_run(vmm, elf, drives, cmdline):
+def blk_run(vmm, elf, drives, cmdline, wisp_flags=()):
     args = blk_drive_args(vmm, drives)
-    return run(vmm, elf, args if vmm != "qemu" else [], args if vmm == "qemu" else [], cmdline)
+    return run(vmm, elf, args + list(wisp_flags) if vmm != "qemu" else [],
+               args if vmm == "qemu" else [], cmdline)
 
 
 def expect_range(data, start, length, want, what):
@@ -167,14 +168,14 @@ def expect_range(data, start, length, want, what):
         raise Failure(f"{what}: the image differs at byte {start + at}")
 
 
-def blk_rw(vmm, elf, tmp, fmt, wisp_extra="", qemu_extra="", cmdline=""):
+def blk_rw(vmm, elf, tmp, fmt, wisp_extra="", qemu_extra="", cmdline="", wisp_flags=()):
     # 8 MiB; the host's pattern in the first MiB; the guest writes its own at 2 MiB..3.25 MiB
     size = 8 * MIB
     path = blk_image(tmp, "disk", fmt, size)
     drive = {"path": path, "fmt": fmt, "serial": "wisp-serial-12345678", "wisp": wisp_extra,
              "qemu": qemu_extra}
     status, out, _ = blk_run(vmm, elf, [drive], f"blk.mode=rw blk.sectors={size // 512} "
-                             f"blk.serial=wisp-serial-12345678 blk.tag=1" + cmdline)
+                             f"blk.serial=wisp-serial-12345678 blk.tag=1" + cmdline, wisp_flags)
     expect_ok(status, out, "blk:")
     data = blk_contents(tmp, path, fmt)
     if len(data) != size:
@@ -201,6 +202,13 @@ def case_blk_raw_direct(vmm, elf, tmp):
     # the guest does not negotiate FLUSH, so every write is followed by a flush
     blk_rw(vmm, elf, tmp, "raw", ",cache=none,aio=threads", ",cache=none,aio=threads",
            " blk.noflush=1")
+
+
+def case_blk_qcow2_async_teardown(vmm, elf, tmp):
+    # writes the guest never flushed still reach a qcow2 image when the VM ends with
+    # --async-teardown: the drive is closed (metadata written) before the helper takes over
+    blk_rw(vmm, elf, tmp, "qcow2", cmdline=" blk.skipflush=1",
+           wisp_flags=() if vmm == "qemu" else ("--async-teardown",))
 
 
 def case_blk_qcow2_sync(vmm, elf, tmp):
@@ -357,6 +365,7 @@ def case_blk_corrupt_qcow2(vmm, elf, tmp):
 CASES = {"rng": case_rng, "rng-event-idx": case_rng_event_idx, "rng-ratelimit": case_rng_ratelimit}
 CASES.update({"blk-raw": case_blk_raw, "blk-qcow2": case_blk_qcow2,
               "blk-raw-direct": case_blk_raw_direct, "blk-qcow2-sync": case_blk_qcow2_sync,
+              "blk-qcow2-async-teardown": case_blk_qcow2_async_teardown,
               "blk-discard-raw": case_blk_discard_raw, "blk-discard-qcow2": case_blk_discard_qcow2,
               "blk-readonly": case_blk_readonly, "blk-two": case_blk_two, "blk-mq": case_blk_mq,
               "blk-throttle": case_blk_throttle, "blk-malformed": case_blk_malformed,

@@ -1,0 +1,309 @@
+#!/usr/bin/env python3
+"""Linux's own virtio drivers on wisp-vmm's devices: the guest kit's kernel (guest/kernel) boots
+with disks, a NIC, a virtio console and a virtio-rng, runs a script, and the host checks what
+the guest saw and what reached the host. Two boots share all the checks (each Linux boot costs
+~10-50 s on the PVM-nested CI machines):
+
+  --discovery cmdline   acpi=off: Linux finds the devices on its command line
+                        (virtio_mmio.device=, written by wisp-vmm); an initramfs with wisp-init
+                        and busybox; a raw ext4 data disk and a qcow2 ext4 data disk (a file the
+                        host wrote is read, a file the guest writes is read back by the host with
+                        debugfs), a NIC in a network namespace of the test's own (ping and TCP
+                        both ways, byte-exact), hvc0 as the console (--console virtio), /dev/hwrng.
+  --discovery acpi      ACPI on and --cmdline-devices off: Linux finds the devices through the
+                        DSDT (LNRO0005); the root file system is an ext4 image in a qcow2 file on
+                        virtio-blk (root=/dev/vda, no initramfs), ttyS0 as the console, the NIC
+                        answering ping.
+
+  devices_test.py --vmm PATH --init WISP_INIT --discovery cmdline|acpi
+
+Success is decided by markers on the console, the VMM's exit status and the host's own reads,
+never by timing. Needs root (taps, a network namespace), qemu-img and e2fsprogs (debugfs).
+"""
+import argparse
+import hashlib
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(REPO, "tests", "virtio"))
+import netns  # noqa: E402  (the virtio tests' namespace and bridge)
+
+GUEST_IP = "198.51.100.2"
+GUEST_MAC = "02:00:00:00:02:02"
+TAP = "wktap0"
+TCP_BYTES = 1 << 20
+PORT_TO_HOST, PORT_TO_GUEST = 7001, 7002
+TIMEOUT = 300
+
+APPLETS = "sh,cat,ls,mount,umount,ip,ping,nc,md5sum,head,dd,od,echo,sync,readlink,wc,mkdir"
+
+# The guest's script (busybox sh). Few processes (each costs seconds under PVM's emulator);
+# every line the host checks starts with "wisp-dev:". Commands that die by a signal (PVM's busybox
+# TLS crash, docs/guest-kernel.md) are retried; wrong answers never are.
+GUEST_SCRIPT = r"""
+retry() {
+    for try in 1 2 3; do
+        "$@"; rc=$?
+        [ $rc -lt 128 ] && return $rc
+        echo "wisp-dev: '$1' died with status $rc, try $try" >&2
+    done
+    return $rc
+}
+echo "wisp-dev: start $1"
+for d in /sys/bus/virtio/devices/*; do
+    read -r id <$d/device
+    drv=$(retry readlink $d/driver)
+    echo "wisp-dev: virtio ${drv##*/} $id"
+done
+echo "wisp-dev: platform" $(retry ls /sys/bus/platform/devices)
+if [ "$1" = cmdline ]; then
+    mkdir -p /mnt/a /mnt/b
+    retry mount -t ext4 /dev/vda /mnt/a && echo "wisp-dev: vda $(cat /mnt/a/hello.txt)"
+    echo "written by the guest on vda" >/mnt/a/guest.txt
+    retry umount /mnt/a
+    retry mount -t ext4 /dev/vdb /mnt/b && echo "wisp-dev: vdb $(cat /mnt/b/hello.txt)"
+    echo "written by the guest on vdb" >/mnt/b/guest.txt
+    sync
+    retry umount /mnt/b
+    read -r rng </sys/class/misc/hw_random/rng_current
+    retry head -c 16 /dev/hwrng >/tmp/r
+    echo "wisp-dev: hwrng $rng" $(retry od -An -tx1 /tmp/r)
+fi
+retry ip addr add GUEST_IP/24 dev eth0
+retry ip link set eth0 up
+retry ping -c 3 -W 5 HOST_IP >/tmp/ping.txt && echo "wisp-dev: ping ok"
+if [ "$1" = cmdline ]; then
+    retry dd if=/dev/hwrng of=/tmp/blob bs=65536 count=16 2>/dev/null
+    set -- $(retry md5sum /tmp/blob)
+    echo "wisp-dev: blob $1"
+    retry nc HOST_IP PORT_TO_HOST </tmp/blob
+    retry nc -l -p PORT_TO_GUEST >/tmp/in
+    set -- $(retry md5sum /tmp/in)
+    echo "wisp-dev: received $1 $(retry wc -c </tmp/in)"
+fi
+echo "wisp-dev: done"
+"""
+
+
+class Failure(Exception):
+    pass
+
+
+def sh(*cmd, **kw):
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    if p.returncode != 0:
+        raise Failure(f"{' '.join(cmd)}: {p.stderr.strip() or p.stdout.strip()}")
+    return p.stdout
+
+
+def kernel_dir():
+    p = subprocess.run([os.path.join(REPO, "guest/kernel/build.sh"), "--print-path"],
+                       capture_output=True, text=True)
+    path = p.stdout.strip()
+    if p.returncode != 0 or not os.path.isfile(os.path.join(path, "vmlinux")):
+        raise Failure(f"the guest kernel is not built ({path or '?'}/vmlinux); run "
+                      "guest/kernel/build.sh (scripts/test does)")
+    return path
+
+
+def cmdline_extra():
+    return subprocess.run([os.path.join(REPO, "guest/kernel/cmdline-extra")],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def script_text():
+    s = GUEST_SCRIPT.replace("GUEST_IP", GUEST_IP).replace("HOST_IP", netns.HOST_IP)
+    return s.replace("PORT_TO_HOST", str(PORT_TO_HOST)).replace("PORT_TO_GUEST",
+                                                                str(PORT_TO_GUEST))
+
+
+def data_disk(tmp, name, fmt, text):
+    """An ext4 image holding hello.txt, as raw or converted to qcow2 with qemu-img."""
+    d = os.path.join(tmp, name + ".d")
+    os.mkdir(d)
+    with open(os.path.join(d, "hello.txt"), "w") as f:
+        f.write(text + "\n")
+    raw = os.path.join(tmp, name + ".raw")
+    sh(os.path.join(REPO, "scripts/wisp-mkrootfs"), "-o", raw, "-s", "16M", d)
+    if fmt == "raw":
+        return raw
+    out = os.path.join(tmp, name + ".qcow2")
+    sh("qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, out)
+    return out
+
+
+def read_guest_file(image, fmt, tmp, name):
+    """The guest's file from an image, read on the host (qemu-img for qcow2, then debugfs)."""
+    raw = image
+    if fmt == "qcow2":
+        sh("qemu-img", "check", image)
+        raw = os.path.join(tmp, name + ".back.raw")
+        sh("qemu-img", "convert", "-f", "qcow2", "-O", "raw", image, raw)
+    sh("e2fsck", "-fn", raw)
+    return sh("debugfs", "-R", "cat /guest.txt", raw).strip()
+
+
+def root_disk(tmp, init):
+    """A qcow2 ext4 root file system: busybox, wisp-init as /sbin/init, the script."""
+    d = os.path.join(tmp, "root.d")
+    for sub in ("bin", "sbin", "proc", "sys", "dev", "tmp", "mnt"):
+        os.makedirs(os.path.join(d, sub), exist_ok=True)
+    sh("cp", "/bin/busybox", os.path.join(d, "bin/busybox"))
+    for a in APPLETS.split(","):
+        os.symlink("busybox", os.path.join(d, "bin", a))
+    with open(os.path.join(d, "dev.sh"), "w") as f:
+        f.write(script_text())
+    raw = os.path.join(tmp, "root.raw")
+    sh(os.path.join(REPO, "scripts/wisp-mkrootfs"), "-o", raw, "-s", "32M", "--init", init, d)
+    out = os.path.join(tmp, "root.qcow2")
+    sh("qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, out)
+    return out
+
+
+def initramfs(tmp, init):
+    script = os.path.join(tmp, "dev.sh")
+    with open(script, "w") as f:
+        f.write(script_text())
+    out = os.path.join(tmp, "initramfs.cpio")
+    sh(os.path.join(REPO, "scripts/wisp-mkinitramfs"), "-o", out, "--init", init,
+       "--applets", APPLETS, "--add", f"{script}:/dev.sh")
+    return out
+
+
+class TcpPeer:
+    """The host side of the TCP transfers: receives the guest's blob, then sends one back."""
+
+    def __init__(self):
+        self.received = b""
+        self.sent = os.urandom(TCP_BYTES)
+        self.error = None
+        self.srv = socket.socket()
+        self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.srv.bind((netns.HOST_IP, PORT_TO_HOST))
+        self.srv.listen(1)
+        self.srv.settimeout(TIMEOUT)
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        try:
+            conn, _ = self.srv.accept()
+            with conn:
+                while chunk := conn.recv(65536):
+                    self.received += chunk
+            for _ in range(200):  # the guest's nc -l starts right after its nc exits
+                try:
+                    with socket.create_connection((GUEST_IP, PORT_TO_GUEST), timeout=10) as c:
+                        c.sendall(self.sent)
+                    return
+                except OSError:
+                    threading.Event().wait(0.5)
+            self.error = "could not connect to the guest's nc -l"
+        except OSError as e:
+            self.error = str(e)
+
+
+def boot(args, tmp):
+    k = kernel_dir()
+    bridge = netns.Bridge()
+    bridge.add_tap(TAP)
+    cmd = [args.vmm, "--kernel", os.path.join(k, "vmlinux"), "--mem", "192", "--cpus", "1",
+           "--net", f"tap={TAP},mac={GUEST_MAC}", "--rng"]
+    extra = cmdline_extra()
+    disks = {}
+    if args.discovery == "cmdline":
+        disks["vda"] = ("raw", data_disk(tmp, "a", "raw", "hello from the host on vda"))
+        disks["vdb"] = ("qcow2", data_disk(tmp, "b", "qcow2", "hello from the host on vdb"))
+        cmd += ["--initrd", initramfs(tmp, args.init), "--console", "virtio",
+                "--drive", f"path={disks['vda'][1]},format=raw",
+                "--drive", f"path={disks['vdb'][1]},format=qcow2",
+                "--cmdline", f"console=hvc0 reboot=k panic=-1 acpi=off {extra} -- /bin/sh "
+                             "/dev.sh cmdline"]
+    else:
+        root = root_disk(tmp, args.init)
+        cmd += ["--drive", f"path={root},format=qcow2", "--cmdline-devices", "off",
+                "--cmdline", f"console=ttyS0 reboot=k panic=-1 root=/dev/vda rootfstype=ext4 rw "
+                             f"init=/sbin/init {extra} -- /bin/sh /dev.sh acpi"]
+    peer = TcpPeer() if args.discovery == "cmdline" else None
+    print("$ " + " ".join(cmd), flush=True)
+    try:
+        p = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=TIMEOUT)
+    except subprocess.TimeoutExpired as e:
+        raise Failure(f"the guest did not end within {TIMEOUT} s; console:\n"
+                      f"{(e.stdout or b'').decode(errors='replace')}")
+    out = p.stdout.decode(errors="replace").replace("\r\n", "\n")
+    print(out + p.stderr.decode(errors="replace") + f"exit status {p.returncode}")
+    return p.returncode, out, disks, peer
+
+
+def expect(out, pattern, what):
+    m = re.search(pattern, out, re.M)
+    if not m:
+        raise Failure(f"the console lacks {what} (/{pattern}/)")
+    return m
+
+
+def check(args, rc, out, disks, peer, tmp):
+    if rc != 0:
+        raise Failure(f"wisp-vmm exited with {rc}, expected 0 (the script's status)")
+    expect(out, r"^wisp-dev: done$", "the end of the script")
+    for driver, dev_id in (("virtio_blk", 2), ("virtio_net", 1), ("virtio_rng", 4)):
+        expect(out, rf"^wisp-dev: virtio {driver} 0x{dev_id:04x}$", f"a {driver} device")
+    platform = expect(out, r"^wisp-dev: platform (.*)$", "the platform devices").group(1)
+    if args.discovery == "acpi":
+        if "LNRO0005" not in platform or "virtio-mmio." in platform:
+            raise Failure(f"with --cmdline-devices off the devices must come from ACPI "
+                          f"(LNRO0005) only; platform devices: {platform}")
+    else:
+        if "virtio-mmio." not in platform:
+            raise Failure(f"with acpi=off the devices must come from the command line; "
+                          f"platform devices: {platform}")
+        expect(out, r"^wisp-dev: virtio virtio_console 0x0003$", "the virtio console")
+        expect(out, r"^wisp-dev: vda hello from the host on vda$", "the raw disk's file")
+        expect(out, r"^wisp-dev: vdb hello from the host on vdb$", "the qcow2 disk's file")
+        for name, (fmt, image) in disks.items():
+            got = read_guest_file(image, fmt, tmp, name)
+            if got != f"written by the guest on {name}":
+                raise Failure(f"{name} ({fmt}): the host reads {got!r} from the guest's file")
+        expect(out, r"^wisp-dev: hwrng virtio_rng\.0( [0-9a-f]{2}){16}$", "/dev/hwrng bytes")
+        blob = expect(out, r"^wisp-dev: blob ([0-9a-f]{32})$", "the blob's md5").group(1)
+        peer.thread.join(60)
+        if peer.error:
+            raise Failure(f"TCP: {peer.error}")
+        if hashlib.md5(peer.received).hexdigest() != blob or len(peer.received) != TCP_BYTES:
+            raise Failure(f"TCP guest -> host: {len(peer.received)} bytes, md5 "
+                          f"{hashlib.md5(peer.received).hexdigest()}, the guest sent {blob}")
+        want = f"{hashlib.md5(peer.sent).hexdigest()} {TCP_BYTES}"
+        got = expect(out, r"^wisp-dev: received (.*)$", "the guest's md5 of the host's data")
+        if got.group(1).strip() != want:
+            raise Failure(f"TCP host -> guest: the guest got {got.group(1)}, the host sent {want}")
+    expect(out, r"^wisp-dev: ping ok$", "ping answered by the host")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--vmm", required=True)
+    ap.add_argument("--init", required=True, help="guest/init/wisp-init")
+    ap.add_argument("--discovery", required=True, choices=("cmdline", "acpi"))
+    args = ap.parse_args()
+    try:
+        netns.enter()
+        with tempfile.TemporaryDirectory(dir=os.environ.get("WISP_CACHE", "/var/tmp")) as tmp:
+            rc, out, disks, peer = boot(args, tmp)
+            check(args, rc, out, disks, peer, tmp)
+    except (Failure, netns.NetError) as e:
+        print(f"FAIL: {e}", file=sys.stderr)
+        return 1
+    print("ok")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

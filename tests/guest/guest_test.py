@@ -60,6 +60,17 @@ def case_demo(vmm, elf, _):
     expect_status(rc, 0, "demo guest")
     if "Hello from a wisp guest!" not in out or not re.search(r"^memory map \(\d+ entries\):$", out, re.M):
         raise Failure("the demo guest did not print its greeting and memory map")
+    # with a disk (the text of its sector 0 is printed), as scripts/setup boots it
+    with tempfile.TemporaryDirectory() as tmp:
+        disk = os.path.join(tmp, "demo-disk.img")
+        with open(disk, "wb") as f:
+            f.write(b"Hello from the demo disk.\n")
+            f.truncate(1 << 20)
+        rc, out, _ = run_vmm(vmm, elf, "--mem", "64", "--drive", f"path={disk},format=raw")
+        expect_status(rc, 0, "demo guest with a disk")
+        if not re.search(r'^virtio-blk at 0xd0000000: 1024 KiB; sector 0 says: '
+                         r'"Hello from the demo disk\."$', out, re.M):
+            raise Failure("the demo guest did not print its disk's first sector")
 
 
 def case_exit(vmm, elf, _):

@@ -40,6 +40,16 @@ debugfs -R "stat /sbin/init" "$tmp/root.ext4" 2>/dev/null | grep -q "User:     0
     || fail "rootfs: /sbin/init missing or not owned by root"
 echo "ok: rootfs"
 
+# --busybox without DIR: busybox, its applets and the system directories, e2fsck-clean.
+"$repo/scripts/wisp-mkrootfs" -o "$tmp/bb.ext4" --busybox --init "$init" >/dev/null
+e2fsck -fn "$tmp/bb.ext4" >/dev/null 2>&1 || fail "rootfs --busybox: e2fsck reports errors"
+for f in /bin/busybox /bin/sh /sbin/init /proc /dev /tmp; do
+  debugfs -R "stat $f" "$tmp/bb.ext4" 2>/dev/null | grep -q "Inode:" || fail "rootfs --busybox: $f missing"
+done
+[ "$(debugfs -R "stat /bin/sh" "$tmp/bb.ext4" 2>/dev/null | grep -c 'Fast link dest: "/bin/busybox"')" = 1 ] ||
+  fail "rootfs --busybox: /bin/sh does not link to /bin/busybox"
+echo "ok: rootfs --busybox"
+
 # A missing DIR is a usage error that names it.
 if msg=$("$repo/scripts/wisp-mkrootfs" -o "$tmp/r2.ext4" "$tmp/nope" 2>&1); then
   fail "rootfs: a missing directory was accepted"

@@ -17,6 +17,12 @@
  *   net.retry=1      repeat the ARP request every 250 ms for 20 s (the test sets the tap up
  *                    only after the VMM created it)
  *   virtio.features=N  transport features to negotiate as well (EVENT_IDX, INDIRECT_DESC)
+ *   net.malformed=1  (wisp-vmm) NIC 0 gets two unusable receive chains first (a device-readable
+ *                    one, one shorter than the header: both must come back with length 0), and
+ *                    sends malformed transmit chains (each must come back with length 0, its
+ *                    frame to 02:00:00:00:09:09 never reaching the host) before one good frame
+ *                    there; then an available index far ahead must set DEVICE_NEEDS_RESET, and
+ *                    after a reset the NIC must work again
  * Prints "net: nicI mac M ip A" per NIC and "net: ok" at the end. */
 #include "guest.h"
 #include "virtio.h"
@@ -30,6 +36,7 @@
 #define HDR_F_NEEDS_CSUM 1
 #define MAX_NICS         2
 #define RX_SLOTS         32
+#define SLOT_BAD         -2 /* a receive chain the device must return unused */
 #define TX_QUEUE_SIZE    32
 #define FRAME_MAX        1600
 #define CAPTURE_MAC      "02:00:00:00:09:09"
@@ -45,6 +52,7 @@ struct nic {
     uint32_t rxbuf_len;
     uint8_t *rxbuf[RX_SLOTS];
     int slot_of_head[RX_SLOTS];
+    unsigned bad_returned; /* unusable receive chains given back with length 0 */
 };
 
 static uint8_t peer_mac[6];
@@ -145,10 +153,18 @@ static void send_frame(struct nic *n, const uint8_t *frame, size_t len, bool par
 static int rx_next(struct nic *n, uint32_t *len, unsigned timeout_ms)
 {
     uint16_t head;
-    if (!gvirtq_wait_used(&n->rx, &head, len, timeout_ms))
-        return -1;
-    GUEST_ASSERT(head < n->rx.size);
-    int slot = n->slot_of_head[head];
+    int slot;
+    do {
+        if (!gvirtq_wait_used(&n->rx, &head, len, timeout_ms))
+            return -1;
+        GUEST_ASSERT(head < n->rx.size);
+        slot = n->slot_of_head[head];
+        if (slot == SLOT_BAD) { /* §5.1.6.3.1: not usable, so returned unused */
+            GUEST_ASSERT_EQ(*len, 0);
+            n->slot_of_head[head] = -1;
+            n->bad_returned++;
+        }
+    } while (slot == SLOT_BAD);
     GUEST_ASSERT(slot >= 0);
     GUEST_ASSERT(*len <= n->rxbuf_len);
     return slot;
@@ -349,7 +365,13 @@ static void nic_init(struct nic *n, unsigned index, bool mrg, bool csum)
     GUEST_ASSERT(gvirtq_setup(&n->d, &n->tx, 1, TX_QUEUE_SIZE));
     for (unsigned i = 0; i < RX_SLOTS; i++)
         n->slot_of_head[i] = -1;
-    for (unsigned i = 0; i < RX_SLOTS; i++) {
+    unsigned bad = index == 0 && guest_cmdline_u64("net.malformed", 0) ? 2 : 0;
+    if (bad) { /* taken before the good ones: a device-readable chain, a too short one */
+        struct gbuf ro = {gvirtio_alloc(64, 64), 64}, tiny = {gvirtio_alloc(8, 64), 8};
+        n->slot_of_head[gvirtq_add(&n->rx, &ro, 1, 0)] = SLOT_BAD;
+        n->slot_of_head[gvirtq_add(&n->rx, &tiny, 0, 1)] = SLOT_BAD;
+    }
+    for (unsigned i = 0; i < RX_SLOTS - bad; i++) {
         n->rxbuf[i] = gvirtio_alloc(n->rxbuf_len, 64);
         rx_post(n, i);
     }
@@ -359,6 +381,81 @@ static void nic_init(struct nic *n, unsigned index, bool mrg, bool csum)
     guest_printf("net: nic%u mac %02x:%02x:%02x:%02x:%02x:%02x ip 198.51.100.%u features 0x%lx\n",
                  index, n->mac[0], n->mac[1], n->mac[2], n->mac[3], n->mac[4], n->mac[5], n->ip[3],
                  (unsigned long)n->d.features);
+}
+
+/* ---- malformed chains (net.malformed=1) -------------------------------------------------- */
+
+/* A transmit chain the device must drop: returned with length 0, the device still working. */
+static void tx_expect_dropped(struct nic *n, const struct gbuf *b, unsigned n_out, unsigned n_in,
+                              const char *what)
+{
+    tx_reap(n);
+    int head = gvirtq_add(&n->tx, b, n_out, n_in);
+    GUEST_ASSERT(head >= 0);
+    gvirtq_kick(&n->tx);
+    uint16_t got;
+    uint32_t len;
+    GUEST_ASSERT(gvirtq_wait_used(&n->tx, &got, &len, REPLY_TIMEOUT_MS));
+    GUEST_ASSERT_EQ(got, (uint16_t)head);
+    GUEST_ASSERT_EQ(len, 0);
+    GUEST_ASSERT_EQ(gvirtio_status(&n->d) & 0x40, 0);
+    guest_printf("net: malformed transmit chain (%s) dropped\n", what);
+}
+
+static size_t capture_frame(const struct nic *n, uint8_t *f, uint16_t seq, bool partial)
+{
+    uint8_t cap_mac[6];
+    static const uint8_t cap_ip[4] = {198, 51, 100, 99};
+    GUEST_ASSERT(parse_mac(CAPTURE_MAC, cap_mac));
+    return icmp_frame(f, 8, cap_mac, n->mac, n->ip, cap_ip, 0x99, seq, 100, partial);
+}
+
+static void tx_malformed(struct nic *n)
+{
+    uint8_t *hdr = gvirtio_alloc(HDR_LEN, 16), *frame = gvirtio_alloc(FRAME_MAX, 16);
+    uint8_t *wbuf = gvirtio_alloc(64, 16);
+    size_t len = capture_frame(n, frame, 1, false);
+    struct gbuf b[3] = {{hdr, 4}};
+    tx_expect_dropped(n, b, 1, 0, "4 bytes, shorter than the header");
+    b[0] = (struct gbuf){hdr, HDR_LEN};
+    b[1] = (struct gbuf){frame, (uint32_t)len};
+    b[2] = (struct gbuf){wbuf, 64};
+    tx_expect_dropped(n, b, 2, 1, "a device-writable buffer");
+    b[1].len = 13;
+    tx_expect_dropped(n, b, 2, 0, "a 13-byte frame");
+    b[1].len = (uint32_t)len;
+    hdr[0] = HDR_F_NEEDS_CSUM; /* VIRTIO_NET_F_CSUM is not negotiated here */
+    hdr[6] = 34;
+    hdr[8] = 2;
+    tx_expect_dropped(n, b, 2, 0, "NEEDS_CSUM without VIRTIO_NET_F_CSUM");
+    memset(hdr, 0, HDR_LEN);
+    hdr[1] = 1; /* gso_type TCPv4, gso_size 1448, without HOST_TSO4 */
+    hdr[4] = 0xa8, hdr[5] = 5;
+    tx_expect_dropped(n, b, 2, 0, "GSO without VIRTIO_NET_F_HOST_TSO4");
+    memset(hdr, 0, HDR_LEN);
+    b[1].len = (uint32_t)capture_frame(n, frame, 99, false); /* the one the host must see */
+    tx_reap(n);
+    GUEST_ASSERT(gvirtq_add(&n->tx, b, 2, 0) >= 0);
+    gvirtq_kick(&n->tx);
+    uint16_t head;
+    uint32_t used;
+    GUEST_ASSERT(gvirtq_wait_used(&n->tx, &head, &used, REPLY_TIMEOUT_MS));
+}
+
+/* An available index 100 ahead of the ring (§2.7.13.3): DEVICE_NEEDS_RESET and a
+ * configuration interrupt, not a crash or a hang; a reset brings the device back. */
+static void ring_broken(struct nic *n)
+{
+    n->tx.avail[1] = (uint16_t)(n->tx.avail_idx + 100);
+    gvirtio_write32(&n->d, 0x50, 1); /* QueueNotify, whatever EVENT_IDX says */
+    unsigned waited = 0;
+    while (!(gvirtio_status(&n->d) & 0x40) && waited++ < REPLY_TIMEOUT_MS * 10)
+        guest_udelay(100);
+    GUEST_ASSERT(gvirtio_status(&n->d) & 0x40);
+    GUEST_ASSERT(gvirtio_read32(&n->d, 0x60) & 2); /* InterruptStatus: configuration change */
+    guest_printf("net: DEVICE_NEEDS_RESET after an available index beyond the ring\n");
+    gvirtio_write32(&n->d, 0x70, 0);
+    GUEST_ASSERT_EQ(gvirtio_status(&n->d), 0);
 }
 
 static void check_expected_macs(const struct nic *nics, unsigned count)
@@ -411,6 +508,16 @@ void guest_main(void)
         if (i == 0) /* the completions raised the NIC's interrupt line (irqfd: soon after) */
             GUEST_ASSERT(irq_came(0x41, 1000));
         ping(&nics[i], pings, size);
+    }
+    if (guest_cmdline_u64("net.malformed", 0)) {
+        GUEST_ASSERT_EQ(nics[0].bad_returned, 2);
+        guest_printf("net: 2 unusable receive chains returned unused\n");
+        tx_malformed(&nics[0]);
+        ring_broken(&nics[0]);
+        nic_init(&nics[0], 0, mrg, csum); /* the driver starts again, as Linux would */
+        arp_exchange(&nics[0], false);
+        ping(&nics[0], 2, size);
+        guest_printf("net: the NIC works again after the reset\n");
     }
     if (csum) { /* for the test's capture on the host: the checksum must be complete there */
         static uint8_t frame[FRAME_MAX];

@@ -7,6 +7,8 @@
 #include "arch/x86/pc.h"
 #include "common/chardev.h"
 #include "virtio/blk.h"
+#include "virtio/console.h"
+#include "virtio/net.h"
 #include "virtio/rng.h"
 #include "vmm/machine.h"
 
@@ -14,7 +16,8 @@
 static const struct device_ops *const device_types[] = {
     &serial_port_device_ops, &i8042_device_ops,      &test_exit_device_ops,
     &boot_marker_device_ops, &acpi_pm_device_ops,    &reset_cf9_device_ops,
-    &io_delay_device_ops,    &virtio_rng_device_ops, &virtio_blk_device_ops,
+    &io_delay_device_ops,    &virtio_rng_device_ops, &virtio_console_device_ops,
+    &virtio_blk_device_ops,  &virtio_net_device_ops,
 };
 
 static const struct device_ops *device_type(const char *type)
@@ -84,12 +87,24 @@ static int add_virtio(struct machine *m, struct wisp_err *err)
         snprintf(name, sizeof(name), "blk%u", i);
         r = add(&a, "virtio-blk", d->id ? d->id : name, d, err);
     }
+    for (unsigned i = 0; r == 0 && i < m->args->nr_nics; i++) {
+        const struct virtio_net_params *nic = &m->args->nics[i];
+        char name[16];
+        snprintf(name, sizeof(name), "net%u", i);
+        r = add(&a, "virtio-net", nic->id ? nic->id : name, nic, err);
+    }
+    if (r == 0 && m->args->console == VMM_CONSOLE_VIRTIO) {
+        m->console_params = (struct virtio_console_params){.chardev = m->console};
+        r = add(&a, "virtio-console", "console0", &m->console_params, err);
+    }
     return r;
 }
 
 int machine_add_devices(struct machine *m, struct wisp_err *err)
 {
-    int r = machine_add_legacy_devices(&m->devices, &m->ctx, &m->legacy, m->console,
-                                       m->args->boot_marker, err);
+    /* with --console virtio the console is hvc0's, and COM1 has no host side */
+    struct chardev *com1 = m->args->console == VMM_CONSOLE_VIRTIO ? NULL : m->console;
+    int r = machine_add_legacy_devices(&m->devices, &m->ctx, &m->legacy, com1, m->args->boot_marker,
+                                       err);
     return r < 0 ? r : add_virtio(m, err);
 }

@@ -315,7 +315,8 @@ void machine_destroy_devices(struct machine *m)
 {
     vcpu_threads_stop(m);
     device_list_destroy(&m->devices); /* drives flush and close here (qcow2 metadata) */
-    qtest_destroy(m->qtest); /* after the devices: they detach their eventfds from it */
+    /* the test socket after the devices: they detach their eventfds from it */
+    qtest_destroy(m->qtest);
     m->qtest = NULL;
     resources_destroy(&m->res);
     bus_destroy(&m->pio);

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -25,6 +26,9 @@ struct chardev {
     bool out_owned;
     struct outbuf *out;
     struct chardev_frontend fe;
+    /* fe_lock: the output thread's output_space call against chardev_set_frontend (the input
+     * callbacks run in the loop's thread, which is also the one that sets the frontend) */
+    pthread_mutex_t fe_lock;
     struct evloop *loop;
     struct evloop_source *in_src;
     struct evloop_call rearm;
@@ -142,8 +146,10 @@ static int open_output_file(struct chardev *cd, const char *path, const char *wh
 static void output_space(void *opaque)
 {
     struct chardev *cd = opaque;
+    pthread_mutex_lock(&cd->fe_lock);
     if (cd->fe.output_space)
         cd->fe.output_space(cd->fe.opaque);
+    pthread_mutex_unlock(&cd->fe_lock);
 }
 
 int chardev_open(struct chardev **out, enum chardev_kind kind, const char *path, const char *what,
@@ -153,6 +159,7 @@ int chardev_open(struct chardev **out, enum chardev_kind kind, const char *path,
     if (!cd)
         return wisp_err_set(err, ENOMEM, "%s: out of memory", what);
     cd->kind = kind;
+    pthread_mutex_init(&cd->fe_lock, NULL);
     cd->out_fd = cd->in_fd = -1;
     cd->tty_slot = -1;
     int r = 0;
@@ -174,7 +181,9 @@ int chardev_open(struct chardev **out, enum chardev_kind kind, const char *path,
 
 void chardev_set_frontend(struct chardev *cd, const struct chardev_frontend *fe)
 {
+    pthread_mutex_lock(&cd->fe_lock); /* after this, no output_space call reaches the old one */
     cd->fe = *fe;
+    pthread_mutex_unlock(&cd->fe_lock);
 }
 
 /* Reads what the device can take now; false when it is full (or input ended). */
@@ -265,5 +274,6 @@ void chardev_close(struct chardev *cd)
     outbuf_destroy(cd->out);
     if (cd->out_owned && cd->out_fd >= 0)
         close(cd->out_fd);
+    pthread_mutex_destroy(&cd->fe_lock);
     free(cd);
 }

@@ -38,6 +38,9 @@ enum chardev_kind {
  * ends the process (chardev_restore_terminals()). Pair with chardev_close(). */
 int chardev_open(struct chardev **out, enum chardev_kind kind, const char *path, const char *what,
                  struct wisp_err *err);
+/* Sets (or, with an all-zero frontend, clears) the device served. Call from the loop's thread
+ * (or before input is attached); when it returns, no output_space call of the old frontend is
+ * running or will run, so the old one may be freed. */
 void chardev_set_frontend(struct chardev *cd, const struct chardev_frontend *fe);
 /* Starts reading input on loop (no-op without input). Call from the loop's thread or before it
  * runs. */

@@ -3,10 +3,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <linux/if_tun.h>
 #include <net/if.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define TUN_PATH "/dev/net/tun"
@@ -34,6 +36,30 @@ static int attach_error(struct tap *t, bool existed, int e, struct wisp_err *err
                             "multi-queue one)",
                             t->name);
     return wisp_err_sys(err, e, "tap '%s': TUNSETIFF", t->name);
+}
+
+/* CAP_NET_ADMIN in the effective set (capget(2); no libcap needed for one bit). */
+static bool may_create_taps(void)
+{
+    struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3};
+    struct __user_cap_data_struct data[2];
+    memset(data, 0, sizeof(data));
+    if (syscall(SYS_capget, &hdr, data) < 0)
+        return false;
+    return data[CAP_NET_ADMIN / 32].effective & (1u << (CAP_NET_ADMIN % 32));
+}
+
+int tap_check(const char *name, struct wisp_err *err)
+{
+    if (!name || !*name || strlen(name) >= TAP_NAME_MAX)
+        return wisp_err_set(err, EINVAL, "tap '%s': a name of 1 to %d characters is needed",
+                            name ? name : "", TAP_NAME_MAX - 1);
+    if (if_nametoindex(name) != 0 || may_create_taps())
+        return 0;
+    return wisp_err_set(err, EPERM,
+                        "tap '%s' does not exist, and wisp-vmm may not create it (creating "
+                        "a tap needs CAP_NET_ADMIN)",
+                        name);
 }
 
 static int attach(struct tap *t, struct wisp_err *err)

@@ -34,6 +34,10 @@ struct tap {
  * and may not be created, it is in use, it is not a tap. Pair with tap_close().
  */
 int tap_open(struct tap *t, const char *name, int vnet_hdr_len, struct wisp_err *err);
+/* Before a VM is built: can tap_open() get `name`? It can when the tap exists (an open may
+ * still find it in use or not ours) or when this process may create it (CAP_NET_ADMIN). Returns
+ * 0, or -EPERM with err saying why (the same words as tap_open's). */
+int tap_check(const char *name, struct wisp_err *err);
 /* Closes the fd (a tap wisp created then disappears); safe on a closed or failed tap. */
 void tap_close(struct tap *t);
 

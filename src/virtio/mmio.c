@@ -43,8 +43,16 @@ void virtio_notify_config(struct virtio_dev *vdev)
 
 void virtio_needs_reset(struct virtio_dev *vdev, const struct wisp_err *err)
 {
-    if (!atomic_exchange(&vdev->needs_reset, true) && err && err->msg[0])
-        wisp_log("%s: device needs reset: %s", vdev->dev->name, err->msg);
+    /* InterruptStatus first: a driver that sees DEVICE_NEEDS_RESET in Status also finds the
+     * configuration-change bit it came with */
+    atomic_fetch_or(&vdev->isr, VIRTIO_MMIO_INT_CONFIG);
+    if (!atomic_exchange(&vdev->needs_reset, true) && err && err->msg[0]) {
+        const char *why = err->msg; /* without the device's name when it starts with it */
+        size_t n = strlen(vdev->dev->name);
+        if (!strncmp(why, vdev->dev->name, n) && !strncmp(why + n, ": ", 2))
+            why += n + 2;
+        wisp_log("%s: device needs reset: %s", vdev->dev->name, why);
+    }
     raise_irq(vdev, VIRTIO_MMIO_INT_CONFIG);
 }
 
@@ -166,11 +174,13 @@ static uint32_t read_register(struct virtio_dev *vdev, uint64_t offset)
     return 0; /* write-only and reserved registers read 0 */
 }
 
-/* Queue registers may change only while the queue is not ready (§4.2.2.3). */
+/* Queue registers may change only while the queue is not ready (§4.2.2.3), and none once the
+ * device runs (DRIVER_OK: the queues were mapped then; without VIRTIO_F_RING_RESET, which wisp
+ * does not offer, a queue cannot be enabled or disabled on its own). */
 static void write_queue_register(struct virtio_dev *vdev, uint64_t offset, uint32_t v)
 {
     struct virtio_queue *q = selected_queue(vdev);
-    if (!q || (q->vq.ready && offset != VIRTIO_MMIO_QUEUE_READY))
+    if (!q || vdev->activated || (q->vq.ready && offset != VIRTIO_MMIO_QUEUE_READY))
         return;
     struct virtq *vq = &q->vq;
     switch (offset) {

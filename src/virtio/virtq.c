@@ -200,6 +200,14 @@ int virtq_pop(struct virtq *q, struct virtq_chain *c, struct iovec *iov, unsigne
         return wisp_err_set(err, EINVAL, "%s: queue %u is broken until the device is reset",
                             q->name, q->index);
     uint16_t avail = avail_idx(q);
+    if (avail == q->last_avail && q->event_idx) {
+        /* The ring looks empty. The driver decides whether to notify by reading avail_event,
+         * which the last pop stored: that store must be visible before this load is trusted,
+         * or a chain added meanwhile is neither seen here nor notified (x86 lets a load pass an
+         * earlier store; §2.7.10). */
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        avail = avail_idx(q);
+    }
     if (avail == q->last_avail)
         return 0;
     if ((uint16_t)(avail - q->last_avail) > q->size) {

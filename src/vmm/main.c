@@ -12,6 +12,7 @@
 #include "common/chardev.h"
 #include "common/io.h"
 #include "common/log.h"
+#include "net/tap.h"
 #include "vmm/args.h"
 #include "vmm/machine.h"
 #include "wisp-config.h"
@@ -86,6 +87,15 @@ static int check_drive_files(const struct vmm_args *args, struct wisp_err *err)
     return 0;
 }
 
+/* A NIC's tap must exist or be one wisp-vmm may create: checked up front, a usage error. */
+static int check_nic_taps(const struct vmm_args *args, struct wisp_err *err)
+{
+    for (unsigned i = 0; i < args->nr_nics; i++)
+        if (tap_check(args->nics[i].tap, err) < 0)
+            return wisp_err_wrap(err, "--net");
+    return 0;
+}
+
 static enum chardev_kind console_kind(const struct vmm_args *a)
 {
     return a->serial == VMM_SERIAL_STDIO  ? CHARDEV_STDIO
@@ -99,7 +109,7 @@ static int run(const struct vmm_args *args, const struct timespec *start)
     struct chardev *console = NULL;
     if ((args->kernel && check_input_file("--kernel", args->kernel, &err) < 0) ||
         (args->initrd && check_input_file("--initrd", args->initrd, &err) < 0) ||
-        check_drive_files(args, &err) < 0 ||
+        check_drive_files(args, &err) < 0 || check_nic_taps(args, &err) < 0 ||
         chardev_open(&console, console_kind(args), args->serial_path, "--serial", &err) < 0) {
         print_error(&err);
         return EXIT_USAGE;

@@ -272,6 +272,25 @@ static void test_queue_registers_frozen_when_ready(void **state)
     expect_alive_and_quit(f);
 }
 
+/* Once the device runs (DRIVER_OK), queue registers are frozen even for a queue that was not
+ * ready then: a QueueReady written later must not make a queue that was never mapped look
+ * served (no VIRTIO_F_RING_RESET is offered). The queue that was set up keeps working. */
+static void test_queue_registers_frozen_after_driver_ok(void **state)
+{
+    struct fixture *f = *state;
+    assert_true(vqt_negotiate(&f->dev, VQT_F_VERSION_1));
+    struct vqt_queue q;
+    vqt_queue_setup(&f->dev, &q, 0, 16);
+    vqt_driver_ok(&f->dev);
+    vqt_write(&f->dev, VIRTIO_MMIO_QUEUE_SEL, 0);
+    vqt_write(&f->dev, VIRTIO_MMIO_QUEUE_READY, 0); /* ignored: the queue stays ready */
+    assert_int_equal(vqt_read(&f->dev, VIRTIO_MMIO_QUEUE_READY), 1);
+    vqt_write(&f->dev, VIRTIO_MMIO_QUEUE_NUM, 4);
+    expect_request_served(f, &q);
+    assert_int_equal(vqt_status(&f->dev), S_ALL_OK);
+    expect_alive_and_quit(f);
+}
+
 /* ConfigGeneration is stable while nothing changes (virtio-rng has no configuration), and the
  * configuration space of a device without one reads 0 and ignores writes. */
 static void test_config_generation(void **state)
@@ -358,6 +377,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rings_outside_ram, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_num_max, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_registers_frozen_when_ready, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_queue_registers_frozen_after_driver_ok, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_config_generation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_interrupt_status_ack, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wrong_width_and_alignment, setup, teardown),

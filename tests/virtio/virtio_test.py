@@ -486,10 +486,11 @@ def case_net_tap_denied(vmm, elf, tmp):
         status, out, err = net_finish(vmm, p)
         if "wvmissing" not in err or "net:" in out:  # (QEMU fails with 1, as a guest passes)
             raise Failure(f"status {status}; expected a failure naming the tap before the guest")
-        if vmm != "qemu" and (status != 1 or "does not exist, and wisp-vmm may not create it"
-                              not in err):
-            raise Failure("expected status 1 and 'tap 'wvmissing' does not exist, and wisp-vmm "
-                          "may not create it'")
+        # a tap that cannot be had is a usage error (status 2), found before any KVM work
+        if vmm != "qemu" and (status != 2 or "--net: tap 'wvmissing' does not exist, and "
+                              "wisp-vmm may not create it" not in err):
+            raise Failure("expected status 2 and '--net: tap 'wvmissing' does not exist, and "
+                          "wisp-vmm may not create it'")
 
 
 # ---- virtio-blk (guest/virtio_blk.c): images made here, checked on the host after the VM ----

@@ -133,10 +133,13 @@ def convert_cases(a, d, table, size, suffix=""):
     os.unlink(qsrc)
 
 
-def bench_cases(a, d, table, cache="none", suffix=""):
+def bench_cases(a, d, table, cache="none", suffix="", warm=False, full="metadata"):
+    """`full`: the preallocation of the "preallocated" cases (metadata on disk; full on tmpfs,
+    where metadata preallocation leaves holes that the first write must fill with fresh pages,
+    so that the preallocated cases measure overwrites of existing data)."""
     img_size = "1G"
     step = str(4096 * 1021)  # a prime number of 4 KiB blocks: offsets scatter over the disk
-    for prealloc in ("off", "metadata"):
+    for prealloc in ("off", full):
         label = "fresh qcow2" if prealloc == "off" else "preallocated qcow2"
         for engine in ("threads", "io_uring"):
             for depth in (1, 32):
@@ -157,6 +160,8 @@ def bench_cases(a, d, table, cache="none", suffix=""):
                         common = ["-c", count, "-d", str(depth), "-s", "4096", "-S", step,
                                   "-t", cache, "-i", engine, "-f", "qcow2"]
                         os.sync()
+                        if warm:  # tmpfs: the pages the writes fill come from fresh memory
+                            warm_memory(int(count) * 4096 * 2)
                         res[(tool, "w")].append(bench_seconds(run([exe, "bench", "-w"] + common + [img])))
                         cpu[(tool, "w")].append(LAST_CPU[0])
                         res[(tool, "r")].append(bench_seconds(run([exe, "bench"] + common + [img])))
@@ -181,7 +186,9 @@ def main():
                    help="only the convert or bench cases on disk, or only the tmpfs cases")
     p.add_argument("--tmpfs-dir", default="/dev/shm", help="a tmpfs for the tmpfs cases")
     p.add_argument("--tmpfs-size", type=int, default=GIB, help="convert image size on tmpfs")
-    p.add_argument("--tmpfs-count-qd32", type=int, default=100000,
+    p.add_argument("--tmpfs-count-qd1", type=int, default=50000,
+                   help="requests of the depth-1 bench cases on tmpfs")
+    p.add_argument("--tmpfs-count-qd32", type=int, default=200000,
                    help="requests of the depth-32 bench cases on tmpfs")
     p.add_argument("--warm", type=float, default=1.0,
                    help="touch this many times the convert size of memory before each convert run "
@@ -191,7 +198,7 @@ def main():
     a = p.parse_args()
     if a.quick:
         a.runs, a.size, a.count_qd1, a.count_qd32 = 1, 128 * MIB, 300, 2000
-        a.tmpfs_size, a.tmpfs_count_qd32 = 128 * MIB, 2000
+        a.tmpfs_size, a.tmpfs_count_qd1, a.tmpfs_count_qd32 = 128 * MIB, 2000, 5000
     if not shutil.which(a.qemu_img):
         sys.exit("img-bench: qemu-img not found")
     os.makedirs(a.dir, exist_ok=True)
@@ -218,13 +225,13 @@ def tmpfs_cases(a, table):
         print(f"img-bench: {a.tmpfs_dir} missing: tmpfs cases skipped")
         return
     d = tempfile.mkdtemp(prefix="img-bench.", dir=a.tmpfs_dir)
-    qd32 = a.count_qd32
-    a.count_qd32 = a.tmpfs_count_qd32
+    counts = (a.count_qd1, a.count_qd32)
+    a.count_qd1, a.count_qd32 = a.tmpfs_count_qd1, a.tmpfs_count_qd32
     try:
         convert_cases(a, d, table, a.tmpfs_size, " tmpfs")
-        bench_cases(a, d, table, "writeback", " tmpfs")
+        bench_cases(a, d, table, "writeback", " tmpfs", warm=a.warm > 0, full="full")
     finally:
-        a.count_qd32 = qd32
+        a.count_qd1, a.count_qd32 = counts
         shutil.rmtree(d, ignore_errors=True)
 
 

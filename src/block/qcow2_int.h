@@ -174,7 +174,7 @@ struct qcow2_state {
     uint64_t *rt; /* host endian, rt_entries = rt_clusters * cluster_size / 8 */
     uint64_t rt_entries;
     uint64_t rt_reserved; /* entries loaded with reserved bits set (repair opens; 0 otherwise) */
-    uint64_t free_hint;       /* cluster index where the next free-cluster search starts */
+    uint64_t free_hint;   /* cluster index where the next free-cluster search starts */
     uint64_t free_hint_bytes; /* next free byte in the cluster packing compressed data, 0 = none */
     uint64_t host_end; /* no byte at or beyond this host offset was ever written: reads zero */
     /* O_DIRECT images: the file is fallocate()d ahead of host_end up to here (0 = not doing

@@ -105,7 +105,8 @@ static int tx_one(struct virtio_net *n, const struct virtq_chain *c)
     }
     if (w < 0) { /* -EIO: the tap is down; -EINVAL: the kernel refused the frame */
         n->tx_dropped++;
-        net_log_once(n, NET_LOGGED_TAP_ERROR, "transmit frame dropped by the tap", strerror(-w));
+        net_log_once(n, NET_LOGGED_TAP_ERROR, "transmit frame dropped by the tap",
+                     w == -EIO ? "the tap is down (ip link set <tap> up)" : strerror(-w));
         return 1;
     }
     (void)token_bucket_try(&n->tx_bucket, f.len); /* out of debt: always charged */

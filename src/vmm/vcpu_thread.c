@@ -3,6 +3,7 @@
  * kvm_vcpu_run() (src/kvm/vcpu_run.c). */
 #include <errno.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -135,6 +136,9 @@ static void *vcpu_thread_main(void *opaque)
 {
     struct vcpu_thread *t = opaque;
     struct machine *m = t->m;
+    char name[16]; /* "vcpuN": tools (and bench/virtio) tell the vCPUs from the VMM's threads */
+    snprintf(name, sizeof(name), "vcpu%u", t->vcpu.index);
+    pthread_setname_np(pthread_self(), name);
     sigset_t kick;
     sigemptyset(&kick);
     sigaddset(&kick, SIG_VCPU_KICK);

@@ -283,12 +283,14 @@ def net_cmdline(*extra):
     return " ".join([f"net.peer={netns.PEER_MAC}", *extra])
 
 
-def net_check(s, vmm, status, out, nics=1):
+def net_check(s, vmm, status, out, nics=1, neighbours=True):
     """The guest's verdict, and what the host kernel saw: each NIC's MAC (from its config
     space) in the bridge's neighbour table for its address."""
     expect_ok(status, out, "net:")
     if vmm != "qemu" and "num_buffers 0" in out:
         raise Failure("num_buffers was 0 without MRG_RXBUF (virtio 1.2 §5.1.6.4.1: 1)")
+    if not neighbours:
+        return
     table = s.bridge.neighbours()
     seen = set()
     for line in out.split("\n"):
@@ -473,7 +475,9 @@ def case_net_tap_create(vmm, elf, tmp):
                 s.bridge.attach("wvnew")
         finally:
             status, out, _ = net_finish(vmm, p)
-        net_check(s, vmm, status, out)
+        # the tap went away with the VM, and the kernel may forget the neighbours learnt on it
+        # (sometimes before the table is read): the guest's byte-exact replies are the proof
+        net_check(s, vmm, status, out, neighbours=False)
         if s.bridge.exists("wvnew"):
             raise Failure("the tap the VMM created is still there after it ended")
 

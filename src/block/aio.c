@@ -1,6 +1,9 @@
 /* Asynchronous requests on a block_dev's I/O engine.
  *   sync     : the request runs inside block_aio_submit(); its completion waits for poll.
- *   threads  : a pool of workers calls the (thread-safe, synchronous) driver functions.
+ *   threads  : a pool of workers calls the (thread-safe, synchronous) driver functions. The
+ *              workers start as requests need them (one more whenever a request is queued
+ *              and no worker waits), up to the pool size: a drive that never needs the pool
+ *              (raw on io_uring) costs no thread, and launching a VM creates none.
  *   io_uring : raw data I/O and flushes go straight to the ring; requests the ring cannot
  *              take as they are (other formats, which map under their lock; unaligned O_DIRECT;
  *              discard / write_zeroes) fall back to the worker pool.
@@ -81,7 +84,8 @@ struct block_aio_ctx {
     struct aio_queue thr;   /* throttled: waiting for tokens, in order */
     unsigned pool_inflight; /* queued or running in the pool */
     pthread_t *threads;
-    unsigned nthreads;
+    unsigned nthreads, max_threads; /* started so far, at most */
+    unsigned idle_threads;          /* waiting for work */
     bool stop;
     struct io_uring ring;
     bool ring_ok;
@@ -161,8 +165,10 @@ static void *pool_worker(void *opaque)
     struct block_aio_ctx *c = bs->aio;
     pthread_mutex_lock(&c->lock);
     for (;;) {
+        c->idle_threads++;
         while (!c->work.head && !c->stop)
             pthread_cond_wait(&c->work_cond, &c->lock);
+        c->idle_threads--;
         if (c->stop)
             break;
         struct aio_item *it = queue_pop(&c->work);
@@ -178,19 +184,29 @@ static void *pool_worker(void *opaque)
     return NULL;
 }
 
-static int pool_start(struct block_dev *bs, struct wisp_err *err)
+/* The pool's bookkeeping; its workers start in pool_grow(). */
+static int pool_init(struct block_dev *bs, struct wisp_err *err)
 {
     struct block_aio_ctx *c = bs->aio;
-    unsigned n = bs->file->aio_threads ? bs->file->aio_threads : AIO_DEFAULT_THREADS;
-    c->threads = calloc(n, sizeof(*c->threads));
+    c->max_threads = bs->file->aio_threads ? bs->file->aio_threads : AIO_DEFAULT_THREADS;
+    c->threads = calloc(c->max_threads, sizeof(*c->threads));
     if (!c->threads)
         return wisp_err_set(err, ENOMEM, "%s: out of memory", bs->filename);
-    for (unsigned i = 0; i < n; i++) {
-        int r = pthread_create(&c->threads[i], NULL, pool_worker, bs);
-        if (r)
-            return wisp_err_sys(err, r, "%s: starting I/O worker threads", bs->filename);
+    return 0;
+}
+
+/* Before one more item joins the work queue (c->lock held): a new worker unless a waiting one
+ * will take it. Fails only when the pool has no worker at all (the item could never run); a
+ * pool that has some keeps going with those. */
+static int pool_grow(struct block_dev *bs, struct block_aio_ctx *c, struct wisp_err *err)
+{
+    if (c->idle_threads > c->work.len || c->nthreads == c->max_threads)
+        return 0;
+    int r = pthread_create(&c->threads[c->nthreads], NULL, pool_worker, bs);
+    if (r == 0)
         c->nthreads++;
-    }
+    else if (c->nthreads == 0)
+        return wisp_err_sys(err, r, "%s: starting an I/O worker thread", bs->filename);
     return 0;
 }
 
@@ -239,7 +255,7 @@ static int aio_ctx_create(struct block_dev *bs, struct wisp_err *err)
         c->poll_max_ns = max < 0 ? 0 : max ? (uint64_t)max : BLOCK_POLL_MAX_NS_DEFAULT;
     }
     if (c->engine != BLOCK_AIO_SYNC)
-        return pool_start(bs, err);
+        return pool_init(bs, err);
     return 0;
 }
 
@@ -437,11 +453,14 @@ static int aio_dispatch(struct block_dev *bs, struct block_aio_ctx *c, struct ai
         return r < 0 ? wisp_err_sys(err, -r, "%s: io_uring submit", bs->filename) : 0;
     }
     pthread_mutex_lock(&c->lock);
-    queue_push(&c->work, it);
-    c->pool_inflight++;
-    pthread_cond_signal(&c->work_cond);
+    int r = pool_grow(bs, c, err);
+    if (r == 0) {
+        queue_push(&c->work, it);
+        c->pool_inflight++;
+        pthread_cond_signal(&c->work_cond);
+    }
     pthread_mutex_unlock(&c->lock);
-    return 0;
+    return r;
 }
 
 /* Starts the throttled requests whose tokens are there; returns the seconds until the next

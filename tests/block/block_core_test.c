@@ -2,6 +2,7 @@
  * offsets), sparse status, discard / write_zeroes, every I/O engine through the async API with
  * random I/O checked against a shadow copy, and backing chain loop / depth detection.
  * Usage: block_core_test DIR (a directory on a file system with O_DIRECT, e.g. /var/tmp). */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -198,6 +199,70 @@ static void test_engine(enum block_aio_engine e, enum block_cache_mode cache)
     /* a write to a read-only node is refused at submit */
     block_close(bs);
     free(shadow), free(bufs), free(back);
+}
+
+/* This process's threads, io_uring's own workers (iou-*) left out. */
+static unsigned threads_now(void)
+{
+    unsigned n = 0;
+    DIR *d = opendir("/proc/self/task");
+    for (struct dirent *e; d && (e = readdir(d));) {
+        char path[300], comm[32] = "";
+        snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = e->d_name[0] != '.' ? fopen(path, "r") : NULL;
+        if (f && fgets(comm, sizeof(comm), f) && strncmp(comm, "iou-", 4))
+            n++;
+        if (f)
+            fclose(f);
+    }
+    if (d)
+        closedir(d);
+    return n;
+}
+
+/* n reads of 4 KiB submitted at once, then polled to completion. */
+static void read_burst(struct block_dev *bs, int n)
+{
+    static uint8_t buf[64][4096];
+    struct iovec iov[64];
+    struct block_req reqs[64];
+    struct aio_test t = {0};
+    struct wisp_err err = {0};
+    for (int i = 0; i < n && i < 64; i++) {
+        iov[i] = (struct iovec){buf[i], sizeof(buf[i])};
+        reqs[i] = read_req(&iov[i], (uint64_t)i * 4096, &t);
+        CHECK(block_aio_submit(bs, &reqs[i], &err) == 0, "%s", err.msg);
+    }
+    while (t.done < n)
+        CHECK(block_aio_poll(bs, 1, &err) >= 0, "%s", err.msg);
+    CHECK(t.errors == 0, "%d failed reads", t.errors);
+}
+
+/* The worker pool starts its threads as requests need them (a VM's drive costs none until
+ * then): none at open, one for one request at a time, at most the pool size (16) however many
+ * wait, none for the requests io_uring takes itself, all gone at close. */
+static void test_pool_on_demand(void)
+{
+    char path[600];
+    snprintf(path, sizeof(path), "%s/pool.raw", dir);
+    make_raw(path, 1u << 20);
+    unsigned base = threads_now();
+    struct block_dev *bs = open_raw(path, BLOCK_CACHE_WRITEBACK, BLOCK_AIO_THREADS);
+    CHECK(threads_now() == base, "%u threads after open, %u before", threads_now(), base);
+    read_burst(bs, 1);
+    read_burst(bs, 1);
+    CHECK(threads_now() == base + 1, "%u threads after two reads one at a time",
+          threads_now() - base);
+    read_burst(bs, 64);
+    CHECK(threads_now() > base && threads_now() <= base + 16, "%u pool threads",
+          threads_now() - base);
+    block_close(bs);
+    CHECK(threads_now() == base, "%u threads left after close", threads_now() - base);
+    bs = open_raw(path, BLOCK_CACHE_WRITEBACK, BLOCK_AIO_IO_URING);
+    read_burst(bs, 32);
+    CHECK(threads_now() == base, "io_uring: %u pool threads for plain reads", threads_now() - base);
+    block_close(bs);
+    unlink(path);
 }
 
 /* Throttling queues: block_aio_submit() returns at once even when the bucket is empty, and
@@ -461,6 +526,7 @@ int main(int argc, char **argv)
         test_engine((enum block_aio_engine)e, BLOCK_CACHE_DIRECTSYNC);
     }
     test_qcow2_engines();
+    test_pool_on_demand();
     for (int e = BLOCK_AIO_SYNC; e <= BLOCK_AIO_IO_URING; e++)
         test_throttle_queue((enum block_aio_engine)e);
     for (int e = BLOCK_AIO_SYNC; e <= BLOCK_AIO_IO_URING; e++) {

@@ -14,6 +14,11 @@ helpers become its children: it waits for them before the next run and also repo
   all exited  spawn -> the last process of the contender exited
   CPU + helpers  CPU of the contender and of the helpers it left
 
+With devices: two more contenders boot the same guests with one virtio-blk drive (a raw file in
+tmpfs) and one virtio-net NIC (a tap in a network namespace of the driver's own; needs root):
+wisp-vmm and QEMU microvm, both with virtio-mmio devices. The guest does not touch them: what
+they cost is the VMM's work to set them up (open the image, start I/O threads, open the tap).
+
 Memory: each contender boots a guest with 128 MiB of RAM that prints and then idles (cli; hlt).
 After its first byte and an idle pause, the driver reads /proc/PID/status and /proc/PID/smaps:
   guest-touched  Rss of the guest RAM mapping(s): the mappings at least as large as guest RAM
@@ -32,16 +37,21 @@ import select
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 
 GUEST_MIB = 128
-CONTENDERS = ("floor", "wisp", "qemu")
-LABELS = {"floor": "raw KVM floor", "wisp": "wisp-vmm", "qemu": "QEMU microvm"}
+CONTENDERS = ("floor", "wisp", "qemu", "wisp-dev", "qemu-dev")
+LABELS = {"floor": "raw KVM floor", "wisp": "wisp-vmm", "qemu": "QEMU microvm",
+          "wisp-dev": "wisp +blk+net", "qemu-dev": "QEMU +blk+net"}
+DEVICE_CONTENDERS = ("wisp-dev", "qemu-dev")
 # The exit status each contender reports for a guest that writes 0 to port 0xf4:
 # QEMU's isa-debug-exit exits with (value << 1) | 1.
-EXPECTED_STATUS = {"floor": 0, "wisp": 0, "qemu": 1}
+EXPECTED_STATUS = {"floor": 0, "wisp": 0, "qemu": 1, "wisp-dev": 0, "qemu-dev": 1}
+DISK_MIB = 64  # the drive of the device contenders: a raw file in tmpfs
+TAP = "wlaunch0"  # their NIC's tap, in the driver's own network namespace
 # The reference command of the machine's anchors (docs/environment.md), with the kernel appended.
 QEMU_ARGS = [
     "-enable-kvm", "-M", "microvm,x-option-roms=off,isa-serial=on,rtc=off,pit=off,pic=off",
@@ -51,6 +61,7 @@ QEMU_ARGS = [
 TARGET_WISP_OVER_FLOOR = 2.0  # wisp-vmm median wall <= 2x the floor's
 TARGET_QEMU_OVER_WISP = 10.0  # QEMU microvm median wall >= 10x wisp-vmm's
 TARGET_OVERHEAD_KIB = 1024  # wisp-vmm VmRSS outside guest RAM <= 1 MiB
+TARGET_DEV_OVER_BARE = 1.2  # wisp-vmm with a drive and a NIC: first byte <= 1.2x without
 
 
 class BenchError(Exception):
@@ -98,11 +109,45 @@ def command_for(contender, paths, guest):
     """The argv that boots `guest` (an ELF path) with `contender`, 128 MiB, one vCPU."""
     if contender == "floor":
         return [paths["floor"], "--mem", str(GUEST_MIB), guest]
-    if contender == "wisp":
+    if contender in ("wisp", "wisp-dev"):
         # --async-teardown: the driver is a reaping subreaper (see reap_leftovers)
+        devices = []
+        if contender == "wisp-dev":
+            devices = ["--drive", f"path={paths['disk']},format=raw", "--net", f"tap={TAP}"]
         return [paths["vmm"], "--kernel", guest, "--mem", str(GUEST_MIB), "--cpus", "1",
-                "--serial", "stdio", "--async-teardown"]
-    return [paths["qemu"]] + QEMU_ARGS + [guest]
+                "--serial", "stdio", "--async-teardown"] + devices
+    devices = []
+    if contender == "qemu-dev":  # the devices of tests/virtio (modern virtio-mmio)
+        devices = ["-global", "virtio-mmio.force-legacy=false",
+                   "-drive", f"file={paths['disk']},if=none,id=d0,format=raw",
+                   "-device", "virtio-blk-device,drive=d0",
+                   "-netdev", f"tap,id=n0,ifname={TAP},script=no,downscript=no,vhost=off",
+                   "-device", "virtio-net-device,netdev=n0"]
+    return [paths["qemu"]] + QEMU_ARGS[:-1] + devices + QEMU_ARGS[-1:] + [guest]
+
+
+CLONE_NEWNET = 0x40000000
+
+
+def setup_devices(paths):
+    """For the device contenders: a network namespace of our own (the VMMs inherit it) with the
+    tap TAP, and a sparse raw file in /dev/shm (removed by the caller). Nothing in the host's
+    namespace is touched; the namespace goes away with this process."""
+    if os.geteuid() != 0:
+        raise BenchError("the contenders with devices need root (a network namespace and a tap);"
+                         " run as root or pick --contenders floor,wisp,qemu")
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNET) != 0:
+        raise BenchError(f"unshare(CLONE_NEWNET): {os.strerror(ctypes.get_errno())}")
+    for argv in (["ip", "tuntap", "add", "dev", TAP, "mode", "tap"],
+                 ["ip", "link", "set", TAP, "up"]):
+        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if proc.returncode != 0:
+            raise BenchError(f"{' '.join(argv)}: {proc.stdout.strip()}")
+    fd, paths["disk"] = tempfile.mkstemp(prefix="wisp-launch-bench.", suffix=".raw",
+                                         dir="/dev/shm")
+    os.ftruncate(fd, DISK_MIB << 20)
+    os.close(fd)
 
 
 class Child:
@@ -379,6 +424,20 @@ def evaluate(launch, memory):
         ratios["wisp_over_floor_cpu"] = cpu["wisp"] / cpu["floor"]
     if "wisp" in cpu and "qemu" in cpu and cpu["wisp"] > 0:
         ratios["qemu_over_wisp_cpu"] = cpu["qemu"] / cpu["wisp"]
+    # With a drive and a NIC: what the devices add to wisp-vmm's launch, and QEMU's beside it.
+    first = {c: launch[c]["first_byte_ms"]["median"] for c in launch}
+    if "wisp-dev" in first and "wisp" in first:
+        ratios["wisp_dev_over_wisp_first_byte"] = first["wisp-dev"] / first["wisp"]
+        ratios["wisp_dev_over_wisp"] = wall["wisp-dev"] / wall["wisp"]
+        ratios["wisp_dev_over_wisp_cpu"] = cpu["wisp-dev"] / cpu["wisp"]
+        targets.append({"name": "wisp-vmm with a drive and a NIC: first byte <= 1.2x wisp-vmm's"
+                                " without devices (median)",
+                        "value": ratios["wisp_dev_over_wisp_first_byte"],
+                        "limit": TARGET_DEV_OVER_BARE, "unit": "x",
+                        "met": ratios["wisp_dev_over_wisp_first_byte"] <= TARGET_DEV_OVER_BARE})
+    if "wisp-dev" in first and "qemu-dev" in first:
+        ratios["qemu_dev_over_wisp_dev_first_byte"] = first["qemu-dev"] / first["wisp-dev"]
+        ratios["qemu_dev_over_wisp_dev_cpu"] = cpu["qemu-dev"] / cpu["wisp-dev"]
     if memory and "wisp" in memory:
         overhead = memory["wisp"]["overhead_rss_kib"]
         targets.append({"name": "wisp-vmm RSS outside guest RAM <= 1 MiB (VmRSS - guest-touched)",
@@ -461,6 +520,10 @@ def print_table(result, detail, out=sys.stdout):
     print("wall = spawn -> exit; first byte = spawn -> first serial byte on stdout;"
           " CPU = child's user+sys (wait4);\nall exited / CPU + helpers = the same including"
           " processes the contender left behind (we are their subreaper)", file=out)
+    if any(c in DEVICE_CONTENDERS for c in result["launch"]):
+        print(f"+blk+net: one virtio-blk drive (a {DISK_MIB} MiB raw file in /dev/shm) and one"
+              f" virtio-net NIC (tap {TAP}, own network namespace); the guest does not use them",
+              file=out)
     print(file=out)
     print_launch_table(result["launch"], out)
     print(file=out)
@@ -473,7 +536,12 @@ def print_table(result, detail, out=sys.stdout):
              "wisp_over_floor_cpu_total": "wisp-vmm / raw KVM floor, median CPU + helpers",
              "wisp_over_floor_cpu": "wisp-vmm / raw KVM floor, median CPU",
              "qemu_over_wisp_cpu": "QEMU microvm / wisp-vmm, median CPU",
-             "qemu_over_wisp_overhead": "QEMU microvm / wisp-vmm, RSS overhead"}
+             "qemu_over_wisp_overhead": "QEMU microvm / wisp-vmm, RSS overhead",
+             "wisp_dev_over_wisp_first_byte": "wisp +blk+net / wisp-vmm, median first byte",
+             "wisp_dev_over_wisp": "wisp +blk+net / wisp-vmm, median wall",
+             "wisp_dev_over_wisp_cpu": "wisp +blk+net / wisp-vmm, median CPU",
+             "qemu_dev_over_wisp_dev_first_byte": "QEMU +blk+net / wisp +blk+net, first byte",
+             "qemu_dev_over_wisp_dev_cpu": "QEMU +blk+net / wisp +blk+net, median CPU"}
     print("Ratios", file=out)
     for key, value in result["ratios"].items():
         print(f"  {names[key]:<44}{value:>8.2f}x", file=out)
@@ -529,9 +597,9 @@ def parse_args(argv):
                         help="exit guest ELF (default BUILD/bench/launch/tiny-exit.elf)")
     parser.add_argument("--idle-guest", metavar="ELF",
                         help="idle guest ELF (default BUILD/bench/launch/tiny-idle.elf)")
-    parser.add_argument("--contenders", metavar="LIST", type=contender_list,
-                        default=list(CONTENDERS),
-                        help="comma-separated subset of floor,wisp,qemu (default all three)")
+    parser.add_argument("--contenders", metavar="LIST", type=contender_list, default=None,
+                        help="comma-separated subset of floor,wisp,qemu,wisp-dev,qemu-dev (default"
+                        " all; as a user other than root, the three without devices)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     parser.add_argument("--detail", action="store_true",
                         help="also list each contender's largest mappings outside guest RAM")
@@ -575,7 +643,9 @@ def resolve_paths(args):
         "vmm": args.vmm or os.path.join(build, "src", "vmm", "wisp-vmm"),
         "qemu": shutil.which(args.qemu) or args.qemu,
     }
-    needed = ["guest", "idle_guest"] + [c if c != "wisp" else "vmm" for c in args.contenders]
+    program = {"floor": "floor", "wisp": "vmm", "wisp-dev": "vmm", "qemu": "qemu",
+               "qemu-dev": "qemu"}
+    needed = ["guest", "idle_guest"] + sorted({program[c] for c in args.contenders})
     hints = {"qemu": "install Debian's qemu-system-x86 or pass --qemu PATH",
              "vmm": "build it (ninja -C BUILD src/vmm/wisp-vmm), pass --vmm PATH, or leave it"
                     " out with --contenders floor,qemu",
@@ -592,8 +662,16 @@ def resolve_paths(args):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.contenders is None:
+        args.contenders = list(CONTENDERS if os.geteuid() == 0 else CONTENDERS[:3])
+        if os.geteuid() != 0:
+            print("launch.py: not root: leaving out the contenders with devices (they need a"
+                  " network namespace and a tap)", file=sys.stderr)
+    paths = {}
     try:
         paths = resolve_paths(args)
+        if any(c in DEVICE_CONTENDERS for c in args.contenders):
+            setup_devices(paths)
         become_subreaper()
         launch = run_launches(args.contenders, paths, args.runs, args.warmup, args.timeout)
         memory = {}
@@ -603,6 +681,9 @@ def main(argv=None):
     except BenchError as err:
         print(f"launch.py: {err}", file=sys.stderr)
         return 1
+    finally:
+        if paths.get("disk"):
+            os.unlink(paths["disk"])
     ratios, targets = evaluate(launch, memory)
     result = {
         "machine": machine_info(),

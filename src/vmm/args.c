@@ -9,7 +9,7 @@
 #include "common/parse.h"
 #include "kvm/guest_mem.h"
 
-static int parse_mem(const char *v, struct vmm_args *args, struct wisp_err *err)
+static int parse_mem(const char *v, struct vm_config *args, struct wisp_err *err)
 {
     uint64_t bytes;
     int r = parse_size(v, 1ULL << 20, &bytes);
@@ -29,7 +29,7 @@ static int parse_mem(const char *v, struct vmm_args *args, struct wisp_err *err)
     return 0;
 }
 
-static int parse_cpus(const char *v, struct vmm_args *args, struct wisp_err *err)
+static int parse_cpus(const char *v, struct vm_config *args, struct wisp_err *err)
 {
     uint64_t n;
     if (parse_u64(v, &n) < 0)
@@ -40,7 +40,7 @@ static int parse_cpus(const char *v, struct vmm_args *args, struct wisp_err *err
     return 0;
 }
 
-static int parse_serial(const char *v, struct vmm_args *args, struct wisp_err *err)
+static int parse_serial(const char *v, struct vm_config *args, struct wisp_err *err)
 {
     if (!strcmp(v, "stdio")) {
         args->serial = VMM_SERIAL_STDIO;
@@ -63,23 +63,23 @@ static int parse_path(const char *flag, const char *v, const char **out, struct 
     return 0;
 }
 
-static int parse_kernel(const char *v, struct vmm_args *args, struct wisp_err *err)
+static int parse_kernel(const char *v, struct vm_config *args, struct wisp_err *err)
 {
     return parse_path("--kernel", v, &args->kernel, err);
 }
 
-static int parse_initrd(const char *v, struct vmm_args *args, struct wisp_err *err)
+static int parse_initrd(const char *v, struct vm_config *args, struct wisp_err *err)
 {
     return parse_path("--initrd", v, &args->initrd, err);
 }
 
-static int parse_cmdline(const char *v, struct vmm_args *args, struct wisp_err *err)
+static int parse_cmdline(const char *v, struct vm_config *args, struct wisp_err *err)
 {
     args->cmdline = v;
     return 0;
 }
 
-static int parse_console(const char *v, struct vmm_args *args, struct wisp_err *err)
+static int parse_console(const char *v, struct vm_config *args, struct wisp_err *err)
 {
     if (!strcmp(v, "serial"))
         args->console = VMM_CONSOLE_SERIAL;
@@ -91,7 +91,7 @@ static int parse_console(const char *v, struct vmm_args *args, struct wisp_err *
 }
 
 /* --rng, or --rng=bps=N[,burst=N]: the virtio-rng device, rate-limited to N bytes/s. */
-static int parse_rng(const char *v, struct vmm_args *args, struct wisp_err *err)
+static int parse_rng(const char *v, struct vm_config *args, struct wisp_err *err)
 {
     args->rng = true;
     args->rng_params = (struct virtio_rng_params){0};
@@ -117,85 +117,69 @@ static int parse_rng(const char *v, struct vmm_args *args, struct wisp_err *err)
     return 0;
 }
 
-/* A copy of a device option's value, which its parsed parameters point into. */
-static char *device_storage(struct vmm_args *args, const char *v, const char *what,
-                            struct wisp_err *err)
-{
-    if (args->nr_storage == sizeof(args->storage) / sizeof(args->storage[0])) {
-        wisp_err_set(err, EINVAL, "%s: too many devices", what);
-        return NULL;
-    }
-    char *buf = malloc(strlen(v) + 1);
-    if (!buf)
-        wisp_err_set(err, ENOMEM, "%s: out of memory", what);
-    else
-        args->storage[args->nr_storage++] = buf;
-    return buf;
-}
-
-static int parse_drive(const char *v, struct vmm_args *args, struct wisp_err *err)
+static int parse_drive(const char *v, struct vm_config *args, struct wisp_err *err)
 {
     if (args->nr_drives == VMM_MAX_DRIVES)
         return wisp_err_set(err, EINVAL, "--drive: more than %d drives", VMM_MAX_DRIVES);
-    char *buf = device_storage(args, v, "--drive", err);
+    char *buf = vm_config_strdup(args, v, err); /* the parameters point into it */
     if (!buf)
-        return -EINVAL;
+        return -ENOMEM;
     int r = virtio_blk_params_parse(v, buf, &args->drives[args->nr_drives], err);
     if (r == 0)
         args->nr_drives++;
     return r;
 }
 
-static int parse_net(const char *v, struct vmm_args *args, struct wisp_err *err)
+static int parse_net(const char *v, struct vm_config *args, struct wisp_err *err)
 {
     if (args->nr_nics == VMM_MAX_NICS)
         return wisp_err_set(err, EINVAL, "--net: more than %d NICs", VMM_MAX_NICS);
-    char *buf = device_storage(args, v, "--net", err);
+    char *buf = vm_config_strdup(args, v, err);
     if (!buf)
-        return -EINVAL;
+        return -ENOMEM;
     int r = virtio_net_params_parse(v, buf, &args->nics[args->nr_nics], err);
     if (r == 0)
         args->nr_nics++;
     return r;
 }
 
-static int parse_cmdline_devices(const char *v, struct vmm_args *args, struct wisp_err *err)
+static int parse_cmdline_devices(const char *v, struct vm_config *args, struct wisp_err *err)
 {
     if (parse_bool(v, &args->cmdline_devices) < 0)
         return wisp_err_set(err, EINVAL, "--cmdline-devices: '%s' is not on or off", v);
     return 0;
 }
 
-static int parse_test_socket(const char *v, struct vmm_args *args, struct wisp_err *err)
+static int parse_test_socket(const char *v, struct vm_config *args, struct wisp_err *err)
 {
     return parse_path("--test-socket", v, &args->test_socket, err);
 }
 
-static int set_help(const char *v, struct vmm_args *args, struct wisp_err *err)
+static int set_help(const char *v, struct vm_config *args, struct wisp_err *err)
 {
     args->action = VMM_HELP;
     return 0;
 }
 
-static int set_version(const char *v, struct vmm_args *args, struct wisp_err *err)
+static int set_version(const char *v, struct vm_config *args, struct wisp_err *err)
 {
     args->action = VMM_VERSION;
     return 0;
 }
 
-static int set_boot_marker(const char *v, struct vmm_args *args, struct wisp_err *err)
+static int set_boot_marker(const char *v, struct vm_config *args, struct wisp_err *err)
 {
     args->boot_marker = true;
     return 0;
 }
 
-static int set_debug(const char *v, struct vmm_args *args, struct wisp_err *err)
+static int set_debug(const char *v, struct vm_config *args, struct wisp_err *err)
 {
     args->debug = true;
     return 0;
 }
 
-static int set_async_teardown(const char *v, struct vmm_args *args, struct wisp_err *err)
+static int set_async_teardown(const char *v, struct vm_config *args, struct wisp_err *err)
 {
     args->async_teardown = true;
     return 0;
@@ -210,7 +194,7 @@ enum option_kind {
 struct option {
     const char *name, *alias;
     enum option_kind kind;
-    int (*apply)(const char *value, struct vmm_args *args, struct wisp_err *err);
+    int (*apply)(const char *value, struct vm_config *args, struct wisp_err *err);
 };
 
 /* Every option of wisp-vmm (the usage text, vmm/usage.c, documents them). */
@@ -243,7 +227,7 @@ static const struct option *find_option(const char *name)
 }
 
 /* Applies argv[*i] (and its value, which may be argv[*i + 1]). */
-static int apply_arg(int argc, char *const argv[], int *i, struct vmm_args *args,
+static int apply_arg(int argc, char *const argv[], int *i, struct vm_config *args,
                      struct wisp_err *err)
 {
     const char *arg = argv[*i], *eq = arg[0] == '-' ? strchr(arg, '=') : NULL;
@@ -269,30 +253,12 @@ static int apply_arg(int argc, char *const argv[], int *i, struct vmm_args *args
     return o->apply(value, args, err);
 }
 
-/* Two devices may not share a name (a drive's or NIC's id). */
-static int check_device_ids(const struct vmm_args *args, struct wisp_err *err)
-{
-    const char *ids[VMM_MAX_DRIVES + VMM_MAX_NICS];
-    unsigned n = 0;
-    for (unsigned i = 0; i < args->nr_drives; i++)
-        if (args->drives[i].id)
-            ids[n++] = args->drives[i].id;
-    for (unsigned i = 0; i < args->nr_nics; i++)
-        if (args->nics[i].id)
-            ids[n++] = args->nics[i].id;
-    for (unsigned i = 0; i < n; i++)
-        for (unsigned j = i + 1; j < n; j++)
-            if (!strcmp(ids[i], ids[j]))
-                return wisp_err_set(err, EINVAL, "id=%s: two devices have this id", ids[i]);
-    return 0;
-}
-
 /* Checks that need every option seen. */
-static int check_combination(const struct vmm_args *args, struct wisp_err *err)
+static int check_combination(const struct vm_config *args, struct wisp_err *err)
 {
     if (args->action != VMM_RUN)
         return 0;
-    int r = check_device_ids(args, err);
+    int r = vm_config_check(args, err);
     if (r < 0)
         return r;
     if (!args->kernel && !args->test_socket)
@@ -300,21 +266,9 @@ static int check_combination(const struct vmm_args *args, struct wisp_err *err)
     return 0;
 }
 
-void vmm_args_free(struct vmm_args *args)
+int vmm_args_parse(int argc, char *const argv[], struct vm_config *args, struct wisp_err *err)
 {
-    for (unsigned i = 0; i < args->nr_storage; i++)
-        free(args->storage[i]);
-    args->nr_storage = 0;
-}
-
-int vmm_args_parse(int argc, char *const argv[], struct vmm_args *args, struct wisp_err *err)
-{
-    *args = (struct vmm_args){.action = VMM_RUN,
-                              .mem_bytes = VMM_DEFAULT_MEM_MIB << 20,
-                              .cpus = 1,
-                              .serial = VMM_SERIAL_STDIO,
-                              .console = VMM_CONSOLE_SERIAL,
-                              .cmdline_devices = true};
+    vm_config_init(args);
     for (int i = 1; i < argc; i++) {
         int r = apply_arg(argc, argv, &i, args, err);
         if (r < 0)

@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/signalfd.h>
 #include <unistd.h>
 
 #include "arch/x86/pc.h"
@@ -91,51 +90,6 @@ static int machine_create_devices(struct machine *m, const struct timespec *star
     };
     int r = machine_add_devices(m, err);
     return r < 0 ? r : device_list_realize(&m->devices, err);
-}
-
-static const char *signal_name(int sig)
-{
-    switch (sig) {
-    case SIGINT:
-        return "SIGINT";
-    case SIGTERM:
-        return "SIGTERM";
-    case SIGHUP:
-        return "SIGHUP";
-    case SIGQUIT:
-        return "SIGQUIT";
-    }
-    return "a signal";
-}
-
-static void machine_signal(void *opaque, uint32_t events)
-{
-    struct machine *m = opaque;
-    struct signalfd_siginfo si;
-    if (read(m->signal_fd, &si, sizeof(si)) == sizeof(si))
-        machine_request_stop(m, 0, signal_name((int)si.ssi_signo));
-}
-
-/* SIGINT, SIGTERM, SIGHUP and SIGQUIT end the VM in order (terminal restored, exit 0): they
- * are blocked in every thread and read from a signalfd on the main loop. SIGPIPE: a console
- * reader that went away is not fatal. */
-static int machine_setup_signals(struct machine *m, struct wisp_err *err)
-{
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGHUP);
-    sigaddset(&set, SIGQUIT);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    m->signal_fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
-    if (m->signal_fd < 0)
-        return wisp_err_sys(err, errno, "signalfd");
-    int r = evloop_create(&m->loop, "main", err);
-    if (r == 0)
-        r = evloop_add_fd(m->loop, m->signal_fd, EPOLLIN, machine_signal, m, &m->signal_src, err);
-    return r;
 }
 
 /* Waits until every vCPU thread finished its initialisation; returns the first failure. */
@@ -225,29 +179,35 @@ static int machine_load_kernel(struct machine *m, struct x86_boot_entry *entry,
     return r;
 }
 
-static void machine_init_fields(struct machine *m, const struct vmm_args *args, struct kvm *kvm)
+static void machine_init_fields(struct machine *m, const struct vm_config *args,
+                                const struct machine_host *h)
 {
     memset(m, 0, sizeof(*m));
     m->args = args;
-    m->kvm = *kvm; /* moved: the caller's copy no longer owns anything */
-    kvm->fd = -1;
-    kvm->cpuid = NULL;
-    kvm->msr_list = NULL;
-    m->vm.fd = m->signal_fd = -1;
+    m->kvm = *h->kvm; /* moved: the caller's copy no longer owns anything */
+    h->kvm->fd = -1;
+    h->kvm->cpuid = NULL;
+    h->kvm->msr_list = NULL;
+    m->console = h->console;
+    m->loop = h->loop;
+    m->on_end = h->on_end;
+    m->end_opaque = h->opaque;
+    m->vm.fd = -1;
     m->nr_vcpus = args->cpus;
     pthread_mutex_init(&m->start_lock, NULL);
     pthread_cond_init(&m->start_cond, NULL);
     atomic_init(&m->stopping, false);
+    atomic_init(&m->vcpu_exit, false);
     atomic_init(&m->stop_status, -1);
 }
 
-int machine_create(struct machine *m, const struct vmm_args *args, struct kvm *kvm,
-                   struct chardev *console, const struct timespec *start, struct wisp_err *err)
+int machine_create(struct machine *m, const struct vm_config *args, const struct machine_host *h,
+                   struct wisp_err *err)
 {
-    machine_init_fields(m, args, kvm);
-    m->console = console;
-    int r = machine_setup_signals(m, err);
-    if (r == 0 && args->test_socket) /* before the devices: their irqfds go to it */
+    machine_init_fields(m, args, h);
+    const struct timespec *start = h->start;
+    int r = 0;
+    if (args->test_socket) /* before the devices: their irqfds go to it */
         r = qtest_create(&m->qtest, m, args->test_socket, err);
     if (r == 0)
         r = kvm_vm_create(&m->vm, &m->kvm, err);
@@ -290,24 +250,21 @@ int machine_create(struct machine *m, const struct vmm_args *args, struct kvm *k
     return r;
 }
 
-static void machine_start_vcpus(struct machine *m)
+void machine_start(struct machine *m)
 {
+    if (m->qtest) /* no vCPUs: the test protocol drives the devices */
+        return;
     pthread_mutex_lock(&m->start_lock);
     m->go = true;
     pthread_cond_broadcast(&m->start_cond);
     pthread_mutex_unlock(&m->start_lock);
 }
 
-int machine_run(struct machine *m, struct wisp_err *err)
+int machine_stop(struct machine *m)
 {
-    if (!m->qtest)
-        machine_start_vcpus(m);
-    if (!atomic_load(&m->stopping))
-        evloop_run(m->loop);
     vcpu_threads_stop(m);
     chardev_flush(m->console, CONSOLE_FLUSH_MS);
     int status = atomic_load(&m->stop_status);
-    (void)err;
     return status < 0 ? 0 : status;
 }
 
@@ -323,10 +280,6 @@ void machine_destroy_devices(struct machine *m)
     bus_destroy(&m->mmio);
     chardev_close(m->console);
     m->console = NULL;
-    evloop_source_remove(m->signal_src);
-    m->signal_src = NULL;
-    evloop_destroy(m->loop);
-    m->loop = NULL;
 }
 
 void machine_destroy(struct machine *m)
@@ -338,9 +291,6 @@ void machine_destroy(struct machine *m)
     m->vcpus = NULL;
     free(m->port_logged);
     m->port_logged = NULL;
-    if (m->signal_fd >= 0)
-        close(m->signal_fd);
-    m->signal_fd = -1;
     pthread_cond_destroy(&m->start_cond);
     pthread_mutex_destroy(&m->start_lock);
 }

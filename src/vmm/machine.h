@@ -12,12 +12,13 @@
 #include "arch/x86/boot.h"
 #include "bus/bus.h"
 #include "common/err.h"
+#include "common/evloop.h"
 #include "devices/device.h"
 #include "devices/legacy.h"
 #include "devices/resources.h"
 #include "kvm/kvm.h"
 #include "virtio/console.h"
-#include "vmm/args.h"
+#include "vmm/config.h"
 
 struct chardev;
 struct evloop;
@@ -27,8 +28,9 @@ struct qtest;
 
 /*
  * Threads of a running machine (docs/architecture.md):
- *   main       the event loop: signals, console input, (later) the API socket; it starts the
- *              vCPUs and, when the VM ends, stops and joins every other thread
+ *   main       the event loop (owned by struct vmm, vmm/vmm.h): signals, console input, the
+ *              API socket, light devices; it starts, pauses and resumes the vCPUs and, when
+ *              the VM ends, stops and joins every other thread
  *   vcpuN      KVM_RUN and the port/MMIO exits of that vCPU (device register accesses)
  *   out-*      one per output buffer (console, log): blocking write()s, nothing else
  * A vCPU thread never waits for another thread's I/O: console output goes through an outbuf,
@@ -52,7 +54,7 @@ struct machine_legacy {
 };
 
 struct machine {
-    const struct vmm_args *args;
+    const struct vm_config *args;
     struct kvm kvm;
     struct vm vm;
     struct bus pio, mmio;
@@ -62,10 +64,11 @@ struct machine {
     struct machine_legacy legacy;
     struct virtio_console_params console_params; /* --console virtio */
     struct chardev *console; /* host side of COM1, or with --console virtio of hvc0 */
-    struct evloop *loop;     /* the main thread's loop */
+    struct evloop *loop;     /* the main thread's loop (not owned) */
     struct qtest *qtest;     /* --test-socket: the device test protocol (vmm/qtest.h), no vCPUs */
-    struct evloop_source *signal_src;
-    int signal_fd;
+    /* called (from any thread) once, when the VM ends: the owner quits the loop */
+    void (*on_end)(void *opaque);
+    void *end_opaque;
 
     unsigned nr_vcpus;
     struct vcpu_thread *vcpus;
@@ -77,6 +80,18 @@ struct machine {
     bool chips_ready; /* irqchip and PIT exist: vCPUs may be created */
     bool go, abort;
 
+    /* pause (under start_lock): vCPUs leave KVM_RUN and park; while parked they run posted
+     * work (machine_on_each_vcpu) on their own threads */
+    bool pausing;
+    unsigned nr_parked, nr_exited;
+    void (*pause_done)(void *opaque);
+    void *pause_opaque;
+    struct evloop_call pause_call;
+    void (*work)(struct vcpu *vcpu, void *arg);
+    void *work_arg;
+    unsigned work_gen, work_pending;
+
+    atomic_bool vcpu_exit; /* what kvm_vcpu_run watches: stopping || pausing */
     atomic_bool stopping;
     atomic_int stop_status;        /* -1 until the first stop request */
     _Atomic(uint8_t) *port_logged; /* --debug: one bit per port, logged once */
@@ -86,22 +101,44 @@ struct machine {
 /* Called first thing in main(): the reference for boot markers. */
 void machine_note_start(struct timespec *start);
 
+/* What the owner of a machine (struct vmm) gives it. */
+struct machine_host {
+    struct kvm *kvm;         /* opened; moved into the machine (also on failure) */
+    struct chardev *console; /* the console's host side; moved into the machine */
+    struct evloop *loop;     /* the main thread's loop; the machine registers sources on it */
+    const struct timespec *start;
+    void (*on_end)(void *opaque); /* the VM ended (any thread): quit the loop */
+    void *opaque;
+};
+
 /*
- * Builds the machine from args with an already opened kvm and COM1's opened host side (both
- * moved into m, also on failure): VM, RAM, devices,
- * console, vCPU threads (created and initialised in parallel while the kernel is loaded),
- * registers of the boot vCPU. On failure everything is undone (threads joined, fds closed,
- * memory unmapped). Pair with machine_destroy().
+ * Builds the machine from cfg: VM, RAM, devices, console, vCPU threads (created and initialised
+ * in parallel while the kernel is loaded), registers of the boot vCPU. The vCPUs wait until
+ * machine_start(). On failure everything is undone (threads joined, fds closed, memory
+ * unmapped). Pair with machine_destroy(). Main thread only.
  */
-int machine_create(struct machine *m, const struct vmm_args *args, struct kvm *kvm,
-                   struct chardev *console, const struct timespec *start, struct wisp_err *err);
-/* Starts the vCPUs and runs the main loop until the VM ends; returns the exit status (0-255).
- * The vCPU threads are stopped and joined, the console flushed (for at most a bounded time:
- * a reader that does not read cannot hold the exit up). */
-int machine_run(struct machine *m, struct wisp_err *err);
+int machine_create(struct machine *m, const struct vm_config *cfg, const struct machine_host *h,
+                   struct wisp_err *err);
+/* Lets the vCPUs run (main thread). */
+void machine_start(struct machine *m);
+/* After the loop saw the end (or to end it now): stops and joins the vCPU threads and gives
+ * the console a bounded time to drain (a reader that does not read cannot hold the exit up).
+ * Returns the exit status (0-255). */
+int machine_stop(struct machine *m);
+/*
+ * Pause (main thread): every vCPU leaves KVM_RUN and parks on its own thread; done(opaque) runs
+ * on the main loop once all are parked (at once, posted, when there is no vCPU). -EALREADY if a
+ * pause is under way or the machine is paused, -ESHUTDOWN if it is ending. Devices keep
+ * serving (a request in flight completes). machine_resume() lets the vCPUs go on.
+ */
+int machine_pause(struct machine *m, void (*done)(void *opaque), void *opaque);
+int machine_resume(struct machine *m);
+/* While paused: runs fn(vcpu, arg) on every vCPU's own thread (KVM wants vCPU state taken
+ * there) and waits for all of them. Main thread; -EINVAL when not paused. */
+int machine_on_each_vcpu(struct machine *m, void (*fn)(struct vcpu *vcpu, void *arg), void *arg);
 void machine_destroy(struct machine *m);
 /* The part of machine_destroy() before the VM itself: vCPU threads, devices (drives flushed
- * and closed), buses, console, the main loop. Idempotent; machine_destroy() calls it. */
+ * and closed), buses, console. Idempotent; machine_destroy() calls it. */
 void machine_destroy_devices(struct machine *m);
 /*
  * Instead of machine_destroy() when the process is about to exit (--async-teardown): tears the

@@ -24,11 +24,13 @@ static void vcpu_kick_handler(int sig)
 void machine_request_stop(struct machine *m, int status, const char *why)
 {
     int none = -1;
-    if (atomic_compare_exchange_strong(&m->stop_status, &none, status) && m->args->debug)
+    bool first = atomic_compare_exchange_strong(&m->stop_status, &none, status);
+    if (first && m->args->debug)
         wisp_log("VM ends (%s), exit status %d", why, status);
     atomic_store(&m->stopping, true);
-    if (m->loop)
-        evloop_quit(m->loop);
+    atomic_store(&m->vcpu_exit, true);
+    if (first && m->on_end)
+        m->on_end(m->end_opaque);
 }
 
 /* --debug: each unclaimed port once, the first 32 unclaimed MMIO accesses. */
@@ -65,12 +67,54 @@ static void vcpu_mmio(void *opaque, struct vcpu *vcpu, uint64_t addr, uint8_t *d
         vcpu_log_unclaimed(m, false, addr, write);
 }
 
+/* The last vCPU to park tells the pauser (on the main loop). start_lock held. */
+static void vcpu_parked_locked(struct machine *m)
+{
+    m->nr_parked++;
+    if (m->nr_parked + m->nr_exited == m->nr_started && m->pause_done) {
+        m->pause_call = (struct evloop_call){.fn = m->pause_done, .opaque = m->pause_opaque};
+        m->pause_done = NULL;
+        evloop_call_async(m->loop, &m->pause_call);
+    }
+}
+
+/* Parked while paused: runs posted work, returns when resumed (true) or stopping (false). */
+static bool vcpu_park(struct vcpu_thread *t)
+{
+    struct machine *m = t->m;
+    pthread_mutex_lock(&m->start_lock);
+    vcpu_parked_locked(m);
+    unsigned seen = m->work_gen;
+    while (m->pausing && !atomic_load(&m->stopping)) {
+        if (m->work_gen != seen) {
+            seen = m->work_gen;
+            void (*fn)(struct vcpu *, void *) = m->work;
+            void *arg = m->work_arg;
+            pthread_mutex_unlock(&m->start_lock);
+            fn(&t->vcpu, arg);
+            pthread_mutex_lock(&m->start_lock);
+            if (--m->work_pending == 0)
+                pthread_cond_broadcast(&m->start_cond);
+            continue;
+        }
+        pthread_cond_wait(&m->start_cond, &m->start_lock);
+    }
+    m->nr_parked--;
+    bool go_on = !atomic_load(&m->stopping);
+    pthread_mutex_unlock(&m->start_lock);
+    return go_on;
+}
+
 static void vcpu_run_until_end(struct vcpu_thread *t)
 {
     struct machine *m = t->m;
     const struct vcpu_exit_handlers h = {.pio = vcpu_pio, .mmio = vcpu_mmio, .opaque = m};
     int errnum = 0;
-    switch (kvm_vcpu_run(&t->vcpu, &h, &m->stopping, &errnum)) {
+    enum vcpu_stop_reason reason;
+    while ((reason = kvm_vcpu_run(&t->vcpu, &h, &m->vcpu_exit, &errnum)) == VCPU_STOP_REQUESTED)
+        if (atomic_load(&m->stopping) || !vcpu_park(t))
+            return;
+    switch (reason) {
     case VCPU_STOP_REQUESTED:
         return;
     case VCPU_STOP_SHUTDOWN:
@@ -154,7 +198,74 @@ static void *vcpu_thread_main(void *opaque)
     pthread_mutex_unlock(&m->start_lock);
     if (run)
         vcpu_run_until_end(t);
+    pthread_mutex_lock(&m->start_lock); /* a pause does not wait for a vCPU that is gone */
+    m->nr_exited++;
+    if (m->pausing && m->nr_parked + m->nr_exited == m->nr_started && m->pause_done) {
+        m->nr_parked--; /* vcpu_parked_locked counts one more */
+        vcpu_parked_locked(m);
+    }
+    pthread_cond_broadcast(&m->start_cond);
+    pthread_mutex_unlock(&m->start_lock);
     return NULL;
+}
+
+static void kick_all(struct machine *m)
+{
+    for (unsigned i = 0; i < m->nr_vcpus; i++)
+        if (m->vcpus[i].started)
+            kvm_vcpu_kick(&m->vcpus[i].vcpu, m->vcpus[i].thread, SIG_VCPU_KICK);
+}
+
+int machine_pause(struct machine *m, void (*done)(void *opaque), void *opaque)
+{
+    pthread_mutex_lock(&m->start_lock);
+    int r = atomic_load(&m->stopping) ? -ESHUTDOWN : m->pausing ? -EALREADY : 0;
+    if (r == 0) {
+        m->pausing = true;
+        m->pause_done = done;
+        m->pause_opaque = opaque;
+        atomic_store(&m->vcpu_exit, true);
+        if (!m->go || m->nr_parked + m->nr_exited == m->nr_started) {
+            m->nr_parked--; /* no vCPU runs: done at once (posted) */
+            vcpu_parked_locked(m);
+        }
+    }
+    pthread_mutex_unlock(&m->start_lock);
+    if (r == 0 && m->go)
+        kick_all(m);
+    return r;
+}
+
+int machine_resume(struct machine *m)
+{
+    pthread_mutex_lock(&m->start_lock);
+    int r = !m->pausing ? -EINVAL : m->pause_done ? -EBUSY : 0; /* not paused / still pausing */
+    if (r == 0) {
+        m->pausing = false;
+        atomic_store(&m->vcpu_exit, atomic_load(&m->stopping));
+        pthread_cond_broadcast(&m->start_cond);
+    }
+    pthread_mutex_unlock(&m->start_lock);
+    return r;
+}
+
+int machine_on_each_vcpu(struct machine *m, void (*fn)(struct vcpu *vcpu, void *arg), void *arg)
+{
+    pthread_mutex_lock(&m->start_lock);
+    if (!m->pausing || m->pause_done) {
+        pthread_mutex_unlock(&m->start_lock);
+        return -EINVAL;
+    }
+    m->work = fn;
+    m->work_arg = arg;
+    m->work_pending = m->nr_parked;
+    m->work_gen++;
+    pthread_cond_broadcast(&m->start_cond);
+    while (m->work_pending && !atomic_load(&m->stopping))
+        pthread_cond_wait(&m->start_cond, &m->start_lock);
+    int r = m->work_pending ? -ESHUTDOWN : 0;
+    pthread_mutex_unlock(&m->start_lock);
+    return r;
 }
 
 int vcpu_threads_start(struct machine *m, struct wisp_err *err)
@@ -192,15 +303,15 @@ int vcpu_threads_start(struct machine *m, struct wisp_err *err)
 void vcpu_threads_stop(struct machine *m)
 {
     atomic_store(&m->stopping, true);
+    atomic_store(&m->vcpu_exit, true);
     pthread_mutex_lock(&m->start_lock);
     bool running = m->go;
     if (!running)
         m->abort = true; /* threads still at the start barrier return without running */
     pthread_cond_broadcast(&m->start_cond);
     pthread_mutex_unlock(&m->start_lock);
-    for (unsigned i = 0; running && i < m->nr_vcpus; i++)
-        if (m->vcpus[i].started)
-            kvm_vcpu_kick(&m->vcpus[i].vcpu, m->vcpus[i].thread, SIG_VCPU_KICK);
+    if (running)
+        kick_all(m);
     for (unsigned i = 0; m->vcpus && i < m->nr_vcpus; i++) {
         struct vcpu_thread *t = &m->vcpus[i];
         if (t->started)

@@ -17,7 +17,7 @@
 
 static void test_defaults(void **state)
 {
-    struct vmm_args a;
+    struct vm_config a;
     assert_int_equal(PARSE(&a, NULL, "--kernel", "k"), 0);
     assert_int_equal(a.action, VMM_RUN);
     assert_string_equal(a.kernel, "k");
@@ -32,7 +32,7 @@ static void test_defaults(void **state)
 
 static void test_all_flags(void **state)
 {
-    struct vmm_args a;
+    struct vm_config a;
     assert_int_equal(PARSE(&a, NULL, "--kernel=vmlinux", "--initrd", "ird", "--cmdline",
                            "console=ttyS0 quiet", "--mem", "1G", "--cpus=4",
                            "--serial=file:/tmp/x.log", "--boot-marker", "--debug"),
@@ -57,7 +57,7 @@ static void test_all_flags(void **state)
 
 static void test_help_version(void **state)
 {
-    struct vmm_args a;
+    struct vm_config a;
     assert_int_equal(PARSE(&a, NULL, "--help"), 0); /* no --kernel needed */
     assert_int_equal(a.action, VMM_HELP);
     assert_int_equal(PARSE(&a, NULL, "-h"), 0);
@@ -71,10 +71,10 @@ static void test_help_version(void **state)
 /* Each bad command line fails with -EINVAL and a message containing `needle`. */
 static void expect_error(int argc, char *const argv[], const char *needle)
 {
-    struct vmm_args a;
+    struct vm_config a;
     struct wisp_err err = {0};
     int r = vmm_args_parse(argc, argv, &a, &err);
-    vmm_args_free(&a);
+    vm_config_free(&a);
     if (r != -EINVAL || !strstr(err.msg, needle))
         fail_msg("argv[1]=%s: got %d '%s', wanted -EINVAL and '%s'", argv[1], r, err.msg, needle);
 }
@@ -108,7 +108,7 @@ static void test_bad_values_name_the_flag(void **state)
     EXPECT_ERROR("'stray': unexpected argument", "--kernel", "k", "stray");
     EXPECT_ERROR("--boot-marker: takes no value", "--kernel", "k", "--boot-marker=1");
     /* sizes and counts with a leading zero are decimal */
-    struct vmm_args a;
+    struct vm_config a;
     assert_int_equal(PARSE(&a, NULL, "--kernel", "k", "--mem", "010", "--cpus", "010"), 0);
     assert_true(a.mem_bytes == 10ULL << 20);
     assert_int_equal(a.cpus, 10);
@@ -116,7 +116,7 @@ static void test_bad_values_name_the_flag(void **state)
 
 static void test_devices(void **state)
 {
-    struct vmm_args a;
+    struct vm_config a;
     struct wisp_err err = {0};
     assert_int_equal(
         PARSE(&a, &err, "--kernel", "k", "--drive",
@@ -153,7 +153,7 @@ static void test_devices(void **state)
     assert_int_equal(a.rng_params.bytes_per_sec, 1024);
     assert_int_equal(a.console, VMM_CONSOLE_VIRTIO);
     assert_false(a.cmdline_devices);
-    vmm_args_free(&a);
+    vm_config_free(&a);
 
     EXPECT_ERROR("--drive: path=FILE is missing", "--kernel", "k", "--drive", "format=raw");
     EXPECT_ERROR("--drive: format: 'vmdk' is not raw or qcow2", "--kernel", "k", "--drive",

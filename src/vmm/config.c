@@ -1,0 +1,64 @@
+/* The VM's configuration: defaults, owned strings, whole-configuration checks. */
+#include "vmm/config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+void vm_config_init(struct vm_config *cfg)
+{
+    *cfg = (struct vm_config){.action = VMM_RUN,
+                              .mem_bytes = VMM_DEFAULT_MEM_MIB << 20,
+                              .cpus = 1,
+                              .serial = VMM_SERIAL_STDIO,
+                              .console = VMM_CONSOLE_SERIAL,
+                              .cmdline_devices = true};
+}
+
+char *vm_config_strdup(struct vm_config *cfg, const char *s, struct wisp_err *err)
+{
+    if (cfg->nr_owned == cfg->cap_owned) {
+        unsigned cap = cfg->cap_owned ? cfg->cap_owned * 2 : 16;
+        char **owned = realloc(cfg->owned, cap * sizeof(*owned));
+        if (!owned) {
+            wisp_err_set(err, ENOMEM, "out of memory for the configuration");
+            return NULL;
+        }
+        cfg->owned = owned;
+        cfg->cap_owned = cap;
+    }
+    char *copy = strdup(s);
+    if (!copy) {
+        wisp_err_set(err, ENOMEM, "out of memory for the configuration");
+        return NULL;
+    }
+    cfg->owned[cfg->nr_owned++] = copy;
+    return copy;
+}
+
+void vm_config_free(struct vm_config *cfg)
+{
+    for (unsigned i = 0; i < cfg->nr_owned; i++)
+        free(cfg->owned[i]);
+    free(cfg->owned);
+    cfg->owned = NULL;
+    cfg->nr_owned = cfg->cap_owned = 0;
+}
+
+/* Two devices may not share a name (a drive's or NIC's id). */
+int vm_config_check(const struct vm_config *cfg, struct wisp_err *err)
+{
+    const char *ids[VMM_MAX_DRIVES + VMM_MAX_NICS];
+    unsigned n = 0;
+    for (unsigned i = 0; i < cfg->nr_drives; i++)
+        if (cfg->drives[i].id)
+            ids[n++] = cfg->drives[i].id;
+    for (unsigned i = 0; i < cfg->nr_nics; i++)
+        if (cfg->nics[i].id)
+            ids[n++] = cfg->nics[i].id;
+    for (unsigned i = 0; i < n; i++)
+        for (unsigned j = i + 1; j < n; j++)
+            if (!strcmp(ids[i], ids[j]))
+                return wisp_err_set(err, EINVAL, "id=%s: two devices have this id", ids[i]);
+    return 0;
+}

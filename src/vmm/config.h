@@ -1,0 +1,77 @@
+/* The configuration of the VM wisp-vmm runs (see vm_config). */
+#ifndef WISP_VMM_CONFIG_H
+#define WISP_VMM_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/err.h"
+#include "virtio/blk.h"
+#include "virtio/net.h"
+#include "virtio/rng.h"
+
+#define VMM_DEFAULT_MEM_MIB 128
+#define VMM_MIN_MEM_BYTES   (2ULL << 20)
+#define VMM_MAX_CPUS        1024 /* also bounded at run time by KVM_CAP_MAX_VCPUS */
+#define VMM_MAX_DRIVES      16
+#define VMM_MAX_NICS        8
+
+enum vmm_action {
+    VMM_RUN,
+    VMM_HELP,
+    VMM_VERSION,
+};
+
+enum vmm_serial {
+    VMM_SERIAL_STDIO,
+    VMM_SERIAL_FILE,
+    VMM_SERIAL_NONE,
+};
+
+/* Which device the console host side (--serial) belongs to. */
+enum vmm_console {
+    VMM_CONSOLE_SERIAL, /* COM1 (ttyS0) */
+    VMM_CONSOLE_VIRTIO, /* virtio-console port 0 (hvc0); COM1 then discards its output */
+};
+
+/*
+ * The machine's configuration: what the command line (vmm_args_parse), a --config-file or the
+ * API (docs/api.md) describe, and from which vmm_start() builds the machine. Strings point into
+ * argv or into copies the configuration owns (vm_config_strdup); vm_config_free frees those.
+ */
+struct vm_config {
+    enum vmm_action action;
+    const char *kernel;  /* points into argv */
+    const char *initrd;  /* NULL if none */
+    const char *cmdline; /* NULL if none */
+    uint64_t mem_bytes;
+    unsigned cpus;
+    enum vmm_serial serial;
+    const char *serial_path; /* for VMM_SERIAL_FILE, points into argv */
+    enum vmm_console console;
+    bool rng; /* a virtio-rng device */
+    struct virtio_rng_params rng_params;
+    struct virtio_blk_params drives[VMM_MAX_DRIVES];
+    unsigned nr_drives;
+    struct virtio_net_params nics[VMM_MAX_NICS];
+    unsigned nr_nics;
+    char **owned; /* copies this configuration's strings point into (vm_config_strdup) */
+    unsigned nr_owned, cap_owned;
+    bool cmdline_devices;    /* append virtio_mmio.device=... to the kernel command line */
+    const char *test_socket; /* --test-socket: the device test protocol instead of vCPUs */
+    bool boot_marker;
+    bool debug;
+    bool async_teardown; /* hand the VM's teardown to a helper process (machine.h) */
+};
+
+/* Defaults: 128 MiB, 1 vCPU, serial on stdio, devices on the kernel command line. */
+void vm_config_init(struct vm_config *cfg);
+/* A copy of s (or of its first len bytes, len >= 0) that lives as long as cfg; NULL (err set)
+ * when out of memory. */
+char *vm_config_strdup(struct vm_config *cfg, const char *s, struct wisp_err *err);
+/* Frees the copies the configuration owns (also after a failed parse). */
+void vm_config_free(struct vm_config *cfg);
+/* Checks that need the whole configuration (two devices with one id). -EINVAL with err. */
+int vm_config_check(const struct vm_config *cfg, struct wisp_err *err);
+
+#endif

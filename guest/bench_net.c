@@ -8,7 +8,9 @@
  * Frames: to the NIC's own MAC from 02:00:00:00:00:fe, EtherType 0x88b5 (IEEE local
  * experimental), then a magic number, the run number and the frame's sequence number; each
  * frame is sent as one descriptor holding the 12-byte header and the frame, as Linux sends a
- * linear frame. Every frame that comes back is checked: length, magic, run, order.
+ * linear frame. Every frame that comes back is checked: length, magic, run, order. Before the
+ * first phase, probe frames go out until one comes back (the first frames after a tap comes up
+ * may be dropped); once the path works, a lost frame stalls the guest, which then fails.
  *
  * Command line:
  *   bench.pN=NAME,BYTES,WINDOW,COUNT  phase N: frames of BYTES bytes (60..1514), at most
@@ -32,6 +34,8 @@
 #define MAX_WINDOW    128
 #define ETHERTYPE     0x88b5
 #define MAGIC         0x57424e54u /* "WBNT" */
+#define PROBES        100
+#define PROBE_TICKS   200000000ull /* 70-200 ms at 1-3 GHz */
 
 struct phase {
     struct bench_spec spec;
@@ -128,8 +132,9 @@ static void tx_reap(struct net *n)
         GUEST_ASSERT(head < QUEUE_SIZE);
 }
 
-/* Checks one frame that came back; it must be the next one of this run. */
-static void rx_check(struct net *n, const struct phase *p, const uint8_t *b, uint32_t len)
+/* Checks one frame that came back: the next one of this run (true), or one of an earlier run
+ * (a probe that came back late: false); anything else fails the guest. */
+static bool rx_check(struct net *n, const struct phase *p, const uint8_t *b, uint32_t len)
 {
     uint16_t nbuf = (uint16_t)(b[10] | b[11] << 8);
     uint32_t magic, run;
@@ -137,6 +142,8 @@ static void rx_check(struct net *n, const struct phase *p, const uint8_t *b, uin
     memcpy(&magic, b + HDR_LEN + 14, 4);
     memcpy(&run, b + HDR_LEN + 18, 4);
     memcpy(&seq, b + HDR_LEN + 22, 8);
+    if (magic == MAGIC && run < n->run && len >= HDR_LEN + FRAME_MIN)
+        return false;
     if (len != HDR_LEN + p->bytes || magic != MAGIC || run != n->run || seq != n->expected ||
         (n->mrg && nbuf != 1) || memcmp(b + HDR_LEN, n->mac, 6))
         guest_fail(__FILE__, __LINE__,
@@ -145,6 +152,7 @@ static void rx_check(struct net *n, const struct phase *p, const uint8_t *b, uin
                    p->spec.name, (unsigned long)n->expected, len, magic, run, (unsigned long)seq,
                    nbuf);
     n->expected++;
+    return true;
 }
 
 /* Takes every frame that came back, gives its buffer back; returns how many. */
@@ -155,9 +163,8 @@ static unsigned rx_reap(struct net *n, const struct phase *p)
     uint32_t len;
     while (gvirtq_get_used(&n->rx, &head, &len)) {
         GUEST_ASSERT(head < QUEUE_SIZE);
-        rx_check(n, p, rx_bufs[head], len);
+        got += rx_check(n, p, rx_bufs[head], len);
         rx_post(n);
-        got++;
     }
     if (got)
         gvirtq_kick(&n->rx);
@@ -190,10 +197,33 @@ static void run(struct net *n, const struct phase *p, uint64_t count)
     }
 }
 
+/* The first frames after a tap's carrier comes up may be dropped (the kernel activates the tap's
+ * queue asynchronously): probes go out, one at a time, until one comes back. */
+static void path_check(struct net *n)
+{
+    struct phase probe = {.spec = {.name = "probe"}, .bytes = FRAME_MIN, .window = 1};
+    for (unsigned try = 1; try <= PROBES; try++) {
+        n->run++;
+        n->expected = 0;
+        tx_reap(n);
+        tx_add(n, &probe, 0);
+        gvirtq_kick(&n->tx);
+        for (uint64_t start = rdtsc(); rdtsc() - start < PROBE_TICKS;) {
+            if (rx_reap(n, &probe)) {
+                guest_printf("bench: net path ok after %u probe(s)\n", try);
+                return;
+            }
+            cpu_relax();
+        }
+    }
+    guest_fail(__FILE__, __LINE__, "none of %u probe frames came back", PROBES);
+}
+
 void guest_main(void)
 {
     static struct net n;
     net_open(&n);
+    path_check(&n);
     uint64_t warmup = guest_cmdline_u64("bench.warmup", 64);
     unsigned count = 0;
     struct phase p;

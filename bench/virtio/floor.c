@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -139,18 +140,51 @@ static int tap_open(const char *name)
     return fd;
 }
 
+/* Reads frames until one of `len` bytes starting like `frame` comes; -1 after timeout_ms. */
+static int read_ours(int fd, const unsigned char *frame, size_t len, int timeout_ms)
+{
+    static unsigned char back[HDR_LEN + 65536];
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, timeout_ms) != 1)
+            return -1;
+        ssize_t n = read(fd, back, sizeof(back));
+        if (n < 0)
+            return -1;
+        /* anything else (the tap reflects only what it gets, but) is not counted */
+        if (n == (ssize_t)len && !memcmp(back + HDR_LEN, frame + HDR_LEN, 14))
+            return 0;
+    }
+}
+
+/* The first frames after the tap's carrier comes up may be dropped (the kernel activates its
+ * queue asynchronously): one at a time until one comes back. */
+static int probe(int fd, const char *tap, const unsigned char *frame, size_t len)
+{
+    for (int tries = 0; tries < 50; tries++) {
+        if (write(fd, frame, len) < 0)
+            break;
+        if (read_ours(fd, frame, len, 200) == 0)
+            return 0;
+    }
+    fprintf(stderr, "wisp-bench-virtio-floor: tap %s reflects no frame\n", tap);
+    return -1;
+}
+
 static int floor_net(const char *tap, unsigned long bytes, unsigned long window,
                      unsigned long count)
 {
     int fd = tap_open(tap);
     if (fd < 0)
         return 1;
-    static unsigned char frame[HDR_LEN + 1514], back[HDR_LEN + 65536];
+    static unsigned char frame[HDR_LEN + 1514];
     static const unsigned char mac[6] = {0x02, 0, 0, 0, 0, 0x10}, src[6] = {0x02, 0, 0, 0, 0, 0xfe};
     memcpy(frame + HDR_LEN, mac, 6);
     memcpy(frame + HDR_LEN + 6, src, 6);
     frame[HDR_LEN + 12] = 0x88; /* EtherType 0x88b5, as guest/bench_net.c */
     frame[HDR_LEN + 13] = 0xb5;
+    if (probe(fd, tap, frame, HDR_LEN + bytes) < 0)
+        return 1;
     struct clock_pair start = clock_now();
     for (unsigned long done = 0; done < count;) {
         unsigned long burst = count - done < window ? count - done : window;
@@ -159,16 +193,11 @@ static int floor_net(const char *tap, unsigned long bytes, unsigned long window,
                 fprintf(stderr, "wisp-bench-virtio-floor: write to %s: %s\n", tap, strerror(errno));
                 return 1;
             }
-        for (unsigned long got = 0; got < burst;) {
-            ssize_t n = read(fd, back, sizeof(back));
-            if (n < 0) {
-                fprintf(stderr, "wisp-bench-virtio-floor: read from %s: %s\n", tap,
-                        strerror(errno));
+        for (unsigned long got = 0; got < burst; got++)
+            if (read_ours(fd, frame, HDR_LEN + bytes, 2000) < 0) {
+                fprintf(stderr, "wisp-bench-virtio-floor: %s: a frame did not come back\n", tap);
                 return 1;
             }
-            /* anything else (the tap reflects only what it gets, but) is not counted */
-            got += n == (ssize_t)(HDR_LEN + bytes) && !memcmp(back + HDR_LEN, frame + HDR_LEN, 14);
-        }
         done += burst;
     }
     report(start, count);

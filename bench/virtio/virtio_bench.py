@@ -83,6 +83,8 @@ DESCRIPTIONS = {
 }
 GUESTS_OF = {"wisp": ("blk", "net"), "qemu": ("blk", "net"), "qemu-iothread": ("blk",)}
 VCPU_THREAD = re.compile(r"^(vcpu\d+|CPU \d+/KVM)$")
+# io_uring's kernel workers are named after their TID (iou-wrk-1234): grouped under one name
+PER_TID_NAME = re.compile(r"^(iou-wrk|iou-sqp)-\d+$")
 TARGET_CPU_RATIO = 0.5  # wisp VMM CPU per request <= 0.5x QEMU's
 TARGET_IOPS_RATIO = 1.0  # wisp IOPS >= QEMU's
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -199,7 +201,8 @@ def cpu_between(before, after):
             vcpu += delta
         else:
             vmm += delta
-        by_name[name] = by_name.get(name, 0.0) + delta
+        group = PER_TID_NAME.sub(r"\1", name)
+        by_name[group] = by_name.get(group, 0.0) + delta
     exited = sorted(before[tid][0] for tid in before if tid not in after)
     return {"vcpu_s": vcpu, "vmm_s": vmm, "by_thread": by_name, "exited_threads": exited,
             "vcpu_threads": sum(1 for n, _ in after.values() if VCPU_THREAD.match(n))}

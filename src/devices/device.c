@@ -123,6 +123,31 @@ void device_list_reset(struct device_list *l)
             l->items[i]->ops->reset(l->items[i]);
 }
 
+static void device_list_resume_below(struct device_list *l, unsigned end)
+{
+    for (unsigned i = end; i-- > 0;)
+        if (l->items[i]->realized && l->items[i]->ops->resume)
+            l->items[i]->ops->resume(l->items[i]);
+}
+
+int device_list_quiesce(struct device_list *l, struct wisp_err *err)
+{
+    for (unsigned i = 0; i < l->nr; i++) {
+        struct device *dev = l->items[i];
+        int r = dev->realized && dev->ops->quiesce ? dev->ops->quiesce(dev, err) : 0;
+        if (r < 0) {
+            device_list_resume_below(l, i);
+            return r;
+        }
+    }
+    return 0;
+}
+
+void device_list_resume(struct device_list *l)
+{
+    device_list_resume_below(l, l->nr);
+}
+
 struct device *device_list_find(const struct device_list *l, const char *name)
 {
     for (unsigned i = 0; i < l->nr; i++)

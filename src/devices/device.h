@@ -17,6 +17,8 @@ struct device_resources;
 struct evloop;
 struct guest_mem;
 struct kvm_ioeventfd_spec;
+struct state_reader;
+struct state_writer;
 struct vm;
 
 /*
@@ -64,6 +66,18 @@ struct device_ops {
     void (*mmio_read)(struct device *dev, uint64_t offset, void *data, unsigned size);
     void (*mmio_write)(struct device *dev, uint64_t offset, const void *data, unsigned size);
     void (*teardown)(struct device *dev);
+    /*
+     * Snapshots (docs/snapshot.md), all optional, on the main thread while the vCPUs are paused:
+     * quiesce() stops taking new work and waits for the work in flight (a drive's requests
+     * complete), so that neither guest memory nor the device's state changes until resume()
+     * lets it go on; save() appends the device's state (what its params do not say) to w;
+     * load(), after realize() and before any vCPU runs, restores it from r and checks it
+     * against what this instance is (a drive's size, the features its backend offers).
+     */
+    int (*quiesce)(struct device *dev, struct wisp_err *err);
+    void (*resume)(struct device *dev);
+    int (*save)(struct device *dev, struct state_writer *w, struct wisp_err *err);
+    int (*load)(struct device *dev, struct state_reader *r, struct wisp_err *err);
 };
 
 struct device {
@@ -100,6 +114,10 @@ int device_list_add(struct device_list *l, const struct device_ops *ops, const c
 int device_list_realize(struct device_list *l, struct wisp_err *err);
 void device_list_reset(struct device_list *l);
 struct device *device_list_find(const struct device_list *l, const char *name);
+/* Quiesces every realized instance in order (device_ops.quiesce); on a failure resumes those
+ * already quiesced and returns the error. device_list_resume() resumes all, in reverse. */
+int device_list_quiesce(struct device_list *l, struct wisp_err *err);
+void device_list_resume(struct device_list *l);
 /* Tears down (reverse order) and frees every instance; safe on an empty list. */
 void device_list_destroy(struct device_list *l);
 

@@ -8,9 +8,13 @@
  */
 #include "devices/serial.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <string.h>
+
+#include "common/statebuf.h"
 
 struct serial {
     pthread_mutex_t lock;
@@ -378,4 +382,71 @@ size_t serial_rx_room(struct serial *s)
     size_t room = serial_rx_capacity(s) - s->rx_count;
     pthread_mutex_unlock(&s->lock);
     return room;
+}
+
+/* State layout (docs/snapshot.md, "serial"): the registers, the latched THRE interrupt, each
+ * FIFO as head, count and its 16 bytes, the overrun count. */
+void serial_save(struct serial *s, struct state_writer *w)
+{
+    pthread_mutex_lock(&s->lock);
+    const uint8_t regs[] = {s->ier, s->lcr, s->mcr, s->lsr, s->msr, s->scr, s->fcr, s->dll, s->dlm};
+    state_put_bytes(w, regs, sizeof(regs));
+    state_put_u8(w, s->thr_ipending);
+    state_put_u8(w, (uint8_t)s->rx_head);
+    state_put_u8(w, (uint8_t)s->rx_count);
+    state_put_bytes(w, s->rx, sizeof(s->rx));
+    state_put_u8(w, (uint8_t)s->tx_head);
+    state_put_u8(w, (uint8_t)s->tx_count);
+    state_put_bytes(w, s->tx, sizeof(s->tx));
+    state_put_u64(w, s->tx_overruns);
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* The values a 16550A can hold: reserved bits clear, FIFO positions inside the FIFO. */
+static const char *serial_state_problem(const struct serial *s)
+{
+    if (s->ier & 0xf0 || s->mcr & 0xe0 || (s->fcr & ~0xc1))
+        return "a register holds bits a 16550A does not have";
+    if (s->rx_head >= UART_FIFO_SIZE || s->tx_head >= UART_FIFO_SIZE)
+        return "a FIFO position is beyond the FIFO";
+    if (s->rx_count > serial_rx_capacity(s) || s->tx_count > serial_tx_capacity(s))
+        return "a FIFO holds more bytes than it can";
+    return NULL;
+}
+
+int serial_load(struct serial *s, struct state_reader *r, struct wisp_err *err)
+{
+    struct serial n = {0};
+    uint8_t regs[9];
+    state_get_bytes(r, regs, sizeof(regs));
+    n.ier = regs[0], n.lcr = regs[1], n.mcr = regs[2], n.lsr = regs[3], n.msr = regs[4];
+    n.scr = regs[5], n.fcr = regs[6], n.dll = regs[7], n.dlm = regs[8];
+    n.thr_ipending = state_get_bool(r);
+    n.rx_head = state_get_u8(r);
+    n.rx_count = state_get_u8(r);
+    state_get_bytes(r, n.rx, sizeof(n.rx));
+    n.tx_head = state_get_u8(r);
+    n.tx_count = state_get_u8(r);
+    state_get_bytes(r, n.tx, sizeof(n.tx));
+    n.tx_overruns = state_get_u64(r);
+    const char *why = r->bad ? NULL : serial_state_problem(&n);
+    if (why)
+        state_reader_fail(r, why);
+    if (r->bad)
+        return state_reader_done(r, "serial", err);
+    pthread_mutex_lock(&s->lock);
+    s->ier = n.ier, s->lcr = n.lcr, s->mcr = n.mcr, s->lsr = n.lsr, s->msr = n.msr;
+    s->scr = n.scr, s->fcr = n.fcr, s->dll = n.dll, s->dlm = n.dlm;
+    s->thr_ipending = n.thr_ipending;
+    memcpy(s->rx, n.rx, sizeof(s->rx));
+    s->rx_head = n.rx_head, s->rx_count = n.rx_count;
+    memcpy(s->tx, n.tx, sizeof(s->tx));
+    s->tx_head = n.tx_head, s->tx_count = n.tx_count;
+    s->tx_overruns = n.tx_overruns;
+    s->irq_level = false; /* the line of a new machine is low: raised again below if due */
+    if (s->tx_count)
+        serial_tx_flush(s); /* bytes that waited for a slow reader go to this host side */
+    serial_update_irq(s);
+    pthread_mutex_unlock(&s->lock);
+    return 0;
 }

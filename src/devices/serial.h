@@ -5,6 +5,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/err.h"
+
+struct state_reader;
+struct state_writer;
+
 /* Register offsets from the base port (PC16550D datasheet, table 2). */
 enum {
     UART_RBR_THR_DLL = 0, /* receive / transmit holding, divisor latch low (DLAB=1) */
@@ -99,5 +104,11 @@ size_t serial_rx_room(struct serial *s);
 void serial_tx_ready(struct serial *s);
 /* Bytes dropped because the guest wrote THR while the transmit FIFO was full. */
 uint64_t serial_tx_overruns(struct serial *s);
+
+/* Snapshots: serial_save appends the registers, both FIFOs and the interrupt state to w;
+ * serial_load restores them from r (every value checked: -EINVAL with err) and drives the
+ * interrupt line to the level the restored state implies. Thread-safe. */
+void serial_save(struct serial *s, struct state_writer *w);
+int serial_load(struct serial *s, struct state_reader *r, struct wisp_err *err);
 
 #endif

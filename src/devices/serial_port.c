@@ -123,6 +123,20 @@ static void serial_port_teardown(struct device *dev)
     free(sp);
 }
 
+static int serial_port_save(struct device *dev, struct state_writer *w, struct wisp_err *err)
+{
+    struct serial_port *sp = dev->state;
+    serial_save(sp->uart, w);
+    return 0;
+}
+
+static int serial_port_load(struct device *dev, struct state_reader *r, struct wisp_err *err)
+{
+    struct serial_port *sp = dev->state;
+    int ret = serial_load(sp->uart, r, err);
+    return ret < 0 ? wisp_err_wrap(err, "%s", dev->name) : 0;
+}
+
 struct serial *serial_port_model(struct device *dev)
 {
     struct serial_port *sp = dev->state;
@@ -136,4 +150,6 @@ const struct device_ops serial_port_device_ops = {
     .pio_in = serial_port_in,
     .pio_out = serial_port_out,
     .teardown = serial_port_teardown,
+    .save = serial_port_save,
+    .load = serial_port_load,
 };

@@ -30,6 +30,10 @@ struct guest_mem {
      * and no page is committed yet, so a loader may skip zeroing (ELF .bss). False for RAM with
      * contents (memfd, file, snapshot backends): those zero what must be zero. */
     bool fresh_zero;
+    /* Pages the VMM itself wrote (devices: used rings, device-writable buffers), one bit per
+     * 4 KiB page of each region, while guest_mem_track_dirty() is on: KVM's dirty log sees only
+     * the guest's own writes. NULL when not tracked. */
+    uint64_t *vmm_dirty[GUEST_MEM_MAX_REGIONS];
 };
 
 /*
@@ -41,6 +45,27 @@ int guest_mem_layout(struct guest_mem *mem, uint64_t bytes, struct wisp_err *err
 /* guest_mem_layout() + mmap of each region. Pair with guest_mem_destroy() (safe on partial). */
 int guest_mem_create(struct guest_mem *mem, uint64_t bytes, struct wisp_err *err);
 void guest_mem_destroy(struct guest_mem *mem);
+/*
+ * The file-backed variant (snapshot restore): guest_mem_layout() + each region mapped
+ * MAP_PRIVATE from `fd` at the file offset where it lies in a snapshot's memory file (the
+ * regions one after the other, in guest-physical order). Pages are read on demand and stay the
+ * page cache's, shared by every VM mapping the file, until written (then private). The file
+ * must hold all `bytes`: a mapping past its end would fault (SIGBUS) on access. fresh_zero is
+ * false. The fd may be closed afterwards.
+ */
+int guest_mem_create_from_file(struct guest_mem *mem, uint64_t bytes, int fd, struct wisp_err *err);
+/* Where region `region` starts in a snapshot's memory file. */
+uint64_t guest_mem_file_offset(const struct guest_mem *mem, unsigned region);
+
+/* Dirty tracking of the VMM's own writes: allocates the bitmaps, every page marked dirty when
+ * all_dirty (a VM without a snapshot to compare with). */
+int guest_mem_track_dirty(struct guest_mem *mem, bool all_dirty, struct wisp_err *err);
+/* Marks the pages of [gpa, gpa + len) written (any thread; nothing when not tracked). */
+void guest_mem_mark_dirty(const struct guest_mem *mem, uint64_t gpa, uint64_t len);
+/* Moves region i's bitmap into out (ORed: words of 64 pages), clearing it. */
+void guest_mem_take_dirty(const struct guest_mem *mem, unsigned region, uint64_t *out);
+/* Words of 64 bits in a bitmap of region i (one bit per 4 KiB page). */
+uint64_t guest_mem_bitmap_words(const struct guest_mem *mem, unsigned region);
 
 /*
  * The checked accessor: returns the host address of [gpa, gpa + len) if the whole range lies in

@@ -60,6 +60,7 @@ struct vm {
     const struct kvm *kvm;
     int fd;
     struct guest_mem mem;
+    bool dirty_log; /* register RAM with KVM_MEM_LOG_DIRTY_PAGES (snapshots' track_dirty_pages) */
 };
 
 /*
@@ -80,6 +81,11 @@ int kvm_vm_create_irqchip(struct vm *vm, struct wisp_err *err);
 int kvm_vm_enable_x2apic_ids(struct vm *vm, struct wisp_err *err);
 int kvm_vm_register_memory(struct vm *vm, struct wisp_err *err);
 void kvm_vm_destroy(struct vm *vm);
+/* With vm->dirty_log: fetches and clears KVM's dirty bitmap of RAM region `slot` (one bit per
+ * 4 KiB page the guest wrote since the last call, guest_mem_bitmap_words() words), ORed into
+ * bitmap. */
+int kvm_vm_get_dirty_log(const struct vm *vm, unsigned slot, uint64_t *bitmap,
+                         struct wisp_err *err);
 /* Drives GSI `gsi` to `level` (KVM_IRQ_LINE); thread-safe. */
 int kvm_vm_irq_line(const struct vm *vm, unsigned gsi, int level);
 

@@ -2,6 +2,7 @@
 #include "kvm/kvm.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -46,6 +47,7 @@ int kvm_vm_register_memory(struct vm *vm, struct wisp_err *err)
             .guest_phys_addr = rg->gpa,
             .memory_size = rg->size,
             .userspace_addr = (uint64_t)(uintptr_t)rg->hva,
+            .flags = vm->dirty_log ? KVM_MEM_LOG_DIRTY_PAGES : 0,
         };
         if (KVM_IOCTL(vm->fd, KVM_SET_USER_MEMORY_REGION, &slot, err) < 0)
             return wisp_err_wrap(err, "guest RAM at 0x%llx (%llu MiB)", (unsigned long long)rg->gpa,
@@ -73,6 +75,20 @@ int kvm_vm_create(struct vm *vm, const struct kvm *kvm, struct wisp_err *err)
         return r;
     }
     return 0;
+}
+
+int kvm_vm_get_dirty_log(const struct vm *vm, unsigned slot, uint64_t *bitmap, struct wisp_err *err)
+{
+    uint64_t words = guest_mem_bitmap_words(&vm->mem, slot);
+    uint64_t *log = calloc(words, sizeof(uint64_t));
+    if (!log)
+        return wisp_err_set(err, ENOMEM, "out of memory for the dirty log");
+    struct kvm_dirty_log d = {.slot = slot, .dirty_bitmap = log};
+    int r = KVM_IOCTL(vm->fd, KVM_GET_DIRTY_LOG, &d, err);
+    for (uint64_t w = 0; r == 0 && w < words; w++)
+        bitmap[w] |= log[w];
+    free(log);
+    return r < 0 ? r : 0;
 }
 
 void kvm_vm_destroy(struct vm *vm)

@@ -15,6 +15,7 @@
 
 #include "common/evloop.h"
 #include "common/log.h"
+#include "common/statebuf.h"
 #include "virtio/blk.h"
 #include "virtio/blk_int.h"
 #include "virtio/virtio.h"
@@ -412,10 +413,64 @@ static void blk_reset(struct virtio_dev *vdev)
     (void)evloop_call_sync(iothread_loop(blk->io), vblk_quiesce, blk);
 }
 
+/* From quiesce (in the I/O thread): no more chains are taken; the requests in flight complete
+ * as usual (status written, chain returned, interrupt raised), so that nothing of the guest's
+ * is in flight when a snapshot is taken and every write it saw completed is in the image. */
+static void vblk_drain(void *opaque)
+{
+    struct virtio_blk *blk = opaque;
+    virtio_serve_stop(&blk->vdev);
+    blk->stalled = false;
+    while (blk->inflight) {
+        struct wisp_err err = {0};
+        if (block_aio_poll(blk->bs, 1, &err) < 0) {
+            wisp_log("%s: quiesce: %s; %u requests left in flight", blk->vdev.dev->name, err.msg,
+                     blk->inflight);
+            break;
+        }
+    }
+    vblk_notify(blk);
+}
+
+static void blk_quiesce(struct virtio_dev *vdev)
+{
+    struct virtio_blk *blk = (struct virtio_blk *)vdev;
+    (void)evloop_call_sync(iothread_loop(blk->io), vblk_drain, blk);
+}
+
+static int blk_resume(struct virtio_dev *vdev, struct wisp_err *err)
+{
+    struct virtio_blk *blk = (struct virtio_blk *)vdev;
+    return virtio_serve_start(vdev, iothread_loop(blk->io), vblk_serve, err);
+}
+
+/* The drive's size: the guest's driver read it, a restored VM must see the same. */
+static int blk_save(struct virtio_dev *vdev, struct state_writer *w, struct wisp_err *err)
+{
+    struct virtio_blk *blk = (struct virtio_blk *)vdev;
+    state_put_u64(w, blk->lim.capacity);
+    return 0;
+}
+
+static int blk_load(struct virtio_dev *vdev, struct state_reader *r, struct wisp_err *err)
+{
+    struct virtio_blk *blk = (struct virtio_blk *)vdev;
+    uint64_t capacity = state_get_u64(r);
+    if (!r->bad && capacity != blk->lim.capacity)
+        return wisp_err_set(
+            err, EINVAL, "the image %s has %llu sectors, the snapshot's drive had %llu",
+            blk->p->path, (unsigned long long)blk->lim.capacity, (unsigned long long)capacity);
+    return 0;
+}
+
 static const struct virtio_dev_ops blk_ops = {
     .config_read = blk_config_read,
     .activate = blk_activate,
     .reset = blk_reset,
+    .quiesce = blk_quiesce,
+    .resume = blk_resume,
+    .save = blk_save,
+    .load = blk_load,
 };
 
 /* The configuration space and the limits requests are checked against. */
@@ -598,4 +653,8 @@ const struct device_ops virtio_blk_device_ops = {
     .mmio_read = virtio_mmio_read,
     .mmio_write = virtio_mmio_write,
     .teardown = blk_teardown,
+    .quiesce = virtio_mmio_quiesce,
+    .resume = virtio_mmio_resume,
+    .save = virtio_mmio_save,
+    .load = virtio_mmio_load,
 };

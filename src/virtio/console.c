@@ -12,6 +12,7 @@
 
 #include "common/chardev.h"
 #include "common/evloop.h"
+#include "common/statebuf.h"
 #include "virtio/console.h"
 #include "virtio/virtio.h"
 
@@ -43,6 +44,7 @@ struct virtio_console {
     /* main-loop thread only */
     bool running; /* between activate and reset */
     struct console_chain rx, tx;
+    uint32_t tx_skip; /* bytes of the next transmit chain already written (a snapshot's) */
 };
 
 static struct evloop *console_loop(const struct virtio_console *con)
@@ -71,6 +73,24 @@ static bool tx_write_held(struct virtio_console *con)
     return true;
 }
 
+/* A transmit chain that was given back by a quiesce after part of it was written starts
+ * behind those bytes. */
+static void tx_skip_written(struct virtio_console *con)
+{
+    struct console_chain *t = &con->tx;
+    uint64_t skip = con->tx_skip;
+    con->tx_skip = 0;
+    while (skip && t->iov_next < t->c.nr_out) {
+        size_t len = t->c.iov[t->iov_next].iov_len;
+        if (skip < len) {
+            t->offset = (size_t)skip;
+            return;
+        }
+        skip -= len;
+        t->iov_next++;
+    }
+}
+
 /* Main loop: moves transmit chains to the chardev until the ring is empty, the chardev is full
  * (the chain is held) or the round's budget is spent (the rest is posted to the next round). */
 static void console_tx(struct virtio_console *con)
@@ -93,6 +113,7 @@ static void console_tx(struct virtio_console *con)
             con->tx.held = true;
             con->tx.iov_next = 0;
             con->tx.offset = 0;
+            tx_skip_written(con);
         }
         if (!tx_write_held(con))
             break;
@@ -251,11 +272,54 @@ static void console_config_write(struct virtio_dev *vdev, uint64_t offset, const
         (void)chardev_write(con->p->chardev, &c, 1);
 }
 
+/* In the main loop: the chains the device holds go back to their rings (each is the last one
+ * taken from its queue); of a transmit chain partly written, tx_skip keeps the count, so that
+ * its bytes are written once, before and after a snapshot. */
+static void console_quiesce_in_loop(void *opaque)
+{
+    struct virtio_console *con = opaque;
+    if (con->rx.held)
+        virtq_unpop(&con->vdev.queues[CONSOLE_RXQ].vq);
+    if (con->tx.held) {
+        const struct console_chain *t = &con->tx;
+        uint64_t done = t->offset;
+        for (unsigned i = 0; i < t->iov_next; i++)
+            done += t->c.iov[i].iov_len;
+        con->tx_skip = done > UINT32_MAX ? UINT32_MAX : (uint32_t)done;
+        virtq_unpop(&con->vdev.queues[CONSOLE_TXQ].vq);
+    }
+    console_stop_in_loop(con);
+}
+
+static void console_quiesce(struct virtio_dev *vdev)
+{
+    struct virtio_console *con = (struct virtio_console *)vdev;
+    (void)evloop_call_sync(console_loop(con), console_quiesce_in_loop, con);
+}
+
+static int console_save(struct virtio_dev *vdev, struct state_writer *w, struct wisp_err *err)
+{
+    struct virtio_console *con = (struct virtio_console *)vdev;
+    state_put_u32(w, con->tx_skip);
+    return 0;
+}
+
+static int console_load(struct virtio_dev *vdev, struct state_reader *r, struct wisp_err *err)
+{
+    struct virtio_console *con = (struct virtio_console *)vdev;
+    con->tx_skip = state_get_u32(r);
+    return 0;
+}
+
 static const struct virtio_dev_ops console_ops = {
     .config_read = console_config_read,
     .config_write = console_config_write,
     .activate = console_activate,
     .reset = console_reset,
+    .quiesce = console_quiesce,
+    .resume = console_activate,
+    .save = console_save,
+    .load = console_load,
 };
 
 static int console_realize(struct device *dev, struct wisp_err *err)
@@ -301,4 +365,8 @@ const struct device_ops virtio_console_device_ops = {
     .mmio_read = virtio_mmio_read,
     .mmio_write = virtio_mmio_write,
     .teardown = console_teardown,
+    .quiesce = virtio_mmio_quiesce,
+    .resume = virtio_mmio_resume,
+    .save = virtio_mmio_save,
+    .load = virtio_mmio_load,
 };

@@ -68,6 +68,7 @@ static void transport_reset(struct virtio_dev *vdev)
     if (vdev->activated && vdev->ops->reset)
         vdev->ops->reset(vdev);
     vdev->activated = false;
+    vdev->quiesced = false;
     vdev->status = 0;
     vdev->guest_features = 0;
     vdev->device_features_sel = vdev->driver_features_sel = vdev->queue_sel = 0;

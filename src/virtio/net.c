@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "common/evloop.h"
+#include "common/statebuf.h"
 #include "devices/device.h"
 #include "virtio/net_int.h"
 
@@ -58,10 +59,49 @@ static void net_reset(struct virtio_dev *vdev)
     (void)tap_set_offload(&n->tap, 0, NULL); /* no partial checksums for the next driver */
 }
 
+static void net_quiesce(struct virtio_dev *vdev)
+{
+    net_io_quiesce((struct virtio_net *)vdev);
+}
+
+static int net_resume(struct virtio_dev *vdev, struct wisp_err *err)
+{
+    return net_io_start((struct virtio_net *)vdev, err);
+}
+
+/* The MAC the guest's driver read: a restored NIC must have the same (the configuration a
+ * snapshot holds gives it as mac=). */
+static int net_save(struct virtio_dev *vdev, struct state_writer *w, struct wisp_err *err)
+{
+    const struct virtio_net *n = (const struct virtio_net *)vdev;
+    state_put_bytes(w, n->config, 6);
+    return 0;
+}
+
+static int net_load(struct virtio_dev *vdev, struct state_reader *r, struct wisp_err *err)
+{
+    const struct virtio_net *n = (const struct virtio_net *)vdev;
+    uint8_t mac[6];
+    state_get_bytes(r, mac, sizeof(mac));
+    if (!r->bad && memcmp(mac, n->config, 6))
+        return wisp_err_set(err, EINVAL, "the MAC differs from the snapshot's NIC");
+    return 0;
+}
+
+void virtio_net_get_mac(const struct device *dev, uint8_t mac[6])
+{
+    const struct virtio_net *n = dev->state;
+    memcpy(mac, n->config, 6);
+}
+
 static const struct virtio_dev_ops net_ops = {
     .config_read = net_config_read,
     .activate = net_activate,
     .reset = net_reset,
+    .quiesce = net_quiesce,
+    .resume = net_resume,
+    .save = net_save,
+    .load = net_load,
 };
 
 static int net_open_backend(struct virtio_net *n, struct device *dev, struct wisp_err *err)
@@ -126,4 +166,8 @@ const struct device_ops virtio_net_device_ops = {
     .mmio_read = virtio_mmio_read,
     .mmio_write = virtio_mmio_write,
     .teardown = net_teardown,
+    .quiesce = virtio_mmio_quiesce,
+    .resume = virtio_mmio_resume,
+    .save = virtio_mmio_save,
+    .load = virtio_mmio_load,
 };

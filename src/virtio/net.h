@@ -35,5 +35,7 @@ int virtio_net_params_parse(const char *spec, char *buf, struct virtio_net_param
                             struct wisp_err *err);
 
 extern const struct device_ops virtio_net_device_ops;
+/* The MAC a realized NIC shows the guest (given, or derived from its name and tap). */
+void virtio_net_get_mac(const struct device *dev, uint8_t mac[6]);
 
 #endif

@@ -130,5 +130,7 @@ struct virtio_net {
 /* net_io.c: starts serving (activate) and stops (reset), from the transport's thread. */
 int net_io_start(struct virtio_net *n, struct wisp_err *err);
 void net_io_stop(struct virtio_net *n);
+/* Snapshots: stops serving with nothing of the guest's held (net_io_start serves again). */
+void net_io_quiesce(struct virtio_net *n);
 
 #endif

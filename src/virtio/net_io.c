@@ -431,3 +431,23 @@ void net_io_stop(struct virtio_net *n)
     (void)evloop_call_sync(n->loop, stop_in_loop, n);
     virtio_serve_stop(&n->vdev);
 }
+
+/* In the I/O thread: receive chains held for a frame that waited for more buffers go back empty
+ * (the frame is dropped, as a full ring would drop it); a transmit chain is never half-sent
+ * (tx_one sends a whole frame or gives the chain back); the tap and timers are let go. */
+static void quiesce_in_loop(void *opaque)
+{
+    struct virtio_net *n = opaque;
+    bool pushed = false;
+    if (n->nr_slots)
+        rx_drop_held(n, "a snapshot was taken while it waited for receive buffers", &pushed);
+    if (pushed)
+        virtio_notify_queue(&n->vdev, rx_queue(n));
+    stop_in_loop(n);
+}
+
+void net_io_quiesce(struct virtio_net *n)
+{
+    (void)evloop_call_sync(n->loop, quiesce_in_loop, n);
+    virtio_serve_stop(&n->vdev);
+}

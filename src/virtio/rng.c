@@ -75,7 +75,7 @@ static void rng_serve(struct virtio_dev *vdev, unsigned queue)
 static void rng_refilled(void *opaque)
 {
     struct virtio_rng *rng = opaque;
-    if (rng->vdev.activated)
+    if (rng->vdev.activated && !rng->vdev.quiesced)
         rng_serve(&rng->vdev, 0);
 }
 
@@ -110,9 +110,23 @@ static void rng_reset(struct virtio_dev *vdev)
     (void)evloop_call_sync(vdev->dev->ctx->main_loop, rng_timer_remove, rng);
 }
 
+/* Served on the main loop, one request at a time: nothing is ever in flight between callbacks,
+ * so quiescing only stops the notifications (and the refill timer, through `quiesced`). */
+static void rng_quiesce(struct virtio_dev *vdev)
+{
+    virtio_serve_stop(vdev);
+}
+
+static int rng_resume(struct virtio_dev *vdev, struct wisp_err *err)
+{
+    return virtio_serve_start(vdev, vdev->dev->ctx->main_loop, rng_serve, err);
+}
+
 static const struct virtio_dev_ops rng_ops = {
     .activate = rng_activate,
     .reset = rng_reset,
+    .quiesce = rng_quiesce,
+    .resume = rng_resume,
 };
 
 static int rng_realize(struct device *dev, struct wisp_err *err)
@@ -142,4 +156,8 @@ const struct device_ops virtio_rng_device_ops = {
     .mmio_read = virtio_mmio_read,
     .mmio_write = virtio_mmio_write,
     .teardown = rng_teardown,
+    .quiesce = virtio_mmio_quiesce,
+    .resume = virtio_mmio_resume,
+    .save = virtio_mmio_save,
+    .load = virtio_mmio_load,
 };

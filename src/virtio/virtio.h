@@ -14,6 +14,8 @@
 struct device;
 struct evloop;
 struct evloop_source;
+struct state_reader;
+struct state_writer;
 
 #define VIRTIO_MMIO_WINDOW    0x1000 /* one 4 KiB window per device */
 #define VIRTIO_MMIO_CONFIG    0x100  /* device-specific configuration space offset */
@@ -41,6 +43,19 @@ struct virtio_dev_ops {
     void (*config_write)(struct virtio_dev *vdev, uint64_t offset, const void *data, unsigned size);
     int (*activate)(struct virtio_dev *vdev, struct wisp_err *err);
     void (*reset)(struct virtio_dev *vdev);
+    /*
+     * Snapshots (optional; docs/snapshot.md), main thread, vdev->lock held:
+     *   quiesce  (activated devices only) stop taking chains and wait until none is in
+     *            flight: each completes and is returned as usual, a chain the device holds
+     *            is given back or recorded, so the queues and guest memory stay still
+     *   resume   serve again, taking what came meanwhile; a failure sets DEVICE_NEEDS_RESET
+     *   save     append the device's state beyond the transport's (after quiesce)
+     *   load     restore it, before the transport activates the restored queues
+     */
+    void (*quiesce)(struct virtio_dev *vdev);
+    int (*resume)(struct virtio_dev *vdev, struct wisp_err *err);
+    int (*save)(struct virtio_dev *vdev, struct state_writer *w, struct wisp_err *err);
+    int (*load)(struct virtio_dev *vdev, struct state_reader *r, struct wisp_err *err);
 };
 
 struct virtio_queue {
@@ -71,6 +86,7 @@ struct virtio_dev {
     uint32_t device_features_sel, driver_features_sel, queue_sel;
     uint32_t config_generation;
     bool activated;
+    bool quiesced;           /* between ops->quiesce and ops->resume (snapshots) */
     atomic_uint isr;         /* InterruptStatus: VIRTIO_MMIO_INT_VRING | VIRTIO_MMIO_INT_CONFIG */
     atomic_bool needs_reset; /* DEVICE_NEEDS_RESET, set from any thread */
 
@@ -101,6 +117,14 @@ void virtio_dev_reset(struct virtio_dev *vdev);
 void virtio_mmio_read(struct device *dev, uint64_t offset, void *data, unsigned size);
 void virtio_mmio_write(struct device *dev, uint64_t offset, const void *data, unsigned size);
 void virtio_mmio_device_reset(struct device *dev);
+/* The snapshot operations every virtio device type puts in its device_ops (mmio_state.c): the
+ * transport's registers and queues, and the device's own part through virtio_dev_ops. Loading
+ * a device that was running maps its queues again and starts it without any register access:
+ * the driver goes on as if nothing happened. */
+int virtio_mmio_quiesce(struct device *dev, struct wisp_err *err);
+void virtio_mmio_resume(struct device *dev);
+int virtio_mmio_save(struct device *dev, struct state_writer *w, struct wisp_err *err);
+int virtio_mmio_load(struct device *dev, struct state_reader *r, struct wisp_err *err);
 
 /* Serving thread: the used ring of `queue` changed; raises the interrupt when the driver wants
  * one (virtq_should_notify). */

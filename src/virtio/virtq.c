@@ -9,6 +9,7 @@
 #include <linux/virtio_ring.h>
 #include <string.h>
 
+#include "common/statebuf.h"
 #include "kvm/guest_mem.h"
 
 #define READ_ONCE16(p) __atomic_load_n((const volatile uint16_t *)(p), __ATOMIC_RELAXED)
@@ -59,11 +60,49 @@ int virtq_activate(struct virtq *q, const struct guest_mem *mem, uint64_t featur
         return -EINVAL;
     q->event_idx = features & (1ull << VIRTIO_RING_F_EVENT_IDX);
     q->indirect = features & (1ull << VIRTIO_RING_F_INDIRECT_DESC);
+    if (q->restored) { /* a snapshot's queue goes on where it was (virtq_load) */
+        q->restored = false;
+        return 0;
+    }
     /* the driver zeroed the rings before QueueReady; start from its indices */
     q->last_avail = q->used_idx = READ_ONCE16(&q->used->idx);
     q->signalled_valid = false;
     q->broken = false;
     return 0;
+}
+
+void virtq_save(const struct virtq *q, struct state_writer *w)
+{
+    state_put_u16(w, q->size);
+    state_put_u8(w, q->ready);
+    state_put_u64(w, q->desc_gpa);
+    state_put_u64(w, q->avail_gpa);
+    state_put_u64(w, q->used_gpa);
+    state_put_u16(w, q->last_avail);
+    state_put_u16(w, q->used_idx);
+    state_put_u16(w, q->signalled_used);
+    state_put_u8(w, q->signalled_valid);
+    state_put_u8(w, q->broken);
+}
+
+void virtq_load(struct virtq *q, uint16_t max_size, struct state_reader *r)
+{
+    virtq_reset(q);
+    q->size = state_get_u16(r);
+    q->ready = state_get_bool(r);
+    q->desc_gpa = state_get_u64(r);
+    q->avail_gpa = state_get_u64(r);
+    q->used_gpa = state_get_u64(r);
+    q->last_avail = state_get_u16(r);
+    q->used_idx = state_get_u16(r);
+    q->signalled_used = state_get_u16(r);
+    q->signalled_valid = state_get_bool(r);
+    q->broken = state_get_bool(r);
+    if (q->size > max_size)
+        state_reader_fail(r, "a queue is larger than the device allows");
+    /* chains taken and not returned are at most a ring's worth (§2.7.5.3.1) */
+    else if ((uint16_t)(q->last_avail - q->used_idx) > q->size)
+        state_reader_fail(r, "a queue's indices are further apart than its size");
 }
 
 void virtq_reset(struct virtq *q)
@@ -73,6 +112,13 @@ void virtq_reset(struct virtq *q)
     memset(q, 0, sizeof(*q));
     q->index = index;
     q->name = name;
+}
+
+/* The device writes the used ring (elements, index, flags, avail_event): under dirty tracking
+ * those pages belong in the next diff snapshot. */
+static void mark_used(const struct virtq *q)
+{
+    guest_mem_mark_dirty(q->mem, q->used_gpa, ring_bytes_used(q->size));
 }
 
 static uint16_t avail_idx(const struct virtq *q)
@@ -130,6 +176,7 @@ static int walk_buffer(struct walk *w, unsigned idx, const struct vring_desc *d)
         return walk_fail(w, E2BIG, idx, "chain has more buffers than the device takes");
     w->iov[n] = (struct iovec){.iov_base = p, .iov_len = d->len};
     if (writable) {
+        guest_mem_mark_dirty(w->q->mem, d->addr, d->len);
         w->c->nr_in++;
         w->c->in_len += d->len;
     } else {
@@ -233,9 +280,11 @@ int virtq_pop(struct virtq *q, struct virtq_chain *c, struct iovec *iov, unsigne
     if (r < 0)
         return r;
     q->last_avail++;
-    if (q->event_idx) /* avail_event (§2.7.10): notify us once the driver adds past this */
+    if (q->event_idx) { /* avail_event (§2.7.10): notify us once the driver adds past this */
         __atomic_store_n((volatile uint16_t *)&q->used->ring[q->size], q->last_avail,
                          __ATOMIC_RELAXED);
+        mark_used(q);
+    }
     return 1;
 }
 
@@ -252,6 +301,7 @@ void virtq_push(struct virtq *q, uint16_t head, uint32_t written)
     q->used_idx++;
     /* release: the element before the index (§2.7.8) */
     __atomic_store_n((volatile uint16_t *)&q->used->idx, q->used_idx, __ATOMIC_RELEASE);
+    mark_used(q);
 }
 
 bool virtq_should_notify(struct virtq *q)
@@ -272,9 +322,11 @@ void virtq_disable_notify(struct virtq *q)
 {
     /* with EVENT_IDX, virtq_pop keeps avail_event just past what it took: the driver notifies
      * only when it adds to a ring the device may have seen empty, which is what is wanted */
-    if (!q->event_idx)
+    if (!q->event_idx) {
         __atomic_store_n((volatile uint16_t *)&q->used->flags, VRING_USED_F_NO_NOTIFY,
                          __ATOMIC_RELAXED);
+        mark_used(q);
+    }
 }
 
 bool virtq_enable_notify(struct virtq *q)
@@ -284,6 +336,7 @@ bool virtq_enable_notify(struct virtq *q)
                          __ATOMIC_RELAXED);
     else
         __atomic_store_n((volatile uint16_t *)&q->used->flags, 0, __ATOMIC_RELAXED);
+    mark_used(q);
     __atomic_thread_fence(__ATOMIC_SEQ_CST); /* before looking at avail->idx again */
     return virtq_has_avail(q);
 }

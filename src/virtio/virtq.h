@@ -10,6 +10,8 @@
 #include "common/err.h"
 
 struct guest_mem;
+struct state_reader;
+struct state_writer;
 struct vring_desc;
 struct vring_avail;
 struct vring_used;
@@ -40,7 +42,8 @@ struct virtq {
     uint16_t used_idx;       /* the used index as the device last published it */
     uint16_t signalled_used; /* used_idx at the last interrupt (EVENT_IDX) */
     bool signalled_valid;
-    bool broken; /* a malformed ring or chain was seen: nothing more is taken */
+    bool broken;   /* a malformed ring or chain was seen: nothing more is taken */
+    bool restored; /* virtq_load() set the device-side indices: virtq_activate() keeps them */
 };
 
 /* A popped descriptor chain: its buffers as host iovecs, device-readable ones first. */
@@ -58,6 +61,14 @@ int virtq_activate(struct virtq *q, const struct guest_mem *mem, uint64_t featur
                    struct wisp_err *err);
 /* Back to the state after a device reset (driver fields cleared too). */
 void virtq_reset(struct virtq *q);
+
+/* Snapshots: virtq_save() appends the driver's registers (size, ready, ring addresses) and the
+ * device side's indices; virtq_load() reads them back into q (checked against max_size; a bad
+ * value marks r bad). With q->restored set (by the transport, for a queue that was running),
+ * the next virtq_activate() maps the rings and keeps those indices instead of starting from the
+ * used ring's. */
+void virtq_save(const struct virtq *q, struct state_writer *w);
+void virtq_load(struct virtq *q, uint16_t max_size, struct state_reader *r);
 
 /*
  * Takes the next available chain. Returns 1 with *c filled (iov[] has room for max_iov

@@ -283,7 +283,11 @@ def phase_figures(marks, results):
             raise BenchError(f"phase {name}: a begin, go or end line is missing")
         wall = end[0] - go[0]
         cpu = cpu_between(begin[1], end[1])
-        cpu["vcpu_s"] = cpu_between(go[1], end[1])["vcpu_s"]
+        vcpu = cpu_between(go[1], end[1])  # the vCPU spins through the pause after begin
+        cpu["vcpu_s"] = vcpu["vcpu_s"]
+        for thread, seconds in vcpu["by_thread"].items():
+            if VCPU_THREAD.match(thread):
+                cpu["by_thread"][thread] = seconds
         if cpu["vcpu_threads"] == 0:
             raise BenchError("no vCPU thread found (named vcpuN or 'CPU N/KVM'): cannot tell the"
                              " guest's CPU time from the VMM's")

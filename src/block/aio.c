@@ -79,6 +79,7 @@ struct block_aio_ctx {
     enum block_aio_engine engine;
     pthread_mutex_t lock;
     pthread_cond_t work_cond, done_cond;
+    unsigned done_waiting;  /* the poller sleeps on done_cond (under lock) */
     struct aio_queue work;  /* pool queue */
     struct aio_queue done;  /* finished, callbacks not yet run */
     struct aio_queue thr;   /* throttled: waiting for tokens, in order */
@@ -178,11 +179,14 @@ static void *pool_worker(void *opaque)
         c->pool_inflight--;
         queue_push(&c->done, it);
         event_signal(c); /* under the lock: block_aio_event_fd() sets event_fd under it */
-        /* wake the poller with the lock dropped, or it wakes only to wait for the lock (an
-         * extra futex round trip and context switch per request, 2x at depth 1 on tmpfs) */
-        pthread_mutex_unlock(&c->lock);
-        pthread_cond_broadcast(&c->done_cond);
-        pthread_mutex_lock(&c->lock);
+        /* Only a poller asleep is woken (a busy one finds the item), and with the lock dropped,
+         * or it wakes only to wait for the lock: one more futex round trip and context switch
+         * per request (depth 1 on tmpfs: 0.29 -> 0.25 s for 50000 writes). */
+        if (c->done_waiting) {
+            pthread_mutex_unlock(&c->lock);
+            pthread_cond_broadcast(&c->done_cond);
+            pthread_mutex_lock(&c->lock);
+        }
     }
     pthread_mutex_unlock(&c->lock);
     return NULL;
@@ -665,11 +669,15 @@ int block_aio_poll(struct block_dev *bs, unsigned min_done, struct wisp_err *err
             uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)(thr_wait * 1e9) + 1000;
             ts.tv_sec += (time_t)(ns / 1000000000u);
             ts.tv_nsec = (long)(ns % 1000000000u);
+            c->done_waiting++;
             if (!c->done.head && c->pool_inflight)
                 pthread_cond_timedwait(&c->done_cond, &c->lock, &ts);
+            c->done_waiting--;
         } else {
+            c->done_waiting++;
             while (!c->done.head && c->pool_inflight)
                 pthread_cond_wait(&c->done_cond, &c->lock);
+            c->done_waiting--;
         }
         pthread_mutex_unlock(&c->lock);
     }

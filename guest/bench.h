@@ -2,11 +2,16 @@
  * host side, bench/virtio/virtio_bench.py: phases given on the command line as
  * "bench.pN=NAME,FIELD,FIELD,..." (N = 0, 1, ... without gaps), and the marker lines around each
  * measured phase:
- *   "bench: begin NAME"  the host samples the VMM's threads (CPU time); the guest idles a while
- *                        (BENCH_PAUSE_US: no device work), so the sample is the phase's start
- *   "bench: go NAME"     the host's clock for the phase starts when this line arrives
- *   "bench: end NAME"    the clock stops; the guest idles again while the host samples
- *   "bench: result NAME ..." the counts, printed after the pause, outside the measurement. */
+ *   "bench: begin NAME TSC"  the host samples the VMM's threads (CPU time); the guest idles a
+ *                        while (BENCH_PAUSE_US: no device work), so the sample is the phase's
+ *                        start
+ *   "bench: go NAME"     the phase starts once this line is out (the host's fallback clock)
+ *   "bench: end NAME START END"  the guest's TSC when the phase started and ended; the guest
+ *                        idles again while the host samples
+ *   "bench: result NAME ..." the counts, printed after the pause, outside the measurement.
+ * TSC values are read just before their line is printed: the host maps them to its own clock
+ * (the rate from the lines' arrival times over the whole run), so a late read of one line by
+ * the host does not change a phase's time. */
 #ifndef WISP_GUEST_BENCH_H
 #define WISP_GUEST_BENCH_H
 
@@ -91,17 +96,19 @@ static inline void bench_check_stall(uint64_t since, const char *what)
                    (unsigned long)BENCH_STALL_TICKS);
 }
 
-/* The lines around a measured phase (see the top of this file). */
-static inline void bench_begin(const char *name)
+/* The lines around a measured phase (see the top of this file); returns the start TSC. */
+static inline uint64_t bench_begin(const char *name)
 {
-    guest_printf("bench: begin %s\n", name);
+    guest_printf("bench: begin %s %lu\n", name, (unsigned long)rdtsc());
     guest_udelay(BENCH_PAUSE_US);
     guest_printf("bench: go %s\n", name);
+    return rdtsc();
 }
 
-static inline void bench_end(const char *name)
+static inline void bench_end(const char *name, uint64_t start)
 {
-    guest_printf("bench: end %s\n", name);
+    uint64_t end = rdtsc();
+    guest_printf("bench: end %s %lu %lu\n", name, (unsigned long)start, (unsigned long)end);
     guest_udelay(BENCH_PAUSE_US);
 }
 

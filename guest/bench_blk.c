@@ -228,9 +228,9 @@ void guest_main(void)
         phase_parse(&p);
         slots_init(&b, &p);
         run(&b, &p, warmup);
-        bench_begin(p.spec.name);
+        uint64_t start = bench_begin(p.spec.name);
         run(&b, &p, p.count);
-        bench_end(p.spec.name);
+        bench_end(p.spec.name, start);
         guest_printf("bench: result %s requests %lu bytes %lu\n", p.spec.name,
                      (unsigned long)p.count, (unsigned long)(p.count * p.bytes));
     }

@@ -235,9 +235,9 @@ void guest_main(void)
     for (; bench_spec_get(count, &p.spec); count++) {
         phase_parse(&p);
         run(&n, &p, warmup);
-        bench_begin(p.spec.name);
+        uint64_t start = bench_begin(p.spec.name);
         run(&n, &p, p.count);
-        bench_end(p.spec.name);
+        bench_end(p.spec.name, start);
         guest_printf("bench: result %s frames %lu bytes %lu\n", p.spec.name, (unsigned long)p.count,
                      (unsigned long)(p.count * p.bytes));
     }

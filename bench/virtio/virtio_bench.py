@@ -9,8 +9,9 @@ network namespace of the benchmark's own); round trips per second with 1 and 32 
 flight. The guests poll their used rings, so no interrupt is delivered on either VMM.
 
 Each phase sits between marker lines on the guest's serial port (guest/bench.h): "begin", a
-pause, "go", the phase, "end", a pause. The driver timestamps each line as it arrives on the
-VMM's stdout (a pipe) and right then reads the CPU time of every thread of the VMM process:
+pause, "go", the phase, "end" (with the guest's TSC at the phase's start and end), a pause. The
+driver timestamps each line as it arrives on the VMM's stdout (a pipe) and right then reads the
+CPU time of every thread of the VMM process:
   /proc/PID/task/TID/schedstat, first field (time on a CPU, ns); /proc/PID/task/TID/stat
   utime + stime (clock ticks) where schedstat is missing or with --cpu-source stat.
   vCPU threads: named "vcpuN" (wisp-vmm) or "CPU N/KVM" (QEMU). Their time is the guest's own
@@ -19,7 +20,8 @@ VMM's stdout (a pipe) and right then reads the CPU time of every thread of the V
   VMM: every other thread (main loop, device I/O threads, block-layer and QEMU worker threads,
     io_uring workers, call_rcu, ...), user and system time: what the VMM costs the host per
     request. Counted from begin to end: the samples fall in the pauses, when it is idle.
-Figures per phase: requests (frames) per second and MB/s from the wall time from go to end; VMM CPU per request and vCPU CPU per request from the thread deltas. Beside them, the host
+Figures per phase: requests (frames) per second and MB/s from the phase's time (the guest's
+TSC at its start and end, converted at the rate the lines' arrival times give over the run); VMM CPU per request and vCPU CPU per request from the thread deltas. Beside them, the host
 floor (bench/virtio/floor.c): the CPU time per request of plain preadv/pwritev on the same file,
 or write + read on the same tap, without a VM: the kernel's share that every VMM pays (the copy,
 the tap's path), so that VMM CPU - floor is what the VMM itself adds. Runs alternate
@@ -211,7 +213,7 @@ def cpu_between(before, after):
 # ----------------------------------------------------------------------------- one VM
 
 
-MARKER = re.compile(rb"^bench: (begin|go|end) (\S+)$")
+MARKER = re.compile(rb"^bench: (begin|go|end) (\S+)((?: \d+)*)$")
 RESULT = re.compile(rb"^bench: result (\S+) (requests|frames) (\d+) bytes (\d+)$")
 
 
@@ -245,7 +247,9 @@ def run_vm(contender, argv, source, timeout_s):
     def on_line(line, now, more):
         m = MARKER.match(line)
         if m:  # the clock first, then the threads
-            marks[(m.group(1), m.group(2).decode())] = (now, thread_cpu(proc.pid, source), more)
+            tsc = [int(x) for x in m.group(3).split()]
+            marks[(m.group(1), m.group(2).decode())] = (now, thread_cpu(proc.pid, source), more,
+                                                        tsc)
         r = RESULT.match(line)
         if r:
             results[r.group(1).decode()] = (int(r.group(3)), int(r.group(4)))
@@ -272,16 +276,32 @@ def run_vm(contender, argv, source, timeout_s):
     return phase_figures(marks, results)
 
 
+def tsc_rate(marks):
+    """Guest TSC ticks per host second, from the TSC each begin and end line carries and the
+    time it arrived, the first and the last line read at once (with nothing after it in the same
+    read) over the whole run; None when those span less than 0.2 s."""
+    points = sorted((m[0], m[3][-1]) for (what, _), m in marks.items()
+                    if what in (b"begin", b"end") and m[3] and not m[2])
+    if len(points) < 2 or points[-1][0] - points[0][0] < 0.2:
+        return None
+    return (points[-1][1] - points[0][1]) / (points[-1][0] - points[0][0])
+
+
 def phase_figures(marks, results):
-    """Per phase: the wall time from its go to its end line; the VMM's CPU time between the samples
-    at its begin and end lines (taken while the guest idles: the VMM has nothing to do then);
-    the vCPU's between the samples at go and end (it spins through the pauses)."""
+    """Per phase: the wall time from its start to its end (the guest's TSC, at the rate
+    tsc_rate() found; else the arrival of its go and end lines); the VMM's CPU time between the
+    samples at its begin and end lines (taken while the guest idles: the VMM has nothing to do
+    then); the vCPU's between the samples at go and end (it spins through the pauses)."""
     figures = {}
+    rate = tsc_rate(marks)
     for name, (count, nbytes) in results.items():
         begin, go, end = (marks.get((what, name)) for what in (b"begin", b"go", b"end"))
         if not begin or not go or not end:
             raise BenchError(f"phase {name}: a begin, go or end line is missing")
-        wall = end[0] - go[0]
+        wall = (end[3][1] - end[3][0]) / rate if rate and len(end[3]) == 2 else end[0] - go[0]
+        if wall <= 0:
+            raise BenchError(f"phase {name}: its go and end lines arrived together and no guest"
+                             " TSC rate is known: too short to time (raise --scale)")
         cpu = cpu_between(begin[1], end[1])
         vcpu = cpu_between(go[1], end[1])  # the vCPU spins through the pause after begin
         cpu["vcpu_s"] = vcpu["vcpu_s"]
@@ -292,7 +312,7 @@ def phase_figures(marks, results):
             raise BenchError("no vCPU thread found (named vcpuN or 'CPU N/KVM'): cannot tell the"
                              " guest's CPU time from the VMM's")
         figures[name] = {
-            "count": count, "bytes": nbytes, "wall_s": wall,
+            "count": count, "bytes": nbytes, "wall_s": wall, "wall_host_s": end[0] - go[0],
             "rate": count / wall, "mb_s": nbytes / wall / 1e6,
             "vmm_us": cpu["vmm_s"] / count * 1e6, "vcpu_us": cpu["vcpu_s"] / count * 1e6,
             "vmm_cpu_share": cpu["vmm_s"] / wall,
@@ -300,6 +320,7 @@ def phase_figures(marks, results):
             "exited_threads": cpu["exited_threads"],
             # a sample taken after the next line had arrived may include work past the phase
             "late_sample": begin[2] or end[2],  # (go's is taken while the phase runs anyway)
+            "clock": "tsc" if rate and len(end[3]) == 2 else "host",
         }
     return figures
 
@@ -349,6 +370,7 @@ def summarize(runs):
         summary["count"] = per_run[0]["count"]
         summary["exited_threads"] = sorted({t for r in per_run for t in r["exited_threads"]})
         summary["late_samples"] = sum(r["late_sample"] for r in per_run)
+        summary["host_clock_runs"] = sum(r["clock"] == "host" for r in per_run)
         summary["runs"] = per_run
         phases[phase] = summary
     return phases
@@ -492,6 +514,9 @@ def print_notes(g, out):
                 print(f"  note: {LABELS[contender]} {phase}: in {s['late_samples']} run(s) the"
                       " threads were sampled after the next line had arrived (a loaded machine):"
                       " the CPU figures may include a little work past the phase", file=out)
+            if s["host_clock_runs"]:
+                print(f"  note: {LABELS[contender]} {phase}: timed by the arrival of its lines in"
+                      f" {s['host_clock_runs']} run(s) (no guest TSC rate)", file=out)
             if s["exited_threads"]:
                 print(f"  note: {LABELS[contender]} {phase}: thread(s)"
                       f" {', '.join(s['exited_threads'])} exited during the phase; their time in"
@@ -528,6 +553,8 @@ def print_table(result, detail, out=sys.stdout):
           " lines; vCPU = the threads named vcpuN / 'CPU N/KVM';\n     VMM = every other thread"
           " of the VMM process (main loop, I/O threads, workers), user + system;\n     host"
           " floor = the same system calls without a VM (bench/virtio/floor.c)", file=out)
+    print("time: the guest's TSC at each phase's start and end, at the rate the lines' arrival"
+          " times give over the run", file=out)
     for guest, g in result["report"].items():
         r = result["ratios"].get(guest, {})
         unit = UNIT[guest]

@@ -123,6 +123,14 @@ void guest_mem_take_dirty(const struct guest_mem *mem, unsigned region, uint64_t
         out[w] |= __atomic_exchange_n(&mem->vmm_dirty[region][w], 0, __ATOMIC_RELAXED);
 }
 
+void guest_mem_put_dirty(const struct guest_mem *mem, unsigned region, const uint64_t *bits)
+{
+    if (!mem->vmm_dirty[region])
+        return;
+    for (uint64_t w = 0; w < guest_mem_bitmap_words(mem, region); w++)
+        __atomic_fetch_or(&mem->vmm_dirty[region][w], bits[w], __ATOMIC_RELAXED);
+}
+
 void guest_mem_destroy(struct guest_mem *mem)
 {
     for (unsigned i = 0; i < mem->nr_regions; i++) {

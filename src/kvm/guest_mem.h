@@ -64,6 +64,8 @@ int guest_mem_track_dirty(struct guest_mem *mem, bool all_dirty, struct wisp_err
 void guest_mem_mark_dirty(const struct guest_mem *mem, uint64_t gpa, uint64_t len);
 /* Moves region i's bitmap into out (ORed: words of 64 pages), clearing it. */
 void guest_mem_take_dirty(const struct guest_mem *mem, unsigned region, uint64_t *out);
+/* ORs bits (taken earlier, for a snapshot that failed) back into region i's bitmap. */
+void guest_mem_put_dirty(const struct guest_mem *mem, unsigned region, const uint64_t *bits);
 /* Words of 64 bits in a bitmap of region i (one bit per 4 KiB page). */
 uint64_t guest_mem_bitmap_words(const struct guest_mem *mem, unsigned region);
 

@@ -413,12 +413,19 @@ static void blk_reset(struct virtio_dev *vdev)
     (void)evloop_call_sync(iothread_loop(blk->io), vblk_quiesce, blk);
 }
 
+struct drain_call {
+    struct virtio_blk *blk;
+    struct wisp_err *err;
+    int result;
+};
+
 /* From quiesce (in the I/O thread): no more chains are taken; the requests in flight complete
  * as usual (status written, chain returned, interrupt raised), so that nothing of the guest's
  * is in flight when a snapshot is taken and every write it saw completed is in the image. */
 static void vblk_drain(void *opaque)
 {
-    struct virtio_blk *blk = opaque;
+    struct drain_call *c = opaque;
+    struct virtio_blk *blk = c->blk;
     virtio_serve_stop(&blk->vdev);
     blk->stalled = false;
     while (blk->inflight) {
@@ -430,12 +437,20 @@ static void vblk_drain(void *opaque)
         }
     }
     vblk_notify(blk);
+    if (blk->inflight)
+        c->result = wisp_err_set(c->err, EIO, "%u requests are still in flight", blk->inflight);
+    /* the image as another process opens it: qcow2's cached metadata written, data stable */
+    else if (!blk->p->read_only)
+        c->result = block_flush(blk->bs, c->err);
 }
 
-static void blk_quiesce(struct virtio_dev *vdev)
+static int blk_quiesce(struct virtio_dev *vdev, struct wisp_err *err)
 {
     struct virtio_blk *blk = (struct virtio_blk *)vdev;
-    (void)evloop_call_sync(iothread_loop(blk->io), vblk_drain, blk);
+    struct drain_call c = {.blk = blk, .err = err};
+    if (evloop_call_sync(iothread_loop(blk->io), vblk_drain, &c) < 0)
+        return wisp_err_set(err, ECANCELED, "the I/O thread has stopped");
+    return c.result;
 }
 
 static int blk_resume(struct virtio_dev *vdev, struct wisp_err *err)

@@ -291,10 +291,12 @@ static void console_quiesce_in_loop(void *opaque)
     console_stop_in_loop(con);
 }
 
-static void console_quiesce(struct virtio_dev *vdev)
+static int console_quiesce(struct virtio_dev *vdev, struct wisp_err *err)
 {
     struct virtio_console *con = (struct virtio_console *)vdev;
-    (void)evloop_call_sync(console_loop(con), console_quiesce_in_loop, con);
+    if (evloop_call_sync(console_loop(con), console_quiesce_in_loop, con) < 0)
+        return wisp_err_set(err, ECANCELED, "the main loop has stopped");
+    return 0;
 }
 
 static int console_save(struct virtio_dev *vdev, struct state_writer *w, struct wisp_err *err)

@@ -13,11 +13,14 @@ int virtio_mmio_quiesce(struct device *dev, struct wisp_err *err)
 {
     struct virtio_dev *vdev = dev->state;
     pthread_mutex_lock(&vdev->lock);
+    int r = 0;
     if (vdev->activated && !vdev->quiesced && vdev->ops->quiesce)
-        vdev->ops->quiesce(vdev);
-    vdev->quiesced = true;
+        r = vdev->ops->quiesce(vdev, err);
+    if (r < 0 && vdev->ops->resume) /* serving as before */
+        (void)vdev->ops->resume(vdev, NULL);
+    vdev->quiesced = r == 0;
     pthread_mutex_unlock(&vdev->lock);
-    return 0;
+    return r < 0 ? wisp_err_wrap(err, "%s", dev->name) : 0;
 }
 
 void virtio_mmio_resume(struct device *dev)

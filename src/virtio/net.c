@@ -59,9 +59,10 @@ static void net_reset(struct virtio_dev *vdev)
     (void)tap_set_offload(&n->tap, 0, NULL); /* no partial checksums for the next driver */
 }
 
-static void net_quiesce(struct virtio_dev *vdev)
+static int net_quiesce(struct virtio_dev *vdev, struct wisp_err *err)
 {
     net_io_quiesce((struct virtio_net *)vdev);
+    return 0;
 }
 
 static int net_resume(struct virtio_dev *vdev, struct wisp_err *err)

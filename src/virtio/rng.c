@@ -112,9 +112,10 @@ static void rng_reset(struct virtio_dev *vdev)
 
 /* Served on the main loop, one request at a time: nothing is ever in flight between callbacks,
  * so quiescing only stops the notifications (and the refill timer, through `quiesced`). */
-static void rng_quiesce(struct virtio_dev *vdev)
+static int rng_quiesce(struct virtio_dev *vdev, struct wisp_err *err)
 {
     virtio_serve_stop(vdev);
+    return 0;
 }
 
 static int rng_resume(struct virtio_dev *vdev, struct wisp_err *err)

@@ -47,12 +47,13 @@ struct virtio_dev_ops {
      * Snapshots (optional; docs/snapshot.md), main thread, vdev->lock held:
      *   quiesce  (activated devices only) stop taking chains and wait until none is in
      *            flight: each completes and is returned as usual, a chain the device holds
-     *            is given back or recorded, so the queues and guest memory stay still
+     *            is given back or recorded, so the queues and guest memory stay still; a
+     *            failure (a drive that cannot flush) is undone by the transport with resume
      *   resume   serve again, taking what came meanwhile; a failure sets DEVICE_NEEDS_RESET
      *   save     append the device's state beyond the transport's (after quiesce)
      *   load     restore it, before the transport activates the restored queues
      */
-    void (*quiesce)(struct virtio_dev *vdev);
+    int (*quiesce)(struct virtio_dev *vdev, struct wisp_err *err);
     int (*resume)(struct virtio_dev *vdev, struct wisp_err *err);
     int (*save)(struct virtio_dev *vdev, struct state_writer *w, struct wisp_err *err);
     int (*load)(struct virtio_dev *vdev, struct state_reader *r, struct wisp_err *err);

@@ -61,7 +61,8 @@ struct vm_config {
     const char *test_socket; /* --test-socket: the device test protocol instead of vCPUs */
     bool boot_marker;
     bool debug;
-    bool async_teardown; /* hand the VM's teardown to a helper process (machine.h) */
+    bool async_teardown;    /* hand the VM's teardown to a helper process (machine.h) */
+    bool track_dirty_pages; /* KVM's dirty log, for diff snapshots (machine-config) */
 };
 
 /* Defaults: 128 MiB, 1 vCPU, serial on stdio, devices on the kernel command line. */

@@ -194,6 +194,7 @@ static void machine_init_fields(struct machine *m, const struct vm_config *args,
     m->end_opaque = h->opaque;
     m->vm.fd = -1;
     m->nr_vcpus = args->cpus;
+    m->restore = h->restore;
     pthread_mutex_init(&m->start_lock, NULL);
     pthread_cond_init(&m->start_cond, NULL);
     atomic_init(&m->stopping, false);
@@ -214,7 +215,14 @@ int machine_create(struct machine *m, const struct vm_config *args, const struct
     if (r == 0 && m->nr_vcpus > 255)
         r = kvm_vm_enable_x2apic_ids(&m->vm, err);
     if (r == 0)
-        r = kvm_vm_map_memory(&m->vm, args->mem_bytes, err);
+        r = h->restore
+                ? h->restore->map_memory(h->restore->opaque, &m->vm.mem, args->mem_bytes, err)
+                : kvm_vm_map_memory(&m->vm, args->mem_bytes, err);
+    /* diff snapshots: KVM logs the guest's writes, the VMM its own (all of RAM counts as
+     * written after a boot: there is no snapshot to compare with yet) */
+    m->vm.dirty_log = args->track_dirty_pages;
+    if (r == 0 && args->track_dirty_pages)
+        r = guest_mem_track_dirty(&m->vm.mem, !h->restore, err);
     /* Register RAM before the irqchip exists: with the irqchip (and its IOAPIC/PIT I/O devices)
      * in place, each memory-slot update waits for more SRCU grace periods; measured in
      * bench/launch, this order roughly halves the kernel's share of launch time under load. */
@@ -235,14 +243,17 @@ int machine_create(struct machine *m, const struct vm_config *args, const struct
     if (r == 0)
         r = machine_create_devices(m, start, err);
     struct x86_boot_entry entry;
-    if (r == 0 && args->kernel) /* optional with --test-socket */
+    if (r == 0 && args->kernel && !h->restore) /* optional with --test-socket */
         r = machine_load_kernel(m, &entry, err);
     if (r < 0)
         vcpu_threads_stop(m); /* aborts threads waiting for the irqchip */
     if (r == 0)
         r = machine_wait_vcpus_ready(m, err);
-    if (r == 0 && !m->qtest)
+    if (r == 0 && !m->qtest && !h->restore)
         r = x86_boot_set_vcpu_regs(m->vcpus[0].vcpu.fd, &entry, err);
+    if (r == 0 && h->restore)
+        r = h->restore->restore_machine(h->restore->opaque, m, err);
+    m->restore = NULL;
     if (r == 0 && m->qtest)
         r = qtest_listen(m->qtest, err);
     if (r < 0)

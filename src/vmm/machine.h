@@ -72,6 +72,7 @@ struct machine {
 
     unsigned nr_vcpus;
     struct vcpu_thread *vcpus;
+    const struct machine_restore *restore; /* during machine_create() of a restored VM */
 
     /* start barrier: vCPU threads initialise in parallel, then wait for `go` */
     pthread_mutex_t start_lock;
@@ -109,6 +110,23 @@ struct machine_host {
     const struct timespec *start;
     void (*on_end)(void *opaque); /* the VM ended (any thread): quit the loop */
     void *opaque;
+    const struct machine_restore *restore; /* NULL: boot the kernel */
+};
+
+/*
+ * Restoring a snapshot instead of booting (vmm/snapshot_load.c): what machine_create() does
+ * differently. Guest RAM comes from map_memory (a memory file, a page-fault handler) instead of
+ * anonymous memory; no kernel is loaded; each vCPU is given vcpus[index] on its own thread right
+ * after it is created (instead of the boot CPUID, MSRs and registers); once every device is
+ * realized and every vCPU restored, restore_machine() gives the VM's in-kernel devices and the
+ * devices their state. All of it must outlive machine_create().
+ */
+struct kvm_vcpu_state;
+struct machine_restore {
+    int (*map_memory)(void *opaque, struct guest_mem *mem, uint64_t bytes, struct wisp_err *err);
+    const struct kvm_vcpu_state *vcpus;
+    int (*restore_machine)(void *opaque, struct machine *m, struct wisp_err *err);
+    void *opaque;
 };
 
 /*
@@ -121,6 +139,10 @@ int machine_create(struct machine *m, const struct vm_config *cfg, const struct 
                    struct wisp_err *err);
 /* Lets the vCPUs run (main thread). */
 void machine_start(struct machine *m);
+/* Instead of machine_start(): the vCPUs start paused (parked before their first KVM_RUN, as
+ * after machine_pause() has completed); returns once all are parked. machine_resume() lets them
+ * run. (A restored VM without resume_vm.) */
+void machine_start_paused(struct machine *m);
 /* After the loop saw the end (or to end it now): stops and joins the vCPU threads and gives
  * the console a bounded time to drain (a reader that does not read cannot hold the exit up).
  * Returns the exit status (0-255). */
@@ -134,7 +156,9 @@ int machine_stop(struct machine *m);
 int machine_pause(struct machine *m, void (*done)(void *opaque), void *opaque);
 int machine_resume(struct machine *m);
 /* While paused: runs fn(vcpu, arg) on every vCPU's own thread (KVM wants vCPU state taken
- * there) and waits for all of them. Main thread; -EINVAL when not paused. */
+ * there) and waits for all of them. Main thread, or a thread it handed the paused machine to
+ * (a snapshot's worker) while nothing pauses or resumes it; -EINVAL when not paused,
+ * -ESHUTDOWN when the machine stops meanwhile. */
 int machine_on_each_vcpu(struct machine *m, void (*fn)(struct vcpu *vcpu, void *arg), void *arg);
 void machine_destroy(struct machine *m);
 /* The part of machine_destroy() before the VM itself: vCPU threads, devices (drives flushed

@@ -11,6 +11,7 @@
 #include "common/cleanup.h"
 #include "common/evloop.h"
 #include "common/log.h"
+#include "kvm/state.h"
 #include "vmm/machine.h"
 
 #define VCPU_STACK_SIZE (64 * 1024) /* the run loop needs little; keeps RSS small */
@@ -71,6 +72,7 @@ static void vcpu_mmio(void *opaque, struct vcpu *vcpu, uint64_t addr, uint8_t *d
 static void vcpu_parked_locked(struct machine *m)
 {
     m->nr_parked++;
+    pthread_cond_broadcast(&m->start_cond); /* machine_start_paused waits for it */
     if (m->nr_parked + m->nr_exited == m->nr_started && m->pause_done) {
         m->pause_call = (struct evloop_call){.fn = m->pause_done, .opaque = m->pause_opaque};
         m->pause_done = NULL;
@@ -167,6 +169,8 @@ static int vcpu_init(struct vcpu_thread *t)
     if (!vcpu_wait_chips(m))
         return -ECANCELED;
     int r = kvm_vcpu_create(&t->vcpu, &m->vm, t->vcpu.index, &t->err);
+    if (r == 0 && m->restore) /* a snapshot's vCPU: its CPUID, MSRs and registers */
+        return kvm_vcpu_restore_state(&t->vcpu, &m->restore->vcpus[t->vcpu.index], &t->err);
     if (r == 0)
         r = vcpu_init_cpuid(t);
     if (r == 0)
@@ -234,6 +238,18 @@ int machine_pause(struct machine *m, void (*done)(void *opaque), void *opaque)
     if (r == 0 && m->go)
         kick_all(m);
     return r;
+}
+
+void machine_start_paused(struct machine *m)
+{
+    pthread_mutex_lock(&m->start_lock);
+    m->pausing = true;
+    atomic_store(&m->vcpu_exit, true);
+    m->go = true;
+    pthread_cond_broadcast(&m->start_cond);
+    while (m->nr_parked + m->nr_exited < m->nr_started) /* none runs guest code before it */
+        pthread_cond_wait(&m->start_cond, &m->start_lock);
+    pthread_mutex_unlock(&m->start_lock);
 }
 
 int machine_resume(struct machine *m)

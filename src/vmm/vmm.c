@@ -16,6 +16,7 @@
 #include "common/io.h"
 #include "common/log.h"
 #include "net/tap.h"
+#include "vmm/snapshot.h"
 
 const char *vmm_state_name(enum vmm_state s)
 {
@@ -141,12 +142,12 @@ static int check_nic_taps(const struct vm_config *cfg, struct wisp_err *err)
 }
 
 /* What the configuration names, checked before anything is built (usage errors). */
-static int check_config(const struct vm_config *cfg, struct wisp_err *err)
+static int check_config(const struct vm_config *cfg, bool restore, struct wisp_err *err)
 {
     int r = 0;
     if (cfg->kernel)
         r = check_input_file("--kernel", cfg->kernel, err);
-    else if (!cfg->test_socket)
+    else if (!cfg->test_socket && !restore)
         r = wisp_err_set(err, EINVAL, "--kernel: missing (the kernel to boot is required)");
     if (r == 0 && cfg->initrd)
         r = check_input_file("--initrd", cfg->initrd, err);
@@ -171,7 +172,7 @@ int vmm_start(struct vmm *v, bool *usage, struct wisp_err *err)
         return wisp_err_set(err, EINVAL, "the VM is %s: it can start only once",
                             vmm_state_name(v->state));
     struct chardev *console = NULL;
-    int r = check_config(v->cfg, err);
+    int r = check_config(v->cfg, v->restore != NULL, err);
     if (r == 0)
         r = chardev_open(&console, console_kind(v->cfg), v->cfg->serial_path, "--serial", err);
     if (r < 0)
@@ -197,11 +198,17 @@ int vmm_start(struct vmm *v, bool *usage, struct wisp_err *err)
                                       .loop = v->loop,
                                       .start = &v->start,
                                       .on_end = vmm_machine_ended,
-                                      .opaque = v};
+                                      .opaque = v,
+                                      .restore = v->restore};
     r = machine_create(&v->m, v->cfg, &host, err);
     if (r < 0)
         return r;
     v->have_machine = true;
+    if (v->start_paused) { /* a snapshot loaded without resume_vm */
+        machine_start_paused(&v->m);
+        v->state = VMM_PAUSED;
+        return 0;
+    }
     v->state = VMM_RUNNING;
     machine_start(&v->m);
     return 0;
@@ -250,6 +257,8 @@ int vmm_resume(struct vmm *v, struct wisp_err *err)
     if (v->state != VMM_PAUSED)
         return wisp_err_set(err, EINVAL, "the VM is %s: only a paused VM can be resumed",
                             vmm_state_name(v->state));
+    if (vmm_snapshot_busy(v))
+        return wisp_err_set(err, EBUSY, "a snapshot is being written: the VM resumes after it");
     int r = machine_resume(&v->m);
     if (r < 0)
         return wisp_err_sys(err, -r, "cannot resume the VM");
@@ -269,9 +278,11 @@ int vmm_run(struct vmm *v)
 
 void vmm_destroy(struct vmm *v)
 {
+    vmm_snapshot_cancel(v); /* a snapshot being written stops reading guest memory */
     if (v->have_machine && (!v->cfg->async_teardown || machine_teardown_async(&v->m) < 0))
         machine_destroy(&v->m);
     v->have_machine = false;
+    vmm_snapshot_free(v); /* after the machine: a restored VM's configuration is in it */
     evloop_source_remove(v->signal_src);
     v->signal_src = NULL;
     evloop_destroy(v->loop);

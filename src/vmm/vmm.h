@@ -36,6 +36,11 @@ struct vmm {
     struct machine m;  /* valid from vmm_start() on */
     bool have_machine; /* m was created (and is destroyed by vmm_destroy) */
     int exit_status;   /* what the process exits with once VMM_ENDED */
+    /* snapshots (vmm/snapshot.h): what the snapshot code keeps (owned); during the
+     * vmm_start() of vmm_snapshot_load(), the restore and whether the vCPUs start paused */
+    struct vmm_snapshot *snap;
+    const struct machine_restore *restore;
+    bool start_paused;
 };
 
 /*

@@ -113,31 +113,13 @@ static int open_stdio(struct chardev *cd, struct wisp_err *err)
     return make_raw(cd, err);
 }
 
-/* An output file named by a person: never blocks in open (O_NONBLOCK: a FIFO without reader
- * fails with ENXIO instead of waiting for one), and only types that take a byte stream. */
+/* An output file named by a person: never blocks in open (wisp_open_output). */
 static int open_output_file(struct chardev *cd, const char *path, const char *what,
                             struct wisp_err *err)
 {
-    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NONBLOCK | O_NOCTTY, 0644);
-    if (fd < 0) {
-        int e = errno;
-        if (e == ENXIO)
-            return wisp_err_set(err, ENXIO, "%s: %s is a FIFO with no reader", what, path);
-        return wisp_err_sys(err, e, "%s: %s", what, path);
-    }
-    struct stat st;
-    if (fstat(fd, &st) < 0 ||
-        !(S_ISREG(st.st_mode) || S_ISFIFO(st.st_mode) || S_ISCHR(st.st_mode))) {
-        int e = errno;
-        close(fd);
-        if (e && !st.st_mode)
-            return wisp_err_sys(err, e, "%s: %s", what, path);
-        return wisp_err_set(err, EINVAL, "%s: %s is %s: output needs a file, FIFO or terminal",
-                            what, path, wisp_file_type_name(st.st_mode));
-    }
-    int fl = fcntl(fd, F_GETFL);
-    if (fl >= 0)
-        (void)fcntl(fd, F_SETFL, fl & ~O_NONBLOCK); /* our own description: the writer blocks */
+    int fd = wisp_open_output(what, path, err);
+    if (fd < 0)
+        return fd;
     cd->out_fd = fd;
     cd->out_owned = true;
     return 0;

@@ -67,6 +67,31 @@ int wisp_open_regular(const char *what, const char *path, off_t *size, struct wi
     return fd;
 }
 
+int wisp_open_output(const char *what, const char *path, struct wisp_err *err)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NONBLOCK | O_NOCTTY, 0644);
+    if (fd < 0) {
+        int e = errno;
+        if (e == ENXIO)
+            return wisp_err_set(err, ENXIO, "%s: %s is a FIFO with no reader", what, path);
+        return wisp_err_sys(err, e, "%s: %s", what, path);
+    }
+    struct stat st;
+    if (fstat(fd, &st) < 0 ||
+        !(S_ISREG(st.st_mode) || S_ISFIFO(st.st_mode) || S_ISCHR(st.st_mode))) {
+        int e = errno;
+        close(fd);
+        if (e && !st.st_mode)
+            return wisp_err_sys(err, e, "%s: %s", what, path);
+        return wisp_err_set(err, EINVAL, "%s: %s is %s: output needs a file, FIFO or terminal",
+                            what, path, wisp_file_type_name(st.st_mode));
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0)
+        (void)fcntl(fd, F_SETFL, fl & ~O_NONBLOCK); /* our own description: the writer blocks */
+    return fd;
+}
+
 int wisp_ensure_std_fds(void)
 {
     for (int fd = 0; fd <= 2; fd++) {

@@ -22,6 +22,15 @@ const char *wisp_file_type_name(mode_t mode);
  */
 int wisp_open_regular(const char *what, const char *path, off_t *size, struct wisp_err *err);
 
+/*
+ * Opens `path` for output for `what` (e.g. "--serial") without ever blocking: a regular file is
+ * created (0644) or appended to, a FIFO must have a reader (O_NONBLOCK: ENXIO instead of
+ * waiting for one), a character device is used as it is; anything else is -EINVAL with a
+ * message naming what it is. Returns the fd (O_CLOEXEC, O_NONBLOCK cleared: the caller writes
+ * through an outbuf, whose thread may block).
+ */
+int wisp_open_output(const char *what, const char *path, struct wisp_err *err);
+
 /* Makes sure fds 0, 1 and 2 are open (on /dev/null when they are not), so that no file the
  * program opens later becomes stdin/stdout/stderr by accident. Returns 0 or -errno. */
 int wisp_ensure_std_fds(void);

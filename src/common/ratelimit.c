@@ -18,12 +18,19 @@ void token_bucket_init(struct token_bucket *tb, uint64_t rate, uint64_t burst)
     tb->last_ns = monotonic_ns();
 }
 
+void token_bucket_add_once(struct token_bucket *tb, uint64_t tokens)
+{
+    tb->level += (double)tokens;
+}
+
 static void refill(struct token_bucket *tb)
 {
     uint64_t now = monotonic_ns();
-    tb->level += (double)tb->rate * (double)(now - tb->last_ns) * 1e-9;
-    if (tb->level > (double)tb->capacity)
-        tb->level = (double)tb->capacity;
+    if (tb->level < (double)tb->capacity) { /* a one-time burst above it is not cut back */
+        tb->level += (double)tb->rate * (double)(now - tb->last_ns) * 1e-9;
+        if (tb->level > (double)tb->capacity)
+            tb->level = (double)tb->capacity;
+    }
     tb->last_ns = now;
 }
 

@@ -15,6 +15,9 @@ struct token_bucket {
 };
 
 void token_bucket_init(struct token_bucket *tb, uint64_t rate, uint64_t burst);
+/* Adds tokens beyond the capacity that are not refilled once spent (Firecracker's
+ * one_time_burst); call after token_bucket_init. */
+void token_bucket_add_once(struct token_bucket *tb, uint64_t tokens);
 /* How many of `want` tokens may be taken now (all when unlimited); takes them. */
 uint64_t token_bucket_take(struct token_bucket *tb, uint64_t want);
 /* Takes `cost` tokens if the bucket is out of debt (it may go into debt); false otherwise. */

@@ -133,6 +133,13 @@ static void event_arm_throttle(struct block_aio_ctx *c, bool waiting, double sec
     timerfd_settime(c->timer_fd, 0, &its, NULL);
 }
 
+void block_aio_throttle_changed(struct block_dev *bs)
+{
+    struct block_aio_ctx *c = bs->aio;
+    if (c && c->thr.head)
+        event_arm_throttle(c, true, 0);
+}
+
 static size_t req_bytes(const struct block_req *req)
 {
     size_t n = 0;

@@ -342,6 +342,21 @@ int block_status(struct block_dev *bs, uint64_t off, uint64_t len, uint64_t *pnu
     return r;
 }
 
+int block_set_throttle(struct block_dev *bs, const struct block_throttle_limits *l,
+                       struct wisp_err *err)
+{
+    static const struct block_throttle_limits none;
+    int r;
+    if (bs->throttle) /* kept even when unlimited: requests waiting on it still look at it */
+        r = block_throttle_set(bs->throttle, l, err);
+    else
+        r = memcmp(l, &none, sizeof(none)) ? block_throttle_create(&bs->throttle, l, err) : 0;
+    if (r < 0)
+        return wisp_err_wrap(err, "%s", bs->filename);
+    block_aio_throttle_changed(bs);
+    return 0;
+}
+
 int block_truncate(struct block_dev *bs, uint64_t size, bool shrink_ok, struct wisp_err *err)
 {
     int r = check_writable(bs, err);

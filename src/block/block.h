@@ -53,6 +53,9 @@ struct block_throttle_limits {
     uint64_t bps_total, bps_read, bps_write;
     uint64_t iops_total_max, iops_read_max, iops_write_max; /* burst sizes (ops) */
     uint64_t bps_total_max, bps_read_max, bps_write_max;    /* burst sizes (bytes) */
+    /* tokens the total buckets hold once at the start, beyond their burst, that do not come
+     * back (Firecracker's one_time_burst) */
+    uint64_t iops_total_once, bps_total_once;
 };
 
 #define BLOCK_POLL_MAX_NS_DEFAULT 64000
@@ -227,6 +230,11 @@ int block_get_info(struct block_dev *bs, struct block_info *info, struct wisp_er
 int block_status(struct block_dev *bs, uint64_t off, uint64_t len, uint64_t *pnum,
                  uint64_t *host_offset, struct wisp_err *err);
 int block_truncate(struct block_dev *bs, uint64_t size, bool shrink_ok, struct wisp_err *err);
+/* Replaces bs's throttling limits (all zero: no limit) while requests may be in flight;
+ * requests waiting for tokens go on under the new limits. Call it from the thread that calls
+ * block_aio_submit() / block_aio_poll() for bs (a device's I/O thread). */
+int block_set_throttle(struct block_dev *bs, const struct block_throttle_limits *l,
+                       struct wisp_err *err);
 
 /* --- asynchronous requests (devices, wisp-img bench/convert) --- */
 enum block_op {

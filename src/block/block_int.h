@@ -42,6 +42,9 @@ struct block_throttle;
 int block_throttle_create(struct block_throttle **out, const struct block_throttle_limits *l,
                           struct wisp_err *err);
 void block_throttle_destroy(struct block_throttle *t);
+/* New limits for a throttle in use (any thread): the buckets start full again. */
+int block_throttle_set(struct block_throttle *t, const struct block_throttle_limits *l,
+                       struct wisp_err *err);
 /* Takes tokens for one request; sleeps until the buckets allow it. */
 /* Synchronous API: sleeps until the request may start, then takes its tokens. */
 void block_throttle_wait(struct block_throttle *t, bool write, uint64_t bytes);
@@ -53,6 +56,8 @@ void block_throttle_sleep(double seconds);
 uint64_t block_now_ns(void);
 
 /* Engines (aio.c). */
+/* The limits changed: requests waiting for tokens are looked at again at the next poll. */
+void block_aio_throttle_changed(struct block_dev *bs);
 void block_aio_destroy(struct block_dev *bs);
 
 #endif

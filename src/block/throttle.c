@@ -45,25 +45,53 @@ static void bucket_init(struct token_bucket *b, uint64_t rate, uint64_t burst, d
     b->level = b->capacity;
 }
 
-int block_throttle_create(struct block_throttle **out, const struct block_throttle_limits *l,
-                          struct wisp_err *err)
+static int check_limits(const struct block_throttle_limits *l, struct wisp_err *err)
 {
     if ((l->iops_total && (l->iops_read || l->iops_write)) ||
         (l->bps_total && (l->bps_read || l->bps_write)))
         return wisp_err_set(err, EINVAL,
                             "throttling: a total limit cannot be combined with read/write limits");
-    struct block_throttle *t = calloc(1, sizeof(*t));
-    if (!t)
-        return wisp_err_set(err, ENOMEM, "throttling: out of memory");
-    pthread_mutex_init(&t->lock, NULL);
+    return 0;
+}
+
+/* The buckets for l, full (plus the one-time burst of the total buckets). Lock held. */
+static void buckets_init(struct block_throttle *t, const struct block_throttle_limits *l)
+{
     bucket_init(&t->b[TB_IOPS_TOTAL], l->iops_total, l->iops_total_max, 1);
     bucket_init(&t->b[TB_IOPS_READ], l->iops_read, l->iops_read_max, 1);
     bucket_init(&t->b[TB_IOPS_WRITE], l->iops_write, l->iops_write_max, 1);
     bucket_init(&t->b[TB_BPS_TOTAL], l->bps_total, l->bps_total_max, 0);
     bucket_init(&t->b[TB_BPS_READ], l->bps_read, l->bps_read_max, 0);
     bucket_init(&t->b[TB_BPS_WRITE], l->bps_write, l->bps_write_max, 0);
+    t->b[TB_IOPS_TOTAL].level += (double)l->iops_total_once;
+    t->b[TB_BPS_TOTAL].level += (double)l->bps_total_once;
     t->last = now_seconds();
+}
+
+int block_throttle_create(struct block_throttle **out, const struct block_throttle_limits *l,
+                          struct wisp_err *err)
+{
+    int r = check_limits(l, err);
+    if (r < 0)
+        return r;
+    struct block_throttle *t = calloc(1, sizeof(*t));
+    if (!t)
+        return wisp_err_set(err, ENOMEM, "throttling: out of memory");
+    pthread_mutex_init(&t->lock, NULL);
+    buckets_init(t, l);
     *out = t;
+    return 0;
+}
+
+int block_throttle_set(struct block_throttle *t, const struct block_throttle_limits *l,
+                       struct wisp_err *err)
+{
+    int r = check_limits(l, err);
+    if (r < 0)
+        return r;
+    pthread_mutex_lock(&t->lock);
+    buckets_init(t, l);
+    pthread_mutex_unlock(&t->lock);
     return 0;
 }
 
@@ -82,7 +110,7 @@ static void throttle_refill(struct block_throttle *t)
     t->last = now;
     for (int i = 0; i < TB_N; i++) {
         struct token_bucket *b = &t->b[i];
-        if (b->rate == 0)
+        if (b->rate == 0 || b->level >= b->capacity) /* a one-time burst is not cut back */
             continue;
         b->level += b->rate * dt;
         if (b->level > b->capacity)

@@ -53,6 +53,8 @@ struct vblk_req {
     struct iovec iov[VBLK_MAX_IOV];
 };
 
+struct vblk_update;
+
 /* A drive. The fields after `serving` belong to the I/O thread (and to block_close() once the
  * thread has stopped). */
 struct virtio_blk {
@@ -74,6 +76,11 @@ struct virtio_blk {
     bool stalled;           /* stopped popping at VBLK_THROTTLED_INFLIGHT */
     uint32_t notify_queues; /* queues whose used ring changed since the last interrupt */
     bool poll_error_logged;
+    /* changes while the VM runs (virtio_blk_update) */
+    enum block_aio_engine engine;        /* the engine the image was opened with */
+    struct block_throttle_limits limits; /* the limits in force (I/O thread) */
+    struct vblk_update *update;          /* a change under way (main thread) */
+    struct virtio_blk_stats stats;       /* written by the I/O thread only */
 };
 
 /* ---- requests ------------------------------------------------------------------------- */
@@ -234,11 +241,31 @@ static void req_start_segments(struct vblk_req *req)
     }
 }
 
+/* One writer (the I/O thread); readers load the words relaxed (virtio_blk_get_stats). */
+static void stat_add(uint64_t *counter, uint64_t n)
+{
+    __atomic_store_n(counter, *counter + n, __ATOMIC_RELAXED);
+}
+
+static void req_count(struct virtio_blk *blk, const struct vblk_request *r)
+{
+    if (r->type == VIRTIO_BLK_T_IN) {
+        stat_add(&blk->stats.read_count, 1);
+        stat_add(&blk->stats.read_bytes, r->data_len);
+    } else if (r->type == VIRTIO_BLK_T_OUT) {
+        stat_add(&blk->stats.write_count, 1);
+        stat_add(&blk->stats.write_bytes, r->data_len);
+    } else if (r->type == VIRTIO_BLK_T_FLUSH) {
+        stat_add(&blk->stats.flush_count, 1);
+    }
+}
+
 /* Carries out a request that vblk_parse_request() accepted. */
 static void req_start(struct virtio_blk *blk, struct vblk_req *req)
 {
     const struct vblk_request *r = &req->r;
     uint64_t off = r->sector * VBLK_SECTOR_SIZE;
+    req_count(blk, r);
     switch (r->type) {
     case VIRTIO_BLK_T_IN:
         req->wrote_data = true;
@@ -488,21 +515,23 @@ static const struct virtio_dev_ops blk_ops = {
     .load = blk_load,
 };
 
-/* The configuration space and the limits requests are checked against. */
-static void blk_config_build(struct virtio_blk *blk, const struct block_info *info, unsigned queues)
+/* The configuration space and the limits requests are checked against, for an image of
+ * `size` bytes. */
+static void blk_config_make(const struct virtio_blk *blk, uint64_t size,
+                            const struct block_info *info, unsigned queues, struct vblk_limits *lim,
+                            struct virtio_blk_config *c)
 {
     uint32_t cluster = info->cluster_size > 4096 ? info->cluster_size : 4096;
-    blk->lim = (struct vblk_limits){
-        .capacity = blk->bs->size / VBLK_SECTOR_SIZE,
+    *lim = (struct vblk_limits){
+        .capacity = size / VBLK_SECTOR_SIZE,
         .read_only = blk->p->read_only,
         .max_discard_sectors = VBLK_MAX_DWZ_SECTORS,
         .max_discard_seg = VBLK_MAX_DWZ_SEG,
         .max_write_zeroes_sectors = VBLK_MAX_DWZ_SECTORS,
         .max_write_zeroes_seg = VBLK_MAX_DWZ_SEG,
     };
-    struct virtio_blk_config *c = &blk->config;
     memset(c, 0, sizeof(*c));
-    c->capacity = htole64(blk->lim.capacity);
+    c->capacity = htole64(lim->capacity);
     c->size_max = htole32(VBLK_SIZE_MAX);
     c->seg_max = htole32(VBLK_SEG_MAX);
     c->blk_size = htole32(VBLK_SECTOR_SIZE);
@@ -519,6 +548,11 @@ static void blk_config_build(struct virtio_blk *blk, const struct block_info *in
         c->max_write_zeroes_seg = htole32(VBLK_MAX_DWZ_SEG);
         c->write_zeroes_may_unmap = 1; /* raw punches holes, qcow2 drops clusters */
     }
+}
+
+static void blk_config_build(struct virtio_blk *blk, const struct block_info *info, unsigned queues)
+{
+    blk_config_make(blk, blk->bs->size, info, queues, &blk->lim, &blk->config);
 }
 
 static uint64_t blk_features(const struct virtio_blk_params *p, unsigned queues)
@@ -551,29 +585,45 @@ static bool throttle_set(const struct block_throttle_limits *l)
     return memcmp(l, &none, sizeof(none)) != 0;
 }
 
-static int blk_open_image(struct virtio_blk *blk, const struct device *dev, struct wisp_err *err)
+/* Opens `path` as the drive's image with its parameters and the limits in force; *probed_raw
+ * tells whether the format was guessed as raw. */
+static int blk_open_path(struct virtio_blk *blk, const struct device *dev, const char *path,
+                         const struct block_throttle_limits *limits, struct block_dev **out,
+                         bool *probed_raw, struct wisp_err *err)
 {
     const struct virtio_blk_params *p = blk->p;
-    blk->throttled = throttle_set(&p->limits);
     struct block_open_opts o = {
         .format = p->format,
         .read_only = p->read_only,
         .cache = p->cache,
-        .aio = p->aio_given        ? p->aio
-               : io_uring_usable() ? BLOCK_AIO_IO_URING
-                                   : BLOCK_AIO_THREADS,
-        .throttle = blk->throttled ? &p->limits : NULL,
+        .aio = blk->engine,
+        .throttle = throttle_set(limits) ? limits : NULL,
     };
-    if (block_open(&blk->bs, p->path, &o, err) < 0)
+    if (block_open(out, path, &o, err) < 0)
         return wisp_err_wrap(err, "%s", dev->name);
+    *probed_raw = false;
     if (!p->format) { /* as QEMU: a raw image may hold another format's header */
-        blk->probed_raw = !strcmp(blk->bs->drv->name, "raw");
+        *probed_raw = !strcmp((*out)->drv->name, "raw");
         wisp_log("%s: image format was not specified for '%s' and probing guessed %s%s", dev->name,
-                 p->path, blk->bs->drv->name,
-                 blk->probed_raw ? "; writes that would make sector 0 another format's header "
-                                   "are refused (give format=raw to lift this)"
-                                 : "");
+                 path, (*out)->drv->name,
+                 *probed_raw ? "; writes that would make sector 0 another format's header "
+                               "are refused (give format=raw to lift this)"
+                             : "");
     }
+    return 0;
+}
+
+static int blk_open_image(struct virtio_blk *blk, const struct device *dev, struct wisp_err *err)
+{
+    const struct virtio_blk_params *p = blk->p;
+    blk->limits = p->limits;
+    blk->throttled = throttle_set(&p->limits);
+    blk->engine = p->aio_given        ? p->aio
+                  : io_uring_usable() ? BLOCK_AIO_IO_URING
+                                      : BLOCK_AIO_THREADS;
+    int r = blk_open_path(blk, dev, p->path, &p->limits, &blk->bs, &blk->probed_raw, err);
+    if (r < 0)
+        return r;
     blk->volatile_cache = p->cache == BLOCK_CACHE_WRITEBACK || p->cache == BLOCK_CACHE_NONE;
     return 0;
 }
@@ -645,6 +695,148 @@ static int blk_realize(struct device *dev, struct wisp_err *err)
                            queues, sizes, err);
 }
 
+/* ---- changes while the VM runs (the API's PATCH /drives/{id}) -------------------------- */
+
+struct vblk_update {
+    struct virtio_blk *blk;
+    char *path; /* a new image, or NULL */
+    bool has_limits;
+    struct block_throttle_limits limits;
+    void (*done)(void *opaque, int result, const struct wisp_err *err);
+    void *opaque;
+    int result;
+    struct wisp_err err;
+    bool new_config;                 /* config (the new image's) is for the guest */
+    struct virtio_blk_config config; /* little-endian */
+    struct evloop_call work, reply;
+};
+
+/* I/O thread: nothing new is taken while this runs; the requests in flight finish on the old
+ * image (their completions are delivered as usual). */
+static void vblk_wait_inflight(struct virtio_blk *blk)
+{
+    while (blk->inflight) {
+        struct wisp_err err = {0};
+        if (block_aio_poll(blk->bs, 1, &err) < 0) {
+            wisp_log("%s: media change: %s; %u requests left in flight", blk->vdev.dev->name,
+                     err.msg, blk->inflight);
+            break;
+        }
+    }
+    vblk_notify(blk);
+}
+
+/* I/O thread: the new image replaces the old one. Opened first, so that a failure leaves the
+ * drive as it was. */
+static int vblk_swap_image(struct vblk_update *u, const struct block_throttle_limits *limits)
+{
+    struct virtio_blk *blk = u->blk;
+    const struct device *dev = blk->vdev.dev;
+    struct block_dev *nbs = NULL;
+    struct block_info info;
+    bool probed_raw;
+    int r = blk_open_path(blk, dev, u->path, limits, &nbs, &probed_raw, &u->err);
+    if (r == 0 && (r = block_get_info(nbs, &info, &u->err)) < 0)
+        wisp_err_wrap(&u->err, "%s", dev->name);
+    int fd = r < 0 ? r : block_aio_event_fd(nbs, &u->err);
+    if (fd < 0) {
+        block_close(nbs);
+        return fd;
+    }
+    struct evloop_source *src;
+    r = evloop_add_fd(iothread_loop(blk->io), fd, EPOLLIN, vblk_completions, blk, &src, &u->err);
+    if (r < 0) {
+        block_close(nbs);
+        return r;
+    }
+    vblk_wait_inflight(blk);
+    evloop_source_remove(blk->done_src);
+    block_close(blk->bs);
+    blk->bs = nbs;
+    blk->done_src = src;
+    blk->probed_raw = probed_raw;
+    blk_config_make(blk, nbs->size, &info, blk->vdev.nr_queues, &blk->lim, &u->config);
+    u->new_config = true;
+    return 0;
+}
+
+static void vblk_update_reply(void *opaque);
+
+static void vblk_update_work(void *opaque)
+{
+    struct vblk_update *u = opaque;
+    struct virtio_blk *blk = u->blk;
+    const struct block_throttle_limits *limits = u->has_limits ? &u->limits : &blk->limits;
+    int r = u->path ? vblk_swap_image(u, limits) : block_set_throttle(blk->bs, limits, &u->err);
+    if (r == 0 && u->has_limits) {
+        blk->limits = u->limits;
+        blk->throttled = throttle_set(&u->limits);
+        if (blk->stalled && !blk->throttled) { /* the queues may be taken from again */
+            blk->stalled = false;
+            for (unsigned i = 0; atomic_load(&blk->serving) && i < blk->vdev.nr_queues; i++)
+                if (blk->vdev.queues[i].vq.ready)
+                    vblk_serve(&blk->vdev, i);
+        }
+    }
+    u->result = r;
+    evloop_call_async(blk->vdev.dev->ctx->main_loop, &u->reply);
+}
+
+/* Main loop: the guest learns of the new image (§2.5.1: a configuration change). */
+static void vblk_update_reply(void *opaque)
+{
+    struct vblk_update *u = opaque;
+    struct virtio_blk *blk = u->blk;
+    if (u->new_config) {
+        pthread_mutex_lock(&blk->vdev.lock);
+        blk->config = u->config;
+        virtio_notify_config(&blk->vdev);
+        pthread_mutex_unlock(&blk->vdev.lock);
+    }
+    blk->update = NULL;
+    u->done(u->opaque, u->result, &u->err);
+    free(u->path);
+    free(u);
+}
+
+int virtio_blk_update(struct device *dev, const struct virtio_blk_update *change,
+                      void (*done)(void *opaque, int result, const struct wisp_err *err),
+                      void *opaque, struct wisp_err *err)
+{
+    struct virtio_blk *blk = dev->state;
+    if (blk->update)
+        return wisp_err_set(err, EBUSY, "%s: an earlier change of the drive is under way",
+                            dev->name);
+    struct vblk_update *u = calloc(1, sizeof(*u));
+    if (!u || (change->path && !(u->path = strdup(change->path)))) {
+        free(u);
+        return wisp_err_set(err, ENOMEM, "%s: out of memory", dev->name);
+    }
+    u->blk = blk;
+    u->has_limits = change->limits != NULL;
+    if (change->limits)
+        u->limits = *change->limits;
+    u->done = done;
+    u->opaque = opaque;
+    u->work = (struct evloop_call){.fn = vblk_update_work, .opaque = u};
+    u->reply = (struct evloop_call){.fn = vblk_update_reply, .opaque = u};
+    blk->update = u;
+    evloop_call_async(iothread_loop(blk->io), &u->work);
+    return 0;
+}
+
+void virtio_blk_get_stats(const struct device *dev, struct virtio_blk_stats *out)
+{
+    const struct virtio_blk *blk = dev->state;
+    *out = (struct virtio_blk_stats){
+        .read_count = __atomic_load_n(&blk->stats.read_count, __ATOMIC_RELAXED),
+        .read_bytes = __atomic_load_n(&blk->stats.read_bytes, __ATOMIC_RELAXED),
+        .write_count = __atomic_load_n(&blk->stats.write_count, __ATOMIC_RELAXED),
+        .write_bytes = __atomic_load_n(&blk->stats.write_bytes, __ATOMIC_RELAXED),
+        .flush_count = __atomic_load_n(&blk->stats.flush_count, __ATOMIC_RELAXED),
+    };
+}
+
 static void blk_teardown(struct device *dev)
 {
     struct virtio_blk *blk = dev->state;
@@ -654,6 +846,12 @@ static void blk_teardown(struct device *dev)
     if (blk->io) {
         (void)evloop_call_sync(iothread_loop(blk->io), blk_detach_in_loop, blk);
         iothread_stop(blk->io);
+    }
+    if (blk->update) { /* a change the VM's end overtook: its answer is not given */
+        evloop_call_cancel(dev->ctx->main_loop, &blk->update->reply);
+        free(blk->update->path);
+        free(blk->update);
+        blk->update = NULL;
     }
     block_close(blk->bs); /* waits for anything a failed drain left */
     vblk_free_requests(blk);

@@ -32,6 +32,29 @@ struct virtio_blk_params {
 int virtio_blk_params_parse(const char *spec, char *buf, struct virtio_blk_params *p,
                             struct wisp_err *err);
 
+/* A change of a realized drive while the VM runs (the API's PATCH /drives/{id}). */
+struct virtio_blk_update {
+    const char *path;                           /* a new image (media change), or NULL */
+    const struct block_throttle_limits *limits; /* new limits (all zero: none), or NULL */
+};
+/*
+ * Main thread. The work runs on the drive's I/O thread (opening an image may block), then
+ * done(opaque, result, err) runs on the main loop. A new image is opened first, with the drive's
+ * format (or probed), read-only flag, cache mode and engine: a failure leaves the old one in
+ * place. The requests in flight finish on the old image; the guest then sees a configuration
+ * change (virtio 1.2 §2.5.1) with the new capacity. -EBUSY while an earlier change is under
+ * way. If the VM ends first, done is not called.
+ */
+int virtio_blk_update(struct device *dev, const struct virtio_blk_update *change,
+                      void (*done)(void *opaque, int result, const struct wisp_err *err),
+                      void *opaque, struct wisp_err *err);
+
+/* Requests carried out so far (any thread; for metrics). */
+struct virtio_blk_stats {
+    uint64_t read_count, read_bytes, write_count, write_bytes, flush_count;
+};
+void virtio_blk_get_stats(const struct device *dev, struct virtio_blk_stats *out);
+
 extern const struct device_ops virtio_blk_device_ops;
 
 #endif

@@ -36,6 +36,72 @@ static void net_fill_config(struct virtio_net *n, const uint8_t mac[6])
     memcpy(n->config + 8, &pairs, 2); /* max_virtqueue_pairs: read only with MQ */
 }
 
+static void bucket_init(struct token_bucket *tb, uint64_t rate, uint64_t burst, uint64_t once)
+{
+    token_bucket_init(tb, rate, burst);
+    token_bucket_add_once(tb, once);
+}
+
+void net_init_buckets(struct virtio_net *n)
+{
+    const struct virtio_net_rate *rx = &n->rx_rate, *tx = &n->tx_rate;
+    bucket_init(&n->rx_bucket, rx->bps, rx->bps_burst, rx->bps_once);
+    bucket_init(&n->tx_bucket, tx->bps, tx->bps_burst, tx->bps_once);
+    bucket_init(&n->rx_ops_bucket, rx->ops, rx->ops_burst, rx->ops_once);
+    bucket_init(&n->tx_ops_bucket, tx->ops, tx->ops_burst, tx->ops_once);
+}
+
+struct virtio_net_rate virtio_net_params_rate(const struct virtio_net_params *p, bool rx)
+{
+    if (rx)
+        return (struct virtio_net_rate){p->rx_bps, p->rx_burst,     p->rx_bps_once,
+                                        p->rx_ops, p->rx_ops_burst, p->rx_ops_once};
+    return (struct virtio_net_rate){p->tx_bps, p->tx_burst,     p->tx_bps_once,
+                                    p->tx_ops, p->tx_ops_burst, p->tx_ops_once};
+}
+
+struct rates_call {
+    struct virtio_net *n;
+    struct virtio_net_rate rx, tx;
+};
+
+static void rates_in_loop(void *opaque)
+{
+    struct rates_call *c = opaque;
+    c->n->rx_rate = c->rx;
+    c->n->tx_rate = c->tx;
+    net_init_buckets(c->n);
+    net_io_rates_changed(c->n);
+}
+
+/* Under vdev->lock, so that an activate (which reads the rates) comes before or after. */
+int virtio_net_set_rates(struct device *dev, const struct virtio_net_rate *rx,
+                         const struct virtio_net_rate *tx, struct wisp_err *err)
+{
+    struct virtio_net *n = dev->state;
+    struct rates_call c = {.n = n, .rx = *rx, .tx = *tx};
+    pthread_mutex_lock(&n->vdev.lock);
+    int r = evloop_call_sync(n->loop, rates_in_loop, &c);
+    pthread_mutex_unlock(&n->vdev.lock);
+    if (r < 0)
+        return wisp_err_set(err, -r, "%s: the I/O thread has stopped", dev->name);
+    return 0;
+}
+
+void virtio_net_get_stats(const struct device *dev, struct virtio_net_stats *out)
+{
+    const struct virtio_net *n = dev->state;
+    /* written by the I/O thread only; relaxed loads of aligned words are whole on x86-64 */
+    *out = (struct virtio_net_stats){
+        .rx_frames = __atomic_load_n(&n->rx_frames, __ATOMIC_RELAXED),
+        .rx_bytes = __atomic_load_n(&n->rx_bytes, __ATOMIC_RELAXED),
+        .rx_dropped = __atomic_load_n(&n->rx_dropped, __ATOMIC_RELAXED),
+        .tx_frames = __atomic_load_n(&n->tx_frames, __ATOMIC_RELAXED),
+        .tx_bytes = __atomic_load_n(&n->tx_bytes, __ATOMIC_RELAXED),
+        .tx_dropped = __atomic_load_n(&n->tx_dropped, __ATOMIC_RELAXED),
+    };
+}
+
 /* DRIVER_OK (vCPU thread, vdev->lock held): the tap takes the offloads the driver accepts in
  * received frames, then the I/O thread serves the queues and the tap. */
 static int net_activate(struct virtio_dev *vdev, struct wisp_err *err)
@@ -44,8 +110,7 @@ static int net_activate(struct virtio_dev *vdev, struct wisp_err *err)
     n->features = vdev->guest_features;
     n->rx_ok = vdev->queues[NET_RX_QUEUE].vq.ready;
     n->tx_ok = vdev->queues[NET_TX_QUEUE].vq.ready;
-    token_bucket_init(&n->rx_bucket, n->p->rx_bps, n->p->rx_burst);
-    token_bucket_init(&n->tx_bucket, n->p->tx_bps, n->p->tx_burst);
+    net_init_buckets(n);
     int r = tap_set_offload(&n->tap, net_tap_offloads(n->features), err);
     if (r < 0)
         return wisp_err_wrap(err, "%s", vdev->dev->name);
@@ -132,6 +197,8 @@ static int net_realize(struct device *dev, struct wisp_err *err)
         return wisp_err_set(err, ENOMEM, "%s: out of memory", dev->name);
     dev->state = n;
     n->p = dev->params;
+    n->rx_rate = virtio_net_params_rate(n->p, true);
+    n->tx_rate = virtio_net_params_rate(n->p, false);
     n->tap.fd = -1;
     int r = net_open_backend(n, dev, err);
     if (r < 0)

@@ -26,7 +26,28 @@ struct virtio_net_params {
     enum virtio_net_vhost vhost;
     uint64_t rx_bps, tx_bps;     /* token-bucket limits, frame bytes/s (0 = none) */
     uint64_t rx_burst, tx_burst; /* bytes the bucket holds (0: a tenth of a second's worth) */
+    /* the rest of Firecracker's rate limiters (the API's rx_/tx_rate_limiter) */
+    uint64_t rx_ops, tx_ops;             /* frames/s (0 = none) */
+    uint64_t rx_ops_burst, tx_ops_burst; /* frames the bucket holds (0: a tenth of a second's) */
+    uint64_t rx_bps_once, tx_bps_once, rx_ops_once, tx_ops_once; /* one-time bursts */
 };
+
+/* One direction's limits (the matching fields of virtio_net_params). */
+struct virtio_net_rate {
+    uint64_t bps, bps_burst, bps_once;
+    uint64_t ops, ops_burst, ops_once;
+};
+/* A direction's limits as the params give them. */
+struct virtio_net_rate virtio_net_params_rate(const struct virtio_net_params *p, bool rx);
+/* New limits for a realized NIC (main thread; the VM may run): they apply from the next frame,
+ * with full buckets. Waits for the NIC's I/O thread (which never blocks) to take them. */
+int virtio_net_set_rates(struct device *dev, const struct virtio_net_rate *rx,
+                         const struct virtio_net_rate *tx, struct wisp_err *err);
+/* Frames and bytes moved so far (any thread; for metrics). */
+struct virtio_net_stats {
+    uint64_t rx_frames, rx_bytes, rx_dropped, tx_frames, tx_bytes, tx_dropped;
+};
+void virtio_net_get_stats(const struct device *dev, struct virtio_net_stats *out);
 
 /* Parses a --net value "tap=NAME[,mac=..][,vhost=off|auto][,rx-bps=..][,tx-bps=..]
  * [,rx-burst=..][,tx-burst=..][,id=..]" into *p (pointers into buf, a copy the caller keeps;

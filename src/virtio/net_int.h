@@ -104,6 +104,8 @@ struct virtio_net {
     uint64_t features;
     bool rx_ok, tx_ok; /* the queue was ready (mapped) at DRIVER_OK */
     struct token_bucket rx_bucket, tx_bucket;
+    struct token_bucket rx_ops_bucket, tx_ops_bucket; /* frames per second */
+    struct virtio_net_rate rx_rate, tx_rate;          /* from params, or virtio_net_set_rates */
 
     /* I/O thread only */
     bool running;
@@ -127,6 +129,10 @@ struct virtio_net {
     uint64_t rx_frames, rx_bytes, rx_dropped, tx_frames, tx_bytes, tx_dropped;
 };
 
+/* net.c: the buckets from rx_rate/tx_rate (I/O thread, or before it serves). */
+void net_init_buckets(struct virtio_net *n);
+/* net_io.c: the limits changed (I/O thread): frames waiting for tokens look again. */
+void net_io_rates_changed(struct virtio_net *n);
 /* net_io.c: starts serving (activate) and stops (reset), from the transport's thread. */
 int net_io_start(struct virtio_net *n, struct wisp_err *err);
 void net_io_stop(struct virtio_net *n);

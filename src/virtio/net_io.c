@@ -45,9 +45,12 @@ static struct virtq *tx_queue(struct virtio_net *n)
     return &n->vdev.queues[NET_TX_QUEUE].vq;
 }
 
-static void arm_wait(struct evloop_source *timer, struct token_bucket *tb)
+/* Until both buckets (bytes, frames) are out of debt. */
+static void arm_wait(struct evloop_source *timer, struct token_bucket *tb, struct token_bucket *ops)
 {
-    uint64_t ns = token_bucket_wait_ns(tb, 0);
+    uint64_t ns = token_bucket_wait_ns(tb, 0), ops_ns = token_bucket_wait_ns(ops, 0);
+    if (ops_ns > ns)
+        ns = ops_ns;
     (void)evloop_timer_arm(timer, ns ? ns : 1000, 0); /* 0 would disarm it */
 }
 
@@ -110,6 +113,7 @@ static int tx_one(struct virtio_net *n, const struct virtq_chain *c)
         return 1;
     }
     (void)token_bucket_try(&n->tx_bucket, f.len); /* out of debt: always charged */
+    (void)token_bucket_try(&n->tx_ops_bucket, 1);
     n->tx_frames++;
     n->tx_bytes += f.len;
     return 1;
@@ -130,9 +134,9 @@ static void net_tx(struct virtio_net *n)
             evloop_call_async(n->loop, &n->tx_more);
             break;
         }
-        if (!token_bucket_try(&n->tx_bucket, 0)) {
+        if (!token_bucket_try(&n->tx_bucket, 0) || !token_bucket_try(&n->tx_ops_bucket, 0)) {
             n->tx_wait_tokens = true;
-            arm_wait(n->tx_timer, &n->tx_bucket);
+            arm_wait(n->tx_timer, &n->tx_bucket, &n->tx_ops_bucket);
             break;
         }
         struct virtq_chain c;
@@ -194,6 +198,7 @@ static void rx_deliver(struct virtio_net *n, bool *pushed)
     *pushed = true;
     size_t frame = n->rx_len - NET_HDR_LEN;
     (void)token_bucket_try(&n->rx_bucket, frame);
+    (void)token_bucket_try(&n->rx_ops_bucket, 1);
     n->rx_frames++;
     n->rx_bytes += frame;
     rx_forget(n);
@@ -263,9 +268,9 @@ static enum rx_fetch rx_fetch(struct virtio_net *n)
 {
     if (n->tap_gone || n->rx_wait_buffers || n->rx_wait_tokens)
         return RX_NONE;
-    if (!token_bucket_try(&n->rx_bucket, 0)) {
+    if (!token_bucket_try(&n->rx_bucket, 0) || !token_bucket_try(&n->rx_ops_bucket, 0)) {
         n->rx_wait_tokens = true;
-        arm_wait(n->rx_timer, &n->rx_bucket);
+        arm_wait(n->rx_timer, &n->rx_bucket, &n->rx_ops_bucket);
         return RX_NONE;
     }
     struct virtq *q = rx_queue(n);
@@ -364,6 +369,14 @@ static void tx_timer_fired(void *opaque)
     n->tx_wait_tokens = false;
     net_tx(n);
     update_events(n);
+}
+
+void net_io_rates_changed(struct virtio_net *n)
+{
+    if (n->rx_wait_tokens && n->rx_timer) /* the timers fire at once and look again */
+        (void)evloop_timer_arm(n->rx_timer, 1000, 0);
+    if (n->tx_wait_tokens && n->tx_timer)
+        (void)evloop_timer_arm(n->tx_timer, 1000, 0);
 }
 
 static void tx_more(void *opaque)

@@ -8,6 +8,7 @@
 
 #include "common/parse.h"
 #include "kvm/guest_mem.h"
+#include "vmm/api.h"
 
 static int parse_mem(const char *v, struct vm_config *args, struct wisp_err *err)
 {
@@ -155,6 +156,29 @@ static int parse_test_socket(const char *v, struct vm_config *args, struct wisp_
     return parse_path("--test-socket", v, &args->test_socket, err);
 }
 
+static int parse_api_sock(const char *v, struct vm_config *args, struct wisp_err *err)
+{
+    return parse_path("--api-sock", v, &args->api.api_sock, err);
+}
+
+static int parse_config_file(const char *v, struct vm_config *args, struct wisp_err *err)
+{
+    return parse_path("--config-file", v, &args->api.config_file, err);
+}
+
+/* --id: the instance id GET / reports (Firecracker's --id: 1 to 64 characters). */
+static int parse_id(const char *v, struct vm_config *args, struct wisp_err *err)
+{
+    size_t n = strlen(v);
+    if (n == 0 || n > 64 ||
+        strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                  "0123456789_-.") != n)
+        return wisp_err_set(err, EINVAL,
+                            "--id: '%s' is not 1 to 64 letters, digits, '_', '-' or '.'", v);
+    args->api.id = v;
+    return 0;
+}
+
 static int set_help(const char *v, struct vm_config *args, struct wisp_err *err)
 {
     args->action = VMM_HELP;
@@ -211,6 +235,9 @@ static const struct option options[] = {
     {"--net", NULL, OPT_VALUE, parse_net},
     {"--cmdline-devices", NULL, OPT_VALUE, parse_cmdline_devices},
     {"--test-socket", NULL, OPT_VALUE, parse_test_socket},
+    {"--api-sock", NULL, OPT_VALUE, parse_api_sock},
+    {"--config-file", NULL, OPT_VALUE, parse_config_file},
+    {"--id", NULL, OPT_VALUE, parse_id},
     {"--boot-marker", NULL, OPT_FLAG, set_boot_marker},
     {"--debug", NULL, OPT_FLAG, set_debug},
     {"--async-teardown", NULL, OPT_FLAG, set_async_teardown},
@@ -261,18 +288,36 @@ static int check_combination(const struct vm_config *args, struct wisp_err *err)
     int r = vm_config_check(args, err);
     if (r < 0)
         return r;
-    if (!args->kernel && !args->test_socket)
-        return wisp_err_set(err, EINVAL, "--kernel: missing (the kernel to boot is required)");
+    if (!args->kernel && !args->test_socket && !args->api.api_sock)
+        return wisp_err_set(err, EINVAL,
+                            "--kernel: missing (the kernel to boot is required, from --kernel, "
+                            "the boot-source of a --config-file, or later through --api-sock)");
     return 0;
 }
 
-int vmm_args_parse(int argc, char *const argv[], struct vm_config *args, struct wisp_err *err)
+static int apply_args(int argc, char *const argv[], struct vm_config *args, struct wisp_err *err)
 {
-    vm_config_init(args);
     for (int i = 1; i < argc; i++) {
         int r = apply_arg(argc, argv, &i, args, err);
         if (r < 0)
             return r;
     }
-    return check_combination(args, err);
+    return 0;
+}
+
+/* With --config-file, the file is applied first and the options again over it: an option on
+ * the command line wins over the file (drives and NICs of both are added, the file's first). */
+int vmm_args_parse(int argc, char *const argv[], struct vm_config *args, struct wisp_err *err)
+{
+    vm_config_init(args);
+    int r = apply_args(argc, argv, args, err);
+    if (r < 0 || args->action != VMM_RUN || !args->api.config_file)
+        return r < 0 ? r : check_combination(args, err);
+    const char *file = args->api.config_file;
+    vm_config_free(args);
+    vm_config_init(args);
+    r = vm_config_load_file(args, file, err);
+    if (r == 0)
+        r = apply_args(argc, argv, args, err);
+    return r < 0 ? r : check_combination(args, err);
 }

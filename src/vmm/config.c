@@ -36,6 +36,22 @@ char *vm_config_strdup(struct vm_config *cfg, const char *s, struct wisp_err *er
     return copy;
 }
 
+int vm_config_set_string(struct vm_config *cfg, const char **slot, const char *s,
+                         struct wisp_err *err)
+{
+    char *copy = NULL;
+    if (s && !(copy = vm_config_strdup(cfg, s, err)))
+        return -ENOMEM;
+    for (unsigned i = 0; *slot && i + 1 < cfg->nr_owned; i++)
+        if (cfg->owned[i] == *slot) { /* the old copy: no one else points into it */
+            free(cfg->owned[i]);
+            cfg->owned[i] = cfg->owned[--cfg->nr_owned];
+            break;
+        }
+    *slot = copy;
+    return 0;
+}
+
 void vm_config_free(struct vm_config *cfg)
 {
     for (unsigned i = 0; i < cfg->nr_owned; i++)

@@ -34,6 +34,48 @@ enum vmm_console {
     VMM_CONSOLE_VIRTIO, /* virtio-console port 0 (hvc0); COM1 then discards its output */
 };
 
+/* Firecracker's TokenBucket: `size` tokens, refilled in refill_time_ms; one_time_burst extra
+ * tokens at the start. size or refill_time_ms 0: no limit. */
+struct fc_token_bucket {
+    uint64_t size, one_time_burst, refill_time_ms;
+};
+/* Firecracker's RateLimiter: bytes (bandwidth) and operations (ops), each optional. */
+struct fc_rate_limiter {
+    bool has_bandwidth, has_ops;
+    struct fc_token_bucket bandwidth, ops;
+};
+
+/* What the API and --config-file say about a drive beyond its virtio_blk_params. */
+struct vm_drive_api {
+    bool is_root_device; /* the kernel gets root=/dev/vdX (or PARTUUID=) unless it has root= */
+    const char *partuuid;
+    bool has_rate_limiter; /* rate_limiter was given (its limits are in the params) */
+    struct fc_rate_limiter rate_limiter;
+};
+
+/* The same for a NIC: the rate limiters as they were given (their limits are in the params). */
+struct vm_nic_api {
+    bool has_rx, has_tx;
+    struct fc_rate_limiter rx, tx;
+};
+
+/* Firecracker's resources that are not the machine (docs/api.md). */
+struct vm_api_config {
+    const char *id;          /* --id: the instance id (GET /); NULL: "anonymous-instance" */
+    const char *api_sock;    /* --api-sock: serve the API there */
+    const char *config_file; /* --config-file: configured (and booted) from it */
+    const char *boot_args;   /* PUT /boot-source boot_args; cmdline is built from it at start */
+    struct vm_drive_api drives[VMM_MAX_DRIVES]; /* beside drives[] */
+    struct vm_nic_api nics[VMM_MAX_NICS];       /* beside nics[] */
+    bool rng_rate_limited;                      /* entropy's rate_limiter was given */
+    struct fc_rate_limiter rng_rate_limiter;
+    bool logger_set;
+    const char *log_path; /* NULL: stderr */
+    int log_level;        /* enum wisp_log_level */
+    bool log_show_level, log_show_origin;
+    const char *metrics_path;
+};
+
 /*
  * The machine's configuration: what the command line (vmm_args_parse), a --config-file or the
  * API (docs/api.md) describe, and from which vmm_start() builds the machine. Strings point into
@@ -63,6 +105,8 @@ struct vm_config {
     bool debug;
     bool async_teardown;    /* hand the VM's teardown to a helper process (machine.h) */
     bool track_dirty_pages; /* KVM's dirty log, for diff snapshots (machine-config) */
+    /* the API's and --config-file's own resources (docs/api.md) */
+    struct vm_api_config api;
 };
 
 /* Defaults: 128 MiB, 1 vCPU, serial on stdio, devices on the kernel command line. */
@@ -70,6 +114,10 @@ void vm_config_init(struct vm_config *cfg);
 /* A copy of s (or of its first len bytes, len >= 0) that lives as long as cfg; NULL (err set)
  * when out of memory. */
 char *vm_config_strdup(struct vm_config *cfg, const char *s, struct wisp_err *err);
+/* Sets *slot to a copy of s (NULL: to NULL) and frees the copy *slot held if cfg owned it:
+ * for values the API sets again and again. -ENOMEM with err. */
+int vm_config_set_string(struct vm_config *cfg, const char **slot, const char *s,
+                         struct wisp_err *err);
 /* Frees the copies the configuration owns (also after a failed parse). */
 void vm_config_free(struct vm_config *cfg);
 /* Checks that need the whole configuration (two devices with one id). -EINVAL with err. */

@@ -12,6 +12,7 @@
 #include "common/chardev.h"
 #include "common/io.h"
 #include "common/log.h"
+#include "vmm/api.h"
 #include "vmm/args.h"
 #include "vmm/machine.h"
 #include "vmm/vmm.h"
@@ -24,7 +25,7 @@
 
 static void print_error(const struct wisp_err *err)
 {
-    wisp_log("%s", err->msg);
+    wisp_log_error("%s", err->msg);
     wisp_log_flush(LOG_FLUSH_MS);
 }
 
@@ -49,22 +50,29 @@ static void install_fatal_handlers(void)
         sigaction(sigs[i], &sa, NULL);
 }
 
+/* The VM from the configuration: booted at once when it names a kernel (flags or a config
+ * file), else configured and started through the API (--api-sock). */
 static int run(struct vm_config *cfg, const struct timespec *start)
 {
     struct wisp_err err = {0};
     struct vmm v;
-    if (vmm_init(&v, cfg, start, &err) < 0) {
+    struct vmm_api api = {0};
+    if (vmm_init(&v, cfg, start, &err) < 0 ||
+        vmm_api_start(&api, &v, cfg->api.api_sock, &err) < 0) {
         vmm_destroy(&v);
         print_error(&err);
         return EXIT_RUNTIME;
     }
     bool usage = false;
-    if (vmm_start(&v, &usage, &err) < 0) {
+    if ((cfg->kernel || cfg->test_socket) &&
+        (vm_config_prepare_start(cfg, &err) < 0 || vmm_start(&v, &usage, &err) < 0)) {
+        vmm_api_stop(&api);
         vmm_destroy(&v);
         print_error(&err);
         return usage ? EXIT_USAGE : EXIT_RUNTIME;
     }
     int status = vmm_run(&v);
+    vmm_api_stop(&api);
     vmm_destroy(&v);
     wisp_log_flush(LOG_FLUSH_MS);
     return status;

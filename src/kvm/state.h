@@ -4,6 +4,7 @@
 #define WISP_KVM_STATE_H
 
 #include <linux/kvm.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "common/err.h"
@@ -61,10 +62,12 @@ struct kvm_vm_state {
 };
 
 /* The in-kernel devices, with every vCPU paused. Restore after the vCPUs were restored. The
- * clock is restored as it was (the guest sees no time pass while it was saved; KVM's
- * KVM_CLOCK_REALTIME adjustment is not asked for). */
+ * clock is restored as it was (the guest sees no time pass while it was saved), or with
+ * clock_realtime advanced by the real time elapsed since (KVM_CLOCK_REALTIME: the snapshot's
+ * host must have reported real time with its clock, which needs a TSC-based host clock). */
 int kvm_vm_save_state(const struct vm *vm, struct kvm_vm_state *s, struct wisp_err *err);
-int kvm_vm_restore_state(const struct vm *vm, const struct kvm_vm_state *s, struct wisp_err *err);
+int kvm_vm_restore_state(const struct vm *vm, const struct kvm_vm_state *s, bool clock_realtime,
+                         struct wisp_err *err);
 void kvm_vm_state_write(const struct kvm_vm_state *s, struct state_writer *w);
 int kvm_vm_state_read(struct kvm_vm_state *s, struct state_reader *r, struct wisp_err *err);
 

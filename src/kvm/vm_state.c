@@ -24,9 +24,18 @@ int kvm_vm_save_state(const struct vm *vm, struct kvm_vm_state *s, struct wisp_e
     return r < 0 ? r : 0;
 }
 
-int kvm_vm_restore_state(const struct vm *vm, const struct kvm_vm_state *s, struct wisp_err *err)
+int kvm_vm_restore_state(const struct vm *vm, const struct kvm_vm_state *s, bool clock_realtime,
+                         struct wisp_err *err)
 {
     struct kvm_clock_data clock = {.clock = s->clock.clock}; /* no flags: as it was */
+    if (clock_realtime) {
+        if (!(s->clock.flags & KVM_CLOCK_REALTIME))
+            return wisp_err_set(err, EINVAL,
+                                "clock_realtime: the snapshot's clock carries no real time (its "
+                                "host's clock source is not the TSC)");
+        clock.flags = KVM_CLOCK_REALTIME;
+        clock.realtime = s->clock.realtime;
+    }
     int r = KVM_IOCTL(vm->fd, KVM_SET_PIT2, &s->pit, err);
     if (r == 0)
         r = KVM_IOCTL(vm->fd, KVM_SET_CLOCK, &clock, err);

@@ -17,11 +17,13 @@
 #include "wisp-config.h"
 
 /* handlers of other files */
-void api_put_actions(struct api_request *req, void *opaque); /* api.c */
-void api_patch_vm(struct api_request *req, void *opaque);    /* api.c */
-void api_patch_drive(struct api_request *req, void *opaque); /* api_runtime.c */
-void api_patch_nic(struct api_request *req, void *opaque);   /* api_runtime.c */
-void api_put_metrics(struct api_request *req, void *opaque); /* api_runtime.c */
+void api_put_actions(struct api_request *req, void *opaque);         /* api.c */
+void api_patch_vm(struct api_request *req, void *opaque);            /* api.c */
+void api_patch_drive(struct api_request *req, void *opaque);         /* api_runtime.c */
+void api_patch_nic(struct api_request *req, void *opaque);           /* api_runtime.c */
+void api_put_metrics(struct api_request *req, void *opaque);         /* api_runtime.c */
+void api_put_snapshot_create(struct api_request *req, void *opaque); /* snapshot_api.c */
+void api_put_snapshot_load(struct api_request *req, void *opaque);   /* snapshot_api.c */
 
 /* ---- reading ------------------------------------------------------------------------------ */
 
@@ -193,6 +195,8 @@ static const struct api_route routes[] = {
     {"PUT", "/metrics", api_put_metrics},
     {"PUT", "/actions", api_put_actions},
     {"PATCH", "/vm", api_patch_vm},
+    {"PUT", "/snapshot/create", api_put_snapshot_create},
+    {"PUT", "/snapshot/load", api_put_snapshot_load},
     {"PUT", "/wisp", api_put_wisp},
     {"PUT", "/vsock", api_not_supported},
     {"PUT", "/balloon", api_not_supported},

@@ -30,7 +30,15 @@ struct snapshot_net_override {
     const char *host_dev_name; /* the tap this restored VM uses instead */
 };
 
-#define SNAPSHOT_MAX_OVERRIDES 8
+/* wisp's extension: a drive of the snapshot opens another image (a clone's own qcow2 overlay
+ * on the snapshot's image, `wisp-img create -f qcow2 -b base -F raw overlay`). The image must
+ * have the drive's size. */
+struct snapshot_drive_override {
+    const char *drive_id;     /* a drive of the snapshot */
+    const char *path_on_host; /* the image this restored VM uses instead */
+};
+
+#define SNAPSHOT_MAX_OVERRIDES 16
 
 struct snapshot_load_params {
     const char *snapshot_path;
@@ -38,8 +46,11 @@ struct snapshot_load_params {
     const char *backend_path;
     bool resume_vm;
     bool track_dirty_pages;
+    bool clock_realtime; /* kvmclock advanced by the real time since the snapshot */
     struct snapshot_net_override overrides[SNAPSHOT_MAX_OVERRIDES];
     unsigned nr_overrides;
+    struct snapshot_drive_override drive_overrides[SNAPSHOT_MAX_OVERRIDES];
+    unsigned nr_drive_overrides;
 };
 
 /* Called on the main loop when a snapshot is written (result 0) or failed (-errno, err). */

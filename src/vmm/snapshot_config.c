@@ -44,6 +44,10 @@ static void write_nic(const struct virtio_net_params *n, const uint8_t mac[6],
     state_put_u64(w, n->tx_bps);
     state_put_u64(w, n->rx_burst);
     state_put_u64(w, n->tx_burst);
+    const uint64_t more[] = {n->rx_ops,      n->tx_ops,      n->rx_ops_burst, n->tx_ops_burst,
+                             n->rx_bps_once, n->tx_bps_once, n->rx_ops_once,  n->tx_ops_once};
+    for (size_t i = 0; i < sizeof(more) / sizeof(more[0]); i++)
+        state_put_u64(w, more[i]);
 }
 
 int snapshot_config_write(const struct vm_config *cfg, const struct machine *m,
@@ -131,6 +135,10 @@ static void read_nic(struct vm_config *cfg, struct virtio_net_params *n, struct 
     n->tx_bps = state_get_u64(r);
     n->rx_burst = state_get_u64(r);
     n->tx_burst = state_get_u64(r);
+    uint64_t *more[] = {&n->rx_ops,      &n->tx_ops,      &n->rx_ops_burst, &n->tx_ops_burst,
+                        &n->rx_bps_once, &n->tx_bps_once, &n->rx_ops_once,  &n->tx_ops_once};
+    for (size_t i = 0; i < sizeof(more) / sizeof(more[0]); i++)
+        *more[i] = state_get_u64(r);
     if (vhost > VIRTIO_NET_VHOST_AUTO || vhost == VIRTIO_NET_VHOST_ON)
         state_reader_fail(r, "a NIC's vhost mode is unknown or not implemented");
     n->vhost = (enum virtio_net_vhost)vhost;

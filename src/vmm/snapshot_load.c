@@ -74,22 +74,51 @@ static int check_params(const struct snapshot_load_params *p, struct wisp_err *e
         return wisp_err_set(err, EINVAL, "snapshot_path: missing");
     if (!p->backend_path || !*p->backend_path)
         return wisp_err_set(err, EINVAL, "mem_backend: backend_path: missing");
-    if (p->nr_overrides > SNAPSHOT_MAX_OVERRIDES)
-        return wisp_err_set(err, EINVAL, "network_overrides: more than %u", SNAPSHOT_MAX_OVERRIDES);
+    if (p->nr_overrides > SNAPSHOT_MAX_OVERRIDES || p->nr_drive_overrides > SNAPSHOT_MAX_OVERRIDES)
+        return wisp_err_set(err, EINVAL, "%s: more than %u",
+                            p->nr_overrides > SNAPSHOT_MAX_OVERRIDES ? "network_overrides"
+                                                                     : "drive_overrides",
+                            SNAPSHOT_MAX_OVERRIDES);
     for (unsigned i = 0; i < p->nr_overrides; i++)
         if (!p->overrides[i].iface_id || !*p->overrides[i].iface_id ||
             !p->overrides[i].host_dev_name || !*p->overrides[i].host_dev_name)
             return wisp_err_set(
                 err, EINVAL, "network_overrides[%u]: iface_id and host_dev_name are required", i);
+    for (unsigned i = 0; i < p->nr_drive_overrides; i++)
+        if (!p->drive_overrides[i].drive_id || !*p->drive_overrides[i].drive_id ||
+            !p->drive_overrides[i].path_on_host || !*p->drive_overrides[i].path_on_host)
+            return wisp_err_set(err, EINVAL,
+                                "drive_overrides[%u]: drive_id and path_on_host are required", i);
     return 0;
 }
 
-/* The NIC's name in the machine: its id, else "netN" (machine_devices.c). */
-static bool nic_named(const struct vm_config *cfg, unsigned i, const char *name)
+/* A device's name in the machine: its id, else "netN" / "blkN" (machine_devices.c). */
+static bool named(const char *id, const char *prefix, unsigned i, const char *name)
 {
     char dflt[16];
-    snprintf(dflt, sizeof(dflt), "net%u", i);
-    return !strcmp(cfg->nics[i].id ? cfg->nics[i].id : dflt, name);
+    snprintf(dflt, sizeof(dflt), "%s%u", prefix, i);
+    return !strcmp(id ? id : dflt, name);
+}
+
+static int apply_drive_overrides(struct vm_config *cfg, const struct snapshot_load_params *p,
+                                 struct wisp_err *err)
+{
+    for (unsigned o = 0; o < p->nr_drive_overrides; o++) {
+        const struct snapshot_drive_override *ov = &p->drive_overrides[o];
+        unsigned i = 0;
+        while (i < cfg->nr_drives && !named(cfg->drives[i].id, "blk", i, ov->drive_id))
+            i++;
+        if (i == cfg->nr_drives)
+            return wisp_err_set(err, EINVAL,
+                                "drive_overrides: drive_id %s: the snapshot has no such drive "
+                                "(it has %u)",
+                                ov->drive_id, cfg->nr_drives);
+        cfg->drives[i].path = vm_config_strdup(cfg, ov->path_on_host, err);
+        if (!cfg->drives[i].path)
+            return -ENOMEM;
+        cfg->drives[i].format = NULL; /* an overlay is qcow2 over a raw image: probed */
+    }
+    return 0;
 }
 
 static int apply_overrides(struct vm_config *cfg, const struct snapshot_load_params *p,
@@ -98,7 +127,7 @@ static int apply_overrides(struct vm_config *cfg, const struct snapshot_load_par
     for (unsigned o = 0; o < p->nr_overrides; o++) {
         const struct snapshot_net_override *ov = &p->overrides[o];
         unsigned i = 0;
-        while (i < cfg->nr_nics && !nic_named(cfg, i, ov->iface_id))
+        while (i < cfg->nr_nics && !named(cfg->nics[i].id, "net", i, ov->iface_id))
             i++;
         if (i == cfg->nr_nics)
             return wisp_err_set(err, EINVAL,
@@ -113,7 +142,7 @@ static int apply_overrides(struct vm_config *cfg, const struct snapshot_load_par
         if (!(cfg->nics[i].tap = vm_config_strdup(cfg, ov->host_dev_name, err)))
             return -ENOMEM;
     }
-    return 0;
+    return apply_drive_overrides(cfg, p, err);
 }
 
 /* The machine: the snapshot's guest side, this process's host side (console, --debug, ...). */
@@ -246,7 +275,7 @@ static int load_device(struct device *dev, struct device_image *d, struct wisp_e
 static int restore_machine(void *opaque, struct machine *m, struct wisp_err *err)
 {
     struct load_ctx *c = opaque;
-    int r = kvm_vm_restore_state(&m->vm, &c->vm, err);
+    int r = kvm_vm_restore_state(&m->vm, &c->vm, c->p->clock_realtime, err);
     for (unsigned k = 0; r == 0 && k < c->nr_devices; k++) {
         struct device *dev = device_list_find(&m->devices, c->devices[k].name);
         r = dev ? load_device(dev, &c->devices[k], err)

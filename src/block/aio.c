@@ -172,19 +172,22 @@ static void *pool_worker(void *opaque)
     struct block_dev *bs = opaque;
     struct block_aio_ctx *c = bs->aio;
     pthread_mutex_lock(&c->lock);
+    c->idle_threads++;
     for (;;) {
-        c->idle_threads++;
         while (!c->work.head && !c->stop)
             pthread_cond_wait(&c->work_cond, &c->lock);
-        c->idle_threads--;
         if (c->stop)
             break;
+        c->idle_threads--;
         struct aio_item *it = queue_pop(&c->work);
         pthread_mutex_unlock(&c->lock);
         it->ret = aio_execute(bs, it->req);
         pthread_mutex_lock(&c->lock);
         c->pool_inflight--;
         queue_push(&c->done, it);
+        /* idle again from here: pool_grow() must not start a thread for the next request while
+         * this one drops the lock below to wake the poller */
+        c->idle_threads++;
         event_signal(c); /* under the lock: block_aio_event_fd() sets event_fd under it */
         /* Only a poller asleep is woken (a busy one finds the item), and with the lock dropped,
          * or it wakes only to wait for the lock: one more futex round trip and context switch

@@ -201,16 +201,22 @@ static void test_engine(enum block_aio_engine e, enum block_cache_mode cache)
     free(shadow), free(bufs), free(back);
 }
 
-/* This process's threads, io_uring's own workers (iou-*) left out. */
+/* This process's threads, io_uring's own workers left out: those carry PF_IO_WORKER (0x10) in
+ * the flags of their stat line from their creation (their iou-wrk-N name comes a moment later,
+ * so a name test would count a worker that is being started). */
 static unsigned threads_now(void)
 {
     unsigned n = 0;
     DIR *d = opendir("/proc/self/task");
     for (struct dirent *e; d && (e = readdir(d));) {
-        char path[300], comm[32] = "";
-        snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+        char path[300], line[1024];
+        snprintf(path, sizeof(path), "/proc/self/task/%s/stat", e->d_name);
         FILE *f = e->d_name[0] != '.' ? fopen(path, "r") : NULL;
-        if (f && fgets(comm, sizeof(comm), f) && strncmp(comm, "iou-", 4))
+        char *close_paren = f && fgets(line, sizeof(line), f) ? strrchr(line, ')') : NULL;
+        unsigned long flags = 0;
+        /* after "pid (comm)": state ppid pgrp session tty_nr tpgid flags */
+        if (close_paren && sscanf(close_paren + 1, " %*c %*d %*d %*d %*d %*d %lu", &flags) == 1 &&
+            !(flags & 0x10))
             n++;
         if (f)
             fclose(f);

@@ -5,6 +5,7 @@
  * Everything in the file is checked before anything is built; nothing is started on failure. */
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -393,8 +394,8 @@ int vmm_snapshot_load(struct vmm *v, const struct snapshot_load_params *p, struc
         load_fail(&c, err);
     if (r == 0)
         r = open_backend(&c, err);
-    if (r == 0)
-        r = build(&c, s, err);
+    if (r == 0 && (r = build(&c, s, err)) < 0)
+        load_fail(&c, err);
     if (r < 0) {
         if (c.uffd >= 0)
             close(c.uffd);
@@ -404,5 +405,7 @@ int vmm_snapshot_load(struct vmm *v, const struct snapshot_load_params *p, struc
     if (c.uffd_sock >= 0)
         close(c.uffd_sock);
     ctx_free(&c);
+    /* the file's bytes and the parsed states are freed: a clone keeps none of those pages */
+    malloc_trim(0);
     return r;
 }

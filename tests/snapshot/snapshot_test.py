@@ -13,10 +13,12 @@ user relies on:
              is in the image, and after the restore the guest reads back what it wrote
   damaged    damaged state files of every kind and wrong requests get a 400 naming the problem;
              the same process then loads the good snapshot
+  sigterm    SIGTERM while a snapshot is written ends wisp-vmm and leaves no partial file
   clones     20 clones of one idle snapshot share its memory (PSS, MemAvailable), each with its
              own tap and qcow2 overlay; each is distinct once it writes
-  linux      the kit's Linux, booted once to a shell, restored twice: each runs a command and
-             wisp-vmm exits with its status (restore time printed, not asserted)
+  linux      the kit's Linux (console on virtio-console, a NIC), booted once to a shell, restored
+             twice on taps of their own: each pings the host, runs a command, and wisp-vmm
+             exits with its status (restore time printed, not asserted)
 
   snapshot_test.py --build-dir DIR --case NAME
 """
@@ -356,6 +358,32 @@ def case_damaged(c):
     w.end()
 
 
+def case_sigterm(c):
+    """SIGTERM while the memory file is written: wisp-vmm ends at once, and leaves either a
+    complete snapshot or no file at all (never a temporary or half-written one)."""
+    v = c.start("src", ["--kernel", c.guest("snapshot_idle"), "--mem", "256"], stdin=True)
+    v.wait_for(r"^idle: ready$")
+    v.send("fill 1 32768\n")  # 128 MiB of pages that are not zero: the file takes a while
+    v.wait_for(r"^idle: filled 32768 pages", timeout=60)
+    pause(v)
+    snap, mem = c.path("t.snap"), c.path("t.mem")
+    import threading
+    t = threading.Thread(target=lambda: v.api("PUT", "/snapshot/create", {
+        "snapshot_path": snap, "mem_file_path": mem}), daemon=True)
+    t.start()
+    time.sleep(0.02)
+    t0 = time.monotonic()
+    rc = v.end(timeout=10)
+    took = time.monotonic() - t0
+    left = sorted(os.listdir(c.tmp))
+    partial = [f for f in left if ".tmp-" in f]
+    print(f"SIGTERM during the snapshot: status {rc} after {took * 1000:.0f} ms; files {left}")
+    if rc != 0 or partial:
+        raise Failure(f"status {rc}, temporary files left: {partial}")
+    if os.path.exists(snap) != os.path.exists(mem):
+        raise Failure("one of the two snapshot files is there without the other")
+
+
 # ---- clones -------------------------------------------------------------------------------
 
 def case_clones(c, n=20):
@@ -453,40 +481,55 @@ def kernel_dir():
 
 
 def case_linux(c):
+    """Linux with its console on virtio-console (hvc0) and a NIC on a bridge of a network
+    namespace of the test's own: booted once, snapshotted at a shell prompt, restored twice, each
+    restore on a tap of its own (network_overrides). Each clone reaches the bridge (ping), runs a
+    command typed on its console and wisp-vmm exits with the command's status."""
     kdir = kernel_dir()
     if not kdir:
         print("SKIP: the guest kernel is not built (guest/kernel/build.sh)")
         return SKIP
+    sys.path.insert(0, os.path.join(REPO, "tests", "virtio"))
+    import netns
+    netns.enter()
+    bridge = netns.Bridge()
+    for tap in ("wsnl0", "wsnl1", "wsnl2"):
+        bridge.add_tap(tap)
     initrd = c.path("initramfs.cpio")
     subprocess.run([os.path.join(REPO, "scripts/wisp-mkinitramfs"), "-o", initrd, "--init", c.init,
-                    "--applets", "sh,echo,cat"], check=True, capture_output=True)
+                    "--applets", "sh,echo,ip,ping"], check=True, capture_output=True)
     extra = subprocess.run([os.path.join(REPO, "guest/kernel/cmdline-extra")], capture_output=True,
                            text=True, check=True).stdout.strip()
     t0 = time.monotonic()
     src = c.start("linux", ["--kernel", os.path.join(kdir, "vmlinux"), "--initrd", initrd, "--mem",
-                            "128", "--cmdline", f"console=ttyS0 reboot=k panic=-1 quiet {extra} -- "
-                            "/bin/sh"], stdin=True)
+                            "128", "--console", "virtio", "--net", "tap=wsnl0", "--cmdline",
+                            f"console=hvc0 reboot=k panic=-1 quiet {extra} -- /bin/sh"],
+                  stdin=True)
     src.wait_for(r"# ", timeout=300)
-    src.send("echo booted-$((20+22))\n")
-    src.wait_for(r"^booted-42", timeout=120)
+    src.send(f"ip addr add 198.51.100.2/24 dev eth0; ip link set eth0 up; "
+             f"ping -c 1 -W 10 {netns.HOST_IP} >/dev/null && echo booted-$((20+22))\n")
+    src.wait_for(r"^booted-42", timeout=180)
     boot_s = time.monotonic() - t0
     pause(src)
     snap, mem = c.path("linux.snap"), c.path("linux.mem")
     snapshot(src, snap, mem)
     src.end()
-    print(f"Linux booted to a shell in {boot_s:.1f} s; snapshot taken")
+    print(f"Linux booted to a shell and reached the bridge in {boot_s:.1f} s; snapshot taken")
     for i, status in enumerate((7, 9)):
         v = c.start(f"linux-restore{i}", stdin=True)
         t = time.monotonic()
-        v.expect("PUT", "/snapshot/load", load_body(snap, mem))
+        v.expect("PUT", "/snapshot/load", load_body(snap, mem, network_overrides=[
+            {"iface_id": "net0", "host_dev_name": f"wsnl{i + 1}"}]))
         load_ms = (time.monotonic() - t) * 1000
-        v.send(f"echo restored-$((100+{i})); exit {status}\n")
-        rc = v.wait(120)
+        v.send(f"ping -c 1 -W 10 {netns.HOST_IP} >/dev/null && echo restored-$((100+{i})); "
+               f"exit {status}\n")
+        rc = v.wait(180)
         if rc != status or f"restored-{100 + i}" not in v.stdout():
             raise Failure(f"restore {i}: status {rc}, expected {status}; output "
                           f"{v.stdout()[-300:]!r}")
         print(f"restore {i}: PUT /snapshot/load answered in {load_ms:.1f} ms (the boot took "
-              f"{boot_s:.1f} s); the command ran and wisp-vmm exited with its status {rc}")
+              f"{boot_s:.1f} s); on tap wsnl{i + 1} it reached the bridge, ran the command, and "
+              f"wisp-vmm exited with its status {rc}")
 
 
 def main():
@@ -496,7 +539,8 @@ def main():
     a = ap.parse_args()
     cases = {"count": case_count, "uffd": case_uffd, "diff": case_diff,
              "blk-raw": lambda c: case_blk(c, "raw"), "blk-qcow2": lambda c: case_blk(c, "qcow2"),
-             "damaged": case_damaged, "clones": case_clones, "linux": case_linux}
+             "damaged": case_damaged, "sigterm": case_sigterm, "clones": case_clones,
+             "linux": case_linux}
     with tempfile.TemporaryDirectory(prefix="wisp-snap-", dir="/var/tmp") as tmp:
         try:
             rc = cases[a.case](Ctx(os.path.abspath(a.build_dir), tmp))

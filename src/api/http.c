@@ -160,6 +160,10 @@ static void server_notify_connection(void *cls, struct MHD_Connection *connectio
     free(c);
     if (--s->nr_conns == 0)
         (void)evloop_timer_arm(s->deadline_timer, 0, 0);
+    /* at the connection limit libmicrohttpd stops watching the listen socket and watches it
+     * again in its next run: make that run come, for the clients waiting in the backlog */
+    if (s->nr_conns + 1 >= s->limits.max_connections)
+        server_kick(s);
 }
 
 #pragma GCC diagnostic push

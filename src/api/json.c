@@ -9,7 +9,7 @@ int api_json_parse_object(const char *text, size_t len, const char *where, json_
                           struct wisp_err *err)
 {
     json_error_t je;
-    json_t *j = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
+    json_t *j = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
     if (!j)
         return wisp_err_set(err, EINVAL, "%s: malformed JSON at line %d, column %d: %s", where,
                             je.line, je.column, je.text);

@@ -6,7 +6,7 @@
  *          changed (a PATCH /drives/{id} with a new path_on_host), reads them again
  *          ("media: 1 <text> <sectors>") and ends with status 0; the text is the first bytes of
  *          sector 0, up to the first NUL or newline (at most 32)
- * Prints "api-guest: ready <mode>" first. */
+ * Prints "api-guest: ready <mode>" and "api-guest: cmdline <the kernel command line>" first. */
 #include "guest.h"
 #include "virtio.h"
 
@@ -83,6 +83,7 @@ void guest_main(void)
     char mode[16] = "count";
     guest_cmdline_get("api.mode", mode, sizeof(mode));
     guest_printf("api-guest: ready %s\n", mode);
+    guest_printf("api-guest: cmdline %s\n", guest_cmdline());
     if (!strcmp(mode, "media"))
         media();
     else

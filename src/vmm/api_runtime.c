@@ -10,6 +10,7 @@
 #include "virtio/net.h"
 #include "vmm/api.h"
 #include "vmm/metrics.h"
+#include "vmm/snapshot.h"
 #include "vmm/vmm.h"
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
@@ -21,6 +22,11 @@ void api_put_metrics(struct api_request *req, void *opaque);
 /* Firecracker's answer to a PATCH before the start. */
 static bool after_start(struct vmm_api *a, struct api_request *req, const char *what)
 {
+    if (vmm_snapshot_busy(a->v)) { /* the devices are quiesced and being saved */
+        api_reply_error(req, 400, "PATCH of %s: a snapshot is being written, try again after it",
+                        what);
+        return false;
+    }
     if (a->v->state == VMM_RUNNING || a->v->state == VMM_PAUSED)
         return true;
     api_reply_error(req, 400,

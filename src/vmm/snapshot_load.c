@@ -156,6 +156,7 @@ static int read_config(struct load_ctx *c, struct vm_config *cfg, struct wisp_er
     cfg->boot_marker = host->boot_marker;
     cfg->debug = host->debug;
     cfg->async_teardown = host->async_teardown;
+    cfg->api = host->api; /* --id, the API socket, logger and metrics: this process's */
     cfg->track_dirty_pages = c->p->track_dirty_pages;
     const struct snapshot_section *s = snapshot_image_find(&c->img, SNAP_TAG_CONFIG, 0);
     if (!s || snapshot_image_count(&c->img, SNAP_TAG_CONFIG) != 1)

@@ -33,6 +33,8 @@ struct qtest;
  *              the VM ends, stops and joins every other thread
  *   vcpuN      KVM_RUN and the port/MMIO exits of that vCPU (device register accesses)
  *   out-*      one per output buffer (console, log): blocking write()s, nothing else
+ *   snapshot   while PUT /snapshot/create runs (vmm/snapshot_create.c): quiesces the
+ *              devices, takes the state (vCPUs' on their own threads), writes the files
  * A vCPU thread never waits for another thread's I/O: console output goes through an outbuf,
  * logs through wisp_log().
  */

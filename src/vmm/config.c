@@ -42,7 +42,8 @@ int vm_config_set_string(struct vm_config *cfg, const char **slot, const char *s
     char *copy = NULL;
     if (s && !(copy = vm_config_strdup(cfg, s, err)))
         return -ENOMEM;
-    for (unsigned i = 0; *slot && i + 1 < cfg->nr_owned; i++)
+    unsigned others = cfg->nr_owned - (copy ? 1 : 0); /* not the new copy */
+    for (unsigned i = 0; *slot && i < others; i++)
         if (cfg->owned[i] == *slot) { /* the old copy: no one else points into it */
             free(cfg->owned[i]);
             cfg->owned[i] = cfg->owned[--cfg->nr_owned];

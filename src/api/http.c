@@ -4,6 +4,7 @@
 #include "api/http.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <microhttpd.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -25,6 +26,7 @@
 #define API_DEFAULT_DEADLINE 10
 #define API_IDLE_TIMEOUT_S   60 /* libmicrohttpd's own backstop; the deadline comes first */
 #define API_LISTEN_BACKLOG   128
+#define API_TMP_SUFFIX       ".%06u~" /* the temporary name beside the path (the pid) */
 
 /* One connection (libmicrohttpd's socket context), for the request deadline. */
 struct api_conn {
@@ -474,31 +476,37 @@ static void server_completed(void *cls, struct MHD_Connection *connection, void 
 /* ---- the server ------------------------------------------------------------------------ */
 
 /* The listen socket, bound with mode 0600 (fchmod before bind sets the mode the socket file
- * is created with, without touching the process's umask). */
+ * is created with, without touching the process's umask) under a temporary name beside PATH,
+ * listening, and only then renamed to PATH without replacing anything there: a client that
+ * sees the path can connect (no ECONNREFUSED between bind and listen). */
 static int server_listen(struct api_server *s, int *fd_out, struct wisp_err *err)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    if (strlen(s->path) >= sizeof(sa.sun_path))
-        return wisp_err_set(err, ENAMETOOLONG,
-                            "%s: longer than a unix socket path may be (%zu bytes)", s->path,
-                            sizeof(sa.sun_path) - 1);
-    memcpy(sa.sun_path, s->path, strlen(s->path) + 1);
+    size_t len = strlen(s->path);
+    if (len + sizeof(API_TMP_SUFFIX) > sizeof(sa.sun_path))
+        return wisp_err_set(err, ENAMETOOLONG, "%s: longer than %zu bytes (a unix socket path)",
+                            s->path, sizeof(sa.sun_path) - sizeof(API_TMP_SUFFIX));
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s" API_TMP_SUFFIX, s->path, (unsigned)getpid());
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return wisp_err_sys(err, errno, "%s: socket", s->path);
-    if (fchmod(fd, 0600) < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-        int e = errno;
+    int r = fchmod(fd, 0600) < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0
+                ? wisp_err_sys(err, errno, "%s: bind", sa.sun_path)
+                : 0;
+    bool bound = r == 0;
+    if (r == 0 && listen(fd, API_LISTEN_BACKLOG) < 0)
+        r = wisp_err_sys(err, errno, "%s: listen", s->path);
+    if (r == 0 && renameat2(AT_FDCWD, sa.sun_path, AT_FDCWD, s->path, RENAME_NOREPLACE) < 0)
+        r = errno == EEXIST
+                ? wisp_err_set(err, EEXIST, "%s: the path exists (remove it first)", s->path)
+                : wisp_err_sys(err, errno, "%s: rename", s->path);
+    if (r < 0) {
+        if (bound)
+            (void)unlink(sa.sun_path);
         close(fd);
-        if (e == EADDRINUSE)
-            return wisp_err_set(err, EEXIST, "%s: the path exists (remove it first)", s->path);
-        return wisp_err_sys(err, e, "%s: bind", s->path);
+        return r;
     }
     s->bound = true;
-    if (listen(fd, API_LISTEN_BACKLOG) < 0) {
-        int e = errno;
-        close(fd);
-        return wisp_err_sys(err, e, "%s: listen", s->path);
-    }
     *fd_out = fd;
     return 0;
 }

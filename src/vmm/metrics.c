@@ -119,6 +119,7 @@ static json_t *metrics_line(struct vmm_metrics *mt)
 
 int vmm_metrics_flush(struct vmm_metrics *mt, struct wisp_err *err)
 {
+    mt->lines++; /* this line's number */
     json_t *line = metrics_line(mt);
     char *text = line ? json_dumps(line, JSON_COMPACT) : NULL;
     json_decref(line);
@@ -126,7 +127,6 @@ int vmm_metrics_flush(struct vmm_metrics *mt, struct wisp_err *err)
         return wisp_err_set(err, ENOMEM, "metrics: out of memory");
     size_t len = strlen(text);
     text[len] = '\n'; /* json_dumps's NUL becomes the line's end */
-    mt->lines++;
     if (chardev_write_room(mt->out) < len + 1)
         mt->dropped++; /* whole lines or nothing */
     else

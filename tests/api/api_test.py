@@ -394,10 +394,43 @@ def not_http(v):
             check(b"larger than" in got, f"huge Content-Length: {got[:200]!r}")
 
 
+def stalled_metrics_reader(v, tmp):
+    """Metrics into a FIFO whose reader never reads: FlushMetrics is still answered at once
+    (lines that do not fit are dropped and counted), and what the reader gets are whole lines."""
+    fifo = os.path.join(tmp, "metrics.fifo")
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    v.expect("PUT", "/metrics", {"metrics_path": fifo})
+    for _ in range(1500):  # ~450 KB of lines: far more than the pipe and the buffer hold
+        v.expect("PUT", "/actions", {"action_type": "FlushMetrics"})
+    check(last_count(v) > 3, "the guest stopped")
+    def drain():
+        data = b""
+        for _ in range(40):  # until the writer thread has nothing more for a while
+            try:
+                chunk = os.read(reader, 65536)
+            except BlockingIOError:
+                time.sleep(0.05)
+                continue
+            data += chunk
+        return [json.loads(l) for l in data.decode().splitlines()]
+    lines = drain()
+    check(lines and all("utc_timestamp_ms" in l for l in lines), "metrics lines are not whole")
+    check(len(lines) < 1500, f"all {len(lines)} lines fit: the reader did not stall the output")
+    v.expect("PUT", "/actions", {"action_type": "FlushMetrics"})  # the reader reads again
+    last = drain()[-1]["wisp"]
+    os.close(reader)
+    check(last["lines_dropped"] == 1500 - len(lines) and last["lines"] == 1501,
+          f"{len(lines)} lines read, the next one says {last}")
+    return len(lines), last["lines_dropped"]
+
+
 def case_clients(args, tmp):
     v = Vmm(args.vmm, tmp)
     try:
         start_counting(v, args.guest, "api.us=20000")
+        got, dropped = stalled_metrics_reader(v, tmp)
+        print(f"metrics into a stalled FIFO: {got} lines read, {dropped} dropped by then")
         half_close(v)
         not_http(v)
         answered, closed = flood(v)

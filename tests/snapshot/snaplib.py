@@ -56,8 +56,10 @@ class Vmm:
         self.out, self.err = bytearray(), bytearray()
         self.t_first_out = None
         self.lock = threading.Condition()
-        for stream, buf in ((self.p.stdout, self.out), (self.p.stderr, self.err)):
-            threading.Thread(target=self._collect, args=(stream, buf), daemon=True).start()
+        self.readers = [threading.Thread(target=self._collect, args=(stream, buf), daemon=True)
+                        for stream, buf in ((self.p.stdout, self.out), (self.p.stderr, self.err))]
+        for t in self.readers:
+            t.start()
         deadline = time.monotonic() + 10
         while not self._listening():  # the file exists from bind(), connections from listen()
             if self.p.poll() is not None or time.monotonic() > deadline:
@@ -142,8 +144,14 @@ class Vmm:
         except subprocess.TimeoutExpired:
             self.p.kill()
             raise Failure(f"{self.name}: did not end within {timeout} s of signal {sig}")
-        time.sleep(0.05)  # the reader threads take the last bytes
+        self._drain()
         return rc
+
+    def _drain(self):
+        """The reader threads have taken every byte the process wrote (its pipes are closed:
+        what it printed is all in stdout() now, however late the threads ran)."""
+        for t in self.readers:
+            t.join(10)
 
     def wait(self, timeout=30):
         try:
@@ -152,7 +160,7 @@ class Vmm:
             self.p.kill()
             raise Failure(f"{self.name}: still running after {timeout} s; stdout ends with "
                           f"{self.stdout()[-400:]!r}")
-        time.sleep(0.05)
+        self._drain()
         return rc
 
 

@@ -16,7 +16,7 @@ user relies on:
   sigterm    SIGTERM while a snapshot is written ends wisp-vmm and leaves no partial file
   clones     20 clones of one idle snapshot share its memory (PSS, MemAvailable), each with its
              own tap and qcow2 overlay; each is distinct once it writes
-  linux      the kit's Linux (console on virtio-console, a NIC), booted once to a shell, restored
+  linux      the kit's Linux (2 vCPUs, console on virtio-console, a NIC), booted once to a shell, restored
              twice on taps of their own: each pings the host, runs a command, and wisp-vmm
              exits with its status (restore time printed, not asserted)
 
@@ -51,12 +51,23 @@ class Ctx:
         self.merge = os.path.join(build, "tools/wisp-snapshot-merge")
         self.guest = lambda name: os.path.join(build, "guest", name + ".elf")
         self.init = os.path.join(build, "guest/init/wisp-init")
+        self.children = []
 
     def path(self, name):
         return os.path.join(self.tmp, name)
 
     def start(self, name, args=(), **kw):
-        return Vmm(self.vmm, self.tmp, name, args, **kw)
+        v = Vmm(self.vmm, self.tmp, name, args, **kw)
+        self.children.append(v.p)
+        return v
+
+    def kill_all(self):
+        """Whatever a failed case left running: a child that keeps the test's stdout open would
+        make meson wait for it until the timeout."""
+        for p in self.children:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
 
 
 def snapshot(v, snap, mem, kind="Full"):
@@ -107,11 +118,9 @@ def snapshot_counter(c, name, extra=()):
     pause(v)
     snap, mem = c.path(name + ".snap"), c.path(name + ".mem")
     snapshot(v, snap, mem)
-    time.sleep(0.3)  # what the guest printed before the pause reaches stdout
-    before = v.stdout()
     if v.end() != 0:
         raise Failure("the snapshotted VM did not end with status 0 on SIGTERM")
-    return before, snap, mem
+    return v.stdout(), snap, mem  # all it printed: it was paused since
 
 
 def case_count(c):
@@ -143,27 +152,38 @@ def case_count(c):
     b.end()
 
 
+def start_handler(c, hs, mem, **kw):
+    """tools/wisp-uffd-handler on socket hs, once it listens."""
+    h = subprocess.Popen([c.handler, hs, mem], stdout=subprocess.DEVNULL, **kw)
+    c.children.append(h)
+    deadline = time.monotonic() + 10
+    while not os.path.exists(hs):
+        if h.poll() is not None or time.monotonic() > deadline:
+            raise Failure(f"the handler did not listen on {hs} (status {h.poll()})")
+        time.sleep(0.01)
+    return h
+
+
 def case_uffd(c):
     before, snap, mem = snapshot_counter(c, "src")
     hs = c.path("uffd.sock")
-    h = subprocess.Popen([c.handler, hs, mem], stderr=subprocess.PIPE, text=True)
-    while not os.path.exists(hs):
-        time.sleep(0.01)
+    h = start_handler(c, hs, mem, stderr=subprocess.PIPE, text=True)
     v = c.start("restore-uffd")
     v.expect("PUT", "/snapshot/load", load_body(snap, hs, backend="Uffd"))
     v.wait_for(r"^count \d*5$", timeout=20)
     time.sleep(0.2)
     expect_sequence(before, v.stdout(), "a restore served by the Uffd handler")
     v.end()
-    _, herr = h.communicate(timeout=10)
+    try:
+        _, herr = h.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        raise Failure("the handler did not end after wisp-vmm had ended (its socket closed)")
     served = re.search(r"served (\d+) pages", herr)
     if not served or int(served.group(1)) == 0:
         raise Failure(f"the handler served no page: {herr}")
-    print(f"the handler served {served.group(1)} pages")
+    print(f"the handler served {served.group(1)} pages", flush=True)
     # the handler dies under a running VM: the VM ends, status 1, with a message
-    h = subprocess.Popen([c.handler, hs, mem], stderr=subprocess.DEVNULL)
-    while not os.path.exists(hs):
-        time.sleep(0.01)
+    h = start_handler(c, hs, mem, stderr=subprocess.DEVNULL)
     v = c.start("restore-uffd-2")
     v.expect("PUT", "/snapshot/load", load_body(snap, hs, backend="Uffd"))
     v.wait_for(r"^count \d+$")
@@ -195,9 +215,8 @@ def case_diff(c):
     pause(v)
     diff_snap, diff_mem = c.path("diff.snap"), c.path("diff.mem")
     snapshot(v, diff_snap, diff_mem, "Diff")
-    time.sleep(0.3)
-    before = v.stdout()
     v.end()
+    before = v.stdout()
     full_b, diff_b = allocated(base_mem), allocated(diff_mem)
     print(f"full snapshot: {full_b >> 10} KiB allocated, diff: {diff_b >> 10} KiB "
           f"(both {os.path.getsize(diff_mem) >> 20} MiB long)")
@@ -256,9 +275,8 @@ def case_blk(c, fmt):
     pause(v)
     snap, mem = c.path("blk.snap"), c.path("blk.mem")
     snapshot(v, snap, mem)
-    time.sleep(0.3)
-    before = v.stdout()
     v.end()
+    before = v.stdout()
     whole = before[:before.rfind("\n") + 1]  # whole lines only
     done = [int(n) for n in re.findall(r"^blk wrote (\d+)$", whole, re.M)]
     check_image(c, image, fmt, done, f"{fmt}: at the snapshot")
@@ -481,7 +499,7 @@ def kernel_dir():
 
 
 def case_linux(c):
-    """Linux with its console on virtio-console (hvc0) and a NIC on a bridge of a network
+    """Linux on 2 vCPUs with its console on virtio-console (hvc0) and a NIC on a bridge of a network
     namespace of the test's own: booted once, snapshotted at a shell prompt, restored twice, each
     restore on a tap of its own (network_overrides). Each clone reaches the bridge (ping), runs a
     command typed on its console and wisp-vmm exits with the command's status."""
@@ -502,7 +520,8 @@ def case_linux(c):
                            text=True, check=True).stdout.strip()
     t0 = time.monotonic()
     src = c.start("linux", ["--kernel", os.path.join(kdir, "vmlinux"), "--initrd", initrd, "--mem",
-                            "128", "--console", "virtio", "--net", "tap=wsnl0", "--cmdline",
+                            "128", "--cpus", "2", "--console", "virtio", "--net", "tap=wsnl0",
+                            "--cmdline",
                             f"console=hvc0 reboot=k panic=-1 quiet {extra} -- /bin/sh"],
                   stdin=True)
     src.wait_for(r"# ", timeout=300)
@@ -537,16 +556,20 @@ def main():
     ap.add_argument("--build-dir", required=True)
     ap.add_argument("--case", required=True)
     a = ap.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # a test killed by its timeout still tells
     cases = {"count": case_count, "uffd": case_uffd, "diff": case_diff,
              "blk-raw": lambda c: case_blk(c, "raw"), "blk-qcow2": lambda c: case_blk(c, "qcow2"),
              "damaged": case_damaged, "sigterm": case_sigterm, "clones": case_clones,
              "linux": case_linux}
     with tempfile.TemporaryDirectory(prefix="wisp-snap-", dir="/var/tmp") as tmp:
+        c = Ctx(os.path.abspath(a.build_dir), tmp)
         try:
-            rc = cases[a.case](Ctx(os.path.abspath(a.build_dir), tmp))
+            rc = cases[a.case](c)
         except Failure as e:
             print(f"FAIL: {e}")
             return 1
+        finally:
+            c.kill_all()
     return rc or 0
 
 

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <stdint.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -72,5 +73,12 @@ int machine_teardown_async(struct machine *m)
         close(pipe_fds[1]);
         return -e;
     }
+    /* The heap goes now (a leak checker finds nothing at exit); the vCPU and VM fds and the
+     * guest memory's mappings stay for the exit and the helper. */
+    kvm_close(&m->kvm);
+    free(m->vcpus);
+    m->vcpus = NULL;
+    free(m->port_logged);
+    m->port_logged = NULL;
     return 0;
 }

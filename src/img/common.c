@@ -233,12 +233,23 @@ static int parse_one_opt(const char *k, const char *v, struct img_create_opts *o
     return -EINVAL;
 }
 
+/* Every copy img_parse_create_opts() made, reachable until exit (options point into them). */
+static struct kept_opts {
+    struct kept_opts *next;
+    char text[];
+} * kept_opts;
+
 /* "key=value,key=value"; the string is kept (values point into a private copy). */
 int img_parse_create_opts(const char *s, struct img_create_opts *o)
 {
-    char *copy = strdup(s); /* lives until exit: options point into it */
-    if (!copy)
+    size_t len = strlen(s);
+    struct kept_opts *k = malloc(sizeof(*k) + len + 1);
+    if (!k)
         return -ENOMEM;
+    memcpy(k->text, s, len + 1);
+    k->next = kept_opts;
+    kept_opts = k;
+    char *copy = k->text;
     for (char *save = NULL, *tok = strtok_r(copy, ",", &save); tok;
          tok = strtok_r(NULL, ",", &save)) {
         char *eq = strchr(tok, '=');

@@ -23,6 +23,7 @@
 
 #include "block/block.h"
 #include "block/qcow2.h"
+#include "common/cleanup.h"
 
 static int die(const struct wisp_err *e)
 {
@@ -156,7 +157,14 @@ static int cmd_verify(const char *img, const char *log)
     struct block_dev *bs;
     if (open_img(&bs, img, true, &e) < 0)
         return die(&e);
-    uint64_t blocks = bs->size / 4096, *owner = calloc(blocks, 8), *flushed = calloc(blocks, 8);
+    uint64_t blocks = bs->size / 4096;
+    cleanup_free uint64_t *owner = calloc(blocks ? blocks : 1, 8);
+    cleanup_free uint64_t *flushed = calloc(blocks ? blocks : 1, 8);
+    if (!owner || !flushed) {
+        block_close(bs);
+        fprintf(stderr, "qcow2_tool: out of memory for %" PRIu64 " blocks\n", blocks);
+        return 1;
+    }
     FILE *lf = fopen(log, "r");
     char line[128];
     while (lf && fgets(line, sizeof(line), lf)) {
@@ -167,6 +175,8 @@ static int cmd_verify(const char *img, const char *log)
         else if (line[0] == 'f')
             memcpy(flushed, owner, blocks * 8);
     }
+    if (lf)
+        fclose(lf);
     uint64_t buf[512], bad = 0;
     for (uint64_t i = 0; i < blocks; i++) {
         if (!flushed[i])

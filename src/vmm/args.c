@@ -179,6 +179,33 @@ static int parse_id(const char *v, struct vm_config *args, struct wisp_err *err)
     return 0;
 }
 
+/* --uid/--gid: the unprivileged user and group wisp-vmm becomes (vmm/privileges.h); 0 (root) is
+ * refused, the point being to leave it. */
+static int parse_id_number(const char *flag, const char *v, uint32_t *out, struct wisp_err *err)
+{
+    uint64_t n;
+    if (parse_u64(v, &n) < 0 || n >= UINT32_MAX)
+        return wisp_err_set(err, EINVAL, "%s: '%s' is not a numeric id", flag, v);
+    if (n == 0)
+        return wisp_err_set(err, EINVAL, "%s: 0 is root's: give an unprivileged id", flag);
+    *out = (uint32_t)n;
+    return 0;
+}
+
+static int parse_uid(const char *v, struct vm_config *args, struct wisp_err *err)
+{
+    args->privileges.has_uid = true;
+    args->privileges.drop = args->privileges.has_uid && args->privileges.has_gid;
+    return parse_id_number("--uid", v, &args->privileges.uid, err);
+}
+
+static int parse_gid(const char *v, struct vm_config *args, struct wisp_err *err)
+{
+    args->privileges.has_gid = true;
+    args->privileges.drop = args->privileges.has_uid && args->privileges.has_gid;
+    return parse_id_number("--gid", v, &args->privileges.gid, err);
+}
+
 static int set_help(const char *v, struct vm_config *args, struct wisp_err *err)
 {
     args->action = VMM_HELP;
@@ -241,6 +268,8 @@ static const struct option options[] = {
     {"--boot-marker", NULL, OPT_FLAG, set_boot_marker},
     {"--debug", NULL, OPT_FLAG, set_debug},
     {"--async-teardown", NULL, OPT_FLAG, set_async_teardown},
+    {"--uid", NULL, OPT_VALUE, parse_uid},
+    {"--gid", NULL, OPT_VALUE, parse_gid},
     {"--help", "-h", OPT_FLAG, set_help},
     {"--version", "-V", OPT_FLAG, set_version},
 };
@@ -288,6 +317,9 @@ static int check_combination(const struct vm_config *args, struct wisp_err *err)
     int r = vm_config_check(args, err);
     if (r < 0)
         return r;
+    if (args->privileges.has_uid != args->privileges.has_gid)
+        return wisp_err_set(err, EINVAL, "%s: missing (--uid and --gid go together)",
+                            args->privileges.has_uid ? "--gid" : "--uid");
     if (!args->kernel && !args->test_socket && !args->api.api_sock)
         return wisp_err_set(err, EINVAL,
                             "--kernel: missing (the kernel to boot is required, from --kernel, "

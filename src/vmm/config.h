@@ -9,6 +9,7 @@
 #include "virtio/blk.h"
 #include "virtio/net.h"
 #include "virtio/rng.h"
+#include "vmm/privileges.h"
 
 #define VMM_DEFAULT_MEM_MIB 128
 #define VMM_MIN_MEM_BYTES   (2ULL << 20)
@@ -103,8 +104,9 @@ struct vm_config {
     const char *test_socket; /* --test-socket: the device test protocol instead of vCPUs */
     bool boot_marker;
     bool debug;
-    bool async_teardown;    /* hand the VM's teardown to a helper process (machine.h) */
-    bool track_dirty_pages; /* KVM's dirty log, for diff snapshots (machine-config) */
+    bool async_teardown;              /* hand the VM's teardown to a helper process (machine.h) */
+    bool track_dirty_pages;           /* KVM's dirty log, for diff snapshots (machine-config) */
+    struct vmm_privileges privileges; /* --uid/--gid (vmm/privileges.h) */
     /* the API's and --config-file's own resources (docs/api.md) */
     struct vm_api_config api;
 };

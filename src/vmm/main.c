@@ -15,6 +15,7 @@
 #include "vmm/api.h"
 #include "vmm/args.h"
 #include "vmm/machine.h"
+#include "vmm/privileges.h"
 #include "vmm/vmm.h"
 #include "wisp-config.h"
 
@@ -58,7 +59,8 @@ static int run(struct vm_config *cfg, const struct timespec *start)
     struct vmm v;
     struct vmm_api api = {0};
     if (vmm_init(&v, cfg, start, &err) < 0 ||
-        vmm_api_start(&api, &v, cfg->api.api_sock, &err) < 0) {
+        vmm_api_start(&api, &v, cfg->api.api_sock, &err) < 0 ||
+        (!cfg->kernel && !cfg->test_socket && vmm_privileges_drop(&cfg->privileges, &err) < 0)) {
         vmm_destroy(&v);
         print_error(&err);
         return EXIT_RUNTIME;
@@ -104,6 +106,11 @@ int main(int argc, char *argv[])
     if (args.action == VMM_VERSION) {
         printf("wisp-vmm %s\n", WISP_VERSION);
         return 0;
+    }
+    if (vmm_privileges_prepare(&args.privileges, &err) < 0) {
+        vm_config_free(&args);
+        print_error(&err);
+        return EXIT_RUNTIME;
     }
     int status = run(&args, &start);
     vm_config_free(&args);

@@ -204,6 +204,10 @@ int vmm_start(struct vmm *v, bool *usage, struct wisp_err *err)
     if (r < 0)
         return r;
     v->have_machine = true;
+    /* everything is open, no vCPU has run: the user of --uid/--gid from now on */
+    r = vmm_privileges_drop(&v->cfg->privileges, err);
+    if (r < 0)
+        return r;
     if (v->start_paused) { /* a snapshot loaded without resume_vm */
         machine_start_paused(&v->m);
         v->state = VMM_PAUSED;

@@ -1,0 +1,98 @@
+/* Giving up privileges (--uid/--gid): no new privileges, no capabilities, no inherited fds, a
+ * clean environment, then an unprivileged user and group (docs/security.md). */
+#include "vmm/privileges.h"
+
+#include <errno.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+extern char **environ;
+
+/* Only WISP_* variables (wisp's own, documented in --help) survive: no PATH, HOME, LD_*. */
+static int clean_environment(struct wisp_err *err)
+{
+    size_t n = 0;
+    for (char **e = environ; *e; e++)
+        n++;
+    char **keep = calloc(n + 1, sizeof(*keep));
+    if (!keep)
+        return wisp_err_set(err, ENOMEM, "out of memory");
+    size_t k = 0;
+    for (char **e = environ; *e; e++)
+        if (!strncmp(*e, "WISP_", 5))
+            keep[k++] = *e;
+    clearenv();
+    int r = 0;
+    for (size_t i = 0; i < k && r == 0; i++)
+        if (putenv(keep[i]) != 0) /* the strings stay where execve put them */
+            r = wisp_err_sys(err, errno, "putenv");
+    free(keep);
+    return r;
+}
+
+static int cap_last(void)
+{
+    int last = CAP_LAST_CAP;
+    while (prctl(PR_CAPBSET_READ, (unsigned long)last + 1, 0, 0, 0) >= 0)
+        last++;
+    return last;
+}
+
+int vmm_privileges_prepare(const struct vmm_privileges *p, struct wisp_err *err)
+{
+    if (!p->drop)
+        return 0;
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        return wisp_err_sys(err, errno, "--uid: PR_SET_NO_NEW_PRIVS");
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+        return wisp_err_sys(err, errno, "--uid: clearing the ambient capabilities");
+    /* the bounding set needs CAP_SETPCAP: without it (not root) there is nothing to bound */
+    for (int cap = 0, last = cap_last(); cap <= last; cap++)
+        if (prctl(PR_CAPBSET_DROP, (unsigned long)cap, 0, 0, 0) < 0 && errno != EINVAL &&
+            errno != EPERM)
+            return wisp_err_sys(err, errno, "--uid: dropping capability %d from the bounding set",
+                                cap);
+    if (syscall(SYS_close_range, 3U, ~0U, 0U) < 0)
+        return wisp_err_sys(err, errno, "--uid: closing inherited file descriptors");
+    return clean_environment(err);
+}
+
+static int capabilities_clear(struct wisp_err *err)
+{
+    struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3};
+    struct __user_cap_data_struct data[2];
+    memset(data, 0, sizeof(data));
+    if (syscall(SYS_capset, &hdr, data) < 0)
+        return wisp_err_sys(err, errno, "--uid: capset (clearing every capability)");
+    if (syscall(SYS_capget, &hdr, data) < 0)
+        return wisp_err_sys(err, errno, "--uid: capget");
+    for (int i = 0; i < 2; i++)
+        if (data[i].effective || data[i].permitted || data[i].inheritable)
+            return wisp_err_set(err, EPERM, "--uid: capabilities remain after the drop");
+    return 0;
+}
+
+int vmm_privileges_drop(struct vmm_privileges *p, struct wisp_err *err)
+{
+    if (!p->drop || p->dropped)
+        return 0;
+    if (setgroups(0, NULL) < 0)
+        return wisp_err_sys(err, errno, "--gid: setgroups([])");
+    if (setresgid(p->gid, p->gid, p->gid) < 0)
+        return wisp_err_sys(err, errno, "--gid: setresgid(%u)", p->gid);
+    if (setresuid(p->uid, p->uid, p->uid) < 0)
+        return wisp_err_sys(err, errno, "--uid: setresuid(%u)", p->uid);
+    int r = capabilities_clear(err);
+    if (r < 0)
+        return r;
+    /* the user's own files and taps must still be usable: no way back to root */
+    if (setresuid(0, 0, 0) == 0)
+        return wisp_err_set(err, EPERM, "--uid: the process could become root again");
+    p->dropped = true;
+    return 0;
+}

@@ -63,6 +63,12 @@ int vm_resource_nic(struct vm_config *cfg, const json_t *body, const char *id, c
 /* Entropy (virtio-rng) and the serial console (Firecracker's /entropy and /serial). */
 int vm_resource_entropy(struct vm_config *cfg, const json_t *body, const char *where,
                         struct wisp_err *err);
+/* Firecracker's Vsock (guest_cid, uds_path; vsock_id deprecated), api_vsock.c: PUT /vsock and
+ * --config-file's "vsock"; its GET /vm/config object; its optional part of a snapshot's
+ * configuration (after the NICs). */
+int vm_resource_vsock(struct vm_config *cfg, const json_t *body, const char *where,
+                      struct wisp_err *err);
+json_t *vm_vsock_json(const struct vm_config *cfg);
 int vm_resource_serial(struct vm_config *cfg, const json_t *body, const char *where,
                        struct wisp_err *err);
 /* wisp's own settings that have no Firecracker resource (the "wisp" object of docs/api.md). */

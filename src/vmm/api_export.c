@@ -158,6 +158,8 @@ json_t *vm_config_to_json(const struct vm_config *cfg)
     json_object_set_new(o, "network-interfaces", nics);
     if (cfg->rng)
         json_object_set_new(o, "entropy", entropy_json(cfg));
+    if (cfg->vsock)
+        json_object_set_new(o, "vsock", vm_vsock_json(cfg));
     if (cfg->api.logger_set)
         json_object_set_new(o, "logger", logger_json(cfg));
     if (cfg->api.metrics_path)

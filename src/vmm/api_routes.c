@@ -105,6 +105,11 @@ static void api_put_entropy(struct api_request *req, void *opaque)
     put_resource(req, opaque, "the entropy device", vm_resource_entropy);
 }
 
+static void api_put_vsock(struct api_request *req, void *opaque)
+{
+    put_resource(req, opaque, "the vsock device", vm_resource_vsock);
+}
+
 static void api_put_serial(struct api_request *req, void *opaque)
 {
     put_resource(req, opaque, "the serial console", vm_resource_serial);
@@ -164,9 +169,7 @@ static void api_put_logger(struct api_request *req, void *opaque)
 static void api_not_supported(struct api_request *req, void *opaque)
 {
     const char *path = api_request_path(req), *why = "wisp-vmm does not have it";
-    if (!strncmp(path, "/vsock", 6))
-        why = "wisp-vmm has no virtio-vsock device yet (issue 12)";
-    else if (!strncmp(path, "/balloon", 8))
+    if (!strncmp(path, "/balloon", 8))
         why = "wisp-vmm has no virtio-balloon device yet (issue 13)";
     else if (!strncmp(path, "/mmds", 5))
         why = "wisp-vmm has no metadata service (MMDS)";
@@ -198,7 +201,7 @@ static const struct api_route routes[] = {
     {"PUT", "/snapshot/create", api_put_snapshot_create},
     {"PUT", "/snapshot/load", api_put_snapshot_load},
     {"PUT", "/wisp", api_put_wisp},
-    {"PUT", "/vsock", api_not_supported},
+    {"PUT", "/vsock", api_put_vsock},
     {"PUT", "/balloon", api_not_supported},
     {"PATCH", "/balloon", api_not_supported},
     {"GET", "/balloon", api_not_supported},

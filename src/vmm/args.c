@@ -118,6 +118,39 @@ static int parse_rng(const char *v, struct vm_config *args, struct wisp_err *err
     return 0;
 }
 
+/* --vsock cid=N,uds=PATH: the virtio-vsock device (docs/vsock.md). */
+static int parse_vsock(const char *v, struct vm_config *args, struct wisp_err *err)
+{
+    char buf[512];
+    struct kv_item kv[4];
+    if (strlen(v) >= sizeof(buf))
+        return wisp_err_set(err, EINVAL, "--vsock: '%.64s...' is too long", v);
+    int n = parse_kv_list(v, buf, kv, 4);
+    if (n < 0)
+        return wisp_err_set(err, EINVAL, "--vsock: '%s' is not a list of key=value", v);
+    uint64_t cid = 0;
+    const char *uds = NULL;
+    for (int i = 0; i < n; i++) {
+        if (!kv[i].value || !kv[i].value[0])
+            return wisp_err_set(err, EINVAL, "--vsock: %s needs a value", kv[i].key);
+        if (!strcmp(kv[i].key, "cid")) {
+            if (parse_u64(kv[i].value, &cid) < 0 || cid < VSOCK_MIN_GUEST_CID ||
+                cid > VSOCK_MAX_GUEST_CID)
+                return wisp_err_set(err, EINVAL, "--vsock: cid: '%s' is not a number in %u..%u",
+                                    kv[i].value, VSOCK_MIN_GUEST_CID, VSOCK_MAX_GUEST_CID);
+        } else if (!strcmp(kv[i].key, "uds")) {
+            uds = kv[i].value;
+        } else {
+            return wisp_err_set(err, EINVAL, "--vsock: unknown key '%s' (cid, uds)", kv[i].key);
+        }
+    }
+    if (!cid || !uds)
+        return wisp_err_set(err, EINVAL, "--vsock: give cid=N and uds=PATH");
+    args->vsock = true;
+    args->vsock_params.guest_cid = cid;
+    return vm_config_set_string(args, &args->vsock_params.uds_path, uds, err);
+}
+
 static int parse_drive(const char *v, struct vm_config *args, struct wisp_err *err)
 {
     if (args->nr_drives == VMM_MAX_DRIVES)
@@ -260,6 +293,7 @@ static const struct option options[] = {
     {"--rng", NULL, OPT_OPTIONAL, parse_rng},
     {"--drive", NULL, OPT_VALUE, parse_drive},
     {"--net", NULL, OPT_VALUE, parse_net},
+    {"--vsock", NULL, OPT_VALUE, parse_vsock},
     {"--cmdline-devices", NULL, OPT_VALUE, parse_cmdline_devices},
     {"--test-socket", NULL, OPT_VALUE, parse_test_socket},
     {"--api-sock", NULL, OPT_VALUE, parse_api_sock},

@@ -9,6 +9,7 @@
 #include "virtio/blk.h"
 #include "virtio/net.h"
 #include "virtio/rng.h"
+#include "virtio/vsock.h"
 #include "vmm/privileges.h"
 
 #define VMM_DEFAULT_MEM_MIB 128
@@ -98,6 +99,8 @@ struct vm_config {
     unsigned nr_drives;
     struct virtio_net_params nics[VMM_MAX_NICS];
     unsigned nr_nics;
+    bool vsock; /* a virtio-vsock device (--vsock, PUT /vsock); uds_path owned or in argv */
+    struct virtio_vsock_params vsock_params;
     char **owned; /* copies this configuration's strings point into (vm_config_strdup) */
     unsigned nr_owned, cap_owned;
     bool cmdline_devices;    /* append virtio_mmio.device=... to the kernel command line */
@@ -124,5 +127,11 @@ int vm_config_set_string(struct vm_config *cfg, const char **slot, const char *s
 void vm_config_free(struct vm_config *cfg);
 /* Checks that need the whole configuration (two devices with one id). -EINVAL with err. */
 int vm_config_check(const struct vm_config *cfg, struct wisp_err *err);
+/* The vsock device's optional part of a snapshot's configuration, after the NICs
+ * (api_vsock.c): absent reads as no vsock device. */
+struct state_writer;
+struct state_reader;
+void vm_vsock_config_write(const struct vm_config *cfg, struct state_writer *w);
+void vm_vsock_config_read(struct vm_config *cfg, struct state_reader *r);
 
 #endif

@@ -48,7 +48,7 @@ static const struct member {
     {"serial", false, vm_resource_serial, NULL},
     {"wisp", false, vm_resource_wisp, NULL},
     {"metrics", false, vm_resource_metrics, NULL},
-    {"vsock", false, NULL, "wisp-vmm has no virtio-vsock device yet (issue 12)"},
+    {"vsock", false, vm_resource_vsock, NULL},
     {"balloon", false, NULL, "wisp-vmm has no virtio-balloon device yet (issue 13)"},
     {"mmds-config", false, NULL, "wisp-vmm has no metadata service (MMDS)"},
     {"cpu-config", false, NULL, "wisp-vmm has no CPU templates"},
@@ -133,7 +133,7 @@ int vm_config_load_file(struct vm_config *cfg, const char *path, struct wisp_err
             r = wisp_err_set(err, EINVAL,
                              "%s: unknown member '%.64s' (known: boot-source, machine-config, "
                              "drives, network-interfaces, logger, metrics, entropy, serial, "
-                             "wisp)",
+                             "vsock, wisp)",
                              path, key);
             break;
         }

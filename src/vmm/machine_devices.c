@@ -10,6 +10,7 @@
 #include "virtio/console.h"
 #include "virtio/net.h"
 #include "virtio/rng.h"
+#include "virtio/vsock.h"
 #include "vmm/machine.h"
 
 /* Every device type wisp-vmm knows, by the name used in messages and configurations. */
@@ -17,7 +18,7 @@ static const struct device_ops *const device_types[] = {
     &serial_port_device_ops, &i8042_device_ops,      &test_exit_device_ops,
     &boot_marker_device_ops, &acpi_pm_device_ops,    &reset_cf9_device_ops,
     &io_delay_device_ops,    &virtio_rng_device_ops, &virtio_console_device_ops,
-    &virtio_blk_device_ops,  &virtio_net_device_ops,
+    &virtio_blk_device_ops,  &virtio_net_device_ops,  &virtio_vsock_device_ops,
 };
 
 static const struct device_ops *device_type(const char *type)
@@ -93,6 +94,8 @@ static int add_virtio(struct machine *m, struct wisp_err *err)
         snprintf(name, sizeof(name), "net%u", i);
         r = add(&a, "virtio-net", nic->id ? nic->id : name, nic, err);
     }
+    if (r == 0 && m->args->vsock)
+        r = add(&a, "virtio-vsock", "vsock0", &m->args->vsock_params, err);
     if (r == 0 && m->args->console == VMM_CONSOLE_VIRTIO) {
         m->console_params = (struct virtio_console_params){.chardev = m->console};
         r = add(&a, "virtio-console", "console0", &m->console_params, err);

@@ -51,6 +51,7 @@ struct snapshot_load_params {
     unsigned nr_overrides;
     struct snapshot_drive_override drive_overrides[SNAPSHOT_MAX_OVERRIDES];
     unsigned nr_drive_overrides;
+    const char *vsock_uds_path; /* vsock_override {uds_path}: the clone's own; NULL: the snapshot's */
 };
 
 /* Called on the main loop when a snapshot is written (result 0) or failed (-errno, err). */

@@ -126,9 +126,12 @@ static int read_load(const json_t *body, struct snapshot_load_params *p, struct 
     };
     int r = api_json_read(body, where, f, sizeof(f) / sizeof(f[0]), err);
     p->track_dirty_pages |= diff; /* Firecracker's older name */
-    if (r == 0 && vsock)
-        r = wisp_err_set(err, EINVAL, "%s: vsock_override: this wisp-vmm has no vsock device",
-                         where);
+    if (r == 0 && vsock) {
+        const struct api_json_field vf[] = {
+            {"uds_path", API_JSON_STRING, true, &p->vsock_uds_path, NULL, 0},
+        };
+        r = api_json_read(vsock, "PUT /snapshot/load: vsock_override", vf, 1, err);
+    }
     if (r == 0)
         r = read_backend(backend, mem_file, where, p, err);
     const char *ids[SNAPSHOT_MAX_OVERRIDES], *paths[SNAPSHOT_MAX_OVERRIDES];

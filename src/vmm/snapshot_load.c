@@ -165,6 +165,11 @@ static int read_config(struct load_ctx *c, struct vm_config *cfg, struct wisp_er
     struct state_reader r;
     state_reader_init(&r, s->data, s->len);
     int ret = snapshot_config_read(cfg, &r, err);
+    if (ret == 0 && c->p->vsock_uds_path) { /* a clone's own vsock socket */
+        if (!cfg->vsock)
+            return wisp_err_set(err, EINVAL, "vsock_override: the snapshot has no vsock device");
+        ret = vm_config_set_string(cfg, &cfg->vsock_params.uds_path, c->p->vsock_uds_path, err);
+    }
     return ret < 0 ? ret : apply_overrides(cfg, c->p, err);
 }
 

@@ -13,7 +13,7 @@ http.client) and every answer checked against Firecracker's schema (apilib.py). 
                on from the next number
   media        PATCH /drives/{id} path_on_host: the guest sees the new image and its size
   config-file  --config-file boots at once; GET /vm/config given back as a config file makes
-               the same VM; options win over the file; vsock and balloon are errors that name
+               the same VM; options win over the file; balloon is an error that names
                them; without a kernel and without --api-sock, status 2
 
   api_test.py --vmm WISP_VMM --guest API_GUEST_ELF --case CASE
@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import socket
+import stat
 import sys
 import tempfile
 import time
@@ -162,8 +163,23 @@ def logger_metrics(v, tmp):
     return log, metrics
 
 
+def vsock(v, tmp):
+    uds = os.path.join(tmp, "v.sock")
+    v.expect("PUT", "/vsock", {"uds_path": uds}, 400, "guest_cid: missing")
+    v.expect("PUT", "/vsock", {"guest_cid": 3}, 400, "uds_path: missing")
+    v.expect("PUT", "/vsock", {"guest_cid": 2, "uds_path": uds}, 400, "guest_cid: 2 is outside")
+    v.expect("PUT", "/vsock", {"guest_cid": 3, "uds_path": ""}, 400, "uds_path")
+    v.expect("PUT", "/vsock", {"guest_cid": 3, "uds_path": "/" + "x" * 200}, 400, "uds_path")
+    v.expect("PUT", "/vsock", {"guest_cid": "3", "uds_path": uds}, 400, "guest_cid")
+    v.expect("PUT", "/vsock", {"guest_cid": 3, "uds_path": uds, "port": 1}, 400,
+             "unknown field 'port'")
+    v.expect("PUT", "/vsock", {"guest_cid": 4, "uds_path": uds, "vsock_id": "old"})
+    v.expect("PUT", "/vsock", {"guest_cid": 3, "uds_path": uds})  # a second PUT replaces it
+    return uds
+
+
 def not_supported(v):
-    for method, path, word in [("PUT", "/vsock", "vsock"), ("PUT", "/balloon", "balloon"),
+    for method, path, word in [("PUT", "/balloon", "balloon"),
                                ("GET", "/balloon", "balloon"), ("PUT", "/mmds", "MMDS"),
                                ("PUT", "/cpu-config", "CPU templates")]:
         v.expect(method, path, {}, 400, ["not supported", word])
@@ -225,7 +241,9 @@ def case_resources(args, tmp):
         network(v)
         log, metrics = logger_metrics(v, tmp)
         not_supported(v)
+        uds = vsock(v, tmp)
         cfg = v.expect("GET", "/vm/config", status=200)
+        check(cfg["vsock"] == {"guest_cid": 3, "uds_path": uds}, str(cfg.get("vsock")))
         check([d["drive_id"] for d in cfg["drives"]] == ["rootfs", "data"], str(cfg["drives"]))
         check(cfg["drives"][1]["rate_limiter"]["ops"]["one_time_burst"] == 50, str(cfg))
         v.expect("PUT", "/actions", {"action_type": "InstanceStart"})
@@ -234,8 +252,12 @@ def case_resources(args, tmp):
         check("api.mode=count api.us=2000 root=/dev/vda rw" in cmdline,
               f"the root drive's root=/dev/vda rw is not on the command line: {cmdline}")
         after_start(v, args.guest, a, b, log, metrics)
+        check(stat.S_ISSOCK(os.stat(uds).st_mode), f"{uds} is not a listening socket")
+        v.expect("PUT", "/vsock", {"guest_cid": 3, "uds_path": uds}, 400,
+                 "not supported after starting the microVM")
     finally:
         v.stop()
+    check(not os.path.exists(uds), f"{uds} is left behind")
 
 
 # ---- malformed input --------------------------------------------------------------------------
@@ -521,7 +543,8 @@ def case_config_file(args, tmp):
            "machine-config": {"vcpu_count": 2, "mem_size_mib": 256},
            "drives": [{"drive_id": "rootfs", "path_on_host": a, "is_root_device": True,
                        "is_read_only": True}],
-           "logger": {"level": "Warning"}}
+           "logger": {"level": "Warning"},
+           "vsock": {"guest_cid": 5, "uds_path": os.path.join(tmp, "cf.sock")}}
     f = write_json(tmp, "vm.json", cfg)
     v = Vmm(args.vmm, tmp, ["--config-file", f, "--mem", "64"], name="one")
     try:
@@ -533,6 +556,8 @@ def case_config_file(args, tmp):
         check(got["drives"][0]["path_on_host"] == a and got["drives"][0]["is_root_device"],
               str(got["drives"]))
         check(got["boot-source"]["boot_args"] == "api.mode=count", str(got["boot-source"]))
+        check(got["vsock"] == cfg["vsock"], str(got.get("vsock")))
+        check(os.path.exists(cfg["vsock"]["uds_path"]), "the config file's vsock socket")
         cmdline = v.wait_console(r"^api-guest: cmdline (.*)$").group(1)
         check("api.mode=count root=/dev/vda ro" in cmdline, f"cmdline: {cmdline}")
     finally:
@@ -546,7 +571,7 @@ def case_config_file(args, tmp):
         check(got2 == got, f"the same configuration differs:\n{got}\n{got2}")
     finally:
         w.stop()
-    bad = [({"vsock": {"guest_cid": 3, "uds_path": "/tmp/v"}}, "vsock", "virtio-vsock"),
+    bad = [({"vsock": {"guest_cid": 1, "uds_path": "/tmp/v"}}, "vsock: guest_cid", "outside"),
            ({"balloon": {"amount_mib": 1, "deflate_on_oom": True}}, "balloon", "virtio-balloon"),
            ({"drive": []}, "unknown member 'drive'", ""),
            ({"machine-config": {"vcpu_count": 1}}, "mem_size_mib: missing", ""),

@@ -67,7 +67,10 @@ def machine_config(v):
            ({"vcpu_count": 1, "mem_size_mib": 1}, "mem_size_mib: 1 is out of range"),
            ({"vcpu_count": 1, "mem_size_mib": -5}, "out of range"),
            ({"vcpu_count": 2, "mem_size_mib": 256, "smt": True}, "SMT"),
-           ({"vcpu_count": 1, "mem_size_mib": 256, "huge_pages": "2M"}, "issue 13"),
+           ({"vcpu_count": 1, "mem_size_mib": 256, "mem_backend": "tmpfs"}, "is not anon, memfd"),
+           ({"vcpu_count": 1, "mem_size_mib": 256, "huge_pages": "2M", "mem_backend": "memfd"},
+            "contradicts"),
+           ({"vcpu_count": 1, "mem_size_mib": 256, "thp": "yes"}, "thp: 'yes' is not on or off"),
            ({"vcpu_count": 1, "mem_size_mib": 256, "huge_pages": "1G"}, "not None"),
            ({"vcpu_count": 1, "mem_size_mib": 256, "cpu_template": "T2"}, "CPU templates"),
            ({"vcpu_count": 1, "mem_size_mib": 256, "cpus": 4}, "unknown field 'cpus'")]
@@ -75,6 +78,13 @@ def machine_config(v):
         v.expect("PUT", "/machine-config", body, status=400, contains=msg)
     d = v.expect("GET", "/machine-config", status=200)
     check((d["vcpu_count"], d["mem_size_mib"]) == (2, 192), f"a refused PUT changed it: {d}")
+    # Firecracker's huge_pages "2M" is wisp's hugetlbfs backend (docs/memory.md)
+    v.expect("PUT", "/machine-config", {"vcpu_count": 1, "mem_size_mib": 64, "huge_pages": "2M"})
+    d = v.expect("GET", "/machine-config", status=200)
+    check((d["huge_pages"], d["mem_backend"]) == ("2M", "hugetlbfs"), f"huge_pages 2M: {d}")
+    v.expect("PATCH", "/machine-config", {"mem_backend": "memfd", "ksm": False, "thp": "off"})
+    d = v.expect("GET", "/machine-config", status=200)
+    check((d["huge_pages"], d["mem_backend"], d["thp"]) == ("None", "memfd", "off"), str(d))
     v.expect("PUT", "/machine-config", {"vcpu_count": 1, "mem_size_mib": 64})
 
 

@@ -2,9 +2,17 @@
 #include "kvm/guest_mem.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/memfd.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define HUGE_2M (2ULL << 20)
 
 int guest_mem_layout(struct guest_mem *mem, uint64_t bytes, struct wisp_err *err)
 {
@@ -26,6 +34,8 @@ int guest_mem_layout(struct guest_mem *mem, uint64_t bytes, struct wisp_err *err
         mem->nr_regions = 2;
     }
     mem->total = bytes;
+    mem->fd = -1;
+    mem->page_size = 4096;
     return 0;
 }
 
@@ -77,6 +87,211 @@ int guest_mem_create_from_file(struct guest_mem *mem, uint64_t bytes, int fd, st
         rg->hva = p;
     }
     mem->fresh_zero = false; /* the file's contents, not zeroes */
+    return 0;
+}
+
+const char *guest_mem_backend_name(enum guest_mem_backend b)
+{
+    switch (b) {
+    case GUEST_MEM_ANON:
+        return "anon";
+    case GUEST_MEM_MEMFD:
+        return "memfd";
+    case GUEST_MEM_FILE:
+        return "file";
+    case GUEST_MEM_HUGETLBFS:
+        return "hugetlbfs";
+    }
+    return "?";
+}
+
+const char *guest_mem_switch_name(enum guest_mem_switch s)
+{
+    return s == GUEST_MEM_ON ? "on" : s == GUEST_MEM_OFF ? "off" : "default";
+}
+
+/* A number from a sysfs/procfs file, or -1. */
+static long long read_count(const char *path)
+{
+    FILE *f = fopen(path, "re");
+    long long v = -1;
+    if (f) {
+        if (fscanf(f, "%lld", &v) != 1)
+            v = -1;
+        fclose(f);
+    }
+    return v;
+}
+
+/* hugetlbfs: the pages are counted before anything is mapped, so that the error names the
+ * numbers (the mapping would fail with a bare ENOMEM). */
+static int check_huge_pages(uint64_t bytes, struct wisp_err *err)
+{
+    if (bytes % HUGE_2M)
+        return wisp_err_set(err, EINVAL,
+                            "hugetlbfs: guest memory of %llu KiB is not a multiple of 2 MiB",
+                            (unsigned long long)(bytes >> 10));
+    long long need = (long long)(bytes / HUGE_2M);
+    long long nr = read_count("/proc/sys/vm/nr_hugepages");
+    long long free_pages = read_count("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages");
+    long long resv = read_count("/sys/kernel/mm/hugepages/hugepages-2048kB/resv_hugepages");
+    if (free_pages < 0)
+        return wisp_err_set(err, ENOTSUP,
+                            "hugetlbfs: this host has no 2 MiB huge pages "
+                            "(/sys/kernel/mm/hugepages/hugepages-2048kB is missing)");
+    long long avail = free_pages - (resv > 0 ? resv : 0);
+    if (avail < need)
+        return wisp_err_set(err, ENOMEM,
+                            "hugetlbfs: %llu MiB of guest memory needs %lld huge pages of 2 MiB, "
+                            "but %lld are free and unreserved (/proc/sys/vm/nr_hugepages is %lld; "
+                            "reserve more, e.g. echo %lld > /proc/sys/vm/nr_hugepages)",
+                            (unsigned long long)(bytes >> 20), need, avail < 0 ? 0 : avail, nr,
+                            (nr > 0 ? nr : 0) + need - (avail < 0 ? 0 : avail));
+    return 0;
+}
+
+/* The file behind a shared backend, sized to `bytes` (and sealed, for a memfd). */
+static int open_backing(const struct guest_mem_options *o, uint64_t bytes, struct wisp_err *err)
+{
+    int fd;
+    switch (o->backend) {
+    case GUEST_MEM_MEMFD:
+        fd = memfd_create("wisp-guest-ram", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+        if (fd < 0)
+            return wisp_err_sys(err, errno, "memfd: cannot create the guest memory file");
+        break;
+    case GUEST_MEM_FILE:
+        fd = open(o->path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0)
+            return wisp_err_sys(err, errno, "file=%s: cannot open it for guest memory", o->path);
+        break;
+    case GUEST_MEM_HUGETLBFS:
+        if (!o->path) {
+            fd = memfd_create("wisp-guest-ram", MFD_CLOEXEC | MFD_HUGETLB | MFD_HUGE_2MB);
+            if (fd < 0)
+                return wisp_err_sys(err, errno,
+                                    "hugetlbfs: cannot create a memfd of 2 MiB huge pages");
+            break;
+        }
+        char tmpl[4096];
+        if (snprintf(tmpl, sizeof(tmpl), "%s/wisp-guest-ram.XXXXXX", o->path) >= (int)sizeof(tmpl))
+            return wisp_err_set(err, ENAMETOOLONG, "hugetlbfs=%.64s...: path too long", o->path);
+        fd = mkostemp(tmpl, O_CLOEXEC);
+        if (fd < 0)
+            return wisp_err_sys(err, errno, "hugetlbfs=%s: cannot create a file in the mount",
+                                o->path);
+        unlink(tmpl); /* the mapping keeps it; nothing is left behind */
+        break;
+    default:
+        return wisp_err_set(err, EINVAL, "guest memory backend %d has no file", o->backend);
+    }
+    if (ftruncate(fd, (off_t)bytes) < 0) {
+        int e = errno;
+        close(fd);
+        return wisp_err_sys(err, e, "%s: cannot size the guest memory file to %llu MiB",
+                            guest_mem_backend_name(o->backend), (unsigned long long)(bytes >> 20));
+    }
+    if (o->backend == GUEST_MEM_MEMFD &&
+        fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
+        int e = errno;
+        close(fd);
+        return wisp_err_sys(err, e, "memfd: cannot seal the guest memory file's size");
+    }
+    return fd;
+}
+
+static int apply_policies(struct guest_mem *mem, const struct guest_mem_options *o,
+                          struct wisp_err *err)
+{
+    for (unsigned i = 0; i < mem->nr_regions; i++) {
+        struct guest_mem_region *rg = &mem->regions[i];
+        if (o->thp != GUEST_MEM_DEFAULT &&
+            madvise(rg->hva, rg->size, o->thp == GUEST_MEM_ON ? MADV_HUGEPAGE : MADV_NOHUGEPAGE))
+            return wisp_err_sys(err, errno, "--thp %s: madvise", guest_mem_switch_name(o->thp));
+        if (o->ksm && madvise(rg->hva, rg->size, MADV_MERGEABLE))
+            return wisp_err_sys(err, errno, "--ksm on: madvise(MADV_MERGEABLE)%s",
+                                errno == EINVAL ? " (a kernel without CONFIG_KSM?)" : "");
+        if (o->prefault && madvise(rg->hva, rg->size, MADV_POPULATE_WRITE))
+            return wisp_err_sys(err, errno, "--prefault on: cannot populate %llu MiB at 0x%llx",
+                                (unsigned long long)(rg->size >> 20), (unsigned long long)rg->gpa);
+    }
+    return 0;
+}
+
+int guest_mem_create_with(struct guest_mem *mem, uint64_t bytes, const struct guest_mem_options *o,
+                          struct wisp_err *err)
+{
+    bool shared = o->backend != GUEST_MEM_ANON;
+    if (o->ksm && shared)
+        return wisp_err_set(err, EINVAL,
+                            "--ksm on needs --mem-backend anon: KSM merges private anonymous "
+                            "pages only, and %s memory is shared",
+                            guest_mem_backend_name(o->backend));
+    if (o->thp != GUEST_MEM_DEFAULT && o->backend == GUEST_MEM_HUGETLBFS)
+        return wisp_err_set(err, EINVAL,
+                            "--thp: hugetlbfs memory is huge pages already (THP does not apply)");
+    if (o->backend == GUEST_MEM_FILE && (!o->path || !*o->path))
+        return wisp_err_set(err, EINVAL, "--mem-backend file= needs a path");
+    if (!shared) {
+        int r = guest_mem_create(mem, bytes, err);
+        if (r == 0)
+            r = apply_policies(mem, o, err);
+        if (r < 0)
+            guest_mem_destroy(mem);
+        return r;
+    }
+    int r = guest_mem_layout(mem, bytes, err);
+    if (r == 0 && o->backend == GUEST_MEM_HUGETLBFS)
+        r = check_huge_pages(bytes, err);
+    if (r < 0)
+        return r;
+    int fd = open_backing(o, bytes, err);
+    if (fd < 0)
+        return fd;
+    mem->fd = fd;
+    mem->shared = true;
+    if (o->backend == GUEST_MEM_HUGETLBFS)
+        mem->page_size = HUGE_2M;
+    /* no MAP_NORESERVE for hugetlbfs: the mapping reserves its huge pages now, or fails */
+    int flags = MAP_SHARED | (o->backend == GUEST_MEM_HUGETLBFS ? 0 : MAP_NORESERVE);
+    for (unsigned i = 0; i < mem->nr_regions; i++) {
+        struct guest_mem_region *rg = &mem->regions[i];
+        void *p = mmap(NULL, rg->size, PROT_READ | PROT_WRITE, flags, fd,
+                       (off_t)guest_mem_file_offset(mem, i));
+        if (p == MAP_FAILED) {
+            r = wisp_err_sys(err, errno, "%s: cannot map %llu MiB of guest memory at 0x%llx",
+                             guest_mem_backend_name(o->backend),
+                             (unsigned long long)(rg->size >> 20), (unsigned long long)rg->gpa);
+            guest_mem_destroy(mem);
+            return r;
+        }
+        rg->hva = p;
+    }
+    mem->fresh_zero = true; /* a new memfd, a truncated file: every byte reads as zero */
+    r = apply_policies(mem, o, err);
+    if (r < 0)
+        guest_mem_destroy(mem);
+    return r;
+}
+
+int guest_mem_discard(const struct guest_mem *mem, uint64_t gpa, uint64_t len)
+{
+    uint64_t ps = mem->page_size ? mem->page_size : 4096;
+    if ((gpa | len) & (ps - 1))
+        return -EINVAL;
+    uint8_t *hva = gpa_to_hva(mem, gpa, len);
+    if (!hva)
+        return -EFAULT;
+    if (len == 0)
+        return 0;
+    if (!mem->shared)
+        return madvise(hva, len, MADV_DONTNEED) < 0 ? -errno : 0;
+    unsigned i = 0;
+    while (i + 1 < mem->nr_regions && gpa >= mem->regions[i + 1].gpa)
+        i++;
+    uint64_t off = guest_mem_file_offset(mem, i) + (gpa - mem->regions[i].gpa);
+    if (fallocate(mem->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) < 0)
+        return -errno;
     return 0;
 }
 
@@ -133,6 +348,10 @@ void guest_mem_put_dirty(const struct guest_mem *mem, unsigned region, const uin
 
 void guest_mem_destroy(struct guest_mem *mem)
 {
+    if (mem->shared && mem->fd >= 0)
+        close(mem->fd);
+    mem->shared = false;
+    mem->fd = -1;
     for (unsigned i = 0; i < mem->nr_regions; i++) {
         if (mem->regions[i].hva)
             munmap(mem->regions[i].hva, mem->regions[i].size);

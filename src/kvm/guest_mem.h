@@ -19,7 +19,30 @@
 struct guest_mem_region {
     uint64_t gpa;  /* guest-physical start */
     uint64_t size; /* bytes */
-    uint8_t *hva;  /* host mapping (MAP_ANONYMOUS | MAP_NORESERVE) */
+    uint8_t *hva;  /* host mapping (see enum guest_mem_backend) */
+};
+
+/* What backs guest RAM (docs/memory.md says when to pick which). */
+enum guest_mem_backend {
+    GUEST_MEM_ANON,      /* MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE (the default) */
+    GUEST_MEM_MEMFD,     /* a sealed memfd (F_SEAL_SHRINK | F_SEAL_GROW), MAP_SHARED */
+    GUEST_MEM_FILE,      /* a file at `path`, truncated and sized, MAP_SHARED */
+    GUEST_MEM_HUGETLBFS, /* 2 MiB pages: memfd MFD_HUGETLB, or a file in the mount `path` */
+};
+
+/* A three-way setting: leave the host's default, or force it on or off. */
+enum guest_mem_switch {
+    GUEST_MEM_DEFAULT,
+    GUEST_MEM_ON,
+    GUEST_MEM_OFF,
+};
+
+struct guest_mem_options {
+    enum guest_mem_backend backend;
+    const char *path;          /* GUEST_MEM_FILE: the file; GUEST_MEM_HUGETLBFS: a mount or NULL */
+    enum guest_mem_switch thp; /* madvise(MADV_HUGEPAGE / MADV_NOHUGEPAGE); not for hugetlbfs */
+    bool ksm;                  /* madvise(MADV_MERGEABLE); private (anon) memory only */
+    bool prefault;             /* every page populated before the guest runs */
 };
 
 struct guest_mem {
@@ -30,6 +53,12 @@ struct guest_mem {
      * and no page is committed yet, so a loader may skip zeroing (ELF .bss). False for RAM with
      * contents (memfd, file, snapshot backends): those zero what must be zero. */
     bool fresh_zero;
+    /* The file behind a shared backend (memfd, file, hugetlbfs; region i at
+     * guest_mem_file_offset(i)), -1 for private memory. Freed pages of a shared backend must be
+     * punched out of it (guest_mem_discard): MADV_DONTNEED alone would keep the file's page. */
+    int fd;
+    bool shared;        /* MAP_SHARED of fd */
+    uint64_t page_size; /* 4 KiB, or 2 MiB for hugetlbfs */
     /* Pages the VMM itself wrote (devices: used rings, device-writable buffers), one bit per
      * 4 KiB page of each region, while guest_mem_track_dirty() is on: KVM's dirty log sees only
      * the guest's own writes. NULL when not tracked. */
@@ -44,6 +73,24 @@ int guest_mem_layout(struct guest_mem *mem, uint64_t bytes, struct wisp_err *err
 
 /* guest_mem_layout() + mmap of each region. Pair with guest_mem_destroy() (safe on partial). */
 int guest_mem_create(struct guest_mem *mem, uint64_t bytes, struct wisp_err *err);
+/*
+ * The same with a backend and policies. Every error is reported here, before the guest runs:
+ * hugetlbfs without enough free 2 MiB pages fails with the counts and how to reserve more
+ * (the mapping reserves its pages, so a guest never meets a SIGBUS later); --ksm with a shared
+ * backend fails (KSM merges private anonymous pages only).
+ */
+int guest_mem_create_with(struct guest_mem *mem, uint64_t bytes,
+                          const struct guest_mem_options *opts, struct wisp_err *err);
+/* The names of the backends and switches, as the flags and the API spell them. */
+const char *guest_mem_backend_name(enum guest_mem_backend b);
+const char *guest_mem_switch_name(enum guest_mem_switch s);
+/*
+ * Gives the host pages of [gpa, gpa + len) back (a balloon, free page reporting): page-aligned,
+ * inside one region, overflow-checked (-EFAULT otherwise, -EINVAL if not aligned). Private
+ * memory: MADV_DONTNEED; shared: fallocate(PUNCH_HOLE) on the file. Either way the range reads
+ * as zeroes afterwards, never as anything another VM or an earlier guest left.
+ */
+int guest_mem_discard(const struct guest_mem *mem, uint64_t gpa, uint64_t len);
 void guest_mem_destroy(struct guest_mem *mem);
 /*
  * The file-backed variant (snapshot restore): guest_mem_layout() + each region mapped

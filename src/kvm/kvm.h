@@ -74,7 +74,9 @@ struct vm {
  * kvm_vm_destroy() undoes whatever was done.
  */
 int kvm_vm_create(struct vm *vm, const struct kvm *kvm, struct wisp_err *err);
-int kvm_vm_map_memory(struct vm *vm, uint64_t mem_bytes, struct wisp_err *err);
+/* Guest RAM with a backend and its policies (NULL: anonymous memory, the host's defaults). */
+int kvm_vm_map_memory(struct vm *vm, uint64_t mem_bytes, const struct guest_mem_options *opts,
+                      struct wisp_err *err);
 int kvm_vm_create_irqchip(struct vm *vm, struct wisp_err *err);
 /* For more than 255 vCPUs (before any vCPU): KVM_CAP_X2APIC_API with 32-bit APIC ids and
  * without the xAPIC broadcast quirk, so that x2APIC id 255 is a CPU and not a broadcast. */

@@ -33,9 +33,11 @@ int kvm_vm_enable_x2apic_ids(struct vm *vm, struct wisp_err *err)
     return r < 0 ? r : 0;
 }
 
-int kvm_vm_map_memory(struct vm *vm, uint64_t mem_bytes, struct wisp_err *err)
+int kvm_vm_map_memory(struct vm *vm, uint64_t mem_bytes, const struct guest_mem_options *opts,
+                      struct wisp_err *err)
 {
-    return guest_mem_create(&vm->mem, mem_bytes, err);
+    static const struct guest_mem_options anon = {.backend = GUEST_MEM_ANON};
+    return guest_mem_create_with(&vm->mem, mem_bytes, opts ? opts : &anon, err);
 }
 
 int kvm_vm_register_memory(struct vm *vm, struct wisp_err *err)

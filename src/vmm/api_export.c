@@ -20,9 +20,15 @@ static void set_uint(json_t *o, const char *key, uint64_t v)
 
 json_t *vm_machine_config_json(const struct vm_config *cfg)
 {
-    return json_pack("{s:I,s:I,s:b,s:b,s:s}", "vcpu_count", (json_int_t)cfg->cpus, "mem_size_mib",
-                     (json_int_t)(cfg->mem_bytes >> 20), "smt", 0, "track_dirty_pages",
-                     cfg->track_dirty_pages, "huge_pages", "None");
+    const struct guest_mem_options *m = &cfg->mem;
+    char backend[4200];
+    snprintf(backend, sizeof(backend), "%s%s%s", guest_mem_backend_name(m->backend),
+             m->path ? "=" : "", m->path ? m->path : "");
+    return json_pack("{s:I,s:I,s:b,s:b,s:s,s:s,s:s,s:b,s:b}", "vcpu_count", (json_int_t)cfg->cpus,
+                     "mem_size_mib", (json_int_t)(cfg->mem_bytes >> 20), "smt", 0,
+                     "track_dirty_pages", cfg->track_dirty_pages, "huge_pages",
+                     m->backend == GUEST_MEM_HUGETLBFS ? "2M" : "None", "mem_backend", backend,
+                     "thp", guest_mem_switch_name(m->thp), "ksm", m->ksm, "prefault", m->prefault);
 }
 
 static json_t *boot_source_json(const struct vm_config *cfg)

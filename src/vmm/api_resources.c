@@ -161,15 +161,9 @@ static int machine_config_check(const char *where, uint64_t cpus, uint64_t mib, 
                             "of its own (CPUID: one thread per core, docs/machine.md) and does not "
                             "model SMT siblings",
                             where);
-    if (huge && strcmp(huge, "None")) {
-        if (!strcmp(huge, "Transparent") || !strcmp(huge, "2M"))
-            return wisp_err_set(err, EINVAL,
-                                "%s: huge_pages: '%s' is not supported yet: guest memory is "
-                                "anonymous 4 KiB pages (memory backends come with issue 13)",
-                                where, huge);
+    if (huge && strcmp(huge, "None") && strcmp(huge, "2M") && strcmp(huge, "Transparent"))
         return wisp_err_set(err, EINVAL, "%s: huge_pages: '%.32s' is not None, Transparent or 2M",
                             where, huge);
-    }
     if (tmpl && strcmp(tmpl, "None"))
         return wisp_err_set(err, EINVAL,
                             "%s: cpu_template: '%.32s' is not supported: wisp has no CPU "
@@ -183,7 +177,8 @@ int vm_resource_machine_config(struct vm_config *cfg, const json_t *body, bool p
 {
     uint64_t cpus = cfg->cpus, mib = cfg->mem_bytes >> 20;
     bool smt = false, dirty = patch ? cfg->track_dirty_pages : false;
-    const char *huge = NULL, *tmpl = NULL;
+    const char *huge = NULL, *tmpl = NULL, *backend = NULL, *thp = NULL;
+    bool ksm = patch ? cfg->mem.ksm : false, prefault = patch ? cfg->mem.prefault : false;
     const struct api_json_field f[] = {
         {"vcpu_count", API_JSON_UINT, !patch, &cpus, NULL, 0},
         {"mem_size_mib", API_JSON_UINT, !patch, &mib, NULL, 0},
@@ -191,12 +186,42 @@ int vm_resource_machine_config(struct vm_config *cfg, const json_t *body, bool p
         {"track_dirty_pages", API_JSON_BOOL, false, &dirty, NULL, 0},
         {"huge_pages", API_JSON_STRING, false, &huge, NULL, 0},
         {"cpu_template", API_JSON_STRING, false, &tmpl, NULL, 0},
+        /* wisp's memory backends and policies (docs/memory.md) */
+        {"mem_backend", API_JSON_STRING, false, &backend, NULL, 0},
+        {"thp", API_JSON_STRING, false, &thp, NULL, 0},
+        {"ksm", API_JSON_BOOL, false, &ksm, NULL, 0},
+        {"prefault", API_JSON_BOOL, false, &prefault, NULL, 0},
     };
     int r = api_json_read(body, where, f, N(f), err);
     if (r == 0)
         r = machine_config_check(where, cpus, mib, smt, huge, tmpl, err);
+    struct guest_mem_options mem = patch ? cfg->mem : (struct guest_mem_options){0};
+    if (r == 0 && thp && strcmp(thp, "default"))
+        r = vm_config_mem_switch(thp, "machine-config: thp", &mem.thp, err);
+    else if (thp)
+        mem.thp = GUEST_MEM_DEFAULT;
     if (r < 0)
         return r;
+    /* Firecracker's huge_pages: 2M is the hugetlbfs backend, Transparent is THP on */
+    if (huge && !strcmp(huge, "2M") && backend && strncmp(backend, "hugetlbfs", 9))
+        return wisp_err_set(err, EINVAL, "%s: huge_pages: 2M contradicts mem_backend '%.64s'",
+                            where, backend);
+    if (huge && !strcmp(huge, "Transparent"))
+        mem.thp = GUEST_MEM_ON;
+    struct guest_mem_options old = cfg->mem;
+    cfg->mem = mem;
+    if (backend)
+        r = vm_config_mem_backend(cfg, backend, "machine-config: mem_backend", err);
+    else if (huge && !strcmp(huge, "2M"))
+        r = vm_config_mem_backend(cfg, "hugetlbfs", "machine-config: huge_pages", err);
+    else if (!patch)
+        cfg->mem.backend = GUEST_MEM_ANON;
+    if (r < 0) {
+        cfg->mem = old;
+        return r;
+    }
+    cfg->mem.ksm = ksm;
+    cfg->mem.prefault = prefault;
     cfg->cpus = (unsigned)cpus;
     cfg->mem_bytes = mib << 20;
     cfg->track_dirty_pages = dirty;

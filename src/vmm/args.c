@@ -30,6 +30,34 @@ static int parse_mem(const char *v, struct vm_config *args, struct wisp_err *err
     return 0;
 }
 
+static int parse_mem_backend(const char *v, struct vm_config *args, struct wisp_err *err)
+{
+    return vm_config_mem_backend(args, v, "--mem-backend", err);
+}
+
+static int parse_thp(const char *v, struct vm_config *args, struct wisp_err *err)
+{
+    return vm_config_mem_switch(v, "--thp", &args->mem.thp, err);
+}
+
+static int parse_ksm(const char *v, struct vm_config *args, struct wisp_err *err)
+{
+    enum guest_mem_switch s;
+    int r = vm_config_mem_switch(v, "--ksm", &s, err);
+    if (r == 0)
+        args->mem.ksm = s == GUEST_MEM_ON;
+    return r;
+}
+
+static int parse_prefault(const char *v, struct vm_config *args, struct wisp_err *err)
+{
+    enum guest_mem_switch s;
+    int r = vm_config_mem_switch(v, "--prefault", &s, err);
+    if (r == 0)
+        args->mem.prefault = s == GUEST_MEM_ON;
+    return r;
+}
+
 static int parse_cpus(const char *v, struct vm_config *args, struct wisp_err *err)
 {
     uint64_t n;
@@ -287,6 +315,10 @@ static const struct option options[] = {
     {"--initrd", NULL, OPT_VALUE, parse_initrd},
     {"--cmdline", NULL, OPT_VALUE, parse_cmdline},
     {"--mem", NULL, OPT_VALUE, parse_mem},
+    {"--mem-backend", NULL, OPT_VALUE, parse_mem_backend},
+    {"--thp", NULL, OPT_VALUE, parse_thp},
+    {"--ksm", NULL, OPT_VALUE, parse_ksm},
+    {"--prefault", NULL, OPT_VALUE, parse_prefault},
     {"--cpus", NULL, OPT_VALUE, parse_cpus},
     {"--serial", NULL, OPT_VALUE, parse_serial},
     {"--console", NULL, OPT_VALUE, parse_console},

@@ -79,3 +79,47 @@ int vm_config_check(const struct vm_config *cfg, struct wisp_err *err)
                 return wisp_err_set(err, EINVAL, "id=%s: two devices have this id", ids[i]);
     return 0;
 }
+
+int vm_config_mem_backend(struct vm_config *cfg, const char *v, const char *where,
+                          struct wisp_err *err)
+{
+    struct guest_mem_options *m = &cfg->mem;
+    const char *path = NULL;
+    enum guest_mem_backend b;
+    if (!strcmp(v, "anon")) {
+        b = GUEST_MEM_ANON;
+    } else if (!strcmp(v, "memfd")) {
+        b = GUEST_MEM_MEMFD;
+    } else if (!strncmp(v, "file=", 5) && v[5]) {
+        b = GUEST_MEM_FILE;
+        path = v + 5;
+    } else if (!strcmp(v, "hugetlbfs")) {
+        b = GUEST_MEM_HUGETLBFS;
+    } else if (!strncmp(v, "hugetlbfs=", 10) && v[10]) {
+        b = GUEST_MEM_HUGETLBFS;
+        path = v + 10;
+    } else {
+        return wisp_err_set(err, EINVAL,
+                            "%s: '%.64s' is not anon, memfd, file=PATH, hugetlbfs or "
+                            "hugetlbfs=MOUNT",
+                            where, v);
+    }
+    const char *copy = NULL;
+    if (path && vm_config_set_string(cfg, &copy, path, err) < 0)
+        return -ENOMEM;
+    m->backend = b;
+    m->path = copy;
+    return 0;
+}
+
+int vm_config_mem_switch(const char *v, const char *where, enum guest_mem_switch *out,
+                         struct wisp_err *err)
+{
+    if (!strcmp(v, "on"))
+        *out = GUEST_MEM_ON;
+    else if (!strcmp(v, "off"))
+        *out = GUEST_MEM_OFF;
+    else
+        return wisp_err_set(err, EINVAL, "%s: '%.32s' is not on or off", where, v);
+    return 0;
+}

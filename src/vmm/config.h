@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "common/err.h"
+#include "kvm/guest_mem.h"
 #include "virtio/blk.h"
 #include "virtio/net.h"
 #include "virtio/rng.h"
@@ -89,6 +90,7 @@ struct vm_config {
     const char *initrd;  /* NULL if none */
     const char *cmdline; /* NULL if none */
     uint64_t mem_bytes;
+    struct guest_mem_options mem; /* --mem-backend, --thp, --ksm, --prefault */
     unsigned cpus;
     enum vmm_serial serial;
     const char *serial_path; /* for VMM_SERIAL_FILE, points into argv */
@@ -133,5 +135,12 @@ struct state_writer;
 struct state_reader;
 void vm_vsock_config_write(const struct vm_config *cfg, struct state_writer *w);
 void vm_vsock_config_read(struct vm_config *cfg, struct state_reader *r);
+/* --mem-backend's value (anon, memfd, file=PATH, hugetlbfs[=MOUNT]) into cfg->mem; `where`
+ * names the option in messages. -EINVAL with err. */
+int vm_config_mem_backend(struct vm_config *cfg, const char *v, const char *where,
+                          struct wisp_err *err);
+/* "on" or "off" into *out. -EINVAL with err. */
+int vm_config_mem_switch(const char *v, const char *where, enum guest_mem_switch *out,
+                         struct wisp_err *err);
 
 #endif

@@ -225,7 +225,7 @@ int machine_create(struct machine *m, const struct vm_config *args, const struct
     if (r == 0)
         r = h->restore
                 ? h->restore->map_memory(h->restore->opaque, &m->vm.mem, args->mem_bytes, err)
-                : kvm_vm_map_memory(&m->vm, args->mem_bytes, err);
+                : kvm_vm_map_memory(&m->vm, args->mem_bytes, &args->mem, err);
     /* diff snapshots: KVM logs the guest's writes, the VMM its own (all of RAM counts as
      * written after a boot: there is no snapshot to compare with yet) */
     m->vm.dirty_log = args->track_dirty_pages;

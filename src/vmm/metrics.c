@@ -5,6 +5,7 @@
 #include "vmm/metrics.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -98,6 +99,24 @@ static void net_metrics(struct vmm_metrics *mt, json_t *line, json_t *total)
     }
 }
 
+/* Guest RAM: its backend and policies (docs/memory.md), and the process's resident memory
+ * (VmRSS, guest RAM and the VMM's own, from /proc/self/statm). */
+static json_t *memory_metrics(const struct vm_config *cfg)
+{
+    const struct guest_mem_options *m = &cfg->mem;
+    unsigned long long size = 0, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "re");
+    if (f) {
+        if (fscanf(f, "%llu %llu", &size, &resident) != 2)
+            resident = 0;
+        fclose(f);
+    }
+    return json_pack("{s:s,s:s,s:b,s:b,s:I,s:I}", "backend", guest_mem_backend_name(m->backend),
+                     "thp", guest_mem_switch_name(m->thp), "ksm", m->ksm, "prefault", m->prefault,
+                     "guest_mib", (json_int_t)(cfg->mem_bytes >> 20), "rss_kib",
+                     (json_int_t)(resident * 4));
+}
+
 static json_t *metrics_line(struct vmm_metrics *mt)
 {
     struct timespec ts;
@@ -111,6 +130,7 @@ static json_t *metrics_line(struct vmm_metrics *mt)
     }
     json_object_set_new(line, "block", block);
     json_object_set_new(line, "net", net);
+    json_object_set_new(line, "memory", memory_metrics(mt->v->cfg));
     json_object_set_new(line, "wisp",
                         json_pack("{s:s,s:I,s:I}", "state", vmm_state_name(mt->v->state), "lines",
                                   (json_int_t)mt->lines, "lines_dropped", (json_int_t)mt->dropped));

@@ -1,0 +1,196 @@
+/* wispd: the daemon that keeps VMs (docs/wispd.md). Foreground; ends on SIGTERM or SIGINT
+ * without touching the VMs, which the next wispd reattaches. */
+#include <errno.h>
+#include <getopt.h>
+#include <grp.h>
+#include <limits.h>
+#include <libgen.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <dirent.h>
+
+#include "api/http.h"
+#include "common/evloop.h"
+#include "registry.h"
+#include "wispd.h"
+
+static const char usage[] =
+    "usage: wispd [--socket PATH] [--state-dir DIR] [--vmm PATH]\n"
+    "\n"
+    "The wisp daemon: keeps VM definitions in DIR/wispd.db (SQLite), starts each VM as its own\n"
+    "wisp-vmm process, supervises it and serves the REST API (docs/wispd.md) on PATH. Runs in\n"
+    "the foreground; SIGTERM or SIGINT ends wispd and leaves the VMs running: the next wispd\n"
+    "reattaches to them.\n"
+    "\n"
+    "  --socket PATH     the API socket (default /run/wisp/wispd.sock); mode 0660 and group\n"
+    "                    'wisp' when that group exists, else 0600 (root only)\n"
+    "  --state-dir DIR   the registry, VM logs (DIR/logs) and VM API sockets (DIR/run)\n"
+    "                    (default /var/lib/wisp)\n"
+    "  --vmm PATH        the wisp-vmm to run (default: beside wispd, or ../vmm/wisp-vmm in\n"
+    "                    a build tree)\n"
+    "  -h, --help        this text\n"
+    "\n"
+    "Exit status: 0 after SIGTERM/SIGINT, 1 when it cannot start, 2 for usage errors.\n";
+
+static void signal_ready(void *opaque, uint32_t events)
+{
+    struct evloop *loop = opaque;
+    evloop_quit(loop);
+}
+
+static int count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    int n = 0;
+    if (!d)
+        return 16;
+    while (readdir(d))
+        n++;
+    closedir(d);
+    return n;
+}
+
+static void raise_limits(void)
+{
+    struct rlimit r;
+    if (getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur < r.rlim_max) {
+        r.rlim_cur = r.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &r);
+    }
+    if (getrlimit(RLIMIT_NPROC, &r) == 0 && r.rlim_cur < r.rlim_max) {
+        r.rlim_cur = r.rlim_max;
+        setrlimit(RLIMIT_NPROC, &r);
+    }
+    getrlimit(RLIMIT_NOFILE, &r);
+    fprintf(stderr, "wispd: RLIMIT_NOFILE %lu (hard %lu)%s\n", (unsigned long)r.rlim_cur,
+            (unsigned long)r.rlim_max,
+            r.rlim_max < 65536 ? ": wispd holds one fd per running VM, see GET /v1/limits" : "");
+}
+
+static char *default_vmm(void)
+{
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n <= 0)
+        return strdup("/usr/bin/wisp-vmm");
+    exe[n] = '\0';
+    char *dir = dirname(exe), *p;
+    if (asprintf(&p, "%s/wisp-vmm", dir) >= 0 && access(p, X_OK) == 0)
+        return p;
+    free(p);
+    if (asprintf(&p, "%s/../vmm/wisp-vmm", dir) >= 0 && access(p, X_OK) == 0)
+        return p;
+    free(p);
+    return strdup("/usr/bin/wisp-vmm");
+}
+
+static int make_dirs(const char *state_dir, const char *sock, struct wisp_err *err)
+{
+    char path[PATH_MAX];
+    const char *subs[] = {"", "/run", "/logs"};
+    for (unsigned i = 0; i < 3; i++) {
+        snprintf(path, sizeof(path), "%s%s", state_dir, subs[i]);
+        if (mkdir(path, 0750) < 0 && errno != EEXIST)
+            return wisp_err_sys(err, errno, "%s", path);
+    }
+    snprintf(path, sizeof(path), "%s", sock);
+    char *dir = dirname(path);
+    if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+        return wisp_err_sys(err, errno, "%s", dir);
+    return 0;
+}
+
+/* 0660 with group wisp when the group exists, else 0600: root only. */
+static void set_socket_access(const char *sock)
+{
+    struct group *g = getgrnam("wisp");
+    if (g && chown(sock, (uid_t)-1, g->gr_gid) == 0)
+        chmod(sock, 0660);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {{"socket", required_argument, NULL, 's'},
+                                         {"state-dir", required_argument, NULL, 'd'},
+                                         {"vmm", required_argument, NULL, 'v'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {0}};
+    const char *sock = "/run/wisp/wispd.sock", *state_dir = "/var/lib/wisp";
+    struct wispd d = {0};
+    int c;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        if (c == 's')
+            sock = optarg;
+        else if (c == 'd')
+            state_dir = optarg;
+        else if (c == 'v')
+            d.vmm_path = strdup(optarg);
+        else if (c == 'h') {
+            fputs(usage, stdout);
+            return 0;
+        } else {
+            fputs(usage, stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "wispd: unexpected argument '%s'\n%s", argv[optind], usage);
+        return 2;
+    }
+    if (!d.vmm_path)
+        d.vmm_path = default_vmm();
+    d.state_dir = realpath(state_dir, NULL);
+    struct wisp_err err = {0};
+    signal(SIGPIPE, SIG_IGN);
+    raise_limits();
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    int sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (!d.state_dir) {
+        if (mkdir(state_dir, 0750) < 0 && errno != EEXIST) {
+            fprintf(stderr, "wispd: %s: %s\n", state_dir, strerror(errno));
+            return 1;
+        }
+        d.state_dir = realpath(state_dir, NULL);
+    }
+    int ret = make_dirs(d.state_dir, sock, &err);
+    if (ret == 0)
+        ret = evloop_create(&d.loop, "wispd", &err);
+    if (ret == 0)
+        ret = evloop_add_fd(d.loop, sfd, EPOLLIN, signal_ready, d.loop, NULL, &err);
+    if (ret == 0)
+        ret = registry_open(&d.reg, d.state_dir, &err);
+    if (ret == 0)
+        ret = wispd_recover(&d, &err);
+    if (ret == 0) {
+        unlink(sock); /* a wispd killed with -9 leaves its socket behind */
+        d.base_fds = count_fds() + 8;
+        ret = wispd_serve(&d, sock, &err);
+    }
+    if (ret < 0) {
+        fprintf(stderr, "wispd: %s\n", err.msg);
+        return 1;
+    }
+    set_socket_access(sock);
+    fprintf(stderr, "wispd: serving %s (state %s, %u VMs, %u running)\n", sock, d.state_dir,
+            d.nr_vms, d.nr_live);
+    evloop_run(d.loop);
+    /* The VMs keep running; their waiting requests are answered 503 by the server. */
+    for (unsigned h = 0; h < VM_HASH_SIZE; h++)
+        for (struct vm *vm = d.hash[h]; vm; vm = vm->hash_next)
+            vm->nr_waiters = 0;
+    d.nr_event_waiters = 0;
+    api_server_destroy(d.server);
+    registry_close(d.reg);
+    fprintf(stderr, "wispd: ended; the VMs go on\n");
+    return 0;
+}

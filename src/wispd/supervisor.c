@@ -1,0 +1,623 @@
+/* The VMs' lifecycle (docs/wispd.md, "Lifecycle"): each wisp-vmm spawned by fork/exec, held
+ * back until its pid is committed to the registry, configured through its API socket, watched
+ * through a pidfd on wispd's loop; stops, restarts with backoff, and the reattach of a
+ * restarted wispd. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/pidfd.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "api/http.h"
+#include "common/cleanup.h"
+#include "common/evloop.h"
+#include "registry.h"
+#include "vmmclient.h"
+#include "wispd.h"
+
+#define API_TIMEOUT_MS   5000
+#define CONNECT_WAIT_MS  5000
+#define TERM_TO_KILL_MS  3000
+#define BACKOFF_FIRST_MS 100
+#define BACKOFF_MAX_MS   30000
+
+static const char *const state_names[] = {"stopped", "starting", "running", "paused", "stopping"};
+
+const char *vm_state_name(enum vm_state s)
+{
+    return state_names[s];
+}
+
+static unsigned name_hash(const char *n)
+{
+    unsigned h = 5381;
+    while (*n)
+        h = h * 33 + (unsigned char)*n++;
+    return h % VM_HASH_SIZE;
+}
+
+struct vm *wispd_find(struct wispd *d, const char *name)
+{
+    for (struct vm *vm = d->hash[name_hash(name)]; vm; vm = vm->hash_next)
+        if (!strcmp(vm->name, name))
+            return vm;
+    return NULL;
+}
+
+json_t *vm_to_json(const struct vm *vm)
+{
+    json_t *j = json_pack("{s:s, s:s, s:I, s:I, s:s, s:s, s:O}", "name", vm->name, "state",
+                          vm_state_name(vm->state), "pid", (json_int_t)vm->pid, "restarts",
+                          (json_int_t)vm->restarts, "last_exit", vm->last_exit, "api_sock",
+                          vm->api_sock, "definition", vm->def);
+    return j;
+}
+
+void wispd_event(struct wispd *d, const char *vm, const char *kind, const char *detail)
+{
+    int64_t id;
+    struct wisp_err err = {0};
+    if (registry_add_event(d->reg, vm, kind, detail, &id, &err) < 0)
+        fprintf(stderr, "wispd: %s\n", err.msg);
+    wispd_events_notify(d);
+}
+
+/* Answers every request waiting for this VM: status 0 is the VM's JSON, else an error. */
+static void reply_waiters(struct vm *vm, unsigned status, const char *msg)
+{
+    for (unsigned i = 0; i < vm->nr_waiters; i++) {
+        if (status == 200)
+            api_reply_json(vm->waiters[i], 200, vm_to_json(vm));
+        else
+            api_reply_error(vm->waiters[i], status, "%s: %s", vm->name, msg);
+    }
+    vm->nr_waiters = 0;
+}
+
+static void add_waiter(struct vm *vm, struct api_request *req)
+{
+    if (!req)
+        return;
+    if (vm->nr_waiters == VM_MAX_WAITERS) {
+        api_reply_error(req, 409, "%s: too many requests waiting for this VM", vm->name);
+        return;
+    }
+    api_request_suspend(req);
+    vm->waiters[vm->nr_waiters++] = req;
+}
+
+static int set_state(struct vm *vm, enum vm_state s, struct wisp_err *err)
+{
+    int ret = registry_set_state(vm->d->reg, vm->id, vm_state_name(s), vm->pid, vm->starttime,
+                                 vm->api_sock, err);
+    if (ret == 0)
+        vm->state = s;
+    return ret;
+}
+
+/* Field 22 of /proc/PID/stat: the start time in clock ticks since boot, which tells a pid
+ * reused by another process from the one that was recorded. */
+static int read_starttime(int pid, uint64_t *out)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return -EIO;
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')'); /* the command may hold spaces and parentheses */
+    if (!p)
+        return -EIO;
+    unsigned long long st;
+    if (sscanf(p + 2,
+               "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d "
+               "%*d %llu",
+               &st) != 1)
+        return -EIO;
+    *out = st;
+    return 0;
+}
+
+static void restart_timer(void *opaque);
+static void schedule_restart(struct vm *vm);
+
+static void stop_timer_fired(void *opaque)
+{
+    struct vm *vm = opaque;
+    if (vm->state == VM_STOPPED) {
+        restart_timer(vm);
+        return;
+    }
+    if (vm->stop_stage < 2) {
+        vm->stop_stage = 2;
+        pidfd_send_signal(vm->pidfd, SIGTERM, NULL, 0);
+        evloop_timer_arm(vm->timer, (uint64_t)TERM_TO_KILL_MS * 1000000, 0);
+    } else if (vm->stop_stage < 3) {
+        vm->stop_stage = 3;
+        pidfd_send_signal(vm->pidfd, SIGKILL, NULL, 0);
+    }
+}
+
+/* The wisp-vmm has exited (its pidfd is readable). */
+static void vm_exited(void *opaque, uint32_t events)
+{
+    struct vm *vm = opaque;
+    struct wispd *d = vm->d;
+    siginfo_t si = {0};
+    bool known = vm->child && waitid(P_PIDFD, (id_t)vm->pidfd, &si, WEXITED | WNOHANG) == 0 &&
+                 si.si_pid != 0;
+    bool failed = true;
+    if (known && si.si_code == CLD_EXITED) {
+        snprintf(vm->last_exit, sizeof(vm->last_exit), "exited with status %d", si.si_status);
+        failed = si.si_status != 0;
+    } else if (known) {
+        snprintf(vm->last_exit, sizeof(vm->last_exit), "killed by signal %d (%s)", si.si_status,
+                 strsignal(si.si_status));
+    } else {
+        snprintf(vm->last_exit, sizeof(vm->last_exit),
+                 "ended (status unknown: reattached, not wispd's child)");
+    }
+    evloop_source_remove(vm->pidfd_src);
+    vm->pidfd_src = NULL;
+    close(vm->pidfd);
+    vm->pidfd = -1;
+    vmm_client_cancel(vm->client);
+    vm->client = NULL;
+    evloop_timer_arm(vm->timer, 0, 0);
+    unlink(vm->api_sock);
+    vm->pid = 0;
+    vm->starttime = 0;
+    d->nr_live--;
+    bool requested = vm->stop_requested, was_starting = vm->state == VM_STARTING;
+    vm->stop_requested = false;
+    struct wisp_err err = {0};
+    if (vm->remove_pending) {
+        vm_remove(vm, true, NULL, &err);
+        return;
+    }
+    if (set_state(vm, VM_STOPPED, &err) < 0)
+        fprintf(stderr, "wispd: %s\n", err.msg);
+    registry_set_exit(d->reg, vm->id, vm->last_exit, vm->restarts, &err);
+    wispd_event(d, vm->name, requested || !failed ? "stop" : "crash", vm->last_exit);
+    reply_waiters(vm, was_starting ? 500 : 200, vm->last_exit);
+    if (vm->restart_after_stop) {
+        vm->restart_after_stop = false;
+        vm_start(vm, NULL, &err);
+        return;
+    }
+    const char *policy = json_string_value(json_object_get(vm->def, "restart_policy"));
+    if (!requested && (!strcmp(policy, "always") || (!strcmp(policy, "on-failure") && failed)))
+        schedule_restart(vm);
+}
+
+static void schedule_restart(struct vm *vm)
+{
+    /* A VM that ran 10 s or more starts again at once; one that keeps failing waits 0.1 s,
+     * 0.2 s, ... up to 30 s between tries. */
+    if (registry_now_ms() - vm->started_ms >= 10000)
+        vm->backoff_ms = 0;
+    unsigned delay = vm->backoff_ms ? vm->backoff_ms : 1;
+    vm->backoff_ms = vm->backoff_ms ? vm->backoff_ms * 2 : BACKOFF_FIRST_MS;
+    if (vm->backoff_ms > BACKOFF_MAX_MS)
+        vm->backoff_ms = BACKOFF_MAX_MS;
+    evloop_timer_arm(vm->timer, (uint64_t)delay * 1000000, 0);
+}
+
+static void restart_timer(void *opaque)
+{
+    struct vm *vm = opaque;
+    struct wisp_err err = {0};
+    if (vm->state != VM_STOPPED)
+        return;
+    vm->restarts++;
+    registry_set_exit(vm->d->reg, vm->id, vm->last_exit, vm->restarts, &err);
+    wispd_event(vm->d, vm->name, "restart", "restart policy");
+    if (vm_start(vm, NULL, &err) < 0) {
+        wispd_event(vm->d, vm->name, "crash", err.msg);
+        schedule_restart(vm);
+    }
+}
+
+static int watch_pidfd(struct vm *vm, struct wisp_err *err)
+{
+    vm->d->nr_live++;
+    return evloop_add_fd(vm->d->loop, vm->pidfd, EPOLLIN, vm_exited, vm, &vm->pidfd_src, err);
+}
+
+int vm_create(struct wispd *d, json_t *def, int64_t id, struct vm **out, struct wisp_err *err)
+{
+    struct vm *vm = calloc(1, sizeof(*vm));
+    if (!vm)
+        return wisp_err_set(err, ENOMEM, "out of memory");
+    vm->d = d;
+    vm->id = id;
+    vm->def = json_incref(def);
+    vm->name = strdup(json_string_value(json_object_get(def, "name")));
+    vm->pidfd = -1;
+    snprintf(vm->api_sock, sizeof(vm->api_sock), "%s/run/%lld.sock", d->state_dir, (long long)id);
+    int ret = evloop_add_timer(d->loop, stop_timer_fired, vm, &vm->timer, err);
+    if (ret < 0 || !vm->name) {
+        json_decref(vm->def);
+        free(vm->name);
+        free(vm);
+        return ret < 0 ? ret : wisp_err_set(err, ENOMEM, "out of memory");
+    }
+    unsigned h = name_hash(vm->name);
+    vm->hash_next = d->hash[h];
+    d->hash[h] = vm;
+    d->nr_vms++;
+    *out = vm;
+    return 0;
+}
+
+static void vm_free(struct vm *vm)
+{
+    struct wispd *d = vm->d;
+    for (struct vm **p = &d->hash[name_hash(vm->name)]; *p; p = &(*p)->hash_next)
+        if (*p == vm) {
+            *p = vm->hash_next;
+            break;
+        }
+    d->nr_vms--;
+    evloop_source_remove(vm->timer);
+    json_decref(vm->def);
+    free(vm->name);
+    free(vm);
+}
+
+/* The requests that configure and start the VM (docs/api.md). */
+static size_t build_requests(const struct vm *vm, struct vmm_request *r, size_t max)
+{
+    json_t *def = vm->def, *item;
+    size_t n = 0, i;
+    json_t *boot =
+        json_pack("{s:s}", "kernel_image_path", json_string_value(json_object_get(def, "kernel")));
+    if (json_object_get(def, "initrd"))
+        json_object_set(boot, "initrd_path", json_object_get(def, "initrd"));
+    if (json_object_get(def, "cmdline"))
+        json_object_set(boot, "boot_args", json_object_get(def, "cmdline"));
+    r[n++] = (struct vmm_request){"PUT", strdup("/boot-source"), json_dumps(boot, 0)};
+    json_decref(boot);
+    json_t *mc = json_pack("{s:O, s:O}", "vcpu_count", json_object_get(def, "vcpus"),
+                           "mem_size_mib", json_object_get(def, "memory_mib"));
+    r[n++] = (struct vmm_request){"PUT", strdup("/machine-config"), json_dumps(mc, 0)};
+    json_decref(mc);
+    json_array_foreach(json_object_get(def, "drives"), i, item)
+    {
+        if (n + 4 >= max)
+            break;
+        json_t *dr = json_pack("{s:O, s:O, s:b, s:b}", "drive_id", json_object_get(item, "id"),
+                               "path_on_host", json_object_get(item, "path"), "is_root_device",
+                               json_is_true(json_object_get(item, "root")), "is_read_only",
+                               json_is_true(json_object_get(item, "read_only")));
+        if (json_object_get(item, "format"))
+            json_object_set(dr, "format", json_object_get(item, "format"));
+        char *path;
+        if (asprintf(&path, "/drives/%s", json_string_value(json_object_get(item, "id"))) < 0)
+            path = NULL;
+        r[n++] = (struct vmm_request){"PUT", path, json_dumps(dr, 0)};
+        json_decref(dr);
+    }
+    json_array_foreach(json_object_get(def, "nics"), i, item)
+    {
+        if (n + 4 >= max)
+            break;
+        json_t *ni = json_pack("{s:O, s:O}", "iface_id", json_object_get(item, "id"),
+                               "host_dev_name", json_object_get(item, "tap"));
+        if (json_object_get(item, "mac"))
+            json_object_set(ni, "guest_mac", json_object_get(item, "mac"));
+        char *path;
+        if (asprintf(&path, "/network-interfaces/%s",
+                     json_string_value(json_object_get(item, "id"))) < 0)
+            path = NULL;
+        r[n++] = (struct vmm_request){"PUT", path, json_dumps(ni, 0)};
+        json_decref(ni);
+    }
+    if (json_object_get(def, "console")) {
+        json_t *w = json_pack("{s:O}", "console", json_object_get(def, "console"));
+        r[n++] = (struct vmm_request){"PUT", strdup("/wisp"), json_dumps(w, 0)};
+        json_decref(w);
+    }
+    if (json_object_get(def, "vsock"))
+        r[n++] = (struct vmm_request){"PUT", strdup("/vsock"),
+                                      json_dumps(json_object_get(def, "vsock"), 0)};
+    if (json_object_get(def, "balloon"))
+        r[n++] = (struct vmm_request){"PUT", strdup("/balloon"),
+                                      json_dumps(json_object_get(def, "balloon"), 0)};
+    r[n++] = (struct vmm_request){"PUT", strdup("/actions"),
+                                  strdup("{\"action_type\": \"InstanceStart\"}")};
+    return n;
+}
+
+static void start_done(void *opaque, int status, const char *message)
+{
+    struct vm *vm = opaque;
+    struct wisp_err err = {0};
+    vm->client = NULL;
+    if (status < 0) {
+        snprintf(vm->last_exit, sizeof(vm->last_exit), "start failed: %s", message);
+        vm->stop_requested = true;
+        vm->stop_stage = 3;
+        pidfd_send_signal(vm->pidfd, SIGKILL, NULL, 0);
+        for (unsigned i = 0; i < vm->nr_waiters; i++)
+            api_reply_error(vm->waiters[i], 400, "%s: %s", vm->name, message);
+        vm->nr_waiters = 0;
+        return;
+    }
+    if (set_state(vm, VM_RUNNING, &err) < 0) {
+        pidfd_send_signal(vm->pidfd, SIGKILL, NULL, 0);
+        reply_waiters(vm, 500, err.msg);
+        return;
+    }
+    wispd_event(vm->d, vm->name, "start", "");
+    reply_waiters(vm, 200, NULL);
+}
+
+/* The child: its own session, stdout and stderr to the VM's log, and exec only once the
+ * parent has committed its pid (the byte on `go`); if wispd dies first the pipe ends and the
+ * child exits without becoming a VM, so there is never a wisp-vmm the registry does not name. */
+static void child_exec(struct wispd *d, struct vm *vm, int go, int log_fd)
+{
+    char b;
+    setsid();
+    int null = open("/dev/null", O_RDWR);
+    dup2(null, 0);
+    dup2(log_fd, 1);
+    dup2(log_fd, 2);
+    if (read(go, &b, 1) != 1)
+        _exit(127);
+    char *argv[] = {d->vmm_path, "--api-sock", vm->api_sock, "--id", vm->name, NULL};
+    execv(d->vmm_path, argv);
+    dprintf(2, "wispd: exec %s: %s\n", d->vmm_path, strerror(errno));
+    _exit(127);
+}
+
+int vm_start(struct vm *vm, struct api_request *req, struct wisp_err *err)
+{
+    struct wispd *d = vm->d;
+    if (vm->state != VM_STOPPED)
+        return wisp_err_set(err, EBUSY, "%s is %s", vm->name, vm_state_name(vm->state));
+    int ret =
+        wispd_check_limits(d, (unsigned)json_integer_value(json_object_get(vm->def, "vcpus")), err);
+    if (ret < 0)
+        return ret;
+    char log_path[256];
+    snprintf(log_path, sizeof(log_path), "%s/logs/%lld.log", d->state_dir, (long long)vm->id);
+    int log_fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (log_fd < 0)
+        return wisp_err_sys(err, errno, "%s", log_path);
+    int go[2];
+    if (pipe2(go, O_CLOEXEC) < 0) {
+        close(log_fd);
+        return wisp_err_sys(err, errno, "pipe");
+    }
+    unlink(vm->api_sock); /* left by a wisp-vmm killed with -9: its VM is gone */
+    int pid = fork();
+    if (pid == 0) {
+        close(go[1]);
+        child_exec(d, vm, go[0], log_fd);
+    }
+    close(go[0]);
+    close(log_fd);
+    if (pid < 0) {
+        close(go[1]);
+        return wisp_err_sys(err, errno, "fork");
+    }
+    vm->pidfd = pidfd_open(pid, 0);
+    vm->pid = pid;
+    vm->child = true;
+    if (vm->pidfd < 0 || read_starttime(pid, &vm->starttime) < 0 ||
+        set_state(vm, VM_STARTING, err) < 0 || watch_pidfd(vm, err) < 0) {
+        ret = err->errnum ? -err->errnum : wisp_err_sys(err, errno, "pidfd_open");
+        close(go[1]); /* the child exits without exec */
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        if (vm->pidfd >= 0)
+            close(vm->pidfd);
+        vm->pidfd = -1;
+        vm->pid = 0;
+        vm->state = VM_STOPPED;
+        return ret;
+    }
+    if (write(go[1], "g", 1) != 1) {
+    } /* a failure means the child is gone: its pidfd says so */
+    close(go[1]);
+    vm->started_ms = registry_now_ms();
+    vm->stop_stage = 0;
+    struct vmm_request reqs[64];
+    size_t n = build_requests(vm, reqs, ARRAY_SIZE(reqs));
+    ret = vmm_client_run(&vm->client, d->loop, vm->api_sock, reqs, n, CONNECT_WAIT_MS,
+                         API_TIMEOUT_MS, start_done, vm, err);
+    if (ret < 0) {
+        vm->stop_requested = true;
+        pidfd_send_signal(vm->pidfd, SIGKILL, NULL, 0);
+        return ret;
+    }
+    add_waiter(vm, req);
+    return 0;
+}
+
+static void ctrl_alt_del_done(void *opaque, int status, const char *message)
+{
+    struct vm *vm = opaque;
+    vm->client = NULL;
+    /* Not taken (wisp-vmm's machine model may have no key to press): SIGTERM at once. */
+    if (status < 0 && vm->stop_stage < 2)
+        stop_timer_fired(vm);
+}
+
+int vm_stop(struct vm *vm, bool force, struct api_request *req, struct wisp_err *err)
+{
+    if (vm->state == VM_STOPPED)
+        return wisp_err_set(err, EALREADY, "%s is stopped", vm->name);
+    vm->stop_requested = true;
+    evloop_timer_arm(vm->timer, 0, 0);
+    if (vm->state != VM_STOPPING) {
+        vmm_client_cancel(vm->client);
+        vm->client = NULL;
+        int ret = set_state(vm, VM_STOPPING, err);
+        if (ret < 0)
+            return ret;
+    }
+    if (force || vm->stop_stage >= 1) {
+        vm->stop_stage = 3;
+        pidfd_send_signal(vm->pidfd, SIGKILL, NULL, 0);
+    } else {
+        vm->stop_stage = 1;
+        struct vmm_request r = {"PUT", strdup("/actions"),
+                                strdup("{\"action_type\": \"SendCtrlAltDel\"}")};
+        unsigned t = (unsigned)json_integer_value(json_object_get(vm->def, "stop_timeout_s"));
+        evloop_timer_arm(vm->timer, (uint64_t)t * 1000000000ull + 1, 0);
+        if (vmm_client_run(&vm->client, vm->d->loop, vm->api_sock, &r, 1, 0, API_TIMEOUT_MS,
+                           ctrl_alt_del_done, vm, NULL) < 0)
+            stop_timer_fired(vm);
+    }
+    add_waiter(vm, req);
+    return 0;
+}
+
+int vm_restart(struct vm *vm, struct api_request *req, struct wisp_err *err)
+{
+    if (vm->state == VM_STOPPED)
+        return vm_start(vm, req, err);
+    vm->restart_after_stop = true;
+    return vm_stop(vm, false, req, err);
+}
+
+static void pause_done(void *opaque, int status, const char *message)
+{
+    struct vm *vm = opaque;
+    struct wisp_err err = {0};
+    vm->client = NULL;
+    if (status < 0) {
+        reply_waiters(vm, 400, message);
+        return;
+    }
+    bool paused = vm->state == VM_RUNNING;
+    if (set_state(vm, paused ? VM_PAUSED : VM_RUNNING, &err) < 0) {
+        reply_waiters(vm, 500, err.msg);
+        return;
+    }
+    wispd_event(vm->d, vm->name, paused ? "pause" : "resume", "");
+    reply_waiters(vm, 200, NULL);
+}
+
+int vm_pause(struct vm *vm, bool pause, struct api_request *req, struct wisp_err *err)
+{
+    if (vm->state != (pause ? VM_RUNNING : VM_PAUSED) || vm->client)
+        return wisp_err_set(err, EBUSY, "%s is %s%s", vm->name, vm_state_name(vm->state),
+                            vm->client ? " (a request to it is under way)" : "");
+    struct vmm_request r = {"PATCH", strdup("/vm"),
+                            strdup(pause ? "{\"state\": \"Paused\"}" : "{\"state\": \"Resumed\"}")};
+    int ret = vmm_client_run(&vm->client, vm->d->loop, vm->api_sock, &r, 1, 0, API_TIMEOUT_MS,
+                             pause_done, vm, err);
+    if (ret == 0)
+        add_waiter(vm, req);
+    return ret;
+}
+
+int vm_remove(struct vm *vm, bool force, struct api_request *req, struct wisp_err *err)
+{
+    struct wispd *d = vm->d;
+    if (vm->state != VM_STOPPED) {
+        if (!force)
+            return wisp_err_set(err, EBUSY, "%s is %s (stop it first, or rm -f)", vm->name,
+                                vm_state_name(vm->state));
+        int ret = registry_set_remove_pending(d->reg, vm->id, err);
+        if (ret < 0)
+            return ret;
+        vm->remove_pending = true;
+        return vm_stop(vm, true, req, err);
+    }
+    int ret = registry_remove(d->reg, vm->id, err);
+    if (ret < 0)
+        return ret;
+    char log_path[256];
+    snprintf(log_path, sizeof(log_path), "%s/logs/%lld.log", d->state_dir, (long long)vm->id);
+    unlink(log_path);
+    wispd_event(d, vm->name, "remove", "");
+    for (unsigned i = 0; i < vm->nr_waiters; i++)
+        api_reply_empty(vm->waiters[i]);
+    if (req)
+        api_reply_empty(req);
+    vm_free(vm);
+    return 0;
+}
+
+/* One registry row at start-up: the VM's process, if it still runs, is watched again without
+ * being touched; one half-started is killed; one that ended meanwhile is recorded stopped. */
+static int recover_row(const struct registry_row *row, void *opaque)
+{
+    struct wispd *d = opaque;
+    struct wisp_err err = {0};
+    json_t *def = json_loads(row->definition, 0, NULL);
+    struct vm *vm;
+    if (!def || vm_create(d, def, row->id, &vm, &err) < 0) {
+        fprintf(stderr, "wispd: %s: the definition does not load: skipped\n", row->name);
+        json_decref(def);
+        return 0;
+    }
+    json_decref(def);
+    vm->restarts = row->restarts;
+    vm->remove_pending = row->remove_pending;
+    snprintf(vm->last_exit, sizeof(vm->last_exit), "%s", row->last_exit);
+    uint64_t st = 0;
+    if (strcmp(row->state, "stopped") && row->pid > 0) {
+        vm->pidfd = pidfd_open((int)row->pid, 0);
+        if (vm->pidfd >= 0 && (read_starttime((int)row->pid, &st) < 0 || st != row->starttime)) {
+            close(vm->pidfd); /* the pid is another process's now */
+            vm->pidfd = -1;
+        }
+    }
+    if (vm->pidfd < 0) {
+        vm->state = strcmp(row->state, "stopped") ? VM_RUNNING : VM_STOPPED;
+        if (vm->state == VM_STOPPED && !vm->remove_pending)
+            return 0;
+        /* It ended while wispd was not running. */
+        snprintf(vm->last_exit, sizeof(vm->last_exit), "ended while wispd was not running");
+        if (vm->remove_pending || set_state(vm, VM_STOPPED, &err) < 0)
+            return vm_remove(vm, true, NULL, &err) < 0 ? 0 : 0;
+        wispd_event(d, vm->name, "crash", vm->last_exit);
+        const char *policy = json_string_value(json_object_get(vm->def, "restart_policy"));
+        if (strcmp(row->state, "stopping") && strcmp(policy, "no"))
+            schedule_restart(vm);
+        return 0;
+    }
+    vm->pid = (int)row->pid;
+    vm->starttime = row->starttime;
+    vm->child = false;
+    vm->started_ms = row->created_ms;
+    vm->state = !strcmp(row->state, "paused")     ? VM_PAUSED
+                : !strcmp(row->state, "starting") ? VM_STARTING
+                : !strcmp(row->state, "stopping") ? VM_STOPPING
+                                                  : VM_RUNNING;
+    if (watch_pidfd(vm, &err) < 0)
+        return 0;
+    if (vm->state == VM_STARTING || vm->state == VM_STOPPING || vm->remove_pending) {
+        /* Half-configured, or being stopped: wispd cannot know how far it got. */
+        snprintf(vm->last_exit, sizeof(vm->last_exit), "wispd ended during its %s",
+                 vm->state == VM_STARTING ? "start" : "stop");
+        vm->stop_requested = true;
+        vm->stop_stage = 3;
+        set_state(vm, VM_STOPPING, &err);
+        pidfd_send_signal(vm->pidfd, SIGKILL, NULL, 0);
+    } else {
+        wispd_event(d, vm->name, "reattach", "");
+    }
+    return 0;
+}
+
+int wispd_recover(struct wispd *d, struct wisp_err *err)
+{
+    return registry_for_each(d->reg, recover_row, d, err);
+}

@@ -1,0 +1,84 @@
+/* wispd's state: the VMs it supervises (supervisor.c), its API (server.c), its registry. */
+#ifndef WISP_WISPD_WISPD_H
+#define WISP_WISPD_WISPD_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+struct api_request;
+struct evloop;
+struct evloop_source;
+struct registry;
+struct vmm_client;
+
+enum vm_state { VM_STOPPED, VM_STARTING, VM_RUNNING, VM_PAUSED, VM_STOPPING };
+
+#define VM_MAX_WAITERS 8
+#define VM_HASH_SIZE   4096
+
+struct vm {
+    struct wispd *d;
+    int64_t id;
+    char *name;
+    json_t *def; /* the definition, as vmdef_parse() accepted it */
+    enum vm_state state;
+    int pid, pidfd;
+    bool child; /* spawned by this wispd (waitid works), not reattached */
+    uint64_t starttime;
+    int64_t started_ms;
+    char api_sock[108];
+    struct evloop_source *pidfd_src, *timer;
+    struct vmm_client *client;
+    int stop_stage; /* 0 none, 1 Ctrl-Alt-Del sent, 2 SIGTERM sent, 3 SIGKILL sent */
+    bool stop_requested, restart_after_stop, remove_pending;
+    int64_t restarts;
+    unsigned backoff_ms;
+    char last_exit[256];
+    struct api_request *waiters[VM_MAX_WAITERS];
+    unsigned nr_waiters;
+    struct vm *hash_next;
+};
+
+struct wispd {
+    struct evloop *loop;
+    struct registry *reg;
+    char *state_dir;
+    char *vmm_path;
+    struct api_server *server;
+    struct vm *hash[VM_HASH_SIZE];
+    unsigned nr_vms, nr_live;
+    int base_fds;
+    /* events long-polls waiting for the next event */
+    struct api_request *event_waiters[64];
+    int64_t event_after[64];
+    unsigned nr_event_waiters;
+};
+
+const char *vm_state_name(enum vm_state s);
+struct vm *wispd_find(struct wispd *d, const char *name);
+json_t *vm_to_json(const struct vm *vm);
+
+/* vmdef.c: checks a definition and gives it back with defaults filled in (new reference). */
+int vmdef_parse(const char *text, size_t len, json_t **out, struct wisp_err *err);
+
+/* supervisor.c. Each answers `req` (suspended until the VM gets there) or fails with err. */
+int vm_create(struct wispd *d, json_t *def, int64_t id, struct vm **out, struct wisp_err *err);
+int vm_start(struct vm *vm, struct api_request *req, struct wisp_err *err);
+int vm_stop(struct vm *vm, bool force, struct api_request *req, struct wisp_err *err);
+int vm_restart(struct vm *vm, struct api_request *req, struct wisp_err *err);
+int vm_pause(struct vm *vm, bool pause, struct api_request *req, struct wisp_err *err);
+int vm_remove(struct vm *vm, bool force, struct api_request *req, struct wisp_err *err);
+int wispd_recover(struct wispd *d, struct wisp_err *err);
+void wispd_event(struct wispd *d, const char *vm, const char *kind, const char *detail);
+/* The room for one more VM of `vcpus` vCPUs: 0, or -EMFILE/-EAGAIN naming the limit. */
+int wispd_check_limits(struct wispd *d, unsigned vcpus, struct wisp_err *err);
+json_t *wispd_limits_json(struct wispd *d);
+
+/* server.c */
+int wispd_serve(struct wispd *d, const char *socket_path, struct wisp_err *err);
+void wispd_events_notify(struct wispd *d);
+
+#endif

@@ -104,11 +104,10 @@ int vm_config_mem_backend(struct vm_config *cfg, const char *v, const char *wher
                             "hugetlbfs=MOUNT",
                             where, v);
     }
-    const char *copy = NULL;
-    if (path && vm_config_set_string(cfg, &copy, path, err) < 0)
+    /* the old path's copy is freed: the API may set the backend again and again */
+    if (vm_config_set_string(cfg, &m->path, path, err) < 0)
         return -ENOMEM;
     m->backend = b;
-    m->path = copy;
     return 0;
 }
 

@@ -61,7 +61,7 @@ static void read_sections(const struct snapshot_image *img)
             (void)state_get_u32(&r);
             if (kvm_vcpu_state_read(&v, &r, NULL) == 0)
                 kvm_vcpu_state_free(&v);
-        } else if (s->tag == SNAP_TAG_DEVICE) {
+        } else if (s->tag == SNAP_TAG_DEVICE || s->tag == SNAP_TAG_DEVOPT) {
             read_device(s);
         }
     }

@@ -78,6 +78,10 @@ struct device_ops {
     void (*resume)(struct device *dev);
     int (*save)(struct device *dev, struct state_writer *w, struct wisp_err *err);
     int (*load)(struct device *dev, struct state_reader *r, struct wisp_err *err);
+    /* The type's state came after snapshot format version 1: save() goes into an optional
+     * section (DEVX) that older readers skip, and a snapshot without it leaves the device as
+     * reset() does (docs/snapshot.md). */
+    bool save_optional;
 };
 
 struct device {

@@ -20,11 +20,15 @@ extern const struct device_ops serial_port_device_ops;
 /* The UART model of a realized serial port, for tests and the machine. */
 struct serial *serial_port_model(struct device *dev);
 
-/* i8042 (i8042.c): only the reset line; data port `base`, command port `base` + 4. */
+/* i8042 keyboard controller and keyboard (i8042.c): data port `base`, command port `base` + 4,
+ * IRQ 1; command 0xfe resets the machine. */
 struct i8042_params {
     uint16_t base;
 };
 extern const struct device_ops i8042_device_ops;
+/* Presses Ctrl-Alt-Del on the keyboard (any thread): four scancode bytes and IRQ 1. Fails
+ * (the reason in err) when the guest disabled the keyboard or left too many bytes unread. */
+int i8042_send_ctrl_alt_del(struct device *dev, struct wisp_err *err);
 
 /* A single port that other ports-only devices use: test-exit (test_exit.c: a write of V ends
  * the VM with status V & 0xff), ACPI PM (acpi_pm.c: RESET_REG at base, SLEEP_CONTROL at +4,

@@ -8,6 +8,7 @@
 
 #include "api/json.h"
 #include "common/log.h"
+#include "devices/legacy.h"
 #include "vmm/metrics.h"
 #include "vmm/vmm.h"
 
@@ -70,6 +71,26 @@ static void instance_start(struct vmm_api *a, struct api_request *req)
     api_reply_empty(req);
 }
 
+/* Firecracker's: the i8042's keyboard presses Ctrl-Alt-Del (Running or Paused; the keys wait in
+ * the controller while paused). */
+static void send_ctrl_alt_del(struct vmm_api *a, struct api_request *req)
+{
+    struct vmm *v = a->v;
+    struct wisp_err err = {0};
+    struct device *dev = v->have_machine ? device_list_find(&v->m.devices, "i8042") : NULL;
+    if (v->state != VMM_RUNNING && v->state != VMM_PAUSED)
+        api_reply_error(req, 400,
+                        "The requested operation is not supported before starting the microVM: "
+                        "SendCtrlAltDel needs a running VM (the VM is %s)",
+                        vmm_state_name(v->state));
+    else if (!dev)
+        api_reply_error(req, 400, "SendCtrlAltDel: the machine has no i8042");
+    else if (i8042_send_ctrl_alt_del(dev, &err) < 0)
+        api_reply_error(req, 400, "SendCtrlAltDel: %s", err.msg);
+    else
+        api_reply_empty(req);
+}
+
 void api_put_actions(struct api_request *req, void *opaque);
 void api_put_actions(struct api_request *req, void *opaque)
 {
@@ -85,11 +106,7 @@ void api_put_actions(struct api_request *req, void *opaque)
     } else if (!strcmp(type, "InstanceStart")) {
         instance_start(a, req);
     } else if (!strcmp(type, "SendCtrlAltDel")) {
-        /* Firecracker injects Ctrl-Alt-Del through an i8042 keyboard */
-        api_reply_error(req, 400,
-                        "SendCtrlAltDel is not supported on this machine model: wisp's i8042 "
-                        "has no keyboard (only the reset line), so there is no key to press; "
-                        "end the guest from inside, or with SIGTERM (docs/api.md)");
+        send_ctrl_alt_del(a, req);
     } else if (!strcmp(type, "FlushMetrics")) {
         if (!a->metrics)
             api_reply_error(req, 400,

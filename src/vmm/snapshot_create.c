@@ -94,7 +94,9 @@ static int capture_devices(struct machine *m, struct state_writer *w, struct wis
         struct device *dev = m->devices.items[i];
         if (!dev->realized || !dev->ops->save)
             continue;
-        size_t at = snapshot_section_begin(w, SNAP_TAG_DEVICE, 0);
+        size_t at = dev->ops->save_optional
+                        ? snapshot_section_begin(w, SNAP_TAG_DEVOPT, SNAP_SECTION_OPTIONAL)
+                        : snapshot_section_begin(w, SNAP_TAG_DEVICE, 0);
         state_put_str(w, dev->name);
         state_put_str(w, dev->ops->type);
         int r = dev->ops->save(dev, w, err);

@@ -41,7 +41,8 @@ static uint64_t le64_at(const uint8_t *p)
 static bool tag_known(uint32_t tag)
 {
     return tag == SNAP_TAG_CONFIG || tag == SNAP_TAG_MEMORY || tag == SNAP_TAG_VM ||
-           tag == SNAP_TAG_VCPU || tag == SNAP_TAG_DEVICE || tag == SNAP_TAG_INFO;
+           tag == SNAP_TAG_VCPU || tag == SNAP_TAG_DEVICE || tag == SNAP_TAG_DEVOPT ||
+           tag == SNAP_TAG_INFO;
 }
 
 /* The sections between the header and the checksum: each header and body inside the file, no

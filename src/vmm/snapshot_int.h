@@ -37,6 +37,7 @@ enum snapshot_tag {
     SNAP_TAG_VM = SNAPSHOT_TAG('K', 'V', 'M', 'V'),     /* PIC, IOAPIC, PIT, clock */
     SNAP_TAG_VCPU = SNAPSHOT_TAG('V', 'C', 'P', 'U'),   /* one per vCPU */
     SNAP_TAG_DEVICE = SNAPSHOT_TAG('D', 'E', 'V', 'C'), /* one per device with state */
+    SNAP_TAG_DEVOPT = SNAPSHOT_TAG('D', 'E', 'V', 'X'), /* the same, optional (docs/snapshot.md) */
     SNAP_TAG_INFO = SNAPSHOT_TAG('I', 'N', 'F', 'O'),   /* who wrote it, when (optional) */
 };
 /* A section a reader that does not know its tag may skip (a later version's extra). */

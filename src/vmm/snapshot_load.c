@@ -208,11 +208,14 @@ static int read_vcpus(struct load_ctx *c, unsigned cpus, struct wisp_err *err)
 
 static int read_devices(struct load_ctx *c, struct wisp_err *err)
 {
-    unsigned n = snapshot_image_count(&c->img, SNAP_TAG_DEVICE);
+    unsigned n = snapshot_image_count(&c->img, SNAP_TAG_DEVICE) +
+                 snapshot_image_count(&c->img, SNAP_TAG_DEVOPT);
     if (!(c->devices = calloc(n ? n : 1, sizeof(*c->devices))))
         return wisp_err_set(err, ENOMEM, "out of memory");
-    for (unsigned k = 0; k < n; k++, c->nr_devices++) {
-        const struct snapshot_section *s = snapshot_image_find(&c->img, SNAP_TAG_DEVICE, k);
+    for (unsigned i = 0, k = 0; i < c->img.nr_sections; i++) {
+        const struct snapshot_section *s = &c->img.sections[i];
+        if (s->tag != SNAP_TAG_DEVICE && s->tag != SNAP_TAG_DEVOPT)
+            continue;
         struct device_image *d = &c->devices[k];
         state_reader_init(&d->state, s->data, s->len);
         bool is_null;
@@ -226,6 +229,7 @@ static int read_devices(struct load_ctx *c, struct wisp_err *err)
                 return wisp_err_set(err, EINVAL, "two device sections for %s", d->name);
         /* the rest is the device's own: a reader starting there */
         state_reader_init(&d->state, s->data + d->state.off, s->len - d->state.off);
+        k++, c->nr_devices++;
     }
     return 0;
 }
@@ -277,8 +281,8 @@ static int load_device(struct device *dev, struct device_image *d, struct wisp_e
 }
 
 /* After every vCPU was restored: the in-kernel devices first (the IOAPIC's pins), then the
- * devices, which may raise their lines again. Every device with state must have its section and
- * every section its device. */
+ * devices, which may raise their lines again. Every device with state must have its section (but
+ * a type whose state is optional stays as reset() left it) and every section its device. */
 static int restore_machine(void *opaque, struct machine *m, struct wisp_err *err)
 {
     struct load_ctx *c = opaque;
@@ -294,7 +298,7 @@ static int restore_machine(void *opaque, struct machine *m, struct wisp_err *err
         bool found = false;
         for (unsigned k = 0; k < c->nr_devices && !found; k++)
             found = !strcmp(c->devices[k].name, dev->name);
-        if (dev->ops->save && !found)
+        if (dev->ops->save && !dev->ops->save_optional && !found)
             r = wisp_err_set(err, EINVAL, "the snapshot lacks the state of device %s (%s)",
                              dev->name, dev->ops->type);
     }

@@ -67,10 +67,7 @@ def machine_config(v):
            ({"vcpu_count": 1, "mem_size_mib": 1}, "mem_size_mib: 1 is out of range"),
            ({"vcpu_count": 1, "mem_size_mib": -5}, "out of range"),
            ({"vcpu_count": 2, "mem_size_mib": 256, "smt": True}, "SMT"),
-           ({"vcpu_count": 1, "mem_size_mib": 256, "mem_backend": "tmpfs"}, "is not anon, memfd"),
-           ({"vcpu_count": 1, "mem_size_mib": 256, "huge_pages": "2M", "mem_backend": "memfd"},
-            "contradicts"),
-           ({"vcpu_count": 1, "mem_size_mib": 256, "thp": "yes"}, "thp: 'yes' is not on or off"),
+           ({"vcpu_count": 1, "mem_size_mib": 256, "huge_pages": "2M"}, "issue 13"),
            ({"vcpu_count": 1, "mem_size_mib": 256, "huge_pages": "1G"}, "not None"),
            ({"vcpu_count": 1, "mem_size_mib": 256, "cpu_template": "T2"}, "CPU templates"),
            ({"vcpu_count": 1, "mem_size_mib": 256, "cpus": 4}, "unknown field 'cpus'")]
@@ -78,13 +75,6 @@ def machine_config(v):
         v.expect("PUT", "/machine-config", body, status=400, contains=msg)
     d = v.expect("GET", "/machine-config", status=200)
     check((d["vcpu_count"], d["mem_size_mib"]) == (2, 192), f"a refused PUT changed it: {d}")
-    # Firecracker's huge_pages "2M" is wisp's hugetlbfs backend (docs/memory.md)
-    v.expect("PUT", "/machine-config", {"vcpu_count": 1, "mem_size_mib": 64, "huge_pages": "2M"})
-    d = v.expect("GET", "/machine-config", status=200)
-    check((d["huge_pages"], d["mem_backend"]) == ("2M", "hugetlbfs"), f"huge_pages 2M: {d}")
-    v.expect("PATCH", "/machine-config", {"mem_backend": "memfd", "ksm": False, "thp": "off"})
-    d = v.expect("GET", "/machine-config", status=200)
-    check((d["huge_pages"], d["mem_backend"], d["thp"]) == ("None", "memfd", "off"), str(d))
     v.expect("PUT", "/machine-config", {"vcpu_count": 1, "mem_size_mib": 64})
 
 
@@ -193,8 +183,9 @@ def not_supported(v):
                                ("GET", "/balloon", "balloon"), ("PUT", "/mmds", "MMDS"),
                                ("PUT", "/cpu-config", "CPU templates")]:
         v.expect(method, path, {}, 400, ["not supported", word])
+    # Firecracker's: a runtime action, refused before InstanceStart
     v.expect("PUT", "/actions", {"action_type": "SendCtrlAltDel"}, 400,
-             ["not supported", "keyboard"])
+             ["not supported before starting the microVM", "SendCtrlAltDel"])
     v.expect("PUT", "/actions", {"action_type": "Reboot"}, 400, "action_type")
     v.expect("PATCH", "/drives/rootfs", {"drive_id": "rootfs"}, 400, "before starting")
     v.expect("PATCH", "/network-interfaces/net1", {"iface_id": "net1"}, 400, "before starting")
@@ -225,6 +216,8 @@ def after_start(v, guest, a, b, log, metrics):
                                                                  "refill_time": 100}}})
     v.expect("PATCH", "/network-interfaces/net9", {"iface_id": "net9"}, 400, "no network")
     v.expect("PATCH", "/vm", {"state": "Frozen"}, 400, "Paused or Resumed")
+    # the i8042's keyboard takes the keys (this guest has no keyboard driver: they wait unread)
+    v.expect("PUT", "/actions", {"action_type": "SendCtrlAltDel"})
     v.expect("PUT", "/actions", {"action_type": "FlushMetrics"})
     v.wait_for(lambda: os.path.getsize(metrics) > 0, 5, "a metrics line")
     with open(metrics) as f:

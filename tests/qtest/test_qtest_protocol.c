@@ -196,7 +196,7 @@ static void test_legacy_ports(void **state)
     snprintf(arg, sizeof(arg), "file:%s", file);
     struct qtest *q = qtest_start(qtest_vmm(), "--serial", arg, NULL);
     *state = q;
-    assert_int_equal(qtest_inb(q, 0x64), 0x04);  /* i8042 status: self-test passed */
+    assert_int_equal(qtest_inb(q, 0x64), 0x14);  /* i8042 status: SYS, not key-locked */
     assert_int_equal(qtest_inb(q, 0x3fd), 0x60); /* LSR: THRE | TEMT */
     qtest_outb(q, 0x3ff, 0xa5);                  /* scratch register */
     assert_int_equal(qtest_inb(q, 0x3ff), 0xa5);

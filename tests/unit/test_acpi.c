@@ -88,6 +88,8 @@ static void test_fadt_hw_reduced_reset_and_sleep_registers(void **state)
     uint32_t flags = le32(f + 112);
     assert_true(flags & (1U << 20)); /* HW_REDUCED_ACPI */
     assert_true(flags & (1U << 10)); /* RESET_REG_SUP */
+    /* IAPC_BOOT_ARCH: an 8042 (Linux probes the i8042 only then), no VGA, no CMOS RTC */
+    assert_int_equal(f[109] | f[110] << 8, (1U << 1) | (1U << 2) | (1U << 5));
     /* RESET_REG: system I/O, 8 bits, byte access, port 0x600; value 0x0f. */
     const uint8_t reset_gas[4] = {1, 8, 0, 1};
     assert_memory_equal(f + 116, reset_gas, 4);
@@ -389,6 +391,7 @@ static void test_tables_disassemble_with_iasl(void **state)
     cleanup_free char *fadt = slurp(path);
     assert_non_null(fadt);
     assert_non_null(strstr(fadt, "Hardware Reduced (V5) : 1"));
+    assert_non_null(strstr(fadt, "8042 Present on ports 60/64 (V2) : 1"));
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
     assert_int_equal(system(cmd), 0);
     guest_mem_destroy(&v.mem);

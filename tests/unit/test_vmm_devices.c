@@ -129,7 +129,7 @@ static void test_ports_that_end_the_vm(void **state)
 static void test_port_reads(void **state)
 {
     struct machine_fake *f = *state;
-    assert_int_equal(inb(f, PORT_I8042_CMD), 0x04); /* self-test passed, buffers empty */
+    assert_int_equal(inb(f, PORT_I8042_CMD), 0x14); /* SYS, not key-locked, buffer empty */
     assert_int_equal(inb(f, PORT_I8042_DATA), 0);
     assert_int_equal(inb(f, 0x62), 0xff);
     assert_int_equal(inb(f, PORT_ACPI_SLEEP_STS), 0);

@@ -76,6 +76,7 @@ _Static_assert(__builtin_offsetof(struct acpi_fadt, sleep_control_reg) == 244, "
 #define FADT_HW_REDUCED_ACPI      (1U << 20)
 #define FADT_PWR_BUTTON           (1U << 4) /* 1: no fixed-feature power button */
 #define FADT_SLP_BUTTON           (1U << 5)
+#define IAPC_8042                 (1U << 1) /* an i8042 at 0x60/0x64: Linux probes it */
 #define IAPC_VGA_NOT_PRESENT      (1U << 2)
 #define IAPC_CMOS_RTC_NOT_PRESENT (1U << 5)
 #define GAS_SYSTEM_IO             1
@@ -193,7 +194,7 @@ static int build_fadt(struct acpi_builder *b, uint64_t dsdt, uint64_t *gpa)
     f.x_dsdt = dsdt;
     f.sci_int = 9; /* unused on a HW-reduced machine; 9 keeps Linux's SCI override off IRQ 0 */
     f.flags = FADT_HW_REDUCED_ACPI | FADT_RESET_REG_SUP | FADT_PWR_BUTTON | FADT_SLP_BUTTON;
-    f.iapc_boot_arch = IAPC_VGA_NOT_PRESENT | IAPC_CMOS_RTC_NOT_PRESENT;
+    f.iapc_boot_arch = IAPC_8042 | IAPC_VGA_NOT_PRESENT | IAPC_CMOS_RTC_NOT_PRESENT;
     f.reset_reg = (struct acpi_gas){GAS_SYSTEM_IO, 8, 0, GAS_ACCESS_BYTE, PORT_ACPI_RESET};
     f.reset_value = ACPI_RESET_VALUE;
     f.minor_version = 5; /* ACPI 6.5 */

@@ -1,4 +1,358 @@
-int main(void)
+/* wisp: the command line for wispd (docs/wispd.md, "The wisp CLI"): one request to wispd's
+ * API per command (events -f: a long poll after another), answers as text or --json. */
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "common/cleanup.h"
+
+enum {
+    EXIT_REFUSED = 1,   /* wispd refused or failed the request */
+    EXIT_USAGE = 2,     /* the command line is wrong */
+    EXIT_NO_DAEMON = 3, /* wispd cannot be reached */
+    EXIT_NO_VM = 4,     /* no VM of that name (404) */
+    EXIT_CONFLICT = 5,  /* the VM's state does not allow it, or the name is taken (409) */
+    EXIT_LIMIT = 6,     /* a host limit would be passed (507) */
+};
+
+static const char usage[] =
+    "usage: wisp [--socket PATH] [--json] COMMAND [ARGS]\n"
+    "\n"
+    "Drives wispd, the wisp daemon, through its API socket (docs/wispd.md).\n"
+    "\n"
+    "Commands:\n"
+    "  define FILE          defines a VM from a JSON file (- for stdin): name, vcpus,\n"
+    "                       memory_mib, kernel, initrd, cmdline, drives, nics, console,\n"
+    "                       restart_policy (no, on-failure, always), stop_timeout_s\n"
+    "  ls, list             the VMs: name, state, pid, restarts\n"
+    "  show NAME            one VM, with its definition and last exit\n"
+    "  start NAME           starts it; returns once the guest runs\n"
+    "  stop NAME            Ctrl-Alt-Del, then SIGTERM after stop_timeout_s, then SIGKILL;\n"
+    "                       returns once it has stopped\n"
+    "  kill NAME            SIGKILL at once\n"
+    "  restart NAME         stop, then start\n"
+    "  pause NAME, resume NAME\n"
+    "  rm [-f] NAME         removes a stopped VM (-f: kills a running one first)\n"
+    "  events [-f]          the events (define, start, stop, crash, restart, ...); -f waits\n"
+    "                       for more\n"
+    "  limits               the host limits the next VM could hit\n"
+    "\n"
+    "Options:\n"
+    "  --socket PATH        wispd's socket (default $WISP_SOCKET, else /run/wisp/wispd.sock)\n"
+    "  --json               prints wispd's answer as JSON, for scripts\n"
+    "  -h, --help           this text\n"
+    "\n"
+    "Exit status: 0 done; 1 wispd refused or failed it (the message says why); 2 usage error;\n"
+    "3 wispd cannot be reached; 4 no VM of that name; 5 the VM's state does not allow it (or\n"
+    "the name is taken); 6 a host limit would be passed.\n";
+
+static const char *sock_path;
+static bool json_out;
+
+static int usage_error(const char *fmt, const char *arg) __attribute__((format(printf, 1, 0)));
+static int usage_error(const char *fmt, const char *arg)
 {
+    fprintf(stderr, "wisp: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\n(wisp --help for usage)\n");
+    return EXIT_USAGE;
+}
+
+/* One request; *status the HTTP status, *body the answer's body (malloc'd). -1 when wispd
+ * cannot be reached. */
+static int request(const char *method, const char *path, const char *body, unsigned *status,
+                   char **answer)
+{
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    if (strlen(sock_path) >= sizeof(addr.sun_path)) {
+        fprintf(stderr, "wisp: %s: the socket path is too long\n", sock_path);
+        return -1;
+    }
+    strcpy(addr.sun_path, sock_path);
+    cleanup_close int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+        fprintf(stderr, "wisp: %s: %s (is wispd running? --socket or WISP_SOCKET)\n", sock_path,
+                strerror(errno));
+        return -1;
+    }
+    cleanup_free char *req = NULL;
+    int len = asprintf(&req,
+                       "%s %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+                       "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+                       method, path, body ? strlen(body) : 0, body ? body : "");
+    if (len < 0 || write(fd, req, (size_t)len) != len) {
+        fprintf(stderr, "wisp: %s: sending: %s\n", sock_path, strerror(errno));
+        return -1;
+    }
+    size_t cap = 65536, n = 0;
+    char *buf = malloc(cap + 1);
+    ssize_t r;
+    while (buf && (r = read(fd, buf + n, cap - n)) > 0) {
+        n += (size_t)r;
+        if (n == cap) {
+            char *nb = realloc(buf, cap * 2 + 1);
+            if (!nb)
+                break;
+            buf = nb;
+            cap *= 2;
+        }
+    }
+    if (!buf)
+        return -1;
+    buf[n] = '\0';
+    char *b = strstr(buf, "\r\n\r\n");
+    if (sscanf(buf, "HTTP/1.%*d %u", status) != 1 || !b) {
+        fprintf(stderr, "wisp: %s: the answer is not HTTP\n", sock_path);
+        free(buf);
+        return -1;
+    }
+    *answer = strdup(b + 4);
+    free(buf);
     return 0;
+}
+
+static int exit_for(unsigned status)
+{
+    return status < 300    ? 0
+           : status == 404 ? EXIT_NO_VM
+           : status == 409 ? EXIT_CONFLICT
+           : status == 507 ? EXIT_LIMIT
+                           : EXIT_REFUSED;
+}
+
+static void print_vm_line(json_t *vm)
+{
+    printf("%-24s %-9s %8lld %8lld  %s\n", json_string_value(json_object_get(vm, "name")),
+           json_string_value(json_object_get(vm, "state")),
+           (long long)json_integer_value(json_object_get(vm, "pid")),
+           (long long)json_integer_value(json_object_get(vm, "restarts")),
+           json_string_value(json_object_get(vm, "last_exit")));
+}
+
+/* Does the request and prints the answer; returns the exit status. `show` prints a success. */
+static int call(const char *method, const char *path, const char *body,
+                void (*show)(json_t *answer))
+{
+    unsigned status;
+    cleanup_free char *answer = NULL;
+    if (request(method, path, body, &status, &answer) < 0)
+        return EXIT_NO_DAEMON;
+    json_t *j = json_loads(answer, 0, NULL);
+    if (status >= 300) {
+        const char *m = json_string_value(json_object_get(j, "fault_message"));
+        fprintf(stderr, "wisp: %s\n", m ? m : answer);
+    } else if (json_out) {
+        if (j) {
+            json_dumpf(j, stdout, JSON_INDENT(2));
+            putchar('\n');
+        }
+    } else if (show && j) {
+        show(j);
+    }
+    json_decref(j);
+    return exit_for(status);
+}
+
+static void show_list(json_t *a)
+{
+    size_t i;
+    json_t *vm;
+    printf("%-24s %-9s %8s %8s  %s\n", "NAME", "STATE", "PID", "RESTARTS", "LAST EXIT");
+    json_array_foreach(a, i, vm) print_vm_line(vm);
+}
+
+static void show_vm(json_t *vm)
+{
+    printf("name:      %s\nstate:     %s\npid:       %lld\nrestarts:  %lld\nlast exit: %s\n",
+           json_string_value(json_object_get(vm, "name")),
+           json_string_value(json_object_get(vm, "state")),
+           (long long)json_integer_value(json_object_get(vm, "pid")),
+           (long long)json_integer_value(json_object_get(vm, "restarts")),
+           json_string_value(json_object_get(vm, "last_exit")));
+    printf("definition: ");
+    json_dumpf(json_object_get(vm, "definition"), stdout, JSON_INDENT(2) | JSON_SORT_KEYS);
+    putchar('\n');
+}
+
+static void show_state(json_t *vm)
+{
+    printf("%s: %s\n", json_string_value(json_object_get(vm, "name")),
+           json_string_value(json_object_get(vm, "state")));
+}
+
+static void show_raw(json_t *j)
+{
+    json_dumpf(j, stdout, JSON_INDENT(2));
+    putchar('\n');
+}
+
+static int64_t last_event;
+
+static void show_events(json_t *a)
+{
+    size_t i;
+    json_t *e;
+    json_array_foreach(a, i, e)
+    {
+        last_event = json_integer_value(json_object_get(e, "id"));
+        if (json_out) {
+            json_dumpf(e, stdout, JSON_COMPACT);
+            putchar('\n');
+        } else {
+            printf("%lld %-20s %-9s %s\n", (long long)last_event,
+                   json_string_value(json_object_get(e, "vm")),
+                   json_string_value(json_object_get(e, "kind")),
+                   json_string_value(json_object_get(e, "event")));
+        }
+    }
+    fflush(stdout);
+}
+
+static int cmd_events(int argc, char **argv)
+{
+    bool follow = argc == 2 && !strcmp(argv[1], "-f");
+    if (argc > 2 || (argc == 2 && !follow))
+        return usage_error("events: unexpected argument '%s' (only -f)", argv[1]);
+    int ret;
+    char path[64];
+    bool j = json_out; /* with --json, one JSON object a line, printed by show_events */
+    json_out = false;
+    do {
+        /* /v1/events/N waits for an event after N; /v1/events answers at once. */
+        if (follow)
+            snprintf(path, sizeof(path), "/v1/events/%lld", (long long)last_event);
+        else
+            snprintf(path, sizeof(path), "/v1/events");
+        unsigned status;
+        cleanup_free char *answer = NULL;
+        if (request("GET", path, NULL, &status, &answer) < 0)
+            return EXIT_NO_DAEMON;
+        json_t *a = json_loads(answer, 0, NULL);
+        ret = exit_for(status);
+        if (ret == 0) {
+            json_out = j;
+            show_events(a);
+            json_out = false;
+        }
+        json_decref(a);
+    } while (follow && ret == 0);
+    return ret;
+}
+
+static char *read_file(const char *path)
+{
+    FILE *f = strcmp(path, "-") ? fopen(path, "re") : stdin;
+    if (!f)
+        return NULL;
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap + 1);
+    size_t r;
+    while (buf && (r = fread(buf + n, 1, cap - n, f)) > 0) {
+        n += r;
+        if (n == cap && n < (1 << 20)) {
+            char *nb = realloc(buf, cap * 2 + 1);
+            if (!nb)
+                break;
+            buf = nb;
+            cap *= 2;
+        }
+    }
+    if (f != stdin)
+        fclose(f);
+    if (buf)
+        buf[n] = '\0';
+    return buf;
+}
+
+static const char *const vm_actions[] = {"start", "stop", "kill", "restart", "pause", "resume"};
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {{"socket", required_argument, NULL, 's'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {0}};
+    sock_path = getenv("WISP_SOCKET") ? getenv("WISP_SOCKET") : "/run/wisp/wispd.sock";
+    int c;
+    /* "+": options stop at the command, whose own flags (rm -f, events -f) are its own. */
+    while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+        if (c == 's')
+            sock_path = optarg;
+        else if (c == 'j')
+            json_out = true;
+        else if (c == 'h') {
+            fputs(usage, stdout);
+            return 0;
+        } else {
+            fputs(usage, stderr);
+            return EXIT_USAGE;
+        }
+    }
+    if (optind >= argc)
+        return usage_error("%s", "no command given");
+    char **av = argv + optind;
+    int ac = argc - optind;
+    /* --json may also follow the command: `wisp ls --json`. */
+    for (int i = 1; i < ac; i++)
+        if (!strcmp(av[i], "--json")) {
+            json_out = true;
+            memmove(&av[i], &av[i + 1], (size_t)(ac - i - 1) * sizeof(*av));
+            ac--;
+            i--;
+        }
+    const char *cmd = av[0];
+    char path[256];
+    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help")) {
+        fputs(usage, stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "ls") || !strcmp(cmd, "list")) {
+        if (ac != 1)
+            return usage_error("ls: unexpected argument '%s'", av[1]);
+        return call("GET", "/v1/vms", NULL, show_list);
+    }
+    if (!strcmp(cmd, "limits"))
+        return ac != 1 ? usage_error("limits: unexpected argument '%s'", av[1])
+                       : call("GET", "/v1/limits", NULL, show_raw);
+    if (!strcmp(cmd, "events"))
+        return cmd_events(ac, av);
+    if (!strcmp(cmd, "define")) {
+        if (ac != 2)
+            return usage_error("%s", "define: give one FILE (a JSON definition, - for stdin)");
+        cleanup_free char *text = read_file(av[1]);
+        if (!text) {
+            fprintf(stderr, "wisp: %s: %s\n", av[1], strerror(errno));
+            return EXIT_USAGE;
+        }
+        return call("POST", "/v1/vms", text, show_state);
+    }
+    if (!strcmp(cmd, "rm")) {
+        bool force = ac == 3 && !strcmp(av[1], "-f");
+        if (ac != 2 + force)
+            return usage_error("%s", "rm: give [-f] NAME");
+        snprintf(path, sizeof(path), "/v1/vms/%s%s", av[1 + force], force ? "/force" : "");
+        return call("DELETE", path, NULL, NULL);
+    }
+    bool name_cmd = !strcmp(cmd, "show");
+    for (size_t i = 0; i < ARRAY_SIZE(vm_actions); i++)
+        name_cmd |= !strcmp(cmd, vm_actions[i]);
+    if (!name_cmd)
+        return usage_error("unknown command '%s'", cmd);
+    if (ac != 2)
+        return usage_error("%s: give one NAME", cmd);
+    if (strchr(av[1], '/') || strlen(av[1]) > 64)
+        return usage_error("'%s' is not a VM name", av[1]);
+    if (!strcmp(cmd, "show")) {
+        snprintf(path, sizeof(path), "/v1/vms/%s", av[1]);
+        return call("GET", path, NULL, show_vm);
+    }
+    snprintf(path, sizeof(path), "/v1/vms/%s/%s", av[1], cmd);
+    return call("POST", path, "", show_state);
 }

@@ -5,7 +5,8 @@ the guest runs, and KSM merges the identical pages of 10 idle guests started wit
 
     mem_backends_test.py VMM HELLO_ELF IDLE_ELF CASE
 
-CASE is one of: backends, hugetlbfs, api, ksm. The hugetlbfs and ksm cases change
+CASE is one of: backends, hugetlbfs, api, ksm, snapshot (a VM on each shared backend is
+snapshotted and restored with its memory intact). The hugetlbfs and ksm cases change
 /proc/sys/vm/nr_hugepages and /sys/kernel/mm/ksm/* (root) and put the old values back; without
 root they are skipped (exit 77). Exits 0 on success, 1 with a message on failure.
 """
@@ -143,6 +144,37 @@ def case_api(vmm, hello, idle):
             p.wait()
 
 
+def case_snapshot(vmm, hello, idle):
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "snapshot"))
+    import snaplib
+    for backend in ("memfd", "file=RAM"):
+        with tempfile.TemporaryDirectory() as d:
+            b = backend.replace("RAM", os.path.join(d, "ram"))
+            v = snaplib.Vmm(vmm, d, "src", ["--kernel", idle, "--mem", "64", "--mem-backend", b],
+                            stdin=True)
+            try:
+                v.wait_for(r"^idle: ready$")
+                v.send("fill 7 2048\n")
+                v.wait_for(r"^idle: filled 2048 pages")
+                v.send("sum 2048\n")
+                want = v.wait_for(r"^idle: sum 2048 (\d+)\n").group(1)
+                v.expect("PATCH", "/vm", {"state": "Paused"})
+                snap, mem = os.path.join(d, "t.snap"), os.path.join(d, "t.mem")
+                v.expect("PUT", "/snapshot/create", {"snapshot_path": snap, "mem_file_path": mem})
+            finally:
+                v.end()
+            w = snaplib.Vmm(vmm, d, "dst", [], stdin=True)
+            try:
+                w.expect("PUT", "/snapshot/load", snaplib.load_body(snap, mem))
+                w.send("sum 2048\n")
+                got = w.wait_for(r"^idle: sum 2048 (\d+)\n").group(1)
+                print(f"{b}: sum {want} before the snapshot, {got} after the restore")
+                if got != want:
+                    raise Failure(f"{b}: the restored guest's pages sum to {got}, not {want}")
+            finally:
+                w.end()
+
+
 def ksm_counter(name):
     return int(read(KSM + name))
 
@@ -195,7 +227,7 @@ def main():
         return 2
     vmm, hello, idle, case = sys.argv[1:]
     cases = {"backends": case_backends, "hugetlbfs": case_hugetlbfs, "api": case_api,
-             "ksm": case_ksm}
+             "ksm": case_ksm, "snapshot": case_snapshot}
     if case not in cases:
         print(f"unknown case {case}", file=sys.stderr)
         return 2
@@ -204,8 +236,8 @@ def main():
         return 77
     try:
         cases[case](vmm, hello, idle)
-    except Failure as e:
-        print(f"FAIL: {e}", file=sys.stderr)
+    except Exception as e:  # ours, and snaplib's Failure
+        print(f"FAIL: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     print("ok")
     return 0

@@ -5,7 +5,8 @@ the guest runs, and KSM merges the identical pages of 10 idle guests started wit
 
     mem_backends_test.py VMM HELLO_ELF IDLE_ELF CASE
 
-CASE is one of: backends, hugetlbfs, api, ksm, snapshot (a VM on each shared backend is
+CASE is one of: backends, hugetlbfs, api, ksm, thp (--thp on gives guest RAM transparent huge
+pages, --thp off none), snapshot (a VM on each shared backend is
 snapshotted and restored with its memory intact). The hugetlbfs and ksm cases change
 /proc/sys/vm/nr_hugepages and /sys/kernel/mm/ksm/* (root) and put the old values back; without
 root they are skipped (exit 77). Exits 0 on success, 1 with a message on failure.
@@ -175,6 +176,40 @@ def case_snapshot(vmm, hello, idle):
                 w.end()
 
 
+def anon_huge_kib(pid):
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("AnonHugePages:"):
+                return int(line.split()[1])
+    raise Failure("no AnonHugePages in smaps_rollup")
+
+
+def case_thp(vmm, hello, idle):
+    mode = read("/sys/kernel/mm/transparent_hugepage/enabled")
+    if "[never]" in mode:
+        print(f"THP is off on this host ({mode}): skipped")
+        sys.exit(77)
+    for thp in ("on", "off"):
+        p = subprocess.Popen([vmm, "--kernel", idle, "--mem", "128", "--thp", thp],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        try:
+            if "idle: ready" not in p.stdout.readline().decode():
+                raise Failure("the idle guest did not start")
+            p.stdin.write(b"fill 3 8192\n")  # 32 MiB from 32 MiB up: 2 MiB-aligned
+            p.stdin.flush()
+            if "filled" not in p.stdout.readline().decode():
+                raise Failure("the idle guest did not fill its pages")
+            kib = anon_huge_kib(p.pid)
+            print(f"--thp {thp}: AnonHugePages {kib} kB after 32 MiB written")
+            if thp == "on" and kib < 16 << 10:
+                raise Failure(f"--thp on: only {kib} kB of 32 MiB in transparent huge pages")
+            if thp == "off" and kib:
+                raise Failure(f"--thp off: {kib} kB in transparent huge pages")
+        finally:
+            p.kill()
+            p.wait()
+
+
 def ksm_counter(name):
     return int(read(KSM + name))
 
@@ -227,7 +262,8 @@ def main():
         return 2
     vmm, hello, idle, case = sys.argv[1:]
     cases = {"backends": case_backends, "hugetlbfs": case_hugetlbfs, "api": case_api,
-             "ksm": case_ksm, "snapshot": case_snapshot}
+             "ksm": case_ksm, "thp": case_thp,
+             "snapshot": case_snapshot}
     if case not in cases:
         print(f"unknown case {case}", file=sys.stderr)
         return 2

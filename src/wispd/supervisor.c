@@ -182,19 +182,22 @@ static void vm_exited(void *opaque, uint32_t events)
     vm->stop_requested = false;
     struct wisp_err err = {0};
     if (vm->remove_pending) {
-        vm_remove(vm, true, NULL, &err);
+        vm->state = VM_STOPPED;
+        if (vm_remove(vm, true, NULL, &err) < 0)
+            fprintf(stderr, "wispd: %s\n", err.msg);
         return;
     }
     if (set_state(vm, VM_STOPPED, &err) < 0)
         fprintf(stderr, "wispd: %s\n", err.msg);
     registry_set_exit(d->reg, vm->id, vm->last_exit, vm->restarts, &err);
     wispd_event(d, vm->name, requested || !failed ? "stop" : "crash", vm->last_exit);
-    reply_waiters(vm, was_starting ? 500 : 200, vm->last_exit);
-    if (vm->restart_after_stop) {
+    if (vm->restart_after_stop) { /* the waiters have their answer once it runs again */
         vm->restart_after_stop = false;
-        vm_start(vm, NULL, &err);
+        if (vm_start(vm, NULL, &err) < 0)
+            reply_waiters(vm, 500, err.msg);
         return;
     }
+    reply_waiters(vm, was_starting ? 500 : 200, vm->last_exit);
     const char *policy = json_string_value(json_object_get(vm->def, "restart_policy"));
     if (!requested && (!strcmp(policy, "always") || (!strcmp(policy, "on-failure") && failed)))
         schedule_restart(vm);
@@ -585,8 +588,13 @@ static int recover_row(const struct registry_row *row, void *opaque)
             return 0;
         /* It ended while wispd was not running. */
         snprintf(vm->last_exit, sizeof(vm->last_exit), "ended while wispd was not running");
-        if (vm->remove_pending || set_state(vm, VM_STOPPED, &err) < 0)
-            return vm_remove(vm, true, NULL, &err) < 0 ? 0 : 0;
+        if (vm->remove_pending) {
+            vm->state = VM_STOPPED;
+            vm_remove(vm, true, NULL, &err);
+            return 0;
+        }
+        if (set_state(vm, VM_STOPPED, &err) < 0)
+            return 0;
         wispd_event(d, vm->name, "crash", vm->last_exit);
         const char *policy = json_string_value(json_object_get(vm->def, "restart_policy"));
         if (strcmp(row->state, "stopping") && strcmp(policy, "no"))

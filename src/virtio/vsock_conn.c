@@ -22,6 +22,7 @@
 #define VSOCK_READ_BATCH   16 /* packets per wake of one connection, so others get a turn */
 
 static void vsock_conn_event(void *opaque, uint32_t events);
+static void vsock_conn_add_fd(struct vsock_conn *c);
 
 static int vsock_sockaddr(struct sockaddr_un *sa, const char *path, struct wisp_err *err)
 {
@@ -85,7 +86,7 @@ struct vsock_conn *vsock_conn_find(struct virtio_vsock *vs, uint32_t host_port, 
 void vsock_conn_update_events(struct vsock_conn *c)
 {
     struct virtio_vsock *vs = c->vs;
-    if (!c->src)
+    if (c->fd < 0)
         return;
     uint32_t want = 0;
     if (!vs->host_paused) {
@@ -96,6 +97,13 @@ void vsock_conn_update_events(struct vsock_conn *c)
             want |= EPOLLIN;
         if (c->out_len)
             want |= EPOLLOUT;
+    }
+    if (!c->src) { /* hung up (vsock_conn_event): watched again once there is work */
+        if (!want)
+            return;
+        vsock_conn_add_fd(c);
+        if (!c->src)
+            return;
     }
     if (want != c->armed && evloop_fd_modify(c->src, want) == 0)
         c->armed = want;
@@ -420,13 +428,12 @@ static void vsock_conn_event(void *opaque, uint32_t events)
             vsock_conn_readable(c);
         if (c->fd >= 0 && (events & EPOLLERR)) {
             gone = vsock_conn_close(c, true);
-        } else if (c->fd >= 0 && (events & EPOLLHUP) && !(c->armed & EPOLLIN)) {
-            /* both directions are shut and nothing is read now: stop the wake-ups; what the
-             * host left unread in its socket is lost (docs/vsock.md) */
-            c->host_eof = true;
+        } else if (c->fd >= 0 && (events & EPOLLHUP) && !c->armed) {
+            /* the host closed while nothing is wanted from its socket (the guest has no credit
+             * left): epoll would report the hang-up again and again, so the socket is not
+             * watched until there is work; what it holds is read then, and its end after */
             evloop_source_remove(c->src);
             c->src = NULL;
-            vsock_queue_pending(c, VSOCK_SEND_SHUTDOWN);
         }
     }
     if (!gone && c->fd >= 0)

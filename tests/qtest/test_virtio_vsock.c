@@ -284,6 +284,7 @@ static void test_host_initiated(void **state)
     assert_memory_equal(in, out, 65536);
     /* the credit is used up: more host bytes stay in the socket until the driver's fwd_cnt moves */
     assert_int_equal(write(fd, out, 8192), 8192);
+    close(fd); /* and the host is gone before the guest could take them: they still arrive */
     assert_false(rx_next(f, &p, in, 300));
     struct pkt credit = guest_pkt(VIRTIO_VSOCK_OP_CREDIT_UPDATE, 5000, host_port, 0);
     credit.fwd_cnt = 65536;
@@ -296,8 +297,7 @@ static void test_host_initiated(void **state)
     }
     assert_memory_equal(in, out, 8192);
 
-    /* the host closes: SHUTDOWN, then the driver's RST ends it */
-    close(fd);
+    /* then the host's end: SHUTDOWN, and the driver's RST ends it */
     assert_true(rx_next(f, &p, NULL, WAIT_MS));
     assert_int_equal(p.op, VIRTIO_VSOCK_OP_SHUTDOWN);
     struct pkt rst = guest_pkt(VIRTIO_VSOCK_OP_RST, 5000, host_port, 0);

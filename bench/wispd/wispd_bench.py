@@ -49,7 +49,11 @@ def mem_available_kib():
 
 
 def pss_kib(pid):
-    for line in open(f"/proc/{pid}/smaps_rollup"):
+    try:
+        f = open(f"/proc/{pid}/smaps_rollup")
+    except FileNotFoundError:
+        return 0
+    for line in f:
         if line.startswith("Pss:"):
             return int(line.split()[1])
     return 0
@@ -92,6 +96,12 @@ def main():
             time.sleep(1)
             avail1 = mem_available_kib()
             pss = sum(pss_kib(p) for p in pids)
+            states = {}
+            for vm in call(sock, "GET", "/v1/vms"):
+                states.setdefault(vm["state"], []).append(vm["last_exit"])
+            if set(states) != {"running"}:
+                print("not all running: " + ", ".join(
+                    f"{k}: {len(v)} ({v[0]})" for k, v in states.items()))
             total = [x + y for x, y in times]
             print(f"wispd: {a.n} VMs of {a.mem} MiB (guest {os.path.basename(a.guest)}), "
                   f"defined and started one after another")

@@ -300,6 +300,8 @@ def main():
         ap.add_argument(o, required=True)
     A = ap.parse_args()
     A.vmm = os.environ.get("WISPD_TEST_VMM", A.vmm)
+    for k in ("wispd", "wisp", "vmm", "guest"):  # meson gives build-relative paths
+        setattr(A, k, os.path.abspath(getattr(A, k)))
     with tempfile.TemporaryDirectory(prefix="wispd-test-") as tmp:
         d = Daemon(tmp)
         try:

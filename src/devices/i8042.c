@@ -19,7 +19,7 @@
 #include "common/statebuf.h"
 
 #define I8042_CMD_OFFSET 4 /* command/status port = data port + 4 (0x64) */
-#define I8042_IRQ        1
+#define I8042_KBD_GSI    1
 #define I8042_FIFO       16
 
 /* status register */
@@ -321,11 +321,11 @@ static int i8042_realize(struct device *dev, struct wisp_err *err)
     k->irq_fd = -1;
     pthread_mutex_init(&k->lock, NULL);
     reset_state(k);
-    int r = ctx->res ? resources_claim_gsi(ctx->res, I8042_IRQ, dev->name, err) : 0;
+    int r = ctx->res ? resources_claim_gsi(ctx->res, I8042_KBD_GSI, dev->name, err) : 0;
     if (r == 0 && ctx->attach_irqfd) {
         if ((k->irq_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
             return wisp_err_sys(err, errno, "%s: eventfd", dev->name);
-        r = ctx->attach_irqfd(ctx->opaque, I8042_IRQ, k->irq_fd, true, err);
+        r = ctx->attach_irqfd(ctx->opaque, I8042_KBD_GSI, k->irq_fd, true, err);
         if (r < 0) {
             close(k->irq_fd);
             k->irq_fd = -1;
@@ -417,7 +417,7 @@ static void i8042_teardown(struct device *dev)
         return;
     if (k->irq_fd >= 0) {
         if (dev->ctx->attach_irqfd)
-            dev->ctx->attach_irqfd(dev->ctx->opaque, I8042_IRQ, k->irq_fd, false, NULL);
+            dev->ctx->attach_irqfd(dev->ctx->opaque, I8042_KBD_GSI, k->irq_fd, false, NULL);
         close(k->irq_fd);
     }
     pthread_mutex_destroy(&k->lock);

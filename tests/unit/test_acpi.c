@@ -280,7 +280,7 @@ static void test_dsdt_aml_structure(void **state)
         struct aml_stats s = {0};
         walk_terms(v.dsdt + 36, le32(v.dsdt + 4) - 36, &s);
         assert_true(s.s5);
-        assert_int_equal(s.devices, nr + 1); /* COM1 is always described */
+        assert_int_equal(s.devices, nr + 2); /* COM1 and the keyboard are always described */
         assert_int_equal(s.hids, nr);        /* virtio-mmio ids */
         /* COM1: _HID EisaId("PNP0501") and IO (Decode16, 0x3F8, 0x3F8, 0, 8) IRQNoFlags () {4},
          * which Linux needs to route IRQ 4 with a hardware-reduced FADT. */
@@ -290,6 +290,12 @@ static void test_dsdt_aml_structure(void **state)
         size_t dlen = le32(v.dsdt + 4);
         assert_non_null(memmem(v.dsdt, dlen, hid, sizeof(hid)));
         assert_non_null(memmem(v.dsdt, dlen, crs, sizeof(crs)));
+        /* the i8042's keyboard: EisaId("PNP0303"), IO 0x60 and 0x64 (1 port each), IRQ 1 */
+        const uint8_t kbd_hid[] = {'_', 'H', 'I', 'D', 0x0c, 0x41, 0xd0, 0x03, 0x03};
+        const uint8_t kbd_crs[] = {0x47, 0x01, 0x60, 0x00, 0x60, 0x00, 0x00, 0x01, 0x47, 0x01,
+                                   0x64, 0x00, 0x64, 0x00, 0x00, 0x01, 0x22, 0x02, 0x00, 0x79};
+        assert_non_null(memmem(v.dsdt, dlen, kbd_hid, sizeof(kbd_hid)));
+        assert_non_null(memmem(v.dsdt, dlen, kbd_crs, sizeof(kbd_crs)));
         guest_mem_destroy(&v.mem);
     }
 }
@@ -385,6 +391,7 @@ static void test_tables_disassemble_with_iasl(void **state)
     assert_non_null(dsl);
     assert_non_null(strstr(dsl, "Name (_S5, Package (0x04)"));
     assert_non_null(strstr(dsl, "Name (_HID, \"LNRO0005\")"));
+    assert_non_null(strstr(dsl, "Name (_HID, EisaId (\"PNP0303\")"));
     assert_non_null(strstr(dsl, "Memory32Fixed (ReadWrite,"));
     assert_non_null(strstr(dsl, "Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive"));
     snprintf(path, sizeof(path), "%s/facp.dsl", dir);

@@ -164,6 +164,15 @@ static int build_dsdt(struct acpi_builder *b, const struct x86_acpi_config *cfg,
     aml_device(&sb, "COM1", &com1);
     sb.failed |= com1.failed;
     aml_buf_free(&com1);
+    /* The i8042's keyboard, for the same reason: Linux's i8042 driver takes its ports and IRQ 1
+     * from here (without an aux device listed it does not probe the aux port). */
+    struct aml_buf kbd = AML_BUF_INIT;
+    aml_name_integer(&kbd, "_HID", 0x0303d041); /* EisaId ("PNP0303"): IBM enhanced keyboard */
+    aml_name_integer(&kbd, "_UID", 0);
+    aml_crs_io2_irq(&kbd, PORT_I8042_DATA, PORT_I8042_CMD, 1, I8042_IRQ);
+    aml_device(&sb, "KBD_", &kbd);
+    sb.failed |= kbd.failed;
+    aml_buf_free(&kbd);
     for (unsigned i = 0; i < cfg->nr_mmio_devices; i++) {
         const struct x86_boot_mmio_device *d = &cfg->mmio_devices[i];
         char name[8];

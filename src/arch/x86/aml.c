@@ -196,6 +196,23 @@ void aml_crs_io_irq(struct aml_buf *b, uint16_t port, uint8_t len, uint8_t isa_i
     aml_crs(b, res, sizeof(res));
 }
 
+void aml_crs_io2_irq(struct aml_buf *b, uint16_t port0, uint16_t port1, uint8_t len,
+                     uint8_t isa_irq)
+{
+    /* two §6.4.2.5 I/O Port descriptors, then the §6.4.2.1 IRQ descriptor as above */
+    const uint16_t ports[2] = {port0, port1};
+    uint8_t res[8 + 8 + 3];
+    for (unsigned i = 0; i < 2; i++) {
+        uint8_t *io = res + 8 * i;
+        io[0] = 0x47, io[1] = 0x01, io[6] = 0x00, io[7] = len;
+        io[2] = io[4] = (uint8_t)ports[i];
+        io[3] = io[5] = (uint8_t)(ports[i] >> 8);
+    }
+    uint16_t mask = (uint16_t)(1u << (isa_irq & 15));
+    res[16] = 0x22, res[17] = (uint8_t)mask, res[18] = (uint8_t)(mask >> 8);
+    aml_crs(b, res, sizeof(res));
+}
+
 void aml_crs_mmio_irq(struct aml_buf *b, uint32_t base, uint32_t size, uint32_t gsi)
 {
     /* §6.4.3.4 Memory32Fixed: 0x86, length 9, info bit 0 = read/write, base, length.

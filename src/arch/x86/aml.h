@@ -45,6 +45,9 @@ void aml_scope(struct aml_buf *b, const char *name, const struct aml_buf *body);
  *   Interrupt(ResourceConsumer, Edge, ActiveHigh, Exclusive) { gsi } }) (§6.4.3.4, §6.4.3.6). */
 /* Name (_CRS, ResourceTemplate () { IO (Decode16, port, port, 0, len) IRQNoFlags () {isa_irq} }) */
 void aml_crs_io_irq(struct aml_buf *b, uint16_t port, uint8_t len, uint8_t isa_irq);
+/* The same with two I/O ranges of `len` ports (an i8042's data and command ports). */
+void aml_crs_io2_irq(struct aml_buf *b, uint16_t port0, uint16_t port1, uint8_t len,
+                     uint8_t isa_irq);
 void aml_crs_mmio_irq(struct aml_buf *b, uint32_t base, uint32_t size, uint32_t gsi);
 
 #endif

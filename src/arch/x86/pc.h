@@ -8,6 +8,7 @@
 #define COM1_IRQ         4
 #define PORT_I8042_DATA  0x60
 #define PORT_I8042_CMD   0x64  /* write 0xfe: pulse reset line -> VM ends, exit 0 */
+#define I8042_IRQ        1     /* the keyboard's ISA interrupt line */
 #define PORT_TEST_EXIT   0xf4  /* 4 ports; a write of V ends the VMM with exit status V & 0xff */
 #define PORT_BOOT_MARKER 0x440 /* 4 ports; each write prints the time since process start */
 #define PORT_ACPI_RESET  0x600 /* FADT RESET_REG (HW-reduced): write ACPI_RESET_VALUE */

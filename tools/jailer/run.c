@@ -1,0 +1,271 @@
+/* wisp-jailer's processes: the reaper (the jailer itself, outside the jail: it makes the jail
+ * and the cgroups, waits for the VM's last process and removes both), and the child that enters
+ * the namespaces, pivots into the jail and becomes the VMM. */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/close_range.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "jail.h"
+
+#define NSFS_MAGIC_NUMBER 0x6e736673
+#define DEFAULT_NOFILE    2048
+
+int jailer_run(const struct jail_options *o, struct wisp_err *err, bool *usage);
+
+/* The VMM's pid, for the reaper's signal handler (the one global: a handler has no argument). */
+static volatile pid_t vmm_pid;
+
+static void forward_signal(int sig)
+{
+    if (vmm_pid > 0)
+        kill(vmm_pid, sig);
+}
+
+/* In the child: fails with a message on stderr and the exit code for the reaper. */
+static void child_fail(int report, int code, const char *what)
+{
+    fprintf(stderr, "wisp-jailer: %s: %s\n", what, strerror(errno));
+    unsigned char c = (unsigned char)code;
+    if (write(report, &c, 1) < 0) {
+    }
+    _exit(code);
+}
+
+static void child_limits(const struct jail_options *o, int report)
+{
+    struct rlimit nofile = {DEFAULT_NOFILE, DEFAULT_NOFILE};
+    if (setrlimit(RLIMIT_NOFILE, &nofile) < 0)
+        child_fail(report, 1, "setrlimit no-file");
+    for (unsigned i = 0; i < o->nr_limits; i++) {
+        struct rlimit l = {o->limits[i].value, o->limits[i].value};
+        if (setrlimit(o->limits[i].resource, &l) < 0)
+            child_fail(report, 1, "--resource-limit");
+    }
+}
+
+/* New mount namespace, the jail bind-mounted onto itself, the files that could not be linked
+ * bind-mounted in, then pivot_root into it and the old root detached. */
+static void child_enter(const struct jail *j, const struct jail_options *o, int report)
+{
+    if (unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS) < 0)
+        child_fail(report, 1, "unshare(mount, ipc, uts)");
+    if (mount(NULL, "/", NULL, MS_SLAVE | MS_REC, NULL) < 0)
+        child_fail(report, 1, "mount / MS_SLAVE|MS_REC");
+    if (mount(j->root, j->root, NULL, MS_BIND | MS_REC, NULL) < 0)
+        child_fail(report, 1, "bind mount of the jail's root");
+    for (unsigned i = 0; i < o->nr_files; i++) {
+        char target[8192];
+        snprintf(target, sizeof(target), "%s%s", j->root, o->files[i].jail_path);
+        if (j->bind[i] && mount(o->files[i].host, target, NULL, MS_BIND, NULL) < 0)
+            child_fail(report, 1, o->files[i].host);
+    }
+    if (o->daemonize) {
+        int null = open("/dev/null", O_RDWR);
+        if (null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(null, 2) < 0)
+            child_fail(report, 1, "/dev/null");
+        close(null);
+    }
+    if (chdir(j->root) < 0 || syscall(SYS_pivot_root, ".", ".") < 0)
+        child_fail(report, 1, "pivot_root into the jail");
+    if (umount2(".", MNT_DETACH) < 0 || chdir("/") < 0)
+        child_fail(report, 1, "detaching the host's root");
+    if (sethostname(o->id, strlen(o->id)) < 0)
+        child_fail(report, 1, "sethostname");
+}
+
+static void child_exec(const struct jail_options *o, int report)
+{
+    char uid[16], gid[16], path[300];
+    snprintf(uid, sizeof(uid), "%u", o->uid);
+    snprintf(gid, sizeof(gid), "%u", o->gid);
+    snprintf(path, sizeof(path), "/%s", o->exec_name);
+    char **argv = calloc((size_t)o->nr_vmm_args + 8, sizeof(*argv));
+    if (!argv)
+        child_fail(report, 1, "out of memory");
+    int n = 0;
+    argv[n++] = path;
+    argv[n++] = "--id";
+    argv[n++] = (char *)o->id;
+    for (int i = 0; i < o->nr_vmm_args; i++)
+        argv[n++] = o->vmm_args[i];
+    argv[n++] = "--uid";
+    argv[n++] = uid;
+    argv[n++] = "--gid";
+    argv[n++] = gid;
+    char *envp[] = {NULL};
+    /* every fd but 0-2 closes at the exec (the report pipe too: its EOF says the exec happened) */
+    if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
+        child_fail(report, 1, "close_range");
+    execve(path, argv, envp);
+    child_fail(report, 1, o->exec_file);
+}
+
+static void child_main(const struct jail *j, const struct jail_options *o, int netns_fd, int go,
+                       int report)
+{
+    char c;
+    if (read(go, &c, 1) != 1) /* the reaper failed to make the cgroups: it says why */
+        _exit(1);
+    if (netns_fd >= 0 && setns(netns_fd, CLONE_NEWNET) < 0)
+        child_fail(report, 1, "--netns: setns");
+    child_enter(j, o, report);
+    child_limits(o, report);
+    child_exec(o, report);
+}
+
+static int open_netns(const char *path, struct wisp_err *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return wisp_err_sys(err, errno, "--netns %s", path);
+    struct statfs sf;
+    if (fstatfs(fd, &sf) < 0 || sf.f_type != NSFS_MAGIC_NUMBER) {
+        close(fd);
+        return wisp_err_set(err, EINVAL,
+                            "--netns %s: not a namespace (/run/netns/NAME, "
+                            "/proc/PID/ns/net)",
+                            path);
+    }
+    return fd;
+}
+
+/* Waits for every descendant (the jailer is their subreaper); the VMM's status is the result. */
+static int reap(pid_t pid)
+{
+    int status = 0, result = 1;
+    for (;;) {
+        pid_t p = waitpid(-1, &status, 0);
+        if (p < 0 && errno == EINTR)
+            continue;
+        if (p < 0)
+            break;
+        if (p == pid)
+            result = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+    return result;
+}
+
+/* --daemonize: the foreground process waits for the reaper's word (the VMM runs) and exits 0;
+ * if the reaper ends first, with its status. Returns the write end in the reaper. */
+static int daemonize(void)
+{
+    int st[2];
+    if (pipe2(st, O_CLOEXEC) < 0)
+        return -errno;
+    pid_t p = fork();
+    if (p < 0)
+        return -errno;
+    if (p > 0) {
+        close(st[1]);
+        char c;
+        if (read(st[0], &c, 1) == 1)
+            _exit(0);
+        int status;
+        waitpid(p, &status, 0);
+        _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 1);
+    }
+    close(st[0]);
+    setsid();
+    return st[1];
+}
+
+static int start_child(struct jail *j, const struct jail_options *o, int netns_fd,
+                       struct wisp_err *err, bool *usage)
+{
+    int go[2], report[2];
+    if (pipe2(go, O_CLOEXEC) < 0 || pipe2(report, O_CLOEXEC) < 0)
+        return wisp_err_sys(err, errno, "pipe");
+    if (o->new_pid_ns && unshare(CLONE_NEWPID) < 0)
+        return wisp_err_sys(err, errno, "--new-pid-ns: unshare");
+    pid_t pid = fork();
+    if (pid < 0)
+        return wisp_err_sys(err, errno, "fork");
+    if (pid == 0) {
+        close(go[1]);
+        close(report[0]);
+        child_main(j, o, netns_fd, go[0], report[1]);
+    }
+    vmm_pid = pid;
+    close(go[0]);
+    close(report[1]);
+    int r = jail_cgroups_create(j, o, pid, err);
+    if (r < 0) {
+        *usage = r == -EINVAL;
+        close(go[1]);
+        close(report[0]);
+        reap(pid);
+        return r;
+    }
+    if (write(go[1], "g", 1) < 0) {
+    }
+    close(go[1]);
+    unsigned char code;
+    ssize_t n = read(report[0], &code, 1);
+    close(report[0]);
+    if (n == 1) { /* the child said why on stderr */
+        reap(pid);
+        return wisp_err_set(err, EIO, "the VMM was not started (status %d)", code);
+    }
+    return pid;
+}
+
+int jailer_run(const struct jail_options *o, struct wisp_err *err, bool *usage)
+{
+    int netns_fd = o->netns ? open_netns(o->netns, err) : -1;
+    if (netns_fd < -1 || netns_fd == -EINVAL || (o->netns && netns_fd < 0)) {
+        *usage = true;
+        return netns_fd;
+    }
+    int daemon_fd = o->daemonize ? daemonize() : -1;
+    if (o->daemonize && daemon_fd < 0)
+        return wisp_err_sys(err, -daemon_fd, "--daemonize");
+    struct jail j;
+    jail_init(&j);
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
+        return wisp_err_sys(err, errno, "PR_SET_CHILD_SUBREAPER");
+    int r = jail_build(&j, o, err);
+    if (r < 0) {
+        *usage = r == -EINVAL;
+        jail_remove(&j, o);
+        return r;
+    }
+    struct sigaction sa = {.sa_handler = forward_signal};
+    sigemptyset(&sa.sa_mask);
+    for (int sig = SIGHUP; sig <= SIGTERM; sig++)
+        if (sig == SIGHUP || sig == SIGINT || sig == SIGQUIT || sig == SIGTERM)
+            sigaction(sig, &sa, NULL);
+    pid_t pid = start_child(&j, o, netns_fd, err, usage);
+    if (netns_fd >= 0)
+        close(netns_fd);
+    if (pid < 0) {
+        jail_remove(&j, o);
+        return pid;
+    }
+    if (daemon_fd >= 0) {
+        if (write(daemon_fd, "0", 1) < 0) {
+        }
+        close(daemon_fd);
+        int null = open("/dev/null", O_RDWR);
+        if (null >= 0) {
+            dup2(null, 0);
+            dup2(null, 1);
+            dup2(null, 2);
+            close(null);
+        }
+    }
+    int status = reap(pid);
+    jail_remove(&j, o);
+    return status;
+}

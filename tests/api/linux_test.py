@@ -10,7 +10,10 @@ Linux boot (~10-60 s here) carries every check:
     then go on from the next one;
   - PUT /metrics and FlushMetrics: the root drive's counters show Linux's reads;
   - PATCH /drives/data with a new image: Linux sees the new size (a configuration change) and
-    reads the new image's bytes; its script then ends with status 7, which wisp-vmm exits with.
+    reads the new image's bytes;
+  - Linux's i8042 and atkbd drivers found the i8042 and its keyboard at boot; PUT /actions
+    SendCtrlAltDel then reboots the guest (the VT keyboard's ctrl_alt_del(), reboot=k) and
+    wisp-vmm exits 0, while the script would have waited for ever (status 7 if it ever ended).
 
   linux_test.py --vmm WISP_VMM --init WISP_INIT
 Success is decided by markers on the console, the answers and the exit status, never by timing.
@@ -49,6 +52,9 @@ echo 3 >/proc/sys/vm/drop_caches
 dd if=/dev/vdb of=/tmp/s0 bs=512 count=1 2>/dev/null
 read -r text </tmp/s0
 echo "wisp-api: vdb $s $text"
+dmesg | grep -E 'i8042|serio|input:' | sed 's/^/wisp-api: dmesg /'
+echo "wisp-api: waiting for ctrl-alt-del"
+while :; do sleep 1; done
 exit 7
 """
 
@@ -135,8 +141,15 @@ def run(args, tmp):
         check(line["block_rootfs"]["read_count"] > 0, f"no reads of the root drive: {line}")
         v.expect("PATCH", "/drives/data", {"drive_id": "data", "path_on_host": b})
         v.wait_console(r"^wisp-api: vdb 6144 IMAGE-B$", 120)
+        v.wait_console(r"^wisp-api: waiting for ctrl-alt-del$", 60)
+        dmesg = v.lines()
+        check(re.search(r"^wisp-api: dmesg .*serio: i8042 KBD port at 0x60,0x64 irq \d+$", dmesg,
+                        re.M), "Linux's i8042 driver did not find the keyboard port")
+        check(re.search(r"^wisp-api: dmesg .*input: AT Translated Set 2 keyboard", dmesg, re.M),
+              "atkbd did not find the keyboard")
+        v.expect("PUT", "/actions", {"action_type": "SendCtrlAltDel"})
         code = v.wait_exit(120)
-        check(code == 7, f"wisp-vmm exited with {code}, the script's status is 7")
+        check(code == 0, f"wisp-vmm exited with {code} after Ctrl-Alt-Del, not 0 (a reboot)")
     finally:
         v.stop()
         print(v.out()[-3000:])

@@ -9,13 +9,15 @@ the guest saw and what reached the host. Two boots share all the checks (each Li
                         and busybox; a raw ext4 data disk and a qcow2 ext4 data disk (a file the
                         host wrote is read, a file the guest writes is read back by the host with
                         debugfs), a NIC in a network namespace of the test's own (ping and TCP
-                        both ways, byte-exact), hvc0 as the console (--console virtio), /dev/hwrng.
+                        both ways, byte-exact), hvc0 as the console (--console virtio), /dev/hwrng,
+                        virtio-vsock (a static helper in the initramfs connects to host port
+                        5000, i.e. <uds>_5000, an echo server, and takes a host CONNECT 6000).
   --discovery acpi      ACPI on and --cmdline-devices off: Linux finds the devices through the
                         DSDT (LNRO0005); the root file system is an ext4 image in a qcow2 file on
                         virtio-blk (root=/dev/vda, no initramfs), ttyS0 as the console, the NIC
                         answering ping.
 
-  devices_test.py --vmm PATH --init WISP_INIT --discovery cmdline|acpi
+  devices_test.py --vmm PATH --init WISP_INIT --discovery cmdline|acpi [--vsock-helper BIN]
 
 Success is decided by markers on the console, the VMM's exit status and the host's own reads,
 never by timing. Needs root (taps, a network namespace), qemu-img and e2fsprogs (debugfs).
@@ -86,6 +88,7 @@ if [ "$1" = cmdline ]; then
     retry nc -l -p PORT_TO_GUEST >/tmp/in
     set -- $(retry md5sum /tmp/in)
     echo "wisp-dev: received $1 $(retry wc -c </tmp/in)"
+    [ -x /bin/wisp-vsock-helper ] && /bin/wisp-vsock-helper 5000 6000
 fi
 echo "wisp-dev: done"
 """
@@ -166,13 +169,14 @@ def root_disk(tmp, init):
     return out
 
 
-def initramfs(tmp, init):
+def initramfs(tmp, init, vsock_helper=None):
     script = os.path.join(tmp, "dev.sh")
     with open(script, "w") as f:
         f.write(script_text())
     out = os.path.join(tmp, "initramfs.cpio")
     sh(os.path.join(REPO, "scripts/wisp-mkinitramfs"), "-o", out, "--init", init,
-       "--applets", APPLETS, "--add", f"{script}:/dev.sh")
+       "--applets", APPLETS, "--add", f"{script}:/dev.sh",
+       *(["--add", f"{vsock_helper}:/bin/wisp-vsock-helper"] if vsock_helper else []))
     return out
 
 
@@ -209,6 +213,46 @@ class TcpPeer:
             self.error = str(e)
 
 
+class VsockPeer:
+    """The host side of the vsock checks: an echo server at <uds>_5000, and a host client that
+    asks for guest port 6000 (retrying while nothing listens there: the guest resets it)."""
+
+    def __init__(self, tmp):
+        self.uds = os.path.join(tmp, "v.sock")
+        self.ok_line = None
+        self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.srv.bind(self.uds + "_5000")
+        self.srv.listen(1)
+        self.srv.settimeout(TIMEOUT)
+        threading.Thread(target=self.echo, daemon=True).start()
+        threading.Thread(target=self.connect, daemon=True).start()
+
+    def echo(self):
+        try:
+            c, _ = self.srv.accept()
+            with c:
+                while chunk := c.recv(65536):
+                    c.sendall(chunk)
+        except OSError:
+            pass
+
+    def connect(self):
+        for _ in range(2 * TIMEOUT):
+            try:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                    s.settimeout(30)
+                    s.connect(self.uds)
+                    s.sendall(b"CONNECT 6000\n")
+                    line = s.recv(64)
+                    if line.startswith(b"OK "):
+                        self.ok_line = line
+                        s.sendall(b"hello from the host over vsock\n")
+                        return
+            except OSError:
+                pass
+            threading.Event().wait(0.5)
+
+
 def boot(args, tmp):
     k = kernel_dir()
     bridge = netns.Bridge()
@@ -220,7 +264,10 @@ def boot(args, tmp):
     if args.discovery == "cmdline":
         disks["vda"] = ("raw", data_disk(tmp, "a", "raw", "hello from the host on vda"))
         disks["vdb"] = ("qcow2", data_disk(tmp, "b", "qcow2", "hello from the host on vdb"))
-        cmd += ["--initrd", initramfs(tmp, args.init), "--console", "virtio",
+        vsock = VsockPeer(tmp) if args.vsock_helper else None
+        if vsock:
+            cmd += ["--vsock", f"cid=3,uds={vsock.uds}"]
+        cmd += ["--initrd", initramfs(tmp, args.init, args.vsock_helper), "--console", "virtio",
                 "--drive", f"path={disks['vda'][1]},format=raw",
                 "--drive", f"path={disks['vdb'][1]},format=qcow2",
                 "--cmdline", f"console=hvc0 reboot=k panic=-1 acpi=off {extra} -- /bin/sh "
@@ -231,6 +278,8 @@ def boot(args, tmp):
                 "--cmdline", f"console=ttyS0 reboot=k panic=-1 root=/dev/vda rootfstype=ext4 rw "
                              f"init=/sbin/init {extra} -- /bin/sh /dev.sh acpi"]
     peer = TcpPeer() if args.discovery == "cmdline" else None
+    if peer:
+        peer.vsock = vsock
     print("$ " + " ".join(cmd), flush=True)
     try:
         p = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -285,6 +334,14 @@ def check(args, rc, out, disks, peer, tmp):
         if got.group(1).strip() != want:
             raise Failure(f"TCP host -> guest: the guest got {got.group(1)}, the host sent {want}")
     expect(out, r"^wisp-dev: ping ok$", "ping answered by the host")
+    if args.discovery == "cmdline" and args.vsock_helper:
+        expect(out, r"^wisp-dev: virtio vmw_vsock_virtio_transport 0x0013$", "the vsock device")
+        expect(out, r"^wisp-dev: vsock echo hello from linux over vsock$",
+               "the guest's connection to <uds>_5000, echoed")
+        expect(out, r"^wisp-dev: vsock got hello from the host over vsock$",
+               "the host's CONNECT 6000")
+        if not (peer.vsock.ok_line or b"").startswith(b"OK "):
+            raise Failure(f"CONNECT 6000 was answered {peer.vsock.ok_line!r}")
 
 
 def main():
@@ -292,6 +349,7 @@ def main():
     ap.add_argument("--vmm", required=True)
     ap.add_argument("--init", required=True, help="guest/init/wisp-init")
     ap.add_argument("--discovery", required=True, choices=("cmdline", "acpi"))
+    ap.add_argument("--vsock-helper", help="tests/kernel/wisp-vsock-helper (cmdline boot)")
     args = ap.parse_args()
     try:
         netns.enter()

@@ -14,7 +14,9 @@
 #include "arch/x86/pc.h"
 #include "bus/bus.h"
 #include "common/chardev.h"
+#include "common/statebuf.h"
 #include "devices/device.h"
+#include "devices/legacy.h"
 #include "devices/resources.h"
 #include "vmm/machine.h"
 
@@ -169,11 +171,60 @@ static void test_com1_output_and_irq4(void **state)
     assert_int_equal(inb(f, PORT_COM1 + 4), 0);
 }
 
+/* The i8042's snapshot state: CTR, pending keyboard parameter and the FIFO survive a save, a
+ * reset and a load; a state the device cannot hold is refused and changes nothing. */
+static void test_i8042_state(void **state)
+{
+    struct machine_fake *f = *state;
+    struct device *dev = device_list_find(&f->devs, "i8042");
+    assert_non_null(dev);
+    assert_true(dev->ops->save_optional); /* a DEVX section: older snapshots lack it */
+    outb(f, PORT_I8042_CMD, 0x60);
+    outb(f, PORT_I8042_DATA, 0x05); /* CTR: no translation */
+    outb(f, PORT_I8042_DATA, 0xf0); /* scancode set: its parameter pending */
+    struct wisp_err err = {0};
+    assert_int_equal(i8042_send_ctrl_alt_del(dev, &err), 0);
+    struct state_writer w;
+    state_writer_init(&w);
+    assert_int_equal(dev->ops->save(dev, &w, &err), 0);
+    dev->ops->reset(dev);
+    assert_int_equal(inb(f, PORT_I8042_CMD), 0x14); /* empty again */
+    struct state_reader r;
+    state_reader_init(&r, w.buf, w.len);
+    assert_int_equal(dev->ops->load(dev, &r, &err), 0);
+    assert_int_equal(state_reader_done(&r, "i8042", &err), 0);
+    const uint8_t want[] = {0xfa, 0x14, 0x11, 0xe0, 0x71};
+    for (unsigned i = 0; i < sizeof(want); i++) {
+        assert_int_equal(inb(f, PORT_I8042_CMD) & 1, 1);
+        assert_int_equal(inb(f, PORT_I8042_DATA), want[i]);
+    }
+    assert_int_equal(inb(f, PORT_I8042_CMD) & 1, 0);
+    outb(f, PORT_I8042_DATA, 0x00); /* the pending 0xf0's parameter: ask */
+    assert_int_equal(inb(f, PORT_I8042_DATA), 0xfa);
+    assert_int_equal(inb(f, PORT_I8042_DATA), 0x02);
+    outb(f, PORT_I8042_CMD, 0x20);
+    assert_int_equal(inb(f, PORT_I8042_DATA), 0x05);
+    /* byte 4 is the FIFO's count, 17 > 16; byte 2 a pending command that takes no data */
+    for (unsigned bad = 0; bad < 2; bad++) {
+        uint8_t copy[64];
+        assert_true(w.len <= sizeof(copy));
+        memcpy(copy, w.buf, w.len);
+        copy[bad ? 2 : 4] = bad ? 0x20 : 17;
+        state_reader_init(&r, copy, w.len);
+        assert_int_equal(dev->ops->load(dev, &r, &err), -EINVAL);
+        assert_non_null(strstr(err.msg, bad ? "pending controller command" : "FIFO"));
+        outb(f, PORT_I8042_CMD, 0x20);
+        assert_int_equal(inb(f, PORT_I8042_DATA), 0x05); /* unchanged */
+    }
+    state_writer_free(&w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_ports_that_end_the_vm, setup, teardown),
         cmocka_unit_test_setup_teardown(test_port_reads, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_i8042_state, setup, teardown),
         cmocka_unit_test_setup_teardown(test_com1_output_and_irq4, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -38,6 +38,8 @@ static const char usage[] =
     "  stop NAME            Ctrl-Alt-Del, then SIGTERM after stop_timeout_s, then SIGKILL;\n"
     "                       returns once it has stopped\n"
     "  kill NAME            SIGKILL at once\n"
+    "  logs NAME            the VM's console output (COM1) and wisp-vmm's messages since its\n"
+    "                       last start (the last 256 KiB)\n"
     "  restart NAME         stop, then start\n"
     "  pause NAME, resume NAME\n"
     "  rm [-f] NAME         removes a stopped VM (-f: kills a running one first)\n"
@@ -344,7 +346,7 @@ int main(int argc, char **argv)
         snprintf(path, sizeof(path), "/v1/vms/%s%s", av[1 + force], force ? "/force" : "");
         return call("DELETE", path, NULL, NULL);
     }
-    bool name_cmd = !strcmp(cmd, "show");
+    bool name_cmd = !strcmp(cmd, "show") || !strcmp(cmd, "logs");
     for (size_t i = 0; i < ARRAY_SIZE(vm_actions); i++)
         name_cmd |= !strcmp(cmd, vm_actions[i]);
     if (!name_cmd)
@@ -353,6 +355,22 @@ int main(int argc, char **argv)
         return usage_error("%s: give one NAME", cmd);
     if (strchr(av[1], '/') || strlen(av[1]) > 64)
         return usage_error("'%s' is not a VM name", av[1]);
+    if (!strcmp(cmd, "logs")) {
+        unsigned status;
+        cleanup_free char *answer = NULL;
+        snprintf(path, sizeof(path), "/v1/vms/%s/log", av[1]);
+        if (request("GET", path, NULL, &status, &answer) < 0)
+            return EXIT_NO_DAEMON;
+        if (status >= 300) {
+            json_t *j = json_loads(answer, 0, NULL);
+            const char *m = json_string_value(json_object_get(j, "fault_message"));
+            fprintf(stderr, "wisp: %s\n", m ? m : answer);
+            json_decref(j);
+        } else {
+            fputs(answer, stdout);
+        }
+        return exit_for(status);
+    }
     if (!strcmp(cmd, "show")) {
         snprintf(path, sizeof(path), "/v1/vms/%s", av[1]);
         return call("GET", path, NULL, show_vm);

@@ -1,5 +1,9 @@
 /* wispd's REST API, /v1/... (docs/wispd.md, "API"), on src/api's server. */
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -136,6 +140,34 @@ static void h_remove(struct api_request *req, void *opaque)
         reply_err(req, &err);
 }
 
+/* GET /v1/vms/{name}/log: the end of the VM's log (its console on COM1 and wisp-vmm's
+ * messages since its last start), at most LOG_TAIL bytes, as text. */
+#define LOG_TAIL (256 * 1024)
+
+static void h_log(struct api_request *req, void *opaque)
+{
+    struct wispd *d = opaque;
+    struct vm *vm = find_or_404(d, req);
+    if (!vm)
+        return;
+    char path[256];
+    snprintf(path, sizeof(path), "%s/logs/%lld.log", d->state_dir, (long long)vm->id);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        api_reply(req, 200, "text/plain", "", 0); /* never started */
+        return;
+    }
+    struct stat st;
+    off_t from = fstat(fd, &st) == 0 && st.st_size > LOG_TAIL ? st.st_size - LOG_TAIL : 0;
+    cleanup_free char *buf = malloc(LOG_TAIL);
+    ssize_t n = buf ? pread(fd, buf, LOG_TAIL, from) : -1;
+    close(fd);
+    if (n < 0)
+        api_reply_error(req, 500, "%s: %s", path, buf ? strerror(errno) : "out of memory");
+    else
+        api_reply(req, 200, "text/plain", buf, (size_t)n);
+}
+
 static void h_limits(struct api_request *req, void *opaque)
 {
     api_reply_json(req, 200, wispd_limits_json(opaque));
@@ -206,6 +238,7 @@ static const struct api_route routes[] = {
     {"GET", "/v1/vms/{name}", h_show},
     {"DELETE", "/v1/vms/{name}", h_remove},
     {"DELETE", "/v1/vms/{name}/force", h_remove},
+    {"GET", "/v1/vms/{name}/log", h_log},
     {"POST", "/v1/vms/{name}/{action}", h_action},
     {"GET", "/v1/events", h_events},
     {"GET", "/v1/events/{after}", h_events},

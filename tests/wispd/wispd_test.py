@@ -121,8 +121,8 @@ def case_lifecycle(d):
     vm = d.vms()["a"]
     assert vm["state"] == "running" and alive(vm["pid"]), vm
     assert d.wisp("start", "a").returncode == 5
-    wait_for("the guest's output",
-             lambda: "idle: ready" in open(f"{d.state}/logs/1.log").read())
+    wait_for("the guest's output", lambda: "idle: ready" in d.wisp("logs", "a", check=0).stdout)
+    assert d.wisp("logs", "nosuch").returncode == 4
     d.wisp("pause", "a", check=0)
     assert d.vms()["a"]["state"] == "paused"
     d.wisp("resume", "a", check=0)

@@ -32,6 +32,12 @@ static const char usage[] =
     "  define FILE          defines a VM from a JSON file (- for stdin): name, vcpus,\n"
     "                       memory_mib, kernel, initrd, cmdline, drives, nics, console,\n"
     "                       restart_policy (no, on-failure, always), stop_timeout_s\n"
+    "  create NAME --kernel K [--initrd I] [--cmdline C] [--mem SIZE] [--cpus N]\n"
+    "         [--drive path=F[,format=raw|qcow2][,readonly=on][,id=ID]]...\n"
+    "         [--net tap=T[,mac=M][,id=ID]]... [--console serial|virtio]\n"
+    "         [--restart no|on-failure|always]\n"
+    "                       defines a VM from wisp-vmm's machine options (the first --drive\n"
+    "                       is the root disk; --mem in MiB, or with M or G)\n"
     "  ls, list             the VMs: name, state, pid, restarts\n"
     "  show NAME            one VM, with its definition and last exit\n"
     "  start NAME           starts it; returns once the guest runs\n"
@@ -277,6 +283,145 @@ static char *read_file(const char *path)
     return buf;
 }
 
+/* --drive path=F,format=..,readonly=on,id=ID and --net tap=T,mac=M,id=ID, wisp-vmm's
+ * spelling (the subset wispd's definitions have), into a definition's drives[] or nics[]. */
+static int parse_device(const char *opt, const char *v, bool drive, size_t index, json_t *list)
+{
+    cleanup_free char *copy = strdup(v);
+    json_t *o = json_object();
+    char *save = NULL;
+    for (char *kv = strtok_r(copy, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(kv, '=');
+        if (!eq) {
+            json_decref(o);
+            return usage_error("%s: '%s' is not KEY=VALUE", opt, kv);
+        }
+        *eq = '\0';
+        const char *val = eq + 1;
+        if (drive && !strcmp(kv, "path"))
+            json_object_set_new(o, "path", json_string(val));
+        else if (drive && !strcmp(kv, "format"))
+            json_object_set_new(o, "format", json_string(val));
+        else if (drive && !strcmp(kv, "readonly") && (!strcmp(val, "on") || !strcmp(val, "off")))
+            json_object_set_new(o, "read_only", json_boolean(!strcmp(val, "on")));
+        else if (!drive && !strcmp(kv, "tap"))
+            json_object_set_new(o, "tap", json_string(val));
+        else if (!drive && !strcmp(kv, "mac"))
+            json_object_set_new(o, "mac", json_string(val));
+        else if (!strcmp(kv, "id"))
+            json_object_set_new(o, "id", json_string(val));
+        else {
+            json_decref(o);
+            return usage_error("%s: unknown key or value '%s=%s' (%s)", opt, kv, val,
+                               drive ? "path, format, readonly=on|off, id" : "tap, mac, id");
+        }
+    }
+    const char *need = drive ? "path" : "tap";
+    if (!json_object_get(o, need)) {
+        json_decref(o);
+        return usage_error("%s: %s= is missing", opt, need);
+    }
+    if (!json_object_get(o, "id")) {
+        char id[32];
+        snprintf(id, sizeof(id), drive ? (index ? "drive%zu" : "rootfs") : "net%zu", index);
+        json_object_set_new(o, "id", json_string(id));
+    }
+    if (drive)
+        json_object_set_new(o, "root", json_boolean(index == 0));
+    json_array_append_new(list, o);
+    return 0;
+}
+
+static int parse_mem_mib(const char *v, long long *out)
+{
+    char *end;
+    long long n = strtoll(v, &end, 10);
+    if (end == v || n <= 0)
+        return -1;
+    if (!strcmp(end, "G") || !strcmp(end, "g"))
+        n *= 1024;
+    else if (*end && strcmp(end, "M") && strcmp(end, "m"))
+        return -1;
+    *out = n;
+    return 0;
+}
+
+static int cmd_create(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"kernel", required_argument, NULL, 'k'},  {"initrd", required_argument, NULL, 'i'},
+        {"cmdline", required_argument, NULL, 'c'}, {"mem", required_argument, NULL, 'm'},
+        {"cpus", required_argument, NULL, 'p'},    {"drive", required_argument, NULL, 'd'},
+        {"net", required_argument, NULL, 'n'},     {"console", required_argument, NULL, 'o'},
+        {"restart", required_argument, NULL, 'r'}, {0}};
+    if (argc < 2 || argv[1][0] == '-')
+        return usage_error("%s", "create: give NAME, then its options");
+    json_t *def = json_pack("{s:s}", "name", argv[1]);
+    json_t *drives = json_array(), *nics = json_array();
+    int c, ret = 0;
+    optind = 2;
+    opterr = 0;
+    while (ret == 0 && (c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+        long long n;
+        char *end, *abs;
+        switch (c) {
+        case 'k':
+        case 'i':
+            abs = realpath(optarg, NULL); /* wispd wants absolute paths */
+            json_object_set_new(def, c == 'k' ? "kernel" : "initrd",
+                                json_string(abs ? abs : optarg));
+            free(abs);
+            break;
+        case 'c':
+            json_object_set_new(def, "cmdline", json_string(optarg));
+            break;
+        case 'm':
+            if (parse_mem_mib(optarg, &n) < 0)
+                ret = usage_error("--mem: '%s' is not a size (MiB, or with M or G)", optarg);
+            else
+                json_object_set_new(def, "memory_mib", json_integer(n));
+            break;
+        case 'p':
+            n = strtoll(optarg, &end, 10);
+            if (*end || end == optarg || n < 1)
+                ret = usage_error("--cpus: '%s' is not a number of vCPUs", optarg);
+            else
+                json_object_set_new(def, "vcpus", json_integer(n));
+            break;
+        case 'd':
+            ret = parse_device("--drive", optarg, true, json_array_size(drives), drives);
+            break;
+        case 'n':
+            ret = parse_device("--net", optarg, false, json_array_size(nics), nics);
+            break;
+        case 'o':
+            json_object_set_new(def, "console", json_string(optarg));
+            break;
+        case 'r':
+            json_object_set_new(def, "restart_policy", json_string(optarg));
+            break;
+        default:
+            ret = usage_error("create: unknown option or missing value '%s'", argv[optind - 1]);
+        }
+    }
+    if (ret == 0 && optind < argc)
+        ret = usage_error("create: unexpected argument '%s'", argv[optind]);
+    if (ret == 0 && !json_object_get(def, "kernel"))
+        ret = usage_error("%s", "create: --kernel is missing");
+    if (json_array_size(drives))
+        json_object_set(def, "drives", drives);
+    if (json_array_size(nics))
+        json_object_set(def, "nics", nics);
+    json_decref(drives);
+    json_decref(nics);
+    if (ret == 0) {
+        cleanup_free char *text = json_dumps(def, 0);
+        ret = call("POST", "/v1/vms", text, show_state);
+    }
+    json_decref(def);
+    return ret;
+}
+
 static const char *const vm_actions[] = {"start", "stop", "kill", "restart", "pause", "resume"};
 
 int main(int argc, char **argv)
@@ -339,6 +484,8 @@ int main(int argc, char **argv)
         }
         return call("POST", "/v1/vms", text, show_state);
     }
+    if (!strcmp(cmd, "create"))
+        return cmd_create(ac, av);
     if (!strcmp(cmd, "rm")) {
         bool force = ac == 3 && !strcmp(av[1], "-f");
         if (ac != 2 + force)

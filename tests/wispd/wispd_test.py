@@ -117,6 +117,16 @@ def case_lifecycle(d):
     assert "unknown field 'cpus'" in r.stderr, r.stderr
     vm = d.vms()["a"]
     assert vm["state"] == "stopped" and vm["definition"]["vcpus"] == 1
+    # create: wisp-vmm's machine options
+    d.wisp("create", "m", "--kernel", A.guest, "--mem", "1G", "--cpus", "2", "--drive",
+           "path=/tmp/x.img,format=raw,readonly=on", "--net", "tap=tapx", "--restart",
+           "always", check=0)
+    m = d.vms()["m"]["definition"]
+    assert m["memory_mib"] == 1024 and m["vcpus"] == 2 and m["restart_policy"] == "always", m
+    assert m["drives"] == [{"id": "rootfs", "path": "/tmp/x.img", "format": "raw",
+                            "read_only": True, "root": True}], m
+    assert m["nics"] == [{"id": "net0", "tap": "tapx"}], m
+    d.wisp("rm", "m", check=0)
     d.wisp("start", "a", check=0)
     vm = d.vms()["a"]
     assert vm["state"] == "running" and alive(vm["pid"]), vm
@@ -279,6 +289,10 @@ def case_usage(d):
     assert run(A.wisp, "start").returncode == 2
     assert run(A.wisp, "rm", "-x", "a").returncode == 2
     assert run(A.wisp, "--nope").returncode == 2
+    assert run(A.wisp, "create", "x", "--mem", "lots", "--kernel", "/k").returncode == 2
+    assert run(A.wisp, "create", "x").returncode == 2  # no --kernel
+    assert run(A.wisp, "create", "x", "--kernel", "/k", "--drive", "file=/d").returncode == 2
+    assert run(A.wisp, "create", "x", "--kernel", "/k", "--bogus").returncode == 2
     h = run(A.wisp, "--help")
     assert h.returncode == 0 and "Exit status" in h.stdout and "events" in h.stdout
     assert run(A.wispd, "--bogus").returncode == 2

@@ -37,24 +37,24 @@ static int vsock_sockaddr(struct sockaddr_un *sa, const char *path, struct wisp_
 
 int vsock_host_listen(struct virtio_vsock *vs, struct wisp_err *err)
 {
-    const char *name = vs->vdev.dev ? vs->vdev.dev->name : "vsock";
+    /* messages without the device's name: the device list adds it */
     struct sockaddr_un sa;
     if (!vs->p->uds_path)
-        return wisp_err_set(err, EINVAL, "%s: no uds_path", name);
+        return wisp_err_set(err, EINVAL, "no uds_path");
     int r = vsock_sockaddr(&sa, vs->p->uds_path, err);
     if (r < 0)
-        return wisp_err_wrap(err, "%s: uds_path", name);
+        return wisp_err_wrap(err, "uds_path");
     vs->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (vs->listen_fd < 0)
-        return wisp_err_set(err, errno, "%s: socket", name);
+        return wisp_err_set(err, errno, "uds_path %s: socket", vs->p->uds_path);
     if (bind(vs->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-        return wisp_err_set(err, errno, "%s: cannot bind %s%s", name, vs->p->uds_path,
+        return wisp_err_set(err, errno, "cannot bind %s%s", vs->p->uds_path,
                             errno == EADDRINUSE ? " (it exists: remove it or choose another)" : "");
     vs->bound_path = strdup(vs->p->uds_path);
     if (!vs->bound_path)
-        return wisp_err_set(err, ENOMEM, "%s: out of memory", name);
+        return wisp_err_set(err, ENOMEM, "out of memory");
     if (listen(vs->listen_fd, 128) < 0)
-        return wisp_err_set(err, errno, "%s: cannot listen on %s", name, vs->p->uds_path);
+        return wisp_err_set(err, errno, "cannot listen on %s", vs->p->uds_path);
     return 0;
 }
 

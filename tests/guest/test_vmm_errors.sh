@@ -215,6 +215,13 @@ expect 2 "--serial: $T/nonexistent/x: No such file or directory" -- --kernel "$T
 expect 2 "--serial: $T: Is a directory" -- --kernel "$T/exit42.elf" --serial "file:$T"
 expect 2 "--initrd: $T is a directory, not a regular file" -- --kernel "$T/exit42.elf" --initrd "$T"
 expect 2 "--kernel: /dev/null is a character device, not a regular file" -- --kernel /dev/null
+expect 2 "--vsock: cid: '2' is not a number in 3..4294967294" -- --kernel "$T/exit42.elf" --vsock "cid=2,uds=$T/v.sock"
+expect 2 "--vsock: give cid=N and uds=PATH" -- --kernel "$T/exit42.elf" --vsock "cid=3"
+expect 2 "--vsock: unknown key 'port' (cid, uds)" -- --kernel "$T/exit42.elf" --vsock "cid=3,uds=$T/v.sock,port=1"
+touch "$T/taken.sock"
+expect 1 "vsock0: cannot bind $T/taken.sock (it exists" -- --kernel "$T/exit42.elf" --vsock "cid=3,uds=$T/taken.sock"
+expect 42 "" -- --kernel "$T/exit42.elf" --vsock "cid=3,uds=$T/v.sock"
+if [ -e "$T/v.sock" ]; then echo "FAIL: $T/v.sock is left after the VM ended" >&2; failures=$((failures + 1)); fi
 # A FIFO with a reader is a fine serial output.
 (cat "$T/fifo" >"$T/fifo.out") &
 reader=$!

@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""Launch time and memory of wisp-vmm with the privilege drop (--uid/--gid) and through
+wisp-jailer, beside plain wisp-vmm (docs/benchmarks.md, "Jailed launch"). Prints figures and
+ratios; never fails on them.
+
+    jailed.py --vmm PATH --jailer PATH --guest tiny-exit.elf --idle-guest tiny-idle.elf [--runs N]
+              [--vmm-arg=ARG]...
+
+Contenders (128 MiB, one vCPU, the tiny PVH guests of bench/launch, no --async-teardown so that
+each one's wall time includes the VM's teardown alike):
+  plain   wisp-vmm --kernel G --mem 128 --serial stdio
+  drop    the same with --uid 40116 --gid 40116
+  jailed  wisp-jailer --id bench-N --exec-file wisp-vmm --uid 40116 --gid 40116 --file G:/g.elf
+          --new-pid-ns -- --kernel /g.elf --mem 128 --serial stdio (the jail made and removed
+          in each run)
+Wall: spawn until the launcher reaped its child (the jailer: after it removed the jail). First
+byte: spawn until the guest's "!" arrives. Memory: the idle guest, after 0.5 s, VmRSS of the
+wisp-vmm process minus the guest RAM mapping's Rss (the jailer's own RSS listed apart).
+"""
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ID = 40116
+
+
+def command(kind, a, guest, base, n):
+    vmm = ["--mem", "128", "--serial", "stdio"] + a.vmm_arg
+    if kind == "plain":
+        return [a.vmm, "--kernel", guest] + vmm
+    if kind == "drop":
+        return [a.vmm, "--kernel", guest] + vmm + ["--uid", str(ID), "--gid", str(ID)]
+    return [a.jailer, "--id", f"bench-{n}", "--exec-file", a.vmm, "--uid", str(ID), "--gid",
+            str(ID), "--chroot-base-dir", base, "--new-pid-ns", "--file", guest + ":/g.elf",
+            "--", "--kernel", "/g.elf"] + vmm
+
+
+def launch_once(argv):
+    t0 = time.monotonic_ns()
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL)
+    first = p.stdout.read(1)
+    t1 = time.monotonic_ns()
+    p.stdout.read()
+    code = p.wait()
+    t2 = time.monotonic_ns()
+    if first != b"!" or code != 0:
+        sys.exit(f"{' '.join(argv)}: output {first!r}, status {code}")
+    return (t2 - t0) / 1e6, (t1 - t0) / 1e6
+
+
+def vmm_pid(p, kind):
+    if kind != "jailed":
+        return p.pid
+    for _ in range(200):
+        with open(f"/proc/{p.pid}/task/{p.pid}/children") as f:
+            kids = f.read().split()
+        if kids:
+            return int(kids[0])
+        time.sleep(0.01)
+    sys.exit("the jailer started no VMM")
+
+
+def rss_outside(pid):
+    total = guest = 0
+    with open(f"/proc/{pid}/smaps") as f:
+        size = 0
+        for line in f:
+            w = line.split()
+            if w[0] == "Size:":
+                size = int(w[1])
+            elif w[0] == "Rss:" and size >= 128 * 1024:
+                guest += int(w[1])
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                total = int(line.split()[1])
+    return total - guest, total
+
+
+def memory_once(kind, a, base, n):
+    p = subprocess.Popen(command(kind, a, a.idle_guest, base, n), stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    p.stdout.read(1)
+    time.sleep(0.5)
+    pid = vmm_pid(p, kind)
+    outside, _ = rss_outside(pid)
+    jailer = rss_outside(p.pid)[1] if kind == "jailed" else 0
+    os.kill(pid, 15)
+    p.wait(10)
+    return outside, jailer
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    for opt in ("--vmm", "--jailer", "--guest", "--idle-guest"):
+        ap.add_argument(opt, required=True)
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--vmm-arg", action="append", default=[],
+                    help="one more wisp-vmm argument for every contender (repeatable)")
+    a = ap.parse_args()
+    kinds = ["plain", "drop", "jailed"]
+    wall = {k: [] for k in kinds}
+    first = {k: [] for k in kinds}
+    mem = {k: [] for k in kinds}
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chmod(tmp, 0o755)
+        base = os.path.join(tmp, "jails")
+        n = 0
+        for r in range(a.runs + 1):  # round 0: warm-up
+            order = kinds[r % 3:] + kinds[:r % 3]
+            for k in order:
+                n += 1
+                w, f = launch_once(command(k, a, a.guest, base, n))
+                if r:
+                    wall[k].append(w)
+                    first[k].append(f)
+        for r in range(3):
+            for k in kinds:
+                n += 1
+                mem[k].append(memory_once(k, a, base, n))
+        left = os.listdir(os.path.join(base, "wisp-vmm")) if os.path.exists(
+            os.path.join(base, "wisp-vmm")) else []
+    med = {k: statistics.median(wall[k]) for k in kinds}
+    fb = {k: statistics.median(first[k]) for k in kinds}
+    rss = {k: statistics.median(m[0] for m in mem[k]) for k in kinds}
+    print(f"{a.runs} interleaved rounds; medians (min) in ms; RSS outside guest RAM in KiB")
+    print(f"{'':8} {'wall':>14} {'first byte':>14} {'RSS outside':>12} {'vs plain':>22}")
+    for k in kinds:
+        extra = "" if k == "plain" else \
+            f"{med[k] - med['plain']:+.2f} ms, {rss[k] - rss['plain']:+.0f} KiB"
+        print(f"{k:8} {med[k]:8.2f} ({min(wall[k]):.2f}) {fb[k]:8.2f} ({min(first[k]):.2f}) "
+              f"{rss[k]:12.0f} {extra:>22}")
+    jr = statistics.median(m[1] for m in mem["jailed"])
+    print(f"the jailer (reaper) itself while the VM runs: VmRSS {jr:.0f} KiB")
+    print(f"jails left behind: {len(left)}")
+    print("targets: drop+jailer <= 1 ms more launch (wall and first byte), <= 64 KiB more RSS")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -280,6 +280,30 @@ def case_crash(d):
     d.stop()
 
 
+def case_hung(d):
+    """A wisp-vmm that answers nothing (SIGSTOPped) does not stall wispd: other requests are
+    answered meanwhile, the request to it fails at its deadline, and a stop ends it anyway."""
+    d.start()
+    d.define("h", check=0, stop_timeout_s=1)
+    d.define("other", check=0)
+    d.wisp("start", "h", check=0)
+    pid = d.vms()["h"]["pid"]
+    os.kill(pid, signal.SIGSTOP)
+    p = subprocess.Popen([A.wisp, "--socket", d.sock, "pause", "h"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    time.sleep(0.2)
+    d.wisp("start", "other", check=0)  # served while the pause waits for the hung VM
+    assert d.vms()["other"]["state"] == "running"
+    assert p.poll() is None, "the pause was answered before its deadline"
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 1 and "did not answer" in err, (p.returncode, err)
+    assert d.vms()["h"]["state"] == "running"
+    d.wisp("stop", "h", check=0)  # Ctrl-Alt-Del unanswered, SIGTERM pending, then SIGKILL
+    assert not alive(pid) and "signal 9" in d.vms()["h"]["last_exit"]
+    d.wisp("kill", "other", check=0)
+    d.stop()
+
+
 def case_usage(d):
     def run(*args, env=None):
         return subprocess.run(list(args), capture_output=True, text=True, timeout=10,

@@ -18,7 +18,7 @@ static const struct device_ops *const device_types[] = {
     &serial_port_device_ops, &i8042_device_ops,      &test_exit_device_ops,
     &boot_marker_device_ops, &acpi_pm_device_ops,    &reset_cf9_device_ops,
     &io_delay_device_ops,    &virtio_rng_device_ops, &virtio_console_device_ops,
-    &virtio_blk_device_ops,  &virtio_net_device_ops,  &virtio_vsock_device_ops,
+    &virtio_blk_device_ops,  &virtio_net_device_ops, &virtio_vsock_device_ops,
 };
 
 static const struct device_ops *device_type(const char *type)

@@ -51,7 +51,8 @@ struct snapshot_load_params {
     unsigned nr_overrides;
     struct snapshot_drive_override drive_overrides[SNAPSHOT_MAX_OVERRIDES];
     unsigned nr_drive_overrides;
-    const char *vsock_uds_path; /* vsock_override {uds_path}: the clone's own; NULL: the snapshot's */
+    /* vsock_override {uds_path}: the clone's own socket; NULL: the snapshot's */
+    const char *vsock_uds_path;
 };
 
 /* Called on the main loop when a snapshot is written (result 0) or failed (-errno, err). */

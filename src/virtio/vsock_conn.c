@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/evloop.h"
@@ -376,6 +377,40 @@ static uint32_t vsock_local_port(struct virtio_vsock *vs)
     }
 }
 
+static uint64_t vsock_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void vsock_request_timer_arm(struct virtio_vsock *vs)
+{
+    uint64_t oldest = 0;
+    for (struct vsock_conn *c = vs->conns; c; c = c->next)
+        if (c->state == VSOCK_CONN_REQUESTED && (!oldest || c->requested_ns < oldest))
+            oldest = c->requested_ns;
+    if (!vs->request_timer)
+        return;
+    uint64_t now = vsock_now_ns(), due = oldest + VSOCK_REQUEST_NS;
+    (void)evloop_timer_arm(vs->request_timer, !oldest ? 0 : due > now ? due - now : 1, 0);
+}
+
+/* Firecracker's rule too: a host client whose REQUEST the guest leaves unanswered is closed
+ * (without a line) and the guest gets an RST for it. */
+static void vsock_request_timeout(void *opaque)
+{
+    struct virtio_vsock *vs = opaque;
+    uint64_t now = vsock_now_ns();
+    for (struct vsock_conn *c = vs->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->state == VSOCK_CONN_REQUESTED && now - c->requested_ns >= VSOCK_REQUEST_NS)
+            (void)vsock_conn_close(c, true);
+    }
+    vsock_request_timer_arm(vs);
+    vsock_rx_run(vs);
+}
+
 /* "CONNECT <port>\n" (decimal, 32 bits): read a byte at a time, so that nothing after the line
  * is taken from the socket. False when the connection is gone (a bad line, end of file). */
 static bool vsock_conn_read_line(struct vsock_conn *c)
@@ -403,7 +438,9 @@ static bool vsock_conn_read_line(struct vsock_conn *c)
         c->guest_port = (uint32_t)port;
         c->host_port = vsock_local_port(c->vs);
         c->state = VSOCK_CONN_REQUESTED;
+        c->requested_ns = vsock_now_ns();
         vsock_queue_pending(c, VSOCK_SEND_REQUEST);
+        vsock_request_timer_arm(c->vs);
         return true;
     }
 }
@@ -477,6 +514,8 @@ void vsock_host_pause(struct virtio_vsock *vs, bool paused)
                           &err) < 0)
             wisp_log("%s: %s", vs->vdev.dev->name, err.msg);
     }
+    if (!vs->request_timer)
+        (void)evloop_add_timer(vs->loop, vsock_request_timeout, vs, &vs->request_timer, NULL);
     if (vs->listen_src)
         (void)evloop_fd_modify(vs->listen_src, paused ? 0 : EPOLLIN);
     for (struct vsock_conn *c = vs->conns; c; c = c->next)

@@ -31,6 +31,7 @@
 #define VSOCK_STRAY_MAX   64         /* RSTs for packets that have no connection */
 #define VSOCK_LOCAL_PORT0 (1u << 30) /* host ports given to host-initiated connections */
 #define VSOCK_LINE_MAX    32         /* "CONNECT 4294967295\n" fits */
+#define VSOCK_REQUEST_NS  (2000ull * 1000 * 1000) /* a guest that does not answer a REQUEST */
 
 /* Packets a connection still has to send to the guest, in this order of priority. */
 enum vsock_pending {
@@ -60,7 +61,8 @@ struct vsock_conn {
     uint32_t armed; /* epoll events src waits for */
     enum vsock_conn_state state;
     uint32_t host_port, guest_port;
-    unsigned pending; /* enum vsock_pending */
+    uint64_t requested_ns; /* CLOCK_MONOTONIC when the host's CONNECT became a REQUEST */
+    unsigned pending;      /* enum vsock_pending */
     char line[VSOCK_LINE_MAX];
     unsigned line_len;
     /* guest -> host: bytes received and not yet written to the host socket */
@@ -90,7 +92,8 @@ struct virtio_vsock {
     struct evloop *loop;
     int listen_fd;
     struct evloop_source *listen_src;
-    char *bound_path; /* the path bound (unlinked at teardown) */
+    struct evloop_source *request_timer; /* ends REQUESTs the guest leaves unanswered */
+    char *bound_path;                    /* the path bound (unlinked at teardown) */
     struct vsock_conn *conns;
     unsigned nr_conns;
     uint32_t next_local_port;
@@ -113,6 +116,8 @@ int vsock_host_listen(struct virtio_vsock *vs, struct wisp_err *err);
 void vsock_host_unlisten(struct virtio_vsock *vs);
 /* Adds or removes every host-socket event (quiesce/resume, reset). */
 void vsock_host_pause(struct virtio_vsock *vs, bool paused);
+/* Arms the request timer for the oldest unanswered REQUEST (if any). */
+void vsock_request_timer_arm(struct virtio_vsock *vs);
 void vsock_conn_update_events(struct vsock_conn *c);
 struct vsock_conn *vsock_conn_find(struct virtio_vsock *vs, uint32_t host_port,
                                    uint32_t guest_port);

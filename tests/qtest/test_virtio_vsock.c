@@ -440,6 +440,26 @@ static void test_malformed(void **state)
     close(lfd);
 }
 
+/* A REQUEST the driver never answers: after 2 s the host client is closed without a line and
+ * the driver gets an RST for it. */
+static void test_request_timeout(void **state)
+{
+    struct fixture *f = *state;
+    int fd = unix_connect(f->uds);
+    assert_int_equal(write(fd, "CONNECT 5555\n", 13), 13);
+    struct pkt p;
+    assert_true(rx_next(f, &p, NULL, WAIT_MS));
+    assert_int_equal(p.op, VIRTIO_VSOCK_OP_REQUEST);
+    uint32_t host_port = p.src_port;
+    uint8_t b[8];
+    assert_int_equal(read_some(fd, b, sizeof(b), WAIT_MS), 0); /* closed, no OK */
+    assert_true(rx_next(f, &p, NULL, WAIT_MS));
+    assert_int_equal(p.op, VIRTIO_VSOCK_OP_RST);
+    assert_int_equal(p.src_port, host_port);
+    assert_int_equal(p.dst_port, 5555);
+    close(fd);
+}
+
 /* Many host connections at once, each answered on its own port. */
 static void test_many(void **state)
 {
@@ -488,6 +508,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_guest_initiated, setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_many, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_request_timeout, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -295,6 +295,20 @@ int guest_mem_discard(const struct guest_mem *mem, uint64_t gpa, uint64_t len)
     return 0;
 }
 
+bool guest_mem_hva_to_gpa(const struct guest_mem *mem, const void *hva, uint64_t len, uint64_t *gpa)
+{
+    uintptr_t a = (uintptr_t)hva;
+    for (unsigned i = 0; i < mem->nr_regions; i++) {
+        const struct guest_mem_region *rg = &mem->regions[i];
+        uintptr_t start = (uintptr_t)rg->hva;
+        if (rg->hva && a >= start && a - start <= rg->size && len <= rg->size - (a - start)) {
+            *gpa = rg->gpa + (a - start);
+            return true;
+        }
+    }
+    return false;
+}
+
 uint64_t guest_mem_bitmap_words(const struct guest_mem *mem, unsigned region)
 {
     uint64_t pages = mem->regions[region].size >> 12;

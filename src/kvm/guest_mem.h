@@ -91,6 +91,10 @@ const char *guest_mem_switch_name(enum guest_mem_switch s);
  * as zeroes afterwards, never as anything another VM or an earlier guest left.
  */
 int guest_mem_discard(const struct guest_mem *mem, uint64_t gpa, uint64_t len);
+/* The guest-physical address of [hva, hva + len) if it lies in one region (the inverse of
+ * gpa_to_hva, for a device holding host addresses of a chain's buffers). */
+bool guest_mem_hva_to_gpa(const struct guest_mem *mem, const void *hva, uint64_t len,
+                          uint64_t *gpa);
 void guest_mem_destroy(struct guest_mem *mem);
 /*
  * The file-backed variant (snapshot restore): guest_mem_layout() + each region mapped

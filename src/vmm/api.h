@@ -69,6 +69,10 @@ int vm_resource_entropy(struct vm_config *cfg, const json_t *body, const char *w
 int vm_resource_vsock(struct vm_config *cfg, const json_t *body, const char *where,
                       struct wisp_err *err);
 json_t *vm_vsock_json(const struct vm_config *cfg);
+/* Firecracker's Balloon body (api_balloon.c); its GET form. */
+int vm_resource_balloon(struct vm_config *cfg, const json_t *body, const char *where,
+                        struct wisp_err *err);
+json_t *vm_balloon_json(const struct vm_config *cfg);
 int vm_resource_serial(struct vm_config *cfg, const json_t *body, const char *where,
                        struct wisp_err *err);
 /* wisp's own settings that have no Firecracker resource (the "wisp" object of docs/api.md). */

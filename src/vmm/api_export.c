@@ -166,6 +166,8 @@ json_t *vm_config_to_json(const struct vm_config *cfg)
         json_object_set_new(o, "entropy", entropy_json(cfg));
     if (cfg->vsock)
         json_object_set_new(o, "vsock", vm_vsock_json(cfg));
+    if (cfg->balloon)
+        json_object_set_new(o, "balloon", vm_balloon_json(cfg));
     if (cfg->api.logger_set)
         json_object_set_new(o, "logger", logger_json(cfg));
     if (cfg->api.metrics_path)

@@ -24,6 +24,11 @@ void api_patch_nic(struct api_request *req, void *opaque);           /* api_runt
 void api_put_metrics(struct api_request *req, void *opaque);         /* api_runtime.c */
 void api_put_snapshot_create(struct api_request *req, void *opaque); /* snapshot_api.c */
 void api_put_snapshot_load(struct api_request *req, void *opaque);   /* snapshot_api.c */
+void api_put_balloon(struct api_request *req, void *opaque);         /* api_balloon_routes.c */
+void api_patch_balloon(struct api_request *req, void *opaque);       /* api_balloon_routes.c */
+void api_get_balloon(struct api_request *req, void *opaque);         /* api_balloon_routes.c */
+void api_get_balloon_stats(struct api_request *req, void *opaque);   /* api_balloon_routes.c */
+void api_patch_balloon_stats(struct api_request *req, void *opaque); /* api_balloon_routes.c */
 
 /* ---- reading ------------------------------------------------------------------------------ */
 
@@ -169,9 +174,7 @@ static void api_put_logger(struct api_request *req, void *opaque)
 static void api_not_supported(struct api_request *req, void *opaque)
 {
     const char *path = api_request_path(req), *why = "wisp-vmm does not have it";
-    if (!strncmp(path, "/balloon", 8))
-        why = "wisp-vmm has no virtio-balloon device yet (issue 13)";
-    else if (!strncmp(path, "/mmds", 5))
+    if (!strncmp(path, "/mmds", 5))
         why = "wisp-vmm has no metadata service (MMDS)";
     else if (!strncmp(path, "/cpu-config", 11))
         why = "wisp-vmm has no CPU templates: the guest sees KVM's supported CPUID";
@@ -202,11 +205,11 @@ static const struct api_route routes[] = {
     {"PUT", "/snapshot/load", api_put_snapshot_load},
     {"PUT", "/wisp", api_put_wisp},
     {"PUT", "/vsock", api_put_vsock},
-    {"PUT", "/balloon", api_not_supported},
-    {"PATCH", "/balloon", api_not_supported},
-    {"GET", "/balloon", api_not_supported},
-    {"GET", "/balloon/statistics", api_not_supported},
-    {"PATCH", "/balloon/statistics", api_not_supported},
+    {"PUT", "/balloon", api_put_balloon},
+    {"PATCH", "/balloon", api_patch_balloon},
+    {"GET", "/balloon", api_get_balloon},
+    {"GET", "/balloon/statistics", api_get_balloon_stats},
+    {"PATCH", "/balloon/statistics", api_patch_balloon_stats},
     {"PUT", "/mmds", api_not_supported},
     {"PATCH", "/mmds", api_not_supported},
     {"GET", "/mmds", api_not_supported},

@@ -7,6 +7,7 @@
 
 #include "common/err.h"
 #include "kvm/guest_mem.h"
+#include "virtio/balloon.h"
 #include "virtio/blk.h"
 #include "virtio/net.h"
 #include "virtio/rng.h"
@@ -103,6 +104,8 @@ struct vm_config {
     unsigned nr_nics;
     bool vsock; /* a virtio-vsock device (--vsock, PUT /vsock); uds_path owned or in argv */
     struct virtio_vsock_params vsock_params;
+    bool balloon; /* a virtio-balloon device (PUT /balloon, --config-file's "balloon") */
+    struct virtio_balloon_params balloon_params;
     char **owned; /* copies this configuration's strings point into (vm_config_strdup) */
     unsigned nr_owned, cap_owned;
     bool cmdline_devices;    /* append virtio_mmio.device=... to the kernel command line */
@@ -135,6 +138,10 @@ struct state_writer;
 struct state_reader;
 void vm_vsock_config_write(const struct vm_config *cfg, struct state_writer *w);
 void vm_vsock_config_read(struct vm_config *cfg, struct state_reader *r);
+/* The balloon's optional part, before the vsock's (api_balloon.c): tagged 'B', absent reads as
+ * no balloon. */
+void vm_balloon_config_write(const struct vm_config *cfg, struct state_writer *w);
+void vm_balloon_config_read(struct vm_config *cfg, struct state_reader *r);
 /* --mem-backend's value (anon, memfd, file=PATH, hugetlbfs[=MOUNT]) into cfg->mem; `where`
  * names the option in messages. -EINVAL with err. */
 int vm_config_mem_backend(struct vm_config *cfg, const char *v, const char *where,

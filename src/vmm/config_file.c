@@ -49,7 +49,7 @@ static const struct member {
     {"wisp", false, vm_resource_wisp, NULL},
     {"metrics", false, vm_resource_metrics, NULL},
     {"vsock", false, vm_resource_vsock, NULL},
-    {"balloon", false, NULL, "wisp-vmm has no virtio-balloon device yet (issue 13)"},
+    {"balloon", false, vm_resource_balloon, NULL},
     {"mmds-config", false, NULL, "wisp-vmm has no metadata service (MMDS)"},
     {"cpu-config", false, NULL, "wisp-vmm has no CPU templates"},
     {"pmem", true, NULL, "wisp-vmm has no virtio-pmem device yet (issue 13)"},
@@ -133,7 +133,7 @@ int vm_config_load_file(struct vm_config *cfg, const char *path, struct wisp_err
             r = wisp_err_set(err, EINVAL,
                              "%s: unknown member '%.64s' (known: boot-source, machine-config, "
                              "drives, network-interfaces, logger, metrics, entropy, serial, "
-                             "vsock, wisp)",
+                             "vsock, balloon, wisp)",
                              path, key);
             break;
         }

@@ -7,6 +7,7 @@
 #include "arch/x86/pc.h"
 #include "common/chardev.h"
 #include "virtio/blk.h"
+#include "virtio/balloon.h"
 #include "virtio/console.h"
 #include "virtio/net.h"
 #include "virtio/rng.h"
@@ -15,10 +16,11 @@
 
 /* Every device type wisp-vmm knows, by the name used in messages and configurations. */
 static const struct device_ops *const device_types[] = {
-    &serial_port_device_ops, &i8042_device_ops,      &test_exit_device_ops,
-    &boot_marker_device_ops, &acpi_pm_device_ops,    &reset_cf9_device_ops,
-    &io_delay_device_ops,    &virtio_rng_device_ops, &virtio_console_device_ops,
-    &virtio_blk_device_ops,  &virtio_net_device_ops, &virtio_vsock_device_ops,
+    &serial_port_device_ops,    &i8042_device_ops,      &test_exit_device_ops,
+    &boot_marker_device_ops,    &acpi_pm_device_ops,    &reset_cf9_device_ops,
+    &io_delay_device_ops,       &virtio_rng_device_ops, &virtio_console_device_ops,
+    &virtio_blk_device_ops,     &virtio_net_device_ops, &virtio_vsock_device_ops,
+    &virtio_balloon_device_ops,
 };
 
 static const struct device_ops *device_type(const char *type)
@@ -94,6 +96,8 @@ static int add_virtio(struct machine *m, struct wisp_err *err)
         snprintf(name, sizeof(name), "net%u", i);
         r = add(&a, "virtio-net", nic->id ? nic->id : name, nic, err);
     }
+    if (r == 0 && m->args->balloon)
+        r = add(&a, "virtio-balloon", "balloon0", &m->args->balloon_params, err);
     if (r == 0 && m->args->vsock)
         r = add(&a, "virtio-vsock", "vsock0", &m->args->vsock_params, err);
     if (r == 0 && m->args->console == VMM_CONSOLE_VIRTIO) {

@@ -74,6 +74,7 @@ int snapshot_config_write(const struct vm_config *cfg, const struct machine *m,
         virtio_net_get_mac(dev, mac);
         write_nic(&cfg->nics[i], mac, w);
     }
+    vm_balloon_config_write(cfg, w);
     vm_vsock_config_write(cfg, w);
     return state_writer_error(w, "configuration", err);
 }
@@ -179,6 +180,7 @@ int snapshot_config_read(struct vm_config *cfg, struct state_reader *r, struct w
         state_reader_fail(r, "more NICs than a machine may have");
     for (unsigned i = 0; i < cfg->nr_nics && !r->bad; i++)
         read_nic(cfg, &cfg->nics[i], r);
+    vm_balloon_config_read(cfg, r);
     vm_vsock_config_read(cfg, r);
     if (r->bad) {
         cfg->nr_drives = cfg->nr_nics = 0;

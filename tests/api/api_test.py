@@ -13,7 +13,7 @@ http.client) and every answer checked against Firecracker's schema (apilib.py). 
                on from the next number
   media        PATCH /drives/{id} path_on_host: the guest sees the new image and its size
   config-file  --config-file boots at once; GET /vm/config given back as a config file makes
-               the same VM; options win over the file; balloon is an error that names
+               the same VM; options win over the file; a bad balloon is an error that names
                them; without a kernel and without --api-sock, status 2
 
   api_test.py --vmm WISP_VMM --guest API_GUEST_ELF --case CASE
@@ -67,7 +67,10 @@ def machine_config(v):
            ({"vcpu_count": 1, "mem_size_mib": 1}, "mem_size_mib: 1 is out of range"),
            ({"vcpu_count": 1, "mem_size_mib": -5}, "out of range"),
            ({"vcpu_count": 2, "mem_size_mib": 256, "smt": True}, "SMT"),
-           ({"vcpu_count": 1, "mem_size_mib": 256, "huge_pages": "2M"}, "issue 13"),
+           ({"vcpu_count": 1, "mem_size_mib": 256, "mem_backend": "tmpfs"}, "is not anon, memfd"),
+           ({"vcpu_count": 1, "mem_size_mib": 256, "huge_pages": "2M", "mem_backend": "memfd"},
+            "contradicts"),
+           ({"vcpu_count": 1, "mem_size_mib": 256, "thp": "yes"}, "thp: 'yes' is not on or off"),
            ({"vcpu_count": 1, "mem_size_mib": 256, "huge_pages": "1G"}, "not None"),
            ({"vcpu_count": 1, "mem_size_mib": 256, "cpu_template": "T2"}, "CPU templates"),
            ({"vcpu_count": 1, "mem_size_mib": 256, "cpus": 4}, "unknown field 'cpus'")]
@@ -75,6 +78,13 @@ def machine_config(v):
         v.expect("PUT", "/machine-config", body, status=400, contains=msg)
     d = v.expect("GET", "/machine-config", status=200)
     check((d["vcpu_count"], d["mem_size_mib"]) == (2, 192), f"a refused PUT changed it: {d}")
+    # Firecracker's huge_pages "2M" is wisp's hugetlbfs backend (docs/memory.md)
+    v.expect("PUT", "/machine-config", {"vcpu_count": 1, "mem_size_mib": 64, "huge_pages": "2M"})
+    d = v.expect("GET", "/machine-config", status=200)
+    check((d["huge_pages"], d["mem_backend"]) == ("2M", "hugetlbfs"), f"huge_pages 2M: {d}")
+    v.expect("PATCH", "/machine-config", {"mem_backend": "memfd", "ksm": False, "thp": "off"})
+    d = v.expect("GET", "/machine-config", status=200)
+    check((d["huge_pages"], d["mem_backend"], d["thp"]) == ("None", "memfd", "off"), str(d))
     v.expect("PUT", "/machine-config", {"vcpu_count": 1, "mem_size_mib": 64})
 
 
@@ -179,8 +189,10 @@ def vsock(v, tmp):
 
 
 def not_supported(v):
-    for method, path, word in [("PUT", "/balloon", "balloon"),
-                               ("GET", "/balloon", "balloon"), ("PUT", "/mmds", "MMDS"),
+    v.expect("PUT", "/balloon", {}, 400, "amount_mib: missing")  # the balloon: docs/memory.md
+    v.expect("GET", "/balloon", None, 400, "no balloon device")
+    v.expect("PATCH", "/balloon", {"amount_mib": 1}, 400, "no balloon device")
+    for method, path, word in [("PUT", "/mmds", "MMDS"),
                                ("PUT", "/cpu-config", "CPU templates")]:
         v.expect(method, path, {}, 400, ["not supported", word])
     # Firecracker's: a runtime action, refused before InstanceStart
@@ -575,7 +587,7 @@ def case_config_file(args, tmp):
     finally:
         w.stop()
     bad = [({"vsock": {"guest_cid": 1, "uds_path": "/tmp/v"}}, "vsock: guest_cid", "outside"),
-           ({"balloon": {"amount_mib": 1, "deflate_on_oom": True}}, "balloon", "virtio-balloon"),
+           ({"balloon": {"amount_mib": 1}}, "balloon", "deflate_on_oom: missing"),
            ({"drive": []}, "unknown member 'drive'", ""),
            ({"machine-config": {"vcpu_count": 1}}, "mem_size_mib: missing", ""),
            ({"drives": {"drive_id": "x"}}, "drives: expected an array", "")]

@@ -36,6 +36,7 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "common/thread_kind.h"
 
 #define AIO_DEFAULT_THREADS 16
 #define AIO_DEFAULT_RING    128
@@ -171,6 +172,7 @@ static void *pool_worker(void *opaque)
 {
     struct block_dev *bs = opaque;
     struct block_aio_ctx *c = bs->aio;
+    wisp_thread_enter(WISP_THREAD_POOL, NULL);
     pthread_mutex_lock(&c->lock);
     c->idle_threads++;
     for (;;) {

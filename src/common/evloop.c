@@ -14,6 +14,8 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
+#include "common/thread_kind.h"
+
 #define EVLOOP_MAX_EVENTS 64
 
 enum source_kind { SOURCE_FD, SOURCE_TIMER, SOURCE_WAKE };
@@ -407,6 +409,7 @@ static void *iothread_main(void *opaque)
 {
     struct iothread *t = opaque;
     pthread_setname_np(pthread_self(), t->name);
+    wisp_thread_enter(WISP_THREAD_IO, t->name);
     evloop_run(t->loop);
     return NULL;
 }

@@ -13,6 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/thread_kind.h"
+
 struct outbuf {
     int fd;
     char name[32];
@@ -63,6 +65,7 @@ static void *writer_main(void *opaque)
 {
     struct outbuf *ob = opaque;
     pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+    wisp_thread_enter(WISP_THREAD_WRITER, ob->name);
     pthread_mutex_lock(&ob->lock);
     for (;;) {
         while (!ob->len && !ob->stop)

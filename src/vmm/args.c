@@ -297,6 +297,17 @@ static int set_async_teardown(const char *v, struct vm_config *args, struct wisp
     return 0;
 }
 
+static int parse_seccomp(const char *v, struct vm_config *args, struct wisp_err *err)
+{
+    static const char *const modes[] = {"on", "log", "off"}; /* enum vmm_seccomp_mode */
+    for (int m = 0; m < 3; m++)
+        if (!strcmp(v, modes[m])) {
+            args->seccomp = m;
+            return 0;
+        }
+    return wisp_err_set(err, EINVAL, "--seccomp=%s: expected on, log or off", v);
+}
+
 enum option_kind {
     OPT_FLAG,     /* no value */
     OPT_VALUE,    /* a value: "--x V" or "--x=V" */
@@ -334,6 +345,7 @@ static const struct option options[] = {
     {"--boot-marker", NULL, OPT_FLAG, set_boot_marker},
     {"--debug", NULL, OPT_FLAG, set_debug},
     {"--async-teardown", NULL, OPT_FLAG, set_async_teardown},
+    {"--seccomp", NULL, OPT_VALUE, parse_seccomp},
     {"--uid", NULL, OPT_VALUE, parse_uid},
     {"--gid", NULL, OPT_VALUE, parse_gid},
     {"--help", "-h", OPT_FLAG, set_help},

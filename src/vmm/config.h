@@ -115,6 +115,7 @@ struct vm_config {
     bool async_teardown;              /* hand the VM's teardown to a helper process (machine.h) */
     bool track_dirty_pages;           /* KVM's dirty log, for diff snapshots (machine-config) */
     struct vmm_privileges privileges; /* --uid/--gid (vmm/privileges.h) */
+    int seccomp;                      /* --seccomp: enum vmm_seccomp_mode (0: on) */
     /* the API's and --config-file's own resources (docs/api.md) */
     struct vm_api_config api;
 };

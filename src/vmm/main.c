@@ -16,6 +16,7 @@
 #include "vmm/args.h"
 #include "vmm/machine.h"
 #include "vmm/privileges.h"
+#include "vmm/seccomp.h"
 #include "vmm/vmm.h"
 #include "wisp-config.h"
 
@@ -108,6 +109,12 @@ int main(int argc, char *argv[])
         return 0;
     }
     if (vmm_privileges_prepare(&args.privileges, &err) < 0) {
+        vm_config_free(&args);
+        print_error(&err);
+        return EXIT_RUNTIME;
+    }
+    /* before the VM is built and any client is read; every thread after has its filter */
+    if (vmm_seccomp_setup(args.seccomp, &err) < 0) {
         vm_config_free(&args);
         print_error(&err);
         return EXIT_RUNTIME;

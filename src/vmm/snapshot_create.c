@@ -18,6 +18,7 @@
 
 #include "common/io.h"
 #include "common/log.h"
+#include "common/thread_kind.h"
 #include "kvm/state.h"
 #include "vmm/snapshot_int.h"
 #include "vmm/vmm.h"
@@ -269,6 +270,7 @@ static void *create_worker(void *opaque)
     struct snapshot_create_job *job = opaque;
     struct wisp_err *err = &job->err;
     struct machine *m = &job->v->m;
+    wisp_thread_enter(WISP_THREAD_SNAPSHOT, "snapshot");
     int r = (job->state_fd = open_tmp("snapshot_path", job->state_path, &job->state_tmp, err));
     if (r >= 0)
         r = (job->mem.fd = open_tmp("mem_file_path", job->mem_path, &job->mem_tmp, err));

@@ -10,6 +10,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "common/thread_kind.h"
 #include "vmm/machine.h"
 
 #define TEARDOWN_STACK_SIZE (16 * 1024)
@@ -37,6 +38,7 @@ static int teardown_child(void *arg)
 {
     uintptr_t v = (uintptr_t)arg;
     unsigned pipe_rd = (unsigned)(v & 0xffffffffu), vm_fd = (unsigned)(v >> 32);
+    wisp_thread_enter(WISP_THREAD_TEARDOWN, NULL); /* its filter: raw syscalls only, too */
     close_all_but(pipe_rd, vm_fd); /* stdout/stderr readers see EOF when wisp-vmm exits */
     char c;
     while (syscall(SYS_read, pipe_rd, &c, 1) < 0)

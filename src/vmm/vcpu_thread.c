@@ -11,6 +11,7 @@
 #include "common/cleanup.h"
 #include "common/evloop.h"
 #include "common/log.h"
+#include "common/thread_kind.h"
 #include "kvm/state.h"
 #include "vmm/machine.h"
 
@@ -200,6 +201,8 @@ static void *vcpu_thread_main(void *opaque)
         pthread_cond_wait(&m->start_cond, &m->start_lock);
     bool run = m->go && !m->abort && t->init_result == 0;
     pthread_mutex_unlock(&m->start_lock);
+    if (run) /* its filter before its first KVM_RUN (the set-up ioctls came before) */
+        wisp_thread_enter(WISP_THREAD_VCPU, name);
     if (run)
         vcpu_run_until_end(t);
     pthread_mutex_lock(&m->start_lock); /* a pause does not wait for a vCPU that is gone */

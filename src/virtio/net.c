@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "common/evloop.h"
+#include "common/log.h"
 #include "common/statebuf.h"
 #include "devices/device.h"
 #include "virtio/net_int.h"
@@ -173,8 +174,12 @@ static const struct virtio_dev_ops net_ops = {
 static int net_open_backend(struct virtio_net *n, struct device *dev, struct wisp_err *err)
 {
     const struct virtio_net_params *p = n->p;
-    if (p->vhost == VIRTIO_NET_VHOST_ON) /* the parser refuses it already */
+    if (p->vhost == VIRTIO_NET_VHOST_ON) /* net_vhost_usable() refuses it already */
         return wisp_err_set(err, ENOTSUP, "%s: vhost=on: vhost-net is not implemented", dev->name);
+    if (p->vhost == VIRTIO_NET_VHOST_AUTO) /* net_vhost.h: no data path to probe for */
+        wisp_log_info("%s: vhost=auto: frames move in user space (wisp-vmm's vhost-net data "
+                      "path is not built)",
+                      dev->name);
     n->rx_buf = malloc(NET_MAX_LEN + 1);
     if (!n->rx_buf)
         return wisp_err_set(err, ENOMEM, "%s: out of memory", dev->name);

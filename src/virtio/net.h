@@ -8,11 +8,12 @@
 #include "common/err.h"
 #include "devices/device.h"
 
-/* vhost-net is not implemented yet: the parser refuses vhost=on (a usage error), and
- * vhost=auto is the user-space data path everywhere. */
+/* vhost-net's data path is not built yet (virtio/net_vhost.h has its probe and ring checks):
+ * the parser refuses vhost=on (a usage error naming /dev/vhost-net, or the rate limits that
+ * cannot apply to it), and vhost=auto is the user-space data path everywhere. */
 enum virtio_net_vhost {
     VIRTIO_NET_VHOST_OFF,  /* the user-space data path (default) */
-    VIRTIO_NET_VHOST_ON,   /* vhost-net (refused until it is implemented) */
+    VIRTIO_NET_VHOST_ON,   /* vhost-net (refused until its data path is built) */
     VIRTIO_NET_VHOST_AUTO, /* vhost-net where it exists, else user space: today user space */
 };
 
@@ -49,7 +50,7 @@ struct virtio_net_stats {
 };
 void virtio_net_get_stats(const struct device *dev, struct virtio_net_stats *out);
 
-/* Parses a --net value "tap=NAME[,mac=..][,vhost=off|auto][,rx-bps=..][,tx-bps=..]
+/* Parses a --net value "tap=NAME[,mac=..][,vhost=on|off|auto][,rx-bps=..][,tx-bps=..]
  * [,rx-burst=..][,tx-burst=..][,id=..]" into *p (pointers into buf, a copy the caller keeps;
  * strlen(spec) + 1 bytes). Returns 0 or -errno with err naming the key. */
 int virtio_net_params_parse(const char *spec, char *buf, struct virtio_net_params *p,

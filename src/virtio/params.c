@@ -7,6 +7,7 @@
 #include "common/parse.h"
 #include "virtio/blk.h"
 #include "virtio/net.h"
+#include "virtio/net_vhost.h"
 
 #define MAX_KEYS 32
 
@@ -181,11 +182,7 @@ static int net_key(struct virtio_net_params *p, const struct kv_item *kv, struct
             if (parse_flag(w, kv, &on, err) < 0)
                 return wisp_err_set(err, EINVAL, "--net: vhost: '%s' is not on, off or auto",
                                     kv->value);
-            if (on) /* refused here, so that it is a usage error (status 2) before any KVM work */
-                return wisp_err_set(err, ENOTSUP,
-                                    "--net: vhost=on: wisp-vmm has no vhost-net data path yet; "
-                                    "vhost=auto or vhost=off moves frames in user space");
-            p->vhost = VIRTIO_NET_VHOST_OFF;
+            p->vhost = on ? VIRTIO_NET_VHOST_ON : VIRTIO_NET_VHOST_OFF;
         }
     } else if (!strcmp(kv->key, "rx-bps")) {
         return parse_count(w, kv, UINT64_MAX, &p->rx_bps, err);
@@ -223,5 +220,7 @@ int virtio_net_params_parse(const char *spec, char *buf, struct virtio_net_param
         return wisp_err_set(err, EINVAL, "--net: rx-burst needs rx-bps");
     if (p->tx_burst && !p->tx_bps)
         return wisp_err_set(err, EINVAL, "--net: tx-burst needs tx-bps");
+    if (p->vhost == VIRTIO_NET_VHOST_ON)
+        return net_vhost_usable("--net", p, err);
     return 0;
 }

@@ -29,6 +29,10 @@ class Failure(Exception):
     pass
 
 
+class Skip(Exception):  # meson's SKIP (status 77): what the case needs is not on this machine
+    pass
+
+
 QEMU = ["qemu-system-x86_64", "-enable-kvm",
         "-M", "microvm,x-option-roms=off,isa-serial=on,rtc=off,pit=off,pic=off,acpi=off",
         "-cpu", "host,-arch-capabilities", "-m", "128", "-nographic", "-nodefaults",
@@ -400,9 +404,29 @@ def case_net_vhost(vmm, elf, tmp):
         status, out, err = run(vmm, elf, on, on, net_cmdline())
         if vmm != "qemu" and (status != 2 or "vhost=on" not in err or "net:" in out):
             raise Failure(f"vhost=on: status {status}, expected 2 and a message naming it")
+        if vmm != "qemu" and "/dev/vhost-net" not in err:
+            raise Failure(f"vhost=on: the message does not name /dev/vhost-net: {err!r}")
+        if vmm != "qemu":  # rate limits cannot apply to frames the kernel moves
+            status, out, err = run(vmm, elf, ["--net", "tap=wv0,vhost=on,rx-bps=100000"], [],
+                                   net_cmdline())
+            if status != 2 or "rate limits" not in err or "net:" in out:
+                raise Failure(f"vhost=on,rx-bps: status {status}, expected 2 naming the limits")
         if vmm == "qemu" and not os.path.exists("/dev/vhost-net") and status == 0:
             raise Failure("QEMU started with vhost=on without /dev/vhost-net")
         status, out, _ = run(vmm, elf, net_args(vmm, [("wv0", None, ",vhost=auto")]),
+                             net_args(vmm, [("wv0", None, "")]), net_cmdline())
+        net_check(s, vmm, status, out)
+
+
+def case_net_vhost_on(vmm, elf, tmp):
+    # the ring-3 net guest with vhost=on, where /dev/vhost-net exists (SKIP, status 77,
+    # elsewhere). wisp-vmm's vhost data path is not built yet, so this fails on such a machine
+    # until it is: it is the test that data path has to pass.
+    if not os.path.exists("/dev/vhost-net"):
+        raise Skip("/dev/vhost-net does not exist on this machine")
+    with NetSession() as s:
+        s.taps("wv0")
+        status, out, _ = run(vmm, elf, net_args(vmm, [("wv0", None, ",vhost=on")]),
                              net_args(vmm, [("wv0", None, "")]), net_cmdline())
         net_check(s, vmm, status, out)
 
@@ -783,7 +807,8 @@ CASES = {"rng": case_rng, "rng-event-idx": case_rng_event_idx, "rng-ratelimit": 
          "net": case_net, "net-mrg": case_net_mrg, "net-event-idx": case_net_event_idx,
          "net-two": case_net_two,
          "net-csum": case_net_csum, "net-ratelimit": case_net_ratelimit,
-         "net-vhost": case_net_vhost, "net-tap-create": case_net_tap_create,
+         "net-vhost": case_net_vhost, "net-vhost-on": case_net_vhost_on,
+         "net-tap-create": case_net_tap_create,
          "net-tap-denied": case_net_tap_denied, "net-malformed": case_net_malformed}
 CASES.update({"blk-raw": case_blk_raw, "blk-qcow2": case_blk_qcow2,
               "blk-raw-direct": case_blk_raw_direct, "blk-qcow2-sync": case_blk_qcow2_sync,
@@ -807,6 +832,9 @@ def main():
     except Failure as e:
         print(f"FAIL: {e}", file=sys.stderr)
         return 1
+    except Skip as e:
+        print(f"SKIP: {e}")
+        return 77
     print("ok")
     return 0
 

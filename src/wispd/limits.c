@@ -10,8 +10,9 @@
 
 /* A wisp-vmm's threads beyond its vCPUs: main, logger, serial, block and net I/O threads. */
 #define VMM_EXTRA_THREADS 4
-/* wispd's fds per running VM: its pidfd; during a start a pipe, a log fd, one connection. */
-#define FDS_PER_VM   1
+/* wispd's fds per running VM: its pidfd, its timer, a connection to its API while a request
+ * is under way; during a start also a pipe and the log (closed once the child runs). */
+#define FDS_PER_VM   3
 #define FDS_AT_START 4
 
 static long read_long(const char *path, int field)

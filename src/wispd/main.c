@@ -70,7 +70,7 @@ static void raise_limits(void)
     getrlimit(RLIMIT_NOFILE, &r);
     fprintf(stderr, "wispd: RLIMIT_NOFILE %lu (hard %lu)%s\n", (unsigned long)r.rlim_cur,
             (unsigned long)r.rlim_max,
-            r.rlim_max < 65536 ? ": wispd holds one fd per running VM, see GET /v1/limits" : "");
+            r.rlim_max < 65536 ? ": wispd holds up to 3 fds per running VM, see GET /v1/limits" : "");
 }
 
 static char *default_vmm(void)
@@ -172,8 +172,8 @@ int main(int argc, char **argv)
     if (ret == 0)
         ret = wispd_recover(&d, &err);
     if (ret == 0) {
-        unlink(sock); /* a wispd killed with -9 leaves its socket behind */
-        d.base_fds = count_fds() + 8;
+        unlink(sock);                  /* a wispd killed with -9 leaves its socket behind */
+        d.base_fds = count_fds() + 24; /* the server's own fds and 16 clients at once */
         ret = wispd_serve(&d, sock, &err);
     }
     if (ret < 0) {

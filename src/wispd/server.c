@@ -140,8 +140,8 @@ static void h_remove(struct api_request *req, void *opaque)
         reply_err(req, &err);
 }
 
-/* GET /v1/vms/{name}/log: the end of the VM's log (its console on COM1 and wisp-vmm's
- * messages since its last start), at most LOG_TAIL bytes, as text. */
+/* GET /v1/vms/{name}/log: the end of the VM's console log (COM1, since its last start), at
+ * most LOG_TAIL bytes, as text. */
 #define LOG_TAIL (256 * 1024)
 
 static void h_log(struct api_request *req, void *opaque)

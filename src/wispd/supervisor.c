@@ -130,6 +130,26 @@ static int read_starttime(int pid, uint64_t *out)
 
 static void restart_timer(void *opaque);
 static void schedule_restart(struct vm *vm);
+static void stop_timer_fired(void *opaque);
+
+/* A VM's timer (stop stages, restart backoff) exists only while it is live or a restart is
+ * due, so that a defined VM costs wispd no fd. ns 0 disarms. */
+static void vm_timer_arm(struct vm *vm, uint64_t ns)
+{
+    if (!vm->timer && ns &&
+        evloop_add_timer(vm->d->loop, stop_timer_fired, vm, &vm->timer, NULL) < 0) {
+        fprintf(stderr, "wispd: %s: no timer (out of fds?)\n", vm->name);
+        return;
+    }
+    if (vm->timer)
+        evloop_timer_arm(vm->timer, ns, 0);
+}
+
+static void vm_timer_drop(struct vm *vm)
+{
+    evloop_source_remove(vm->timer);
+    vm->timer = NULL;
+}
 
 static void stop_timer_fired(void *opaque)
 {
@@ -141,7 +161,7 @@ static void stop_timer_fired(void *opaque)
     if (vm->stop_stage < 2) {
         vm->stop_stage = 2;
         pidfd_send_signal(vm->pidfd, SIGTERM, NULL, 0);
-        evloop_timer_arm(vm->timer, (uint64_t)TERM_TO_KILL_MS * 1000000, 0);
+        vm_timer_arm(vm, (uint64_t)TERM_TO_KILL_MS * 1000000);
     } else if (vm->stop_stage < 3) {
         vm->stop_stage = 3;
         pidfd_send_signal(vm->pidfd, SIGKILL, NULL, 0);
@@ -173,7 +193,7 @@ static void vm_exited(void *opaque, uint32_t events)
     vm->pidfd = -1;
     vmm_client_cancel(vm->client);
     vm->client = NULL;
-    evloop_timer_arm(vm->timer, 0, 0);
+    vm_timer_drop(vm); /* inside its own callback is fine (evloop.h) */
     unlink(vm->api_sock);
     vm->pid = 0;
     vm->starttime = 0;
@@ -213,7 +233,7 @@ static void schedule_restart(struct vm *vm)
     vm->backoff_ms = vm->backoff_ms ? vm->backoff_ms * 2 : BACKOFF_FIRST_MS;
     if (vm->backoff_ms > BACKOFF_MAX_MS)
         vm->backoff_ms = BACKOFF_MAX_MS;
-    evloop_timer_arm(vm->timer, (uint64_t)delay * 1000000, 0);
+    vm_timer_arm(vm, (uint64_t)delay * 1000000);
 }
 
 static void restart_timer(void *opaque)
@@ -248,12 +268,10 @@ int vm_create(struct wispd *d, json_t *def, int64_t id, struct vm **out, struct 
     vm->name = strdup(json_string_value(json_object_get(def, "name")));
     vm->pidfd = -1;
     snprintf(vm->api_sock, sizeof(vm->api_sock), "%s/run/%lld.sock", d->state_dir, (long long)id);
-    int ret = evloop_add_timer(d->loop, stop_timer_fired, vm, &vm->timer, err);
-    if (ret < 0 || !vm->name) {
+    if (!vm->name) {
         json_decref(vm->def);
-        free(vm->name);
         free(vm);
-        return ret < 0 ? ret : wisp_err_set(err, ENOMEM, "out of memory");
+        return wisp_err_set(err, ENOMEM, "out of memory");
     }
     unsigned h = name_hash(vm->name);
     vm->hash_next = d->hash[h];
@@ -369,14 +387,14 @@ static void start_done(void *opaque, int status, const char *message)
 /* The child: its own session, stdout and stderr to the VM's log, and exec only once the
  * parent has committed its pid (the byte on `go`); if wispd dies first the pipe ends and the
  * child exits without becoming a VM, so there is never a wisp-vmm the registry does not name. */
-static void child_exec(struct wispd *d, struct vm *vm, int go, int log_fd)
+static void child_exec(struct wispd *d, struct vm *vm, int go, int log_fd, int vmm_log_fd)
 {
     char b;
     setsid();
     int null = open("/dev/null", O_RDWR);
     dup2(null, 0);
-    dup2(log_fd, 1);
-    dup2(log_fd, 2);
+    dup2(log_fd, 1);     /* COM1's console */
+    dup2(vmm_log_fd, 2); /* wisp-vmm's messages */
     if (read(go, &b, 1) != 1)
         _exit(127);
     char *argv[] = {d->vmm_path, "--api-sock", vm->api_sock, "--id", vm->name, NULL};
@@ -399,19 +417,27 @@ int vm_start(struct vm *vm, struct api_request *req, struct wisp_err *err)
     int log_fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
     if (log_fd < 0)
         return wisp_err_sys(err, errno, "%s", log_path);
+    snprintf(log_path, sizeof(log_path), "%s/logs/%lld.vmm.log", d->state_dir, (long long)vm->id);
+    int vmm_log_fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (vmm_log_fd < 0) {
+        close(log_fd);
+        return wisp_err_sys(err, errno, "%s", log_path);
+    }
     int go[2];
     if (pipe2(go, O_CLOEXEC) < 0) {
         close(log_fd);
+        close(vmm_log_fd);
         return wisp_err_sys(err, errno, "pipe");
     }
     unlink(vm->api_sock); /* left by a wisp-vmm killed with -9: its VM is gone */
     int pid = fork();
     if (pid == 0) {
         close(go[1]);
-        child_exec(d, vm, go[0], log_fd);
+        child_exec(d, vm, go[0], log_fd, vmm_log_fd);
     }
     close(go[0]);
     close(log_fd);
+    close(vmm_log_fd);
     if (pid < 0) {
         close(go[1]);
         return wisp_err_sys(err, errno, "fork");
@@ -464,7 +490,7 @@ int vm_stop(struct vm *vm, bool force, struct api_request *req, struct wisp_err 
     if (vm->state == VM_STOPPED)
         return wisp_err_set(err, EALREADY, "%s is stopped", vm->name);
     vm->stop_requested = true;
-    evloop_timer_arm(vm->timer, 0, 0);
+    vm_timer_arm(vm, 0);
     if (vm->state != VM_STOPPING) {
         vmm_client_cancel(vm->client);
         vm->client = NULL;
@@ -480,7 +506,7 @@ int vm_stop(struct vm *vm, bool force, struct api_request *req, struct wisp_err 
         struct vmm_request r = {"PUT", strdup("/actions"),
                                 strdup("{\"action_type\": \"SendCtrlAltDel\"}")};
         unsigned t = (unsigned)json_integer_value(json_object_get(vm->def, "stop_timeout_s"));
-        evloop_timer_arm(vm->timer, (uint64_t)t * 1000000000ull + 1, 0);
+        vm_timer_arm(vm, (uint64_t)t * 1000000000ull + 1);
         if (vmm_client_run(&vm->client, vm->d->loop, vm->api_sock, &r, 1, 0, API_TIMEOUT_MS,
                            ctrl_alt_del_done, vm, NULL) < 0)
             stop_timer_fired(vm);
@@ -547,6 +573,8 @@ int vm_remove(struct vm *vm, bool force, struct api_request *req, struct wisp_er
         return ret;
     char log_path[256];
     snprintf(log_path, sizeof(log_path), "%s/logs/%lld.log", d->state_dir, (long long)vm->id);
+    unlink(log_path);
+    snprintf(log_path, sizeof(log_path), "%s/logs/%lld.vmm.log", d->state_dir, (long long)vm->id);
     unlink(log_path);
     wispd_event(d, vm->name, "remove", "");
     for (unsigned i = 0; i < vm->nr_waiters; i++)

@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import signal
 import socket
 import subprocess
@@ -26,10 +27,12 @@ class Daemon:
         self.state = os.path.join(tmp, "state")
         self.proc = None
 
-    def start(self):
+    def start(self, nofile=None):
         log = open(os.path.join(self.tmp, "wispd.log"), "a")
+        pre = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))) \
+            if nofile else None
         self.proc = subprocess.Popen([A.wispd, "--socket", self.sock, "--state-dir", self.state,
-                                      "--vmm", A.vmm], stdout=log, stderr=log)
+                                      "--vmm", A.vmm], stdout=log, stderr=log, preexec_fn=pre)
         for _ in range(500):
             try:  # a wispd killed with -9 leaves its socket file: wait for one that answers
                 with socket.socket(socket.AF_UNIX) as c:
@@ -131,7 +134,12 @@ def case_lifecycle(d):
     vm = d.vms()["a"]
     assert vm["state"] == "running" and alive(vm["pid"]), vm
     assert d.wisp("start", "a").returncode == 5
-    wait_for("the guest's output", lambda: "idle: ready" in d.wisp("logs", "a", check=0).stdout)
+    try:
+        wait_for("the guest's output",
+                 lambda: "idle: ready" in d.wisp("logs", "a", check=0).stdout)
+    except AssertionError:
+        print("wisp logs a:", repr(d.wisp("logs", "a").stdout), d.vms()["a"])
+        raise
     assert d.wisp("logs", "nosuch").returncode == 4
     d.wisp("pause", "a", check=0)
     assert d.vms()["a"]["state"] == "paused"
@@ -301,6 +309,32 @@ def case_hung(d):
     d.wisp("stop", "h", check=0)  # Ctrl-Alt-Del unanswered, SIGTERM pending, then SIGKILL
     assert not alive(pid) and "signal 9" in d.vms()["h"]["last_exit"]
     d.wisp("kill", "other", check=0)
+    d.stop()
+
+
+def case_limits(d):
+    """With a small RLIMIT_NOFILE, the start that would pass it is refused up front (exit 6,
+    naming the limit), and the VMs already running are not disturbed."""
+    d.start(nofile=48)
+    lim = json.loads(d.wisp("limits", "--json", check=0).stdout)
+    assert lim["nofile"]["soft"] == 48 and lim["nofile"]["hard"] == 48, lim
+    left = lim["nofile"]["vms_left"]
+    assert 0 < left < 48, lim
+    started = 0
+    for i in range(48):
+        d.define(f"l{i}", check=0)
+        r = d.wisp("start", f"l{i}")
+        if r.returncode != 0:
+            assert r.returncode == 6 and "RLIMIT_NOFILE" in r.stderr, (r.returncode, r.stderr)
+            break
+        started += 1
+    assert started == left, (started, left)
+    vms = d.vms()
+    assert sum(v["state"] == "running" for v in vms.values()) == started
+    assert json.loads(d.wisp("limits", "--json", check=0).stdout)["nofile"]["vms_left"] == 0
+    for n, v in vms.items():
+        if v["state"] == "running":
+            d.wisp("kill", n, check=0)
     d.stop()
 
 

@@ -11,6 +11,10 @@ Linux boot (~10-60 s here) carries every check:
   - PUT /metrics and FlushMetrics: the root drive's counters show Linux's reads;
   - PATCH /drives/data with a new image: Linux sees the new size (a configuration change) and
     reads the new image's bytes;
+  - Linux's virtio-balloon driver (docs/memory.md): 16 MiB the guest wrote and freed come back
+    to the host by free page reporting within seconds (VmRSS drops, reported_bytes grows);
+    PATCH /balloon 64 MiB and Linux inflates (actual_mib 64, its statistics arrive), then
+    deflates to 0;
   - Linux's i8042 and atkbd drivers found the i8042 and its keyboard at boot; PUT /actions
     SendCtrlAltDel then reboots the guest (the VT keyboard's ctrl_alt_del(), reboot=k) and
     wisp-vmm exits 0, while the script would have waited for ever (status 7 if it ever ended).
@@ -53,6 +57,8 @@ dd if=/dev/vdb of=/tmp/s0 bs=512 count=1 2>/dev/null
 read -r text </tmp/s0
 echo "wisp-api: vdb $s $text"
 dmesg | grep -E 'i8042|serio|input:' | sed 's/^/wisp-api: dmesg /'
+dd if=/dev/zero of=/dev/null bs=16M count=1 2>/dev/null
+echo "wisp-api: wrote and freed 16M"
 echo "wisp-api: waiting for ctrl-alt-del"
 while :; do sleep 1; done
 exit 7
@@ -111,6 +117,34 @@ def pause_resume(v):
     return last
 
 
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return int([l for l in f if l.startswith("VmRSS:")][0].split()[1])
+
+
+def stats(v):
+    return v.expect("GET", "/balloon/statistics", status=200)
+
+
+def linux_balloon(v, before):
+    """The 16 MiB written and freed are reported back (without reporting, VmRSS would stay
+    16 MiB above `before`), then an inflate of 64 MiB and a deflate."""
+    high = rss_kib(v.p.pid)
+    v.wait_for(lambda: stats(v)["wisp"]["reported_bytes"] >= 8 << 20 and
+               rss_kib(v.p.pid) < before + (8 << 10), 60,
+               f"Linux's free page reporting of the 16 MiB it freed (VmRSS {before} kB before "
+               f"the dd, {high} kB after it, {rss_kib(v.p.pid)} kB now)")
+    low = rss_kib(v.p.pid)
+    v.expect("PATCH", "/balloon", {"amount_mib": 64})
+    v.wait_for(lambda: stats(v)["actual_mib"] == 64, 180, "Linux inflating the balloon to 64 MiB")
+    s = stats(v)
+    check("free_memory" in s and "total_memory" in s, f"no statistics from Linux: {s}")
+    v.expect("PATCH", "/balloon", {"amount_mib": 0})
+    v.wait_for(lambda: stats(v)["actual_mib"] == 0, 120, "Linux deflating the balloon")
+    return (f"VmRSS {before} kB before the guest's dd, {high} kB after, {low} kB after Linux reported {s['wisp']['reported_bytes'] >> 20} "
+            f"MiB free; inflated {s['wisp']['inflated_pages']} pages")
+
+
 def run(args, tmp):
     root, (a, b) = images(tmp, args.init)
     extra = subprocess.run([os.path.join(REPO, "guest/kernel/cmdline-extra")],
@@ -121,6 +155,8 @@ def run(args, tmp):
         boot_args = (f"console=ttyS0 reboot=k panic=1 pci=off {extra} init=/sbin/init "
                      "-- /bin/sh /api.sh")
         v.expect("PUT", "/machine-config", {"vcpu_count": 1, "mem_size_mib": 160})
+        v.expect("PUT", "/balloon", {"amount_mib": 0, "deflate_on_oom": True,
+                                     "stats_polling_interval_s": 1})
         v.expect("PUT", "/drives/data", {"drive_id": "data", "path_on_host": a,
                                          "is_root_device": False, "is_read_only": True})
         v.expect("PUT", "/metrics", {"metrics_path": os.path.join(tmp, "metrics.json")})
@@ -141,6 +177,9 @@ def run(args, tmp):
         check(line["block_rootfs"]["read_count"] > 0, f"no reads of the root drive: {line}")
         v.expect("PATCH", "/drives/data", {"drive_id": "data", "path_on_host": b})
         v.wait_console(r"^wisp-api: vdb 6144 IMAGE-B$", 120)
+        before = rss_kib(v.p.pid)  # before the guest's dd (or, at worst, just after it)
+        v.wait_console(r"^wisp-api: wrote and freed 16M$", 180)
+        balloon = linux_balloon(v, before)
         v.wait_console(r"^wisp-api: waiting for ctrl-alt-del$", 60)
         dmesg = v.lines()
         check(re.search(r"^wisp-api: dmesg .*serio: i8042 KBD port at 0x60,0x64 irq \d+$", dmesg,
@@ -156,7 +195,7 @@ def run(args, tmp):
     got = sh("debugfs", "-R", "cat /guest.txt", root).strip()
     check(got == "written by the guest", f"the root image has {got!r} in /guest.txt")
     print(f"paused after tick {last}, resumed at {last + 1}; reads of the root drive in the "
-          f"metrics: {line['block_rootfs']['read_count']}")
+          f"metrics: {line['block_rootfs']['read_count']}; balloon: {balloon}")
 
 
 def main():

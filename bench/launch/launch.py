@@ -43,13 +43,15 @@ import tempfile
 import time
 
 GUEST_MIB = 128
-CONTENDERS = ("floor", "wisp", "qemu", "wisp-dev", "qemu-dev")
+CONTENDERS = ("floor", "wisp", "qemu", "wisp-dev", "qemu-dev", "wisp-noseccomp")
 LABELS = {"floor": "raw KVM floor", "wisp": "wisp-vmm", "qemu": "QEMU microvm",
-          "wisp-dev": "wisp +blk+net", "qemu-dev": "QEMU +blk+net"}
+          "wisp-dev": "wisp +blk+net", "qemu-dev": "QEMU +blk+net",
+          "wisp-noseccomp": "wisp --seccomp=off"}
 DEVICE_CONTENDERS = ("wisp-dev", "qemu-dev")
 # The exit status each contender reports for a guest that writes 0 to port 0xf4:
 # QEMU's isa-debug-exit exits with (value << 1) | 1.
-EXPECTED_STATUS = {"floor": 0, "wisp": 0, "qemu": 1, "wisp-dev": 0, "qemu-dev": 1}
+EXPECTED_STATUS = {"floor": 0, "wisp": 0, "qemu": 1, "wisp-dev": 0, "qemu-dev": 1,
+                   "wisp-noseccomp": 0}
 DISK_MIB = 64  # the drive of the device contenders: a raw file in tmpfs
 TAP = "wlaunch0"  # their NIC's tap, in the driver's own network namespace
 # The reference command of the machine's anchors (docs/environment.md), with the kernel appended.
@@ -109,13 +111,14 @@ def command_for(contender, paths, guest):
     """The argv that boots `guest` (an ELF path) with `contender`, 128 MiB, one vCPU."""
     if contender == "floor":
         return [paths["floor"], "--mem", str(GUEST_MIB), guest]
-    if contender in ("wisp", "wisp-dev"):
+    if contender in ("wisp", "wisp-dev", "wisp-noseccomp"):
         # --async-teardown: the driver is a reaping subreaper (see reap_leftovers)
         devices = []
         if contender == "wisp-dev":
             devices = ["--drive", f"path={paths['disk']},format=raw", "--net", f"tap={TAP}"]
         return [paths["vmm"], "--kernel", guest, "--mem", str(GUEST_MIB), "--cpus", "1",
-                "--serial", "stdio", "--async-teardown"] + devices
+                "--serial", "stdio", "--async-teardown"] + devices + (
+                    ["--seccomp=off"] if contender == "wisp-noseccomp" else [])
     devices = []
     if contender == "qemu-dev":  # the devices of tests/virtio (modern virtio-mmio)
         devices = ["-global", "virtio-mmio.force-legacy=false",
@@ -399,6 +402,10 @@ def evaluate(launch, memory):
         targets.append({"name": "wisp-vmm launch <= 2x raw KVM floor (median wall)",
                         "value": ratios["wisp_over_floor"], "limit": TARGET_WISP_OVER_FLOOR,
                         "unit": "x", "met": ratios["wisp_over_floor"] <= TARGET_WISP_OVER_FLOOR})
+    if "wisp" in wall and "wisp-noseccomp" in wall:  # issue 14: what the filters cost
+        extra = wall["wisp"] - wall["wisp-noseccomp"]
+        targets.append({"name": "seccomp filters: <= 1 ms more launch time (median wall)",
+                        "value": extra, "limit": 1.0, "unit": "ms", "met": extra <= 1.0})
     if "wisp" in wall and "qemu" in wall:
         ratios["qemu_over_wisp"] = wall["qemu"] / wall["wisp"]
         targets.append({"name": "wisp-vmm launch >= 10x faster than QEMU microvm (median wall)",
@@ -445,6 +452,10 @@ def evaluate(launch, memory):
                         "met": overhead <= TARGET_OVERHEAD_KIB})
         if "qemu" in memory and overhead > 0:
             ratios["qemu_over_wisp_overhead"] = memory["qemu"]["overhead_rss_kib"] / overhead
+        if "wisp-noseccomp" in memory:  # issue 14
+            extra = overhead - memory["wisp-noseccomp"]["overhead_rss_kib"]
+            targets.append({"name": "seccomp filters: <= 64 KiB more RSS (VmRSS - guest-touched)",
+                            "value": extra, "limit": 64, "unit": "KiB", "met": extra <= 64})
     return ratios, targets
 
 
@@ -644,7 +655,7 @@ def resolve_paths(args):
         "qemu": shutil.which(args.qemu) or args.qemu,
     }
     program = {"floor": "floor", "wisp": "vmm", "wisp-dev": "vmm", "qemu": "qemu",
-               "qemu-dev": "qemu"}
+               "qemu-dev": "qemu", "wisp-noseccomp": "vmm"}
     needed = ["guest", "idle_guest"] + sorted({program[c] for c in args.contenders})
     hints = {"qemu": "install Debian's qemu-system-x86 or pass --qemu PATH",
              "vmm": "build it (ninja -C BUILD src/vmm/wisp-vmm), pass --vmm PATH, or leave it"

@@ -52,7 +52,9 @@ static int emit(FILE *out, int kind)
 {
     scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_KILL_PROCESS);
     if (!ctx || seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS) < 0 ||
-        seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0) < 0)
+        seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0) < 0 ||
+        /* a binary tree of syscall numbers: the main list is long */
+        seccomp_attr_set(ctx, SCMP_FLTATR_CTL_OPTIMIZE, 2) < 0)
         return -1;
     for (int k = 0; k < SECCOMP_KINDS; k++) {
         if (k != kind && kind != SECCOMP_MAIN)

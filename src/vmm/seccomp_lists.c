@@ -33,7 +33,10 @@
         ANY("tgkill", "rare: glibc's raise/abort"), ANY("sched_yield", "rare: spin locks"),        \
         ANY("rseq", "rare: glibc registers it at thread start"),                                   \
         ANY("set_robust_list", "rare: glibc at thread start"),                                     \
-        ANY("prctl", "pthread_setname_np on itself (PR_SET_NAME)")
+        ANY("prctl", "pthread_setname_np on itself (PR_SET_NAME)"),                                \
+        ANY("setresuid", "rare: --uid: glibc makes every thread change its ids"),                  \
+        ANY("setresgid", "rare: --gid: glibc makes every thread change its ids"),                  \
+        ANY("setgroups", "rare: --uid: glibc makes every thread change its groups")
 
 /* An event loop (common/evloop.c): epoll, eventfds, posted calls, timers. */
 #define EVLOOP                                                                                     \

@@ -338,6 +338,26 @@ def case_limits(d):
     d.stop()
 
 
+def case_registry(d):
+    """The registry file: WAL, the schema version, the definition as JSON; a file of a newer
+    schema is refused rather than opened."""
+    import sqlite3
+    d.start()
+    d.define("r", check=0, vcpus=2)
+    d.stop()
+    db = sqlite3.connect(os.path.join(d.state, "wispd.db"))
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+    name, definition, state = db.execute("SELECT name, definition, state FROM vms").fetchone()
+    assert name == "r" and json.loads(definition)["vcpus"] == 2 and state == "stopped"
+    db.execute("UPDATE schema_version SET version = 99")
+    db.commit()
+    db.close()
+    r = subprocess.run([A.wispd, "--socket", d.sock, "--state-dir", d.state, "--vmm", A.vmm],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 1 and "newer than this wispd's" in r.stderr, r.stderr
+
+
 def case_usage(d):
     def run(*args, env=None):
         return subprocess.run(list(args), capture_output=True, text=True, timeout=10,

@@ -168,6 +168,28 @@ static void stop_timer_fired(void *opaque)
     }
 }
 
+/* Appends the last line of the VM's wisp-vmm log to last_exit: why a start failed. */
+static void add_vmm_reason(struct vm *vm)
+{
+    char path[256], buf[256];
+    snprintf(path, sizeof(path), "%s/logs/%lld.vmm.log", vm->d->state_dir, (long long)vm->id);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    off_t end = lseek(fd, 0, SEEK_END);
+    ssize_t n = pread(fd, buf, sizeof(buf) - 1,
+                      end > (off_t)sizeof(buf) - 1 ? end - (off_t)sizeof(buf) + 1 : 0);
+    close(fd);
+    while (n > 0 && buf[n - 1] == '\n')
+        n--;
+    if (n <= 0)
+        return;
+    buf[n] = '\0';
+    char *line = strrchr(buf, '\n');
+    size_t len = strlen(vm->last_exit);
+    snprintf(vm->last_exit + len, sizeof(vm->last_exit) - len, ": %s", line ? line + 1 : buf);
+}
+
 /* The wisp-vmm has exited (its pidfd is readable). */
 static void vm_exited(void *opaque, uint32_t events)
 {
@@ -199,6 +221,8 @@ static void vm_exited(void *opaque, uint32_t events)
     vm->starttime = 0;
     d->nr_live--;
     bool requested = vm->stop_requested, was_starting = vm->state == VM_STARTING;
+    if (was_starting && failed)
+        add_vmm_reason(vm);
     vm->stop_requested = false;
     struct wisp_err err = {0};
     if (vm->remove_pending) {

@@ -116,6 +116,11 @@ def case_lifecycle(d):
     assert d.define("a").returncode == 5  # the name is taken
     r = d.wisp("define", "-", stdin='{"name": "b", "kernel": "rel/path"}', check=1)
     assert "absolute path" in r.stderr, r.stderr
+    d.wisp("define", "-", stdin='{"name": "nok", "kernel": "/nonexistent/kernel"}', check=0)
+    r = d.wisp("start", "nok", check=1)  # wisp-vmm's reason reaches the user
+    assert "/nonexistent/kernel" in r.stderr, r.stderr
+    assert d.vms()["nok"]["state"] == "stopped"
+    d.wisp("rm", "nok", check=0)
     r = d.wisp("define", "-", stdin='{"name": "b", "kernel": "/k", "cpus": 2}', check=1)
     assert "unknown field 'cpus'" in r.stderr, r.stderr
     vm = d.vms()["a"]

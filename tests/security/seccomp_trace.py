@@ -1,27 +1,40 @@
 #!/usr/bin/env python3
 """Which system calls each kind of wisp-vmm thread made, from `strace -f -o FILE` of a run with
 --seccomp=on or log: a thread's kind is the filter it loaded (its seccomp(SET_MODE_FILTER, 0,
-&progs[kind]) call; the main thread's comes first, the others are at 16-byte steps). Calls a
-thread made before its own filter count for the kind of the thread that created it (they ran
-under that thread's filter).
+{len=N, ...}) call; N tells the kind, from the generated seccomp_progs.c). Calls a thread made
+before its own filter count for the kind of the thread that created it (they ran under that
+thread's filter).
 
-  seccomp_trace.py TRACE                     prints KIND: syscall... per kind
-  seccomp_trace.py TRACE --lists LISTS.c     also checks them against seccomp_lists.c
+  seccomp_trace.py TRACE PROGS.c                     prints KIND: syscall... per kind
+  seccomp_trace.py TRACE PROGS.c --lists LISTS.c     also checks them against seccomp_lists.c
 """
 import re
 import sys
 
 KINDS = ["main", "vcpu", "block-io", "net-io", "pool", "writer", "snapshot", "teardown"]
 LINE = re.compile(r"^(\d+)\s+(?:<\.\.\. (\w+) resumed>|(\w+)\()")
-SECCOMP = re.compile(r"seccomp\(SECCOMP_SET_MODE_FILTER, 0, (0x[0-9a-f]+)\)")
+SECCOMP = re.compile(r"seccomp\(SECCOMP_SET_MODE_FILTER, 0, \{len=(\d+),")
 CLONE = re.compile(r"^(\d+)\s+(?:clone3?\(.*|<\.\.\. clone3? resumed>.*)= (\d+)$")
 
 
-def parse(path):
+def prog_lengths(path):
+    """length of each kind's program -> kind index, from seccomp_progs.c"""
+    lengths, kind, n = {}, None, 0
+    for line in open(path):
+        m = re.match(r"static const struct sock_filter prog_(\d+)\[\]", line)
+        if m:
+            kind, n = int(m.group(1)), 0
+        elif kind is not None and line.startswith("};"):
+            lengths[n] = kind
+            kind = None
+        elif kind is not None:
+            n += 1
+    return lengths
+
+
+def parse(path, lengths):
     kind_of = {}  # tid -> kind index (from its filter or its creator's)
     calls = {}  # kind -> {syscall: count}
-    base = None
-    pending = []  # (tid, name) before any tid is known
     for line in open(path, errors="replace"):
         m = LINE.match(line)
         if not m:
@@ -35,10 +48,7 @@ def parse(path):
         name = m.group(3)
         s = SECCOMP.search(line)
         if s:
-            addr = int(s.group(1), 16)
-            if base is None:
-                base = addr
-            kind_of[tid] = (addr - base) // 16
+            kind_of[tid] = lengths[int(s.group(1))]
         kind = kind_of.setdefault(tid, 0)
         calls.setdefault(kind, {}).setdefault(name, 0)
         calls[kind][name] += 1
@@ -72,7 +82,7 @@ def read_lists(path):
 
 
 def main():
-    calls = parse(sys.argv[1])
+    calls = parse(sys.argv[1], prog_lengths(sys.argv[2]))
     for k in sorted(calls):
         print("%s: %s" % (KINDS[k], " ".join("%s(%d)" % kv for kv in sorted(calls[k].items()))))
     if "--lists" not in sys.argv:

@@ -70,7 +70,8 @@ static void raise_limits(void)
     getrlimit(RLIMIT_NOFILE, &r);
     fprintf(stderr, "wispd: RLIMIT_NOFILE %lu (hard %lu)%s\n", (unsigned long)r.rlim_cur,
             (unsigned long)r.rlim_max,
-            r.rlim_max < 65536 ? ": wispd holds up to 3 fds per running VM, see GET /v1/limits" : "");
+            r.rlim_max < 65536 ? ": wispd holds up to 3 fds per running VM, see GET /v1/limits"
+                               : "");
 }
 
 static char *default_vmm(void)

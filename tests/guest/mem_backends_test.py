@@ -220,7 +220,9 @@ def case_ksm(vmm, hello, idle):
     vms = []
     pages = 4096  # 16 MiB of one byte value in each guest
     try:
-        write(KSM + "run", 0)
+        # 2: unmerge everything and stop, so that no count is left over from earlier merges
+        # (with 0, pages_sharing keeps what it said when ksmd stopped)
+        write(KSM + "run", 2)
         for i in range(10):
             vms.append(subprocess.Popen([vmm, "--kernel", idle, "--mem", "64", "--ksm", "on"],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE))
@@ -251,7 +253,7 @@ def case_ksm(vmm, hello, idle):
         for p in vms:
             p.kill()
             p.wait()
-        write(KSM + "run", 0)
+        write(KSM + "run", 2)
         for n in ("pages_to_scan", "sleep_millisecs", "run"):
             write(KSM + n, old[n])
 

@@ -207,7 +207,7 @@ static void config_file_fails(const char *text, const char *want)
 
 static void test_config_file_errors(void **state)
 {
-    config_file_fails("{\"vsock\": {\"guest_cid\": 3}}", "vsock: not supported");
+    config_file_fails("{\"vsock\": {\"guest_cid\": 3}}", "vsock: uds_path: missing (required)");
     config_file_fails("{\"balloon\": {}}", "balloon: amount_mib: missing");
     config_file_fails("{\"drive\": []}", "unknown member 'drive'");
     config_file_fails("{\"drives\": {}}", "drives: expected an array");

@@ -403,8 +403,12 @@ def evaluate(launch, memory):
                         "value": ratios["wisp_over_floor"], "limit": TARGET_WISP_OVER_FLOOR,
                         "unit": "x", "met": ratios["wisp_over_floor"] <= TARGET_WISP_OVER_FLOOR})
     if "wisp" in wall and "wisp-noseccomp" in wall:  # issue 14: what the filters cost
-        extra = wall["wisp"] - wall["wisp-noseccomp"]
-        targets.append({"name": "seccomp filters: <= 1 ms more launch time (median wall)",
+        # CPU time: on a busy machine the wall medians of two runs of the same binary differ
+        # by more than 1 ms; the fastest walls are printed beside it
+        extra = launch["wisp"]["cpu_ms"]["median"] - launch["wisp-noseccomp"]["cpu_ms"]["median"]
+        targets.append({"name": "seccomp filters: <= 1 ms more launch time (median CPU; fastest "
+                        "wall %+.2f ms)" % (launch["wisp"]["wall_ms"]["min"]
+                                            - launch["wisp-noseccomp"]["wall_ms"]["min"]),
                         "value": extra, "limit": 1.0, "unit": "ms", "met": extra <= 1.0})
     if "wisp" in wall and "qemu" in wall:
         ratios["qemu_over_wisp"] = wall["qemu"] / wall["wisp"]
@@ -567,7 +571,8 @@ def print_table(result, detail, out=sys.stdout):
     print(file=out)
     print("Targets", file=out)
     for t in result["targets"]:
-        value = f"{t['value']:.2f}x" if t["unit"] == "x" else f"{t['value']} KiB"
+        value = (f"{t['value']:.2f}x" if t["unit"] == "x" else f"{t['value']:+.2f} ms"
+                 if t["unit"] == "ms" else f"{t['value']} KiB")
         print(f"  {'met   ' if t['met'] else 'MISSED'}  {t['name']}: {value}", file=out)
     met = sum(t["met"] for t in result["targets"])
     print(f"Targets: {met} of {len(result['targets'])} met", file=out)

@@ -75,10 +75,10 @@ static void count_bad(struct virtio_balloon *b, const char *what, uint64_t gpa, 
     }
 }
 
-/* The inflate (discard) or deflate queue: arrays of le32 page frame numbers. */
-static void serve_pfns(struct virtio_balloon *b, struct virtq *q, bool inflate)
+/* Takes every chain the driver made available on q, hands it to serve, and gives it back. */
+static void serve_queue(struct virtio_balloon *b, struct virtq *q,
+                        void (*serve)(struct virtio_balloon *b, const struct virtq_chain *c))
 {
-    const struct guest_mem *mem = b->vdev.dev->ctx->mem;
     struct iovec iov[BALLOON_MAX_IOV];
     struct virtq_chain c;
     struct wisp_err err = {0};
@@ -91,26 +91,7 @@ static void serve_pfns(struct virtio_balloon *b, struct virtq *q, bool inflate)
         }
         if (r == 0)
             break;
-        uint64_t pages = 0;
-        for (unsigned i = 0; i < c.nr_out; i++) {
-            const uint8_t *p = c.iov[i].iov_base;
-            for (size_t off = 0; off + 4 <= c.iov[i].iov_len; off += 4, pages++) {
-                uint32_t pfn;
-                memcpy(&pfn, p + off, 4);
-                uint64_t gpa = (uint64_t)pfn << BALLOON_PFN_SHIFT; /* < 2^44: no overflow */
-                if (!inflate)
-                    continue; /* a deflated page reads as zero when next touched */
-                int e = mem->page_size > 4096 ? 0 : guest_mem_discard(mem, gpa, 4096);
-                if (e < 0)
-                    count_bad(b, "inflated page", gpa, 4096);
-            }
-        }
-        pthread_mutex_lock(&b->lock);
-        if (inflate)
-            b->stats.inflated += pages;
-        else
-            b->stats.deflated += pages;
-        pthread_mutex_unlock(&b->lock);
+        serve(b, &c);
         virtq_push(q, c.head, 0);
         pushed = true;
     }
@@ -118,41 +99,60 @@ static void serve_pfns(struct virtio_balloon *b, struct virtq *q, bool inflate)
         virtio_notify_queue(&b->vdev, q);
 }
 
-/* Free page reporting (§5.5.6.7): each buffer is a free range of the guest's (writable
- * descriptors, nothing written): discarded, returned. */
-static void serve_report(struct virtio_balloon *b, struct virtq *q)
+/* An inflate (discard) or deflate chain: an array of le32 page frame numbers. */
+static void serve_pfns(struct virtio_balloon *b, const struct virtq_chain *c, bool inflate)
 {
     const struct guest_mem *mem = b->vdev.dev->ctx->mem;
-    struct iovec iov[BALLOON_MAX_IOV];
-    struct virtq_chain c;
-    struct wisp_err err = {0};
-    bool pushed = false;
-    for (;;) {
-        int r = virtq_pop(q, &c, iov, BALLOON_MAX_IOV, &err);
-        if (r < 0) {
-            virtio_needs_reset(&b->vdev, &err);
-            break;
+    uint64_t pages = 0;
+    for (unsigned i = 0; i < c->nr_out; i++) {
+        const uint8_t *p = c->iov[i].iov_base;
+        for (size_t off = 0; off + 4 <= c->iov[i].iov_len; off += 4, pages++) {
+            uint32_t pfn;
+            memcpy(&pfn, p + off, 4);
+            uint64_t gpa = (uint64_t)pfn << BALLOON_PFN_SHIFT; /* < 2^44: no overflow */
+            if (!inflate)
+                continue; /* a deflated page reads as zero when next touched */
+            int e = mem->page_size > 4096 ? 0 : guest_mem_discard(mem, gpa, 4096);
+            if (e < 0)
+                count_bad(b, "inflated page", gpa, 4096);
         }
-        if (r == 0)
-            break;
-        uint64_t bytes = 0;
-        for (unsigned i = 0; i < c.nr_out + c.nr_in; i++) {
-            uint64_t gpa;
-            if (!guest_mem_hva_to_gpa(mem, c.iov[i].iov_base, c.iov[i].iov_len, &gpa) ||
-                guest_mem_discard(mem, gpa, c.iov[i].iov_len) < 0)
-                count_bad(b, "reported range", (uint64_t)(uintptr_t)c.iov[i].iov_base,
-                          c.iov[i].iov_len);
-            else
-                bytes += c.iov[i].iov_len;
-        }
-        pthread_mutex_lock(&b->lock);
-        b->stats.reported_bytes += bytes;
-        pthread_mutex_unlock(&b->lock);
-        virtq_push(q, c.head, 0);
-        pushed = true;
     }
-    if (pushed)
-        virtio_notify_queue(&b->vdev, q);
+    pthread_mutex_lock(&b->lock);
+    if (inflate)
+        b->stats.inflated += pages;
+    else
+        b->stats.deflated += pages;
+    pthread_mutex_unlock(&b->lock);
+}
+
+static void serve_inflate(struct virtio_balloon *b, const struct virtq_chain *c)
+{
+    serve_pfns(b, c, true);
+}
+
+static void serve_deflate(struct virtio_balloon *b, const struct virtq_chain *c)
+{
+    serve_pfns(b, c, false);
+}
+
+/* Free page reporting (§5.5.6.7): each buffer is a free range of the guest's (writable
+ * descriptors, nothing written): discarded, returned. */
+static void serve_report(struct virtio_balloon *b, const struct virtq_chain *c)
+{
+    const struct guest_mem *mem = b->vdev.dev->ctx->mem;
+    uint64_t bytes = 0;
+    for (unsigned i = 0; i < c->nr_out + c->nr_in; i++) {
+        uint64_t gpa;
+        if (!guest_mem_hva_to_gpa(mem, c->iov[i].iov_base, c->iov[i].iov_len, &gpa) ||
+            guest_mem_discard(mem, gpa, c->iov[i].iov_len) < 0)
+            count_bad(b, "reported range", (uint64_t)(uintptr_t)c->iov[i].iov_base,
+                      c->iov[i].iov_len);
+        else
+            bytes += c->iov[i].iov_len;
+    }
+    pthread_mutex_lock(&b->lock);
+    b->stats.reported_bytes += bytes;
+    pthread_mutex_unlock(&b->lock);
 }
 
 /* The statistics queue: the driver's buffer of tagged values is read and kept; the next request
@@ -215,11 +215,11 @@ static void balloon_serve(struct virtio_dev *vdev, unsigned queue)
     struct virtio_balloon *b = (struct virtio_balloon *)vdev;
     struct virtq *q = &vdev->queues[queue].vq;
     if (queue == 0 || queue == 1)
-        serve_pfns(b, q, queue == 0);
+        serve_queue(b, q, queue == 0 ? serve_inflate : serve_deflate);
     else if ((int)queue == b->stats_q)
         serve_stats(b, q);
     else if ((int)queue == b->report_q)
-        serve_report(b, q);
+        serve_queue(b, q, serve_report);
 }
 
 static void stats_tick(void *opaque)

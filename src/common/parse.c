@@ -1,6 +1,8 @@
 /* Number and size parsing with errors for sign, junk and overflow. */
 #include "common/parse.h"
 
+#include "common/err.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
@@ -166,4 +168,15 @@ int parse_bool(const char *s, bool *out)
         }
     }
     return -EINVAL;
+}
+
+int parse_unprivileged_id(const char *flag, const char *v, uint32_t *out, struct wisp_err *err)
+{
+    uint64_t n;
+    if (parse_u64(v, &n) < 0 || n >= UINT32_MAX)
+        return wisp_err_set(err, EINVAL, "%s: '%s' is not a numeric id", flag, v);
+    if (n == 0)
+        return wisp_err_set(err, EINVAL, "%s: 0 is root's: give an unprivileged id", flag);
+    *out = (uint32_t)n;
+    return 0;
 }

@@ -32,6 +32,11 @@ int parse_kv_list(const char *s, char *buf, struct kv_item *items, unsigned max)
 /* "on"/"yes"/"true"/"1" or "off"/"no"/"false"/"0"; -EINVAL otherwise. */
 int parse_bool(const char *s, bool *out);
 
+/* A numeric uid or gid that is not root's (0), for the options that drop privileges (wisp-vmm's
+ * and wisp-jailer's --uid/--gid); flag names the option in err. Returns 0 or -EINVAL. */
+struct wisp_err;
+int parse_unprivileged_id(const char *flag, const char *v, uint32_t *out, struct wisp_err *err);
+
 /* Formats a byte count as "1.5 GiB" into buf; returns buf. */
 const char *format_size(uint64_t bytes, char *buf, unsigned buflen);
 

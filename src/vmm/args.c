@@ -241,30 +241,19 @@ static int parse_id(const char *v, struct vm_config *args, struct wisp_err *err)
 }
 
 /* --uid/--gid: the unprivileged user and group wisp-vmm becomes (vmm/privileges.h); 0 (root) is
- * refused, the point being to leave it. */
-static int parse_id_number(const char *flag, const char *v, uint32_t *out, struct wisp_err *err)
-{
-    uint64_t n;
-    if (parse_u64(v, &n) < 0 || n >= UINT32_MAX)
-        return wisp_err_set(err, EINVAL, "%s: '%s' is not a numeric id", flag, v);
-    if (n == 0)
-        return wisp_err_set(err, EINVAL, "%s: 0 is root's: give an unprivileged id", flag);
-    *out = (uint32_t)n;
-    return 0;
-}
-
+ * refused (parse_unprivileged_id), the point being to leave it. */
 static int parse_uid(const char *v, struct vm_config *args, struct wisp_err *err)
 {
     args->privileges.has_uid = true;
     args->privileges.drop = args->privileges.has_uid && args->privileges.has_gid;
-    return parse_id_number("--uid", v, &args->privileges.uid, err);
+    return parse_unprivileged_id("--uid", v, &args->privileges.uid, err);
 }
 
 static int parse_gid(const char *v, struct vm_config *args, struct wisp_err *err)
 {
     args->privileges.has_gid = true;
     args->privileges.drop = args->privileges.has_uid && args->privileges.has_gid;
-    return parse_id_number("--gid", v, &args->privileges.gid, err);
+    return parse_unprivileged_id("--gid", v, &args->privileges.gid, err);
 }
 
 static int set_help(const char *v, struct vm_config *args, struct wisp_err *err)

@@ -69,17 +69,6 @@ static int usage_error(const struct wisp_err *err)
     return EXIT_USAGE;
 }
 
-static int parse_numeric_id(const char *flag, const char *v, uint32_t *out, struct wisp_err *err)
-{
-    uint64_t n;
-    if (parse_u64(v, &n) < 0 || n >= UINT32_MAX)
-        return wisp_err_set(err, EINVAL, "%s: '%s' is not a numeric id", flag, v);
-    if (n == 0)
-        return wisp_err_set(err, EINVAL, "%s: 0 is root's: give an unprivileged id", flag);
-    *out = (uint32_t)n;
-    return 0;
-}
-
 /* An absolute path inside the jail without "", "." or ".." components. */
 static bool jail_path_ok(const char *p)
 {
@@ -193,9 +182,9 @@ static int parse_option(int argc, char **argv, int *i, struct jail_options *o, s
     else if (!strcmp(a, "--exec-file"))
         o->exec_file = v;
     else if (!strcmp(a, "--uid"))
-        return o->has_uid = true, parse_numeric_id(a, v, &o->uid, err);
+        return o->has_uid = true, parse_unprivileged_id(a, v, &o->uid, err);
     else if (!strcmp(a, "--gid"))
-        return o->has_gid = true, parse_numeric_id(a, v, &o->gid, err);
+        return o->has_gid = true, parse_unprivileged_id(a, v, &o->gid, err);
     else if (!strcmp(a, "--chroot-base-dir"))
         o->base_dir = v;
     else if (!strcmp(a, "--netns"))

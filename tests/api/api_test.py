@@ -24,11 +24,10 @@ import os
 import socket
 import stat
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from apilib import Failure, Vmm, check, request  # noqa: E402
+from apilib import Failure, Vmm, check, request, run_in_tmp  # noqa: E402
 
 
 def start_counting(v, guest, extra=""):
@@ -618,14 +617,7 @@ def main():
     ap.add_argument("--case", required=True, choices=sorted(CASES))
     args = ap.parse_args()
     args.vmm, args.guest = os.path.abspath(args.vmm), os.path.abspath(args.guest)
-    try:
-        with tempfile.TemporaryDirectory(prefix="wisp-api-") as tmp:
-            CASES[args.case](args, tmp)
-    except Failure as e:
-        print(f"FAIL: {e}", file=sys.stderr)
-        return 1
-    print("ok")
-    return 0
+    return run_in_tmp(CASES[args.case], args, prefix="wisp-api-")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ import re
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import time
 
 import yaml
@@ -18,6 +20,19 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 
 class Failure(Exception):
     pass
+
+
+def run_in_tmp(fn, args, **tmpdir):
+    """A test script's end: fn(args, tmp) in a temporary directory (tempfile's keywords); prints
+    "ok" and returns 0, or prints the Failure and returns 1."""
+    try:
+        with tempfile.TemporaryDirectory(**tmpdir) as tmp:
+            fn(args, tmp)
+    except Failure as e:
+        print(f"FAIL: {e}", file=sys.stderr)
+        return 1
+    print("ok")
+    return 0
 
 
 def check(cond, what):

@@ -28,13 +28,12 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
-from apilib import Failure, Vmm, check  # noqa: E402
+from apilib import Failure, Vmm, check, run_in_tmp  # noqa: E402
 
 BOOT_TIMEOUT = 300
 SCRIPT = r"""
@@ -210,14 +209,7 @@ def main():
     ap.add_argument("--init", required=True, help="guest/init/wisp-init")
     args = ap.parse_args()
     args.vmm, args.init = os.path.abspath(args.vmm), os.path.abspath(args.init)
-    try:
-        with tempfile.TemporaryDirectory(dir=os.environ.get("WISP_CACHE", "/var/tmp")) as tmp:
-            run(args, tmp)
-    except Failure as e:
-        print(f"FAIL: {e}", file=sys.stderr)
-        return 1
-    print("ok")
-    return 0
+    return run_in_tmp(run, args, dir=os.environ.get("WISP_CACHE", "/var/tmp"))
 
 
 if __name__ == "__main__":

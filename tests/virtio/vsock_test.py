@@ -16,11 +16,10 @@ import argparse
 import os
 import socket
 import sys
-import tempfile
 import threading
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "api"))
-from apilib import Failure, Vmm, check  # noqa: E402
+from apilib import Failure, Vmm, check, run_in_tmp  # noqa: E402
 
 
 def echo_server(path):
@@ -150,14 +149,7 @@ def main():
     ap.add_argument("--case", required=True, choices=sorted(CASES))
     args = ap.parse_args()
     args.vmm, args.guest = os.path.abspath(args.vmm), os.path.abspath(args.guest)
-    try:
-        with tempfile.TemporaryDirectory(prefix="wisp-vsock-") as tmp:
-            CASES[args.case](args, tmp)
-    except Failure as e:
-        print(f"FAIL: {e}", file=sys.stderr)
-        return 1
-    print("ok")
-    return 0
+    return run_in_tmp(CASES[args.case], args, prefix="wisp-vsock-")
 
 
 if __name__ == "__main__":

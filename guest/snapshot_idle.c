@@ -6,6 +6,9 @@
  *               "idle: filled N pages with B"
  *   sum N       prints "idle: sum N S", S the sum of the bytes of those N pages
  *   exit S      ends the VM with status S
+ *   print N     prints N numbered lines "idle: line K of N ....", then "idle: printed N"
+ *   flood       prints numbered lines without end (a console nobody reads must not stall it)
+ * The same from the command line: "print=N" and "flood=1" run before "idle: ready".
  * To sleep it leaves ring 3 for a few instructions: `ud2`, whose #UD gate (vector 6 of the kit's
  * IDT, replaced here) runs `sti; hlt; cli`, steps over the ud2 and returns (PVM turns `int N` from
  * ring 3 into #UD, so a software-interrupt gate would not do); the UART's interrupt (IRQ 4,
@@ -108,6 +111,16 @@ static uint64_t number(const char **p)
     return v;
 }
 
+/* ~100-byte lines; forever when n is 0 (flood) */
+static void print_lines(uint64_t n)
+{
+    for (uint64_t k = 1; !n || k <= n; k++)
+        guest_printf("idle: line %lu of %lu .........................................."
+                     "...............\n",
+                     (unsigned long)k, (unsigned long)n);
+    guest_printf("idle: printed %lu\n", (unsigned long)n);
+}
+
 static void command(const char *line)
 {
     uint8_t *area = (uint8_t *)(uintptr_t)AREA;
@@ -125,6 +138,11 @@ static void command(const char *line)
     } else if (!strncmp(line, "exit ", 5)) {
         const char *p = line + 5;
         guest_exit((int)number(&p));
+    } else if (!strncmp(line, "print ", 6)) {
+        const char *p = line + 6;
+        print_lines(number(&p));
+    } else if (!strcmp(line, "flood")) {
+        print_lines(0);
     } else if (line[0]) {
         guest_printf("idle: unknown command '%s'\n", line);
     }
@@ -135,6 +153,10 @@ void guest_main(void)
     char line[64];
     unsigned len = 0;
     interrupts_init();
+    if (guest_cmdline_u64("print", 0))
+        print_lines(guest_cmdline_u64("print", 0));
+    if (guest_cmdline_u64("flood", 0))
+        print_lines(0);
     guest_printf("idle: ready\n");
     for (;;) {
         while (inb(GUEST_PORT_COM1 + UART_LSR) & 0x01) {

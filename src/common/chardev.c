@@ -234,6 +234,11 @@ size_t chardev_write(struct chardev *cd, const void *buf, size_t len)
     return cd->out ? outbuf_write(cd->out, buf, len) : len;
 }
 
+int chardev_set_file_cap(struct chardev *cd, uint64_t max, struct wisp_err *err)
+{
+    return cd->out ? outbuf_set_file_cap(cd->out, max, err) : 0;
+}
+
 size_t chardev_write_room(struct chardev *cd)
 {
     return cd->out ? outbuf_room(cd->out) : SIZE_MAX;

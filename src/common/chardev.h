@@ -50,6 +50,9 @@ void chardev_input_ready(struct chardev *cd);
 /* Output: takes what fits, returns the bytes taken; never blocks. With no output (NULL kind or
  * a reader that went away) everything is taken and dropped. */
 size_t chardev_write(struct chardev *cd, const void *buf, size_t len);
+/* When the output is a regular file, keeps about its last max bytes on disk (outbuf_set_file_cap;
+ * --console-log-max). */
+int chardev_set_file_cap(struct chardev *cd, uint64_t max, struct wisp_err *err);
 /* Bytes chardev_write() would take now. */
 size_t chardev_write_room(struct chardev *cd);
 /* Waits at most timeout_ms for the output written so far to leave. */

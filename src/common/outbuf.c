@@ -4,12 +4,14 @@
 #include "common/outbuf.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -32,6 +34,8 @@ struct outbuf {
     bool space_wanted;
     pthread_t thread;
     bool started;
+    /* outbuf_set_file_cap: the file's end (the writer's offset), and where its data starts */
+    uint64_t cap_max, file_end, file_kept;
 };
 
 /* write() with cancellation enabled only here (no lock held). */
@@ -48,6 +52,21 @@ static ssize_t writer_write(struct outbuf *ob, const uint8_t *p, size_t n)
     pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
     errno = e;
     return r;
+}
+
+/* The file passed 1.5 x cap_max: punches its start out, keeping the last cap_max bytes (from a
+ * 4 KiB boundary). Writer thread, no lock held. */
+static void writer_punch(struct outbuf *ob)
+{
+    uint64_t from = ob->file_kept, to = (ob->file_end - ob->cap_max) & ~4095ull;
+    if (to <= from)
+        return;
+    if (fallocate(ob->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)from,
+                  (off_t)(to - from)) < 0) {
+        ob->cap_max = 0; /* the file system cannot: the file grows (said at the set) */
+        return;
+    }
+    ob->file_kept = to;
 }
 
 /* After bytes left the buffer: wake drain waiters, and the producer if it asked for room. */
@@ -83,6 +102,12 @@ static void *writer_main(void *opaque)
         if (w > 0) {
             ob->head = (ob->head + (size_t)w) % ob->cap;
             ob->len -= (size_t)w;
+            ob->file_end += (uint64_t)w;
+            if (ob->cap_max && ob->file_end - ob->file_kept > ob->cap_max + ob->cap_max / 2) {
+                pthread_mutex_unlock(&ob->lock);
+                writer_punch(ob); /* only the writer touches the file fields */
+                pthread_mutex_lock(&ob->lock);
+            }
         } else if (w == 0 || (e != EINTR && e != EAGAIN)) {
             ob->broken = true; /* the reader is gone: discard from now on */
             ob->dropped += ob->len;
@@ -188,6 +213,28 @@ bool outbuf_write_whole(struct outbuf *ob, const void *data, size_t len)
         ob->dropped += len;
     pthread_mutex_unlock(&ob->lock);
     return ok;
+}
+
+int outbuf_set_file_cap(struct outbuf *ob, uint64_t max, struct wisp_err *err)
+{
+    struct stat st;
+    if (max && (fstat(ob->fd, &st) < 0 || !S_ISREG(st.st_mode)))
+        return 0; /* a pipe, a terminal: nothing is kept */
+    off_t pos = max ? lseek(ob->fd, 0, SEEK_CUR) : 0;
+    /* A hole at the end, where nothing is yet: can this file system punch at all? (tmpfs,
+     * ext4, xfs, btrfs can) */
+    if (max && pos >= 0 &&
+        fallocate(ob->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, pos, 1) < 0 &&
+        errno == EOPNOTSUPP)
+        return wisp_err_set(err, EOPNOTSUPP,
+                            "%s: the file system cannot punch holes: the output is not bounded",
+                            ob->name);
+    pthread_mutex_lock(&ob->lock);
+    ob->cap_max = max < 8192 && max ? 8192 : max;
+    ob->file_end = pos > 0 ? (uint64_t)pos : 0;
+    ob->file_kept = 0;
+    pthread_mutex_unlock(&ob->lock);
+    return 0;
 }
 
 size_t outbuf_room(struct outbuf *ob)

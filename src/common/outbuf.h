@@ -32,6 +32,12 @@ size_t outbuf_write(struct outbuf *ob, const void *data, size_t len);
 /* All of data or nothing (for whole log lines); false when it did not fit. */
 bool outbuf_write_whole(struct outbuf *ob, const void *data, size_t len);
 size_t outbuf_room(struct outbuf *ob);
+/* For an fd that is a regular file: keeps about `max` bytes (at least max, at most 1.5 max) of
+ * its end on disk. The writer punches older bytes out (fallocate PUNCH_HOLE, KEEP_SIZE): the
+ * file's size keeps growing, its blocks do not; a reader finds the kept part with SEEK_DATA.
+ * No effect on other fds, or where the file system cannot punch holes (-EOPNOTSUPP: said once
+ * on stderr). Call before the first write. 0 turns it off. */
+int outbuf_set_file_cap(struct outbuf *ob, uint64_t max, struct wisp_err *err);
 /* Bytes refused so far because the buffer was full or the reader gone. */
 uint64_t outbuf_dropped(struct outbuf *ob);
 /* Waits until everything written so far reached the fd, or timeout_ms passed; returns 0 or

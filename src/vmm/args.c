@@ -84,6 +84,17 @@ static int parse_serial(const char *v, struct vm_config *args, struct wisp_err *
     return 0;
 }
 
+static int parse_console_log_max(const char *v, struct vm_config *args, struct wisp_err *err)
+{
+    uint64_t n;
+    if (parse_size(v, 1, &n) < 0 || (n && n < 8192))
+        return wisp_err_set(err, EINVAL,
+                            "--console-log-max: '%s' is not a size of at least 8K (or 0: no limit)",
+                            v);
+    args->console_log_max = n;
+    return 0;
+}
+
 static int parse_path(const char *flag, const char *v, const char **out, struct wisp_err *err)
 {
     if (!*v)
@@ -322,6 +333,7 @@ static const struct option options[] = {
     {"--cpus", NULL, OPT_VALUE, parse_cpus},
     {"--serial", NULL, OPT_VALUE, parse_serial},
     {"--console", NULL, OPT_VALUE, parse_console},
+    {"--console-log-max", NULL, OPT_VALUE, parse_console_log_max},
     {"--rng", NULL, OPT_OPTIONAL, parse_rng},
     {"--drive", NULL, OPT_VALUE, parse_drive},
     {"--net", NULL, OPT_VALUE, parse_net},

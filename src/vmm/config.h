@@ -94,7 +94,8 @@ struct vm_config {
     struct guest_mem_options mem; /* --mem-backend, --thp, --ksm, --prefault */
     unsigned cpus;
     enum vmm_serial serial;
-    const char *serial_path; /* for VMM_SERIAL_FILE, points into argv */
+    const char *serial_path;  /* for VMM_SERIAL_FILE, points into argv */
+    uint64_t console_log_max; /* --console-log-max: bytes of a file's end kept (0: all) */
     enum vmm_console console;
     bool rng; /* a virtio-rng device */
     struct virtio_rng_params rng_params;

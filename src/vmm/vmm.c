@@ -175,6 +175,11 @@ int vmm_start(struct vmm *v, bool *usage, struct wisp_err *err)
     int r = check_config(v->cfg, v->restore != NULL, err);
     if (r == 0)
         r = chardev_open(&console, console_kind(v->cfg), v->cfg->serial_path, "--serial", err);
+    if (r == 0 && v->cfg->console_log_max &&
+        chardev_set_file_cap(console, v->cfg->console_log_max, err) < 0) {
+        wisp_log("%s", err->msg); /* a notice: the VM still runs */
+        *err = (struct wisp_err){0};
+    }
     if (r < 0)
         return r;
     *usage = false;

@@ -34,6 +34,7 @@ struct api_conn {
     uint64_t since_ns; /* connection start, or the previous answer on it */
     bool complete;     /* the current request has arrived whole: the deadline is met */
     bool dropped;      /* shut down at the deadline */
+    bool upgraded;     /* handed over (api_reply_upgrade): no deadline */
     struct api_conn *prev, *next;
 };
 
@@ -72,6 +73,25 @@ struct api_server {
     struct api_conn *conns;
     unsigned nr_conns;
     struct api_request *suspended;
+    struct api_stream *streams; /* streamed answers not over yet */
+};
+
+struct api_stream {
+    struct api_server *s;
+    struct MHD_Connection *conn;
+    api_stream_fill_fn fill;
+    void (*closed)(void *opaque);
+    void *opaque;
+    bool waiting; /* suspended until api_stream_wake */
+    bool ended;   /* the server shuts down: the next fill ends it */
+    struct api_stream *prev, *next;
+};
+
+struct api_upgraded {
+    struct api_server *s;
+    struct MHD_UpgradeResponseHandle *urh;
+    api_upgrade_fn fn;
+    void *opaque;
 };
 
 /* ---- running libmicrohttpd on the loop ------------------------------------------------- */
@@ -116,7 +136,7 @@ static void server_deadlines(void *opaque)
     uint64_t now = monotonic_ns(), limit = (uint64_t)s->limits.request_deadline_s * 1000000000ull;
     bool dropped = false;
     for (struct api_conn *c = s->conns; c; c = c->next) {
-        if (c->complete || c->dropped || c->fd < 0 || now - c->since_ns < limit)
+        if (c->complete || c->dropped || c->upgraded || c->fd < 0 || now - c->since_ns < limit)
             continue;
         (void)shutdown(c->fd, SHUT_RDWR);
         c->dropped = dropped = true;
@@ -202,6 +222,11 @@ const char *api_request_param(const struct api_request *r, const char *name)
     return NULL;
 }
 
+const char *api_request_query(const struct api_request *r, const char *name)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
 const char *api_request_body(const struct api_request *r, size_t *len)
 {
     if (len)
@@ -232,6 +257,19 @@ static void suspended_remove(struct api_request *r)
     r->prev = r->next = NULL;
 }
 
+/* Sets the answer and resumes a suspended request ; the access handler runs again and queues it. */
+static void reply_with(struct api_request *r, unsigned status, struct MHD_Response *resp)
+{
+    r->response = resp;
+    r->status = status;
+    if (r->suspended && !r->in_handler) {
+        suspended_remove(r);
+        r->suspended = false;
+        MHD_resume_connection(r->conn);
+        server_kick(r->s);
+    }
+}
+
 void api_reply(struct api_request *r, unsigned status, const char *content_type, const char *body,
                size_t len)
 {
@@ -241,14 +279,7 @@ void api_reply(struct api_request *r, unsigned status, const char *content_type,
         body ? len : 0, (void *)(body ? body : ""), MHD_RESPMEM_MUST_COPY);
     if (resp && body && content_type)
         (void)MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
-    r->response = resp; /* NULL (out of memory): the connection is closed without an answer */
-    r->status = status;
-    if (r->suspended && !r->in_handler) {
-        suspended_remove(r);
-        r->suspended = false;
-        MHD_resume_connection(r->conn); /* the access handler runs again and queues it */
-        server_kick(r->s);
-    }
+    reply_with(r, status, resp); /* NULL (out of memory): closed without an answer */
 }
 
 void api_reply_json(struct api_request *r, unsigned status, json_t *json)
@@ -286,6 +317,117 @@ void api_reply_error(struct api_request *r, unsigned status, const char *fmt, ..
 void api_request_suspend(struct api_request *r)
 {
     r->suspended = true;
+}
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct api_stream *st = cls;
+    if (st->ended)
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    long n = st->fill(st->opaque, buf, max);
+    if (n < 0)
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    if (n == 0) { /* nothing yet: wait without polling until api_stream_wake */
+        st->waiting = true;
+        MHD_suspend_connection(st->conn);
+    }
+    return (ssize_t)n;
+}
+
+static void stream_free(void *cls)
+{
+    struct api_stream *st = cls;
+    struct api_server *s = st->s;
+    if (st->prev)
+        st->prev->next = st->next;
+    else
+        s->streams = st->next;
+    if (st->next)
+        st->next->prev = st->prev;
+    if (st->closed)
+        st->closed(st->opaque);
+    free(st);
+}
+
+struct api_stream *api_reply_stream(struct api_request *r, unsigned status,
+                                    const char *content_type, api_stream_fill_fn fill,
+                                    void (*closed)(void *opaque), void *opaque)
+{
+    if (r->response)
+        return NULL;
+    struct api_stream *st = calloc(1, sizeof(*st));
+    struct MHD_Response *resp =
+        st ? MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, st, stream_free)
+           : NULL;
+    if (!resp) {
+        free(st);
+        api_reply_error(r, 500, "out of memory for the answer");
+        return NULL;
+    }
+    if (content_type)
+        (void)MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    *st = (struct api_stream){
+        .s = r->s, .conn = r->conn, .fill = fill, .closed = closed, .opaque = opaque};
+    st->next = r->s->streams;
+    if (st->next)
+        st->next->prev = st;
+    r->s->streams = st;
+    reply_with(r, status, resp);
+    return st;
+}
+
+void api_stream_wake(struct api_stream *st)
+{
+    if (!st || !st->waiting)
+        return;
+    st->waiting = false;
+    MHD_resume_connection(st->conn);
+    server_kick(st->s);
+}
+
+static void upgrade_handler(void *cls, struct MHD_Connection *connection, void *con_cls,
+                            const char *extra_in, size_t extra_in_size, MHD_socket sock,
+                            struct MHD_UpgradeResponseHandle *urh)
+{
+    struct api_upgraded *u = cls;
+    struct api_request *r = con_cls;
+    if (r && r->c)
+        r->c->upgraded = true;
+    u->urh = urh;
+    int fl = fcntl(sock, F_GETFL);
+    if (fl >= 0)
+        (void)fcntl(sock, F_SETFL, fl | O_NONBLOCK);
+    u->fn(u->opaque, sock, extra_in, extra_in_size, u);
+}
+
+bool api_reply_upgrade(struct api_request *r, const char *protocol, api_upgrade_fn fn, void *opaque)
+{
+    const char *up = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_UPGRADE);
+    if (!r->s->limits.allow_upgrade || !up || strcasecmp(up, protocol)) {
+        api_reply_error(r, 400, "%s %s: needs the headers 'Connection: Upgrade' and 'Upgrade: %s'",
+                        r->method, r->path, protocol);
+        return false;
+    }
+    struct api_upgraded *u = calloc(1, sizeof(*u));
+    struct MHD_Response *resp = u ? MHD_create_response_for_upgrade(upgrade_handler, u) : NULL;
+    if (!resp) {
+        free(u);
+        api_reply_error(r, 500, "out of memory for the answer");
+        return false;
+    }
+    *u = (struct api_upgraded){.s = r->s, .fn = fn, .opaque = opaque};
+    (void)MHD_add_response_header(resp, MHD_HTTP_HEADER_UPGRADE, protocol);
+    reply_with(r, MHD_HTTP_SWITCHING_PROTOCOLS, resp);
+    return true;
+}
+
+void api_upgraded_close(struct api_upgraded *u)
+{
+    if (!u)
+        return;
+    (void)MHD_upgrade_action(u->urh, MHD_UPGRADE_ACTION_CLOSE);
+    server_kick(u->s);
+    free(u);
 }
 
 /* ---- routing --------------------------------------------------------------------------- */
@@ -513,13 +655,15 @@ static int server_listen(struct api_server *s, int *fd_out, struct wisp_err *err
 
 static int server_start_mhd(struct api_server *s, int fd, struct wisp_err *err)
 {
-    s->mhd = MHD_start_daemon(
-        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL, NULL, server_access,
-        s, MHD_OPTION_EXTERNAL_LOGGER, server_mhd_log, s, /* first, or MHD says so on stderr */
-        MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)s->limits.max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)API_IDLE_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED, server_completed, s,
-        MHD_OPTION_NOTIFY_CONNECTION, server_notify_connection, s, MHD_OPTION_END);
+    s->mhd = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
+                                  (s->limits.allow_upgrade ? MHD_ALLOW_UPGRADE : 0),
+                              0, NULL, NULL, server_access, s, MHD_OPTION_EXTERNAL_LOGGER,
+                              server_mhd_log, s, /* first, or MHD says so on stderr */
+                              MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT,
+                              (unsigned)s->limits.max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
+                              (unsigned)API_IDLE_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED,
+                              server_completed, s, MHD_OPTION_NOTIFY_CONNECTION,
+                              server_notify_connection, s, MHD_OPTION_END);
     if (!s->mhd) {
         close(fd);
         return wisp_err_set(err, EIO, "%s: the HTTP server (libmicrohttpd) did not start", s->path);
@@ -545,14 +689,16 @@ int api_server_create(struct api_server **out, struct evloop *loop, const char *
         return wisp_err_set(err, ENOMEM, "%s: out of memory", path);
     }
     s->loop = loop;
-    s->limits =
-        (struct api_server_limits){API_DEFAULT_BODY, API_DEFAULT_CONNS, API_DEFAULT_DEADLINE};
+    s->limits = (struct api_server_limits){API_DEFAULT_BODY, API_DEFAULT_CONNS,
+                                           API_DEFAULT_DEADLINE, false};
     if (limits && limits->max_body)
         s->limits.max_body = limits->max_body;
     if (limits && limits->max_connections)
         s->limits.max_connections = limits->max_connections;
     if (limits && limits->request_deadline_s)
         s->limits.request_deadline_s = limits->request_deadline_s;
+    if (limits)
+        s->limits.allow_upgrade = limits->allow_upgrade;
     int fd = -1;
     int r = server_listen(s, &fd, err);
     if (r == 0)
@@ -602,6 +748,13 @@ void api_server_destroy(struct api_server *s)
         /* libmicrohttpd may not stop with suspended connections: answer them first */
         while (s->suspended)
             api_reply_error(s->suspended, 503, "the server is shutting down");
+        for (struct api_stream *st = s->streams; st; st = st->next) {
+            st->ended = true;
+            if (st->waiting) {
+                st->waiting = false;
+                MHD_resume_connection(st->conn);
+            }
+        }
         (void)MHD_run(s->mhd);
         MHD_stop_daemon(s->mhd); /* closes the listen socket and every connection */
     }

@@ -44,6 +44,7 @@ struct api_server_limits {
     unsigned max_connections;    /* at once; default 128 */
     unsigned request_deadline_s; /* from a connection's start, or from its previous answer, to
                                     the end of the next request's body; default 10 */
+    bool allow_upgrade;          /* api_reply_upgrade() may be used (wispd's console) */
 };
 
 /*
@@ -82,6 +83,39 @@ void api_reply_empty(struct api_request *r);
 /* status with the body {"fault_message": "<message>"} (Firecracker's error shape). */
 void api_reply_error(struct api_request *r, unsigned status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* The value of ?name=value in the request's URL, or NULL. */
+const char *api_request_query(const struct api_request *r, const char *name);
+
+/*
+ * A streamed answer (chunked, for long-lived streams such as JSON lines of events): `fill` is
+ * called (loop thread) for the next bytes: it copies at most `max` into buf and returns the
+ * count; 0 when there is nothing yet (the connection waits, without polling, until
+ * api_stream_wake()); -1 to end the answer. `closed` is called once when the stream is over
+ * (the end, the client went away, the server shuts down); the handle is invalid after it.
+ * A client that goes away while the stream waits is noticed at the next wake.
+ */
+struct api_stream;
+typedef long (*api_stream_fill_fn)(void *opaque, char *buf, size_t max);
+struct api_stream *api_reply_stream(struct api_request *r, unsigned status,
+                                    const char *content_type, api_stream_fill_fn fill,
+                                    void (*closed)(void *opaque), void *opaque);
+void api_stream_wake(struct api_stream *s);
+
+/*
+ * Answers 101 Switching Protocols (the request must have "Upgrade: <protocol>"; else 400) and
+ * hands the connection over: `fn` gets the socket (non-blocking; bytes the client already sent
+ * after the request in extra/extra_len) and owns it until api_upgraded_close(u). The server's
+ * request deadline no longer applies to it. Needs limits.allow_upgrade.
+ */
+struct api_upgraded;
+typedef void (*api_upgrade_fn)(void *opaque, int fd, const char *extra, size_t extra_len,
+                               struct api_upgraded *u);
+/* false: refused and answered (fn is never called). A client that goes away before the 101 is
+ * sent never reaches fn either. */
+bool api_reply_upgrade(struct api_request *r, const char *protocol, api_upgrade_fn fn,
+                       void *opaque);
+void api_upgraded_close(struct api_upgraded *u);
+
 /* From the handler: the answer comes later (api_reply_*() from another callback of the loop).
  * The connection reads nothing meanwhile. */
 void api_request_suspend(struct api_request *r);

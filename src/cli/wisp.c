@@ -12,16 +12,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "common/cleanup.h"
-
-enum {
-    EXIT_REFUSED = 1,   /* wispd refused or failed the request */
-    EXIT_USAGE = 2,     /* the command line is wrong */
-    EXIT_NO_DAEMON = 3, /* wispd cannot be reached */
-    EXIT_NO_VM = 4,     /* no VM of that name (404) */
-    EXIT_CONFLICT = 5,  /* the VM's state does not allow it, or the name is taken (409) */
-    EXIT_LIMIT = 6,     /* a host limit would be passed (507) */
-};
 
 static const char usage[] =
     "usage: wisp [--socket PATH] [--json] COMMAND [ARGS]\n"
@@ -62,83 +54,6 @@ static const char usage[] =
     "3 wispd cannot be reached; 4 no VM of that name; 5 the VM's state does not allow it (or\n"
     "the name is taken); 6 a host limit would be passed.\n";
 
-static const char *sock_path;
-static bool json_out;
-
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int usage_error(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "wisp: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n(wisp --help for usage)\n");
-    va_end(ap);
-    return EXIT_USAGE;
-}
-
-/* One request; *status the HTTP status, *body the answer's body (malloc'd). -1 when wispd
- * cannot be reached. */
-static int request(const char *method, const char *path, const char *body, unsigned *status,
-                   char **answer)
-{
-    struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    if (strlen(sock_path) >= sizeof(addr.sun_path)) {
-        fprintf(stderr, "wisp: %s: the socket path is too long\n", sock_path);
-        return -1;
-    }
-    strcpy(addr.sun_path, sock_path);
-    cleanup_close int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
-        fprintf(stderr, "wisp: %s: %s (is wispd running? --socket or WISP_SOCKET)\n", sock_path,
-                strerror(errno));
-        return -1;
-    }
-    cleanup_free char *req = NULL;
-    int len = asprintf(&req,
-                       "%s %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
-                       "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
-                       method, path, body ? strlen(body) : 0, body ? body : "");
-    if (len < 0 || write(fd, req, (size_t)len) != len) {
-        fprintf(stderr, "wisp: %s: sending: %s\n", sock_path, strerror(errno));
-        return -1;
-    }
-    size_t cap = 65536, n = 0;
-    char *buf = malloc(cap + 1);
-    ssize_t r;
-    while (buf && (r = read(fd, buf + n, cap - n)) > 0) {
-        n += (size_t)r;
-        if (n == cap) {
-            char *nb = realloc(buf, cap * 2 + 1);
-            if (!nb)
-                break;
-            buf = nb;
-            cap *= 2;
-        }
-    }
-    if (!buf)
-        return -1;
-    buf[n] = '\0';
-    char *b = strstr(buf, "\r\n\r\n");
-    if (sscanf(buf, "HTTP/1.%*d %u", status) != 1 || !b) {
-        fprintf(stderr, "wisp: %s: the answer is not HTTP\n", sock_path);
-        free(buf);
-        return -1;
-    }
-    *answer = strdup(b + 4);
-    free(buf);
-    return 0;
-}
-
-static int exit_for(unsigned status)
-{
-    return status < 300    ? 0
-           : status == 404 ? EXIT_NO_VM
-           : status == 409 ? EXIT_CONFLICT
-           : status == 507 ? EXIT_LIMIT
-                           : EXIT_REFUSED;
-}
-
 static void print_vm_line(json_t *vm)
 {
     printf("%-24s %-9s %8lld %8lld  %s\n", json_string_value(json_object_get(vm, "name")),
@@ -154,13 +69,13 @@ static int call(const char *method, const char *path, const char *body,
 {
     unsigned status;
     cleanup_free char *answer = NULL;
-    if (request(method, path, body, &status, &answer) < 0)
+    if (cli_request(method, path, body, &status, &answer) < 0)
         return EXIT_NO_DAEMON;
     json_t *j = json_loads(answer, 0, NULL);
     if (status >= 300) {
         const char *m = json_string_value(json_object_get(j, "fault_message"));
         fprintf(stderr, "wisp: %s\n", m ? m : answer);
-    } else if (json_out) {
+    } else if (cli_json) {
         if (j) {
             json_dumpf(j, stdout, JSON_INDENT(2));
             putchar('\n');
@@ -169,7 +84,7 @@ static int call(const char *method, const char *path, const char *body,
         show(j);
     }
     json_decref(j);
-    return exit_for(status);
+    return cli_exit_for(status);
 }
 
 static void show_list(json_t *a)
@@ -203,59 +118,6 @@ static void show_raw(json_t *j)
 {
     json_dumpf(j, stdout, JSON_INDENT(2));
     putchar('\n');
-}
-
-static int64_t last_event;
-
-static void show_events(json_t *a)
-{
-    size_t i;
-    json_t *e;
-    json_array_foreach(a, i, e)
-    {
-        last_event = json_integer_value(json_object_get(e, "id"));
-        if (json_out) {
-            json_dumpf(e, stdout, JSON_COMPACT);
-            putchar('\n');
-        } else {
-            printf("%lld %-20s %-9s %s\n", (long long)last_event,
-                   json_string_value(json_object_get(e, "vm")),
-                   json_string_value(json_object_get(e, "kind")),
-                   json_string_value(json_object_get(e, "event")));
-        }
-    }
-    fflush(stdout);
-}
-
-static int cmd_events(int argc, char **argv)
-{
-    bool follow = argc == 2 && !strcmp(argv[1], "-f");
-    if (argc > 2 || (argc == 2 && !follow))
-        return usage_error("events: unexpected argument '%s' (only -f)", argv[1]);
-    int ret;
-    char path[64];
-    bool j = json_out; /* with --json, one JSON object a line, printed by show_events */
-    json_out = false;
-    do {
-        /* /v1/events/N waits for an event after N; /v1/events answers at once. */
-        if (follow)
-            snprintf(path, sizeof(path), "/v1/events/%lld", (long long)last_event);
-        else
-            snprintf(path, sizeof(path), "/v1/events");
-        unsigned status;
-        cleanup_free char *answer = NULL;
-        if (request("GET", path, NULL, &status, &answer) < 0)
-            return EXIT_NO_DAEMON;
-        json_t *a = json_loads(answer, 0, NULL);
-        ret = exit_for(status);
-        if (ret == 0) {
-            json_out = j;
-            show_events(a);
-            json_out = false;
-        }
-        json_decref(a);
-    } while (follow && ret == 0);
-    return ret;
 }
 
 static char *read_file(const char *path)
@@ -294,7 +156,7 @@ static int parse_device(const char *opt, const char *v, bool drive, size_t index
         char *eq = strchr(kv, '=');
         if (!eq) {
             json_decref(o);
-            return usage_error("%s: '%s' is not KEY=VALUE", opt, kv);
+            return cli_usage_error("%s: '%s' is not KEY=VALUE", opt, kv);
         }
         *eq = '\0';
         const char *val = eq + 1;
@@ -312,14 +174,14 @@ static int parse_device(const char *opt, const char *v, bool drive, size_t index
             json_object_set_new(o, "id", json_string(val));
         else {
             json_decref(o);
-            return usage_error("%s: unknown key or value '%s=%s' (%s)", opt, kv, val,
-                               drive ? "path, format, readonly=on|off, id" : "tap, mac, id");
+            return cli_usage_error("%s: unknown key or value '%s=%s' (%s)", opt, kv, val,
+                                   drive ? "path, format, readonly=on|off, id" : "tap, mac, id");
         }
     }
     const char *need = drive ? "path" : "tap";
     if (!json_object_get(o, need)) {
         json_decref(o);
-        return usage_error("%s: %s= is missing", opt, need);
+        return cli_usage_error("%s: %s= is missing", opt, need);
     }
     if (!json_object_get(o, "id")) {
         char id[32];
@@ -355,7 +217,7 @@ static int cmd_create(int argc, char **argv)
         {"net", required_argument, NULL, 'n'},     {"console", required_argument, NULL, 'o'},
         {"restart", required_argument, NULL, 'r'}, {0}};
     if (argc < 2 || argv[1][0] == '-')
-        return usage_error("%s", "create: give NAME, then its options");
+        return cli_usage_error("%s", "create: give NAME, then its options");
     json_t *def = json_pack("{s:s}", "name", argv[1]);
     json_t *drives = json_array(), *nics = json_array();
     int c, ret = 0;
@@ -377,14 +239,14 @@ static int cmd_create(int argc, char **argv)
             break;
         case 'm':
             if (parse_mem_mib(optarg, &n) < 0)
-                ret = usage_error("--mem: '%s' is not a size (MiB, or with M or G)", optarg);
+                ret = cli_usage_error("--mem: '%s' is not a size (MiB, or with M or G)", optarg);
             else
                 json_object_set_new(def, "memory_mib", json_integer(n));
             break;
         case 'p':
             n = strtoll(optarg, &end, 10);
             if (*end || end == optarg || n < 1)
-                ret = usage_error("--cpus: '%s' is not a number of vCPUs", optarg);
+                ret = cli_usage_error("--cpus: '%s' is not a number of vCPUs", optarg);
             else
                 json_object_set_new(def, "vcpus", json_integer(n));
             break;
@@ -401,13 +263,13 @@ static int cmd_create(int argc, char **argv)
             json_object_set_new(def, "restart_policy", json_string(optarg));
             break;
         default:
-            ret = usage_error("create: unknown option or missing value '%s'", argv[optind - 1]);
+            ret = cli_usage_error("create: unknown option or missing value '%s'", argv[optind - 1]);
         }
     }
     if (ret == 0 && optind < argc)
-        ret = usage_error("create: unexpected argument '%s'", argv[optind]);
+        ret = cli_usage_error("create: unexpected argument '%s'", argv[optind]);
     if (ret == 0 && !json_object_get(def, "kernel"))
-        ret = usage_error("%s", "create: --kernel is missing");
+        ret = cli_usage_error("%s", "create: --kernel is missing");
     if (json_array_size(drives))
         json_object_set(def, "drives", drives);
     if (json_array_size(nics))
@@ -430,14 +292,14 @@ int main(int argc, char **argv)
                                          {"json", no_argument, NULL, 'j'},
                                          {"help", no_argument, NULL, 'h'},
                                          {0}};
-    sock_path = getenv("WISP_SOCKET") ? getenv("WISP_SOCKET") : "/run/wisp/wispd.sock";
+    cli_sock_path = getenv("WISP_SOCKET") ? getenv("WISP_SOCKET") : "/run/wisp/wispd.sock";
     int c;
     /* "+": options stop at the command, whose own flags (rm -f, events -f) are its own. */
     while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
         if (c == 's')
-            sock_path = optarg;
+            cli_sock_path = optarg;
         else if (c == 'j')
-            json_out = true;
+            cli_json = true;
         else if (c == 'h') {
             fputs(usage, stdout);
             return 0;
@@ -447,13 +309,13 @@ int main(int argc, char **argv)
         }
     }
     if (optind >= argc)
-        return usage_error("%s", "no command given");
+        return cli_usage_error("%s", "no command given");
     char **av = argv + optind;
     int ac = argc - optind;
     /* --json may also follow the command: `wisp ls --json`. */
     for (int i = 1; i < ac; i++)
         if (!strcmp(av[i], "--json")) {
-            json_out = true;
+            cli_json = true;
             memmove(&av[i], &av[i + 1], (size_t)(ac - i - 1) * sizeof(*av));
             ac--;
             i--;
@@ -466,17 +328,32 @@ int main(int argc, char **argv)
     }
     if (!strcmp(cmd, "ls") || !strcmp(cmd, "list")) {
         if (ac != 1)
-            return usage_error("ls: unexpected argument '%s'", av[1]);
+            return cli_usage_error("ls: unexpected argument '%s'", av[1]);
         return call("GET", "/v1/vms", NULL, show_list);
     }
     if (!strcmp(cmd, "limits"))
-        return ac != 1 ? usage_error("limits: unexpected argument '%s'", av[1])
+        return ac != 1 ? cli_usage_error("limits: unexpected argument '%s'", av[1])
                        : call("GET", "/v1/limits", NULL, show_raw);
-    if (!strcmp(cmd, "events"))
-        return cmd_events(ac, av);
+    /* wisp VERB --help */
+    if (ac >= 2 && (!strcmp(av[1], "--help") || !strcmp(av[1], "-h"))) {
+        const char *h = cli_verb_help(cmd);
+        fputs(h ? h : usage, stdout);
+        return 0;
+    }
+    static const struct {
+        const char *verb;
+        int (*fn)(int argc, char **argv);
+    } verbs[] = {
+        {"logs", cmd_logs},   {"console", cmd_console},   {"events", cmd_events},
+        {"stats", cmd_stats}, {"snapshot", cmd_snapshot}, {"restore", cmd_restore},
+        {"clone", cmd_clone}, {"run", cmd_run},           {"import-libvirt", cmd_import_libvirt},
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(verbs); i++)
+        if (!strcmp(cmd, verbs[i].verb))
+            return verbs[i].fn(ac, av);
     if (!strcmp(cmd, "define")) {
         if (ac != 2)
-            return usage_error("%s", "define: give one FILE (a JSON definition, - for stdin)");
+            return cli_usage_error("%s", "define: give one FILE (a JSON definition, - for stdin)");
         cleanup_free char *text = read_file(av[1]);
         if (!text) {
             fprintf(stderr, "wisp: %s: %s\n", av[1], strerror(errno));
@@ -489,35 +366,19 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "rm")) {
         bool force = ac == 3 && !strcmp(av[1], "-f");
         if (ac != 2 + force)
-            return usage_error("%s", "rm: give [-f] NAME");
+            return cli_usage_error("%s", "rm: give [-f] NAME");
         snprintf(path, sizeof(path), "/v1/vms/%s%s", av[1 + force], force ? "/force" : "");
         return call("DELETE", path, NULL, NULL);
     }
-    bool name_cmd = !strcmp(cmd, "show") || !strcmp(cmd, "logs");
+    bool name_cmd = !strcmp(cmd, "show");
     for (size_t i = 0; i < ARRAY_SIZE(vm_actions); i++)
         name_cmd |= !strcmp(cmd, vm_actions[i]);
     if (!name_cmd)
-        return usage_error("unknown command '%s'", cmd);
+        return cli_usage_error("unknown command '%s'", cmd);
     if (ac != 2)
-        return usage_error("%s: give one NAME", cmd);
+        return cli_usage_error("%s: give one NAME", cmd);
     if (strchr(av[1], '/') || strlen(av[1]) > 64)
-        return usage_error("'%s' is not a VM name", av[1]);
-    if (!strcmp(cmd, "logs")) {
-        unsigned status;
-        cleanup_free char *answer = NULL;
-        snprintf(path, sizeof(path), "/v1/vms/%s/log", av[1]);
-        if (request("GET", path, NULL, &status, &answer) < 0)
-            return EXIT_NO_DAEMON;
-        if (status >= 300) {
-            json_t *j = json_loads(answer, 0, NULL);
-            const char *m = json_string_value(json_object_get(j, "fault_message"));
-            fprintf(stderr, "wisp: %s\n", m ? m : answer);
-            json_decref(j);
-        } else {
-            fputs(answer, stdout);
-        }
-        return exit_for(status);
-    }
+        return cli_usage_error("'%s' is not a VM name", av[1]);
     if (!strcmp(cmd, "show")) {
         snprintf(path, sizeof(path), "/v1/vms/%s", av[1]);
         return call("GET", path, NULL, show_vm);

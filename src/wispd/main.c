@@ -17,11 +17,12 @@
 
 #include "api/http.h"
 #include "common/evloop.h"
+#include "common/parse.h"
 #include "registry.h"
 #include "wispd.h"
 
 static const char usage[] =
-    "usage: wispd [--socket PATH] [--state-dir DIR] [--vmm PATH]\n"
+    "usage: wispd [--socket PATH] [--state-dir DIR] [--vmm PATH] [--console-log-max SIZE]\n"
     "\n"
     "The wisp daemon: keeps VM definitions in DIR/wispd.db (SQLite), starts each VM as its own\n"
     "wisp-vmm process, supervises it and serves the REST API (docs/wispd.md) on PATH. Runs in\n"
@@ -34,6 +35,10 @@ static const char usage[] =
     "                    (default /var/lib/wisp)\n"
     "  --vmm PATH        the wisp-vmm to run (default: beside wispd, or ../vmm/wisp-vmm in\n"
     "                    a build tree)\n"
+    "  --console-log-max SIZE\n"
+    "                    each VM's console scrollback: wisp-vmm keeps the last SIZE to 1.5 x\n"
+    "                    SIZE bytes of its console log on disk (K, M, G; default 1M, at\n"
+    "                    least 8K)\n"
     "  -h, --help        this text\n"
     "\n"
     "Exit status: 0 after SIGTERM/SIGINT, 1 when it cannot start, 2 for usage errors.\n";
@@ -117,13 +122,12 @@ static void set_socket_access(const char *sock)
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {{"socket", required_argument, NULL, 's'},
-                                         {"state-dir", required_argument, NULL, 'd'},
-                                         {"vmm", required_argument, NULL, 'v'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {0}};
+    static const struct option opts[] = {
+        {"socket", required_argument, NULL, 's'}, {"state-dir", required_argument, NULL, 'd'},
+        {"vmm", required_argument, NULL, 'v'},    {"console-log-max", required_argument, NULL, 'c'},
+        {"help", no_argument, NULL, 'h'},         {0}};
     const char *sock = "/run/wisp/wispd.sock", *state_dir = "/var/lib/wisp";
-    struct wispd d = {0};
+    struct wispd d = {.console_log_max = 1 << 20};
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         if (c == 's')
@@ -132,7 +136,13 @@ int main(int argc, char **argv)
             state_dir = optarg;
         else if (c == 'v')
             d.vmm_path = strdup(optarg);
-        else if (c == 'h') {
+        else if (c == 'c') {
+            if (parse_size(optarg, 1, &d.console_log_max) < 0 || d.console_log_max < 8192) {
+                fprintf(stderr, "wispd: --console-log-max: '%s' is not a size of 8K or more\n",
+                        optarg);
+                return 2;
+            }
+        } else if (c == 'h') {
             fputs(usage, stdout);
             return 0;
         } else {

@@ -307,3 +307,15 @@ int registry_for_each_event(struct registry *r, int64_t after, unsigned max,
     sqlite3_finalize(st);
     return ret;
 }
+
+int64_t registry_last_event(struct registry *r)
+{
+    sqlite3_stmt *st;
+    int64_t id = 0;
+    if (sqlite3_prepare_v2(r->db, "SELECT MAX(id) FROM events", -1, &st, NULL) != SQLITE_OK)
+        return 0;
+    if (sqlite3_step(st) == SQLITE_ROW)
+        id = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return id;
+}

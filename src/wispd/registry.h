@@ -59,6 +59,9 @@ int registry_for_each_event(struct registry *r, int64_t after, unsigned max,
                                       const char *detail, void *opaque),
                             void *opaque, struct wisp_err *err);
 
+/* The newest event's number (0: none). */
+int64_t registry_last_event(struct registry *r);
+
 int64_t registry_now_ms(void);
 
 #endif

@@ -140,34 +140,6 @@ static void h_remove(struct api_request *req, void *opaque)
         reply_err(req, &err);
 }
 
-/* GET /v1/vms/{name}/log: the end of the VM's console log (COM1, since its last start), at
- * most LOG_TAIL bytes, as text. */
-#define LOG_TAIL (256 * 1024)
-
-static void h_log(struct api_request *req, void *opaque)
-{
-    struct wispd *d = opaque;
-    struct vm *vm = find_or_404(d, req);
-    if (!vm)
-        return;
-    char path[256];
-    snprintf(path, sizeof(path), "%s/logs/%lld.log", d->state_dir, (long long)vm->id);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        api_reply(req, 200, "text/plain", "", 0); /* never started */
-        return;
-    }
-    struct stat st;
-    off_t from = fstat(fd, &st) == 0 && st.st_size > LOG_TAIL ? st.st_size - LOG_TAIL : 0;
-    cleanup_free char *buf = malloc(LOG_TAIL);
-    ssize_t n = buf ? pread(fd, buf, LOG_TAIL, from) : -1;
-    close(fd);
-    if (n < 0)
-        api_reply_error(req, 500, "%s: %s", path, buf ? strerror(errno) : "out of memory");
-    else
-        api_reply(req, 200, "text/plain", buf, (size_t)n);
-}
-
 static void h_limits(struct api_request *req, void *opaque)
 {
     api_reply_json(req, 200, wispd_limits_json(opaque));
@@ -205,6 +177,10 @@ static void h_events(struct api_request *req, void *opaque)
 {
     struct wispd *d = opaque;
     const char *p = api_request_param(req, "after");
+    if (!p && api_request_query(req, "follow")) {
+        events_h_stream(req, d);
+        return;
+    }
     char *end;
     long long after = p ? strtoll(p, &end, 10) : 0;
     if (p && (*end || after < 0)) {
@@ -224,6 +200,7 @@ static void h_events(struct api_request *req, void *opaque)
 
 void wispd_events_notify(struct wispd *d)
 {
+    events_wake(d);
     unsigned n = d->nr_event_waiters;
     d->nr_event_waiters = 0;
     for (unsigned i = 0; i < n; i++)
@@ -238,7 +215,8 @@ static const struct api_route routes[] = {
     {"GET", "/v1/vms/{name}", h_show},
     {"DELETE", "/v1/vms/{name}", h_remove},
     {"DELETE", "/v1/vms/{name}/force", h_remove},
-    {"GET", "/v1/vms/{name}/log", h_log},
+    {"GET", "/v1/vms/{name}/log", console_h_log},
+    {"POST", "/v1/vms/{name}/console", console_h_attach},
     {"POST", "/v1/vms/{name}/{action}", h_action},
     {"GET", "/v1/events", h_events},
     {"GET", "/v1/events/{after}", h_events},
@@ -246,8 +224,10 @@ static const struct api_route routes[] = {
 
 int wispd_serve(struct wispd *d, const char *socket_path, struct wisp_err *err)
 {
-    struct api_server_limits limits = {
-        .max_body = 1 << 20, .max_connections = 256, .request_deadline_s = 120};
+    struct api_server_limits limits = {.max_body = 1 << 20,
+                                       .max_connections = 256,
+                                       .request_deadline_s = 120,
+                                       .allow_upgrade = true};
     int ret = api_server_create(&d->server, d->loop, socket_path, &limits, err);
     if (ret == 0)
         ret = api_server_add_routes(d->server, routes, ARRAY_SIZE(routes), d, err);

@@ -235,6 +235,7 @@ static void vm_exited(void *opaque, uint32_t events)
         fprintf(stderr, "wispd: %s\n", err.msg);
     registry_set_exit(d->reg, vm->id, vm->last_exit, vm->restarts, &err);
     wispd_event(d, vm->name, requested || !failed ? "stop" : "crash", vm->last_exit);
+    console_vm_ended(vm);
     if (vm->restart_after_stop) { /* the waiters have their answer once it runs again */
         vm->restart_after_stop = false;
         if (vm_start(vm, NULL, &err) < 0)
@@ -411,17 +412,20 @@ static void start_done(void *opaque, int status, const char *message)
 /* The child: its own session, stdout and stderr to the VM's log, and exec only once the
  * parent has committed its pid (the byte on `go`); if wispd dies first the pipe ends and the
  * child exits without becoming a VM, so there is never a wisp-vmm the registry does not name. */
-static void child_exec(struct wispd *d, struct vm *vm, int go, int log_fd, int vmm_log_fd)
+static void child_exec(struct wispd *d, struct vm *vm, int go, int in_fd, int log_fd,
+                       int vmm_log_fd)
 {
     char b;
     setsid();
-    int null = open("/dev/null", O_RDWR);
-    dup2(null, 0);
+    dup2(in_fd, 0);      /* the console's input FIFO (console.c) */
     dup2(log_fd, 1);     /* COM1's console */
     dup2(vmm_log_fd, 2); /* wisp-vmm's messages */
     if (read(go, &b, 1) != 1)
         _exit(127);
-    char *argv[] = {d->vmm_path, "--api-sock", vm->api_sock, "--id", vm->name, NULL};
+    char log_max[32];
+    snprintf(log_max, sizeof(log_max), "%llu", (unsigned long long)d->console_log_max);
+    char *argv[] = {d->vmm_path, "--api-sock",        vm->api_sock, "--id",
+                    vm->name,    "--console-log-max", log_max,      NULL};
     execv(d->vmm_path, argv);
     dprintf(2, "wispd: exec %s: %s\n", d->vmm_path, strerror(errno));
     _exit(127);
@@ -447,19 +451,23 @@ int vm_start(struct vm *vm, struct api_request *req, struct wisp_err *err)
         close(log_fd);
         return wisp_err_sys(err, errno, "%s", log_path);
     }
-    int go[2];
-    if (pipe2(go, O_CLOEXEC) < 0) {
+    int go[2], in_fd = console_open_input(vm, err);
+    if (in_fd < 0 || pipe2(go, O_CLOEXEC) < 0) {
+        ret = in_fd < 0 ? in_fd : wisp_err_sys(err, errno, "pipe");
+        if (in_fd >= 0)
+            close(in_fd);
         close(log_fd);
         close(vmm_log_fd);
-        return wisp_err_sys(err, errno, "pipe");
+        return ret;
     }
     unlink(vm->api_sock); /* left by a wisp-vmm killed with -9: its VM is gone */
     int pid = fork();
     if (pid == 0) {
         close(go[1]);
-        child_exec(d, vm, go[0], log_fd, vmm_log_fd);
+        child_exec(d, vm, go[0], in_fd, log_fd, vmm_log_fd);
     }
     close(go[0]);
+    close(in_fd);
     close(log_fd);
     close(vmm_log_fd);
     if (pid < 0) {
@@ -600,6 +608,7 @@ int vm_remove(struct vm *vm, bool force, struct api_request *req, struct wisp_er
     unlink(log_path);
     snprintf(log_path, sizeof(log_path), "%s/logs/%lld.vmm.log", d->state_dir, (long long)vm->id);
     unlink(log_path);
+    console_vm_removed(vm);
     wispd_event(d, vm->name, "remove", "");
     for (unsigned i = 0; i < vm->nr_waiters; i++)
         api_reply_empty(vm->waiters[i]);

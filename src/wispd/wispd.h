@@ -13,6 +13,9 @@ struct evloop;
 struct evloop_source;
 struct registry;
 struct vmm_client;
+struct vm_console;
+struct consoles;
+struct event_stream;
 
 enum vm_state { VM_STOPPED, VM_STARTING, VM_RUNNING, VM_PAUSED, VM_STOPPING };
 
@@ -37,6 +40,7 @@ struct vm {
     int64_t restarts;
     unsigned backoff_ms;
     char last_exit[256];
+    struct vm_console *console; /* console.c: its readers, while it has some */
     struct api_request *waiters[VM_MAX_WAITERS];
     unsigned nr_waiters;
     struct vm *hash_next;
@@ -51,10 +55,13 @@ struct wispd {
     struct vm *hash[VM_HASH_SIZE];
     unsigned nr_vms, nr_live;
     int base_fds;
+    uint64_t console_log_max;  /* --console-log-max: bytes of each VM's console log kept */
+    struct consoles *consoles; /* console.c */
     /* events long-polls waiting for the next event */
     struct api_request *event_waiters[64];
     int64_t event_after[64];
     unsigned nr_event_waiters;
+    struct event_stream *event_streams; /* events.c: GET /v1/events?follow=1 */
 };
 
 const char *vm_state_name(enum vm_state s);
@@ -76,6 +83,18 @@ void wispd_event(struct wispd *d, const char *vm, const char *kind, const char *
 /* The room for one more VM of `vcpus` vCPUs: 0, or -EMFILE/-EAGAIN naming the limit. */
 int wispd_check_limits(struct wispd *d, unsigned vcpus, struct wisp_err *err);
 json_t *wispd_limits_json(struct wispd *d);
+
+/* console.c: the input FIFO opened for the child's stdin (an fd, or a negative errno); the
+ * VM ended (its readers get the rest, then the end); the VM is removed (its FIFO goes). */
+int console_open_input(struct vm *vm, struct wisp_err *err);
+void console_vm_ended(struct vm *vm);
+void console_vm_removed(struct vm *vm);
+void console_h_log(struct api_request *req, void *opaque);
+void console_h_attach(struct api_request *req, void *opaque);
+
+/* events.c: the event stream (GET /v1/events?follow=1) and its wake at each event */
+void events_h_stream(struct api_request *req, struct wispd *d);
+void events_wake(struct wispd *d);
 
 /* server.c */
 int wispd_serve(struct wispd *d, const char *socket_path, struct wisp_err *err);

@@ -390,7 +390,8 @@ def case_usage(d):
     d.stop()
 
 
-def main():
+def main_with(cases, daemon_class):
+    """Runs --case from `cases` (a module's globals) with a daemon_class daemon."""
     global A
     ap = argparse.ArgumentParser()
     for o in ("--wispd", "--wisp", "--vmm", "--guest", "--case"):
@@ -400,9 +401,9 @@ def main():
     for k in ("wispd", "wisp", "vmm", "guest"):  # meson gives build-relative paths
         setattr(A, k, os.path.abspath(getattr(A, k)))
     with tempfile.TemporaryDirectory(prefix="wispd-test-") as tmp:
-        d = Daemon(tmp)
+        d = daemon_class(tmp)
         try:
-            globals()["case_" + A.case.replace("-", "_")](d)
+            cases["case_" + A.case.replace("-", "_")](d)
         except BaseException:
             log = os.path.join(tmp, "wispd.log")
             if os.path.exists(log):
@@ -415,6 +416,10 @@ def main():
             for pid in vmm_processes(d.state):
                 os.kill(pid, signal.SIGKILL)
     print("ok")
+
+
+def main():
+    main_with(globals(), Daemon)
 
 
 if __name__ == "__main__":

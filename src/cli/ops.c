@@ -1,0 +1,357 @@
+/* The wisp CLI's verbs beyond one request and one answer (cli.h; docs/wisp.md): logs and
+ * console (streams and an attached terminal), events, stats, snapshot, restore, clone. */
+#include <errno.h>
+#include <getopt.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "common/cleanup.h"
+
+#define ESCAPE_KEY 0x1d /* Ctrl-] detaches a console (telnet's, virsh's) */
+
+/* Parses a number option, or a usage error. */
+static int parse_count(const char *opt, const char *v, long long min, long long *out)
+{
+    char *end;
+    errno = 0;
+    long long n = strtoll(v, &end, 10);
+    if (errno || end == v || *end || n < min)
+        return cli_usage_error("%s: '%s' is not a number (at least %lld)", opt, v, min);
+    *out = n;
+    return 0;
+}
+
+static int write_out(void *opaque, const char *data, size_t len)
+{
+    if (fwrite(data, 1, len, stdout) != len)
+        return 1; /* stdout went away (| head) */
+    fflush(stdout);
+    return 0;
+}
+
+static int write_file(void *opaque, const char *data, size_t len)
+{
+    return fwrite(data, 1, len, opaque) != len;
+}
+
+/* A request whose answer is a stream: the body goes to sink as it comes. */
+static int stream(const char *method, const char *path, const char *body,
+                  int (*sink)(void *opaque, const char *data, size_t len), void *opaque)
+{
+    struct cli_conn c;
+    if (cli_open(&c, method, path, body, NULL, false) < 0)
+        return EXIT_NO_DAEMON;
+    unsigned status;
+    bool chunked;
+    long long length;
+    int ret = EXIT_NO_DAEMON;
+    if (cli_read_head(&c, &status, &chunked, &length) == 0) {
+        if (status >= 300) {
+            char *answer = NULL;
+            size_t alen = 0;
+            FILE *m = open_memstream(&answer, &alen);
+            if (m) {
+                cli_read_body(&c, chunked, length, write_file, m);
+                fclose(m);
+            }
+            ret = cli_print_error(status, answer ? answer : "");
+            free(answer);
+        } else if (cli_read_body(&c, chunked, length, sink, opaque) < 0) {
+            fprintf(stderr, "wisp: %s: the answer ended early (wispd ended?)\n", cli_sock_path);
+            ret = EXIT_REFUSED;
+        } else {
+            ret = 0;
+        }
+    }
+    cli_close(&c);
+    fflush(stdout);
+    return ret;
+}
+
+/* ---- logs ------------------------------------------------------------------------------ */
+
+int cmd_logs(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"follow", no_argument, NULL, 'f'}, {"tail", required_argument, NULL, 't'}, {0}};
+    bool follow = false;
+    long long tail = -1;
+    int c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "+ft:n:", opts, NULL)) != -1) {
+        if (c == 'f')
+            follow = true;
+        else if ((c == 't' || c == 'n') && parse_count("--tail", optarg, 0, &tail))
+            return EXIT_USAGE;
+        else if (c == '?')
+            return cli_usage_error("logs: unknown option or missing value '%s'", argv[optind - 1]);
+    }
+    if (optind != argc - 1 || !cli_name_ok(argv[optind]))
+        return cli_usage_error("%s", "logs: give one NAME ([-f] [--tail N] NAME)");
+    char path[256], t[40] = "";
+    if (tail >= 0)
+        snprintf(t, sizeof(t), "&tail=%lld", tail);
+    snprintf(path, sizeof(path), "/v1/vms/%s/log?follow=%d%s", argv[optind], follow, t);
+    return stream("GET", path, NULL, write_out, NULL);
+}
+
+/* ---- console --------------------------------------------------------------------------- */
+
+static struct termios saved_tty;
+static bool tty_raw;
+
+static void restore_tty(void)
+{
+    if (tty_raw)
+        tcsetattr(STDIN_FILENO, TCSANOW, &saved_tty);
+    tty_raw = false;
+}
+
+static void on_signal(int sig)
+{
+    restore_tty();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static int send_all(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+int cmd_console(int argc, char **argv)
+{
+    static const struct option opts[] = {{"replay", required_argument, NULL, 'r'}, {0}};
+    long long replay = -1;
+    int c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+        if (c == 'r' && parse_count("--replay", optarg, 0, &replay))
+            return EXIT_USAGE;
+        else if (c == '?')
+            return cli_usage_error("console: unknown option or missing value '%s'",
+                                   argv[optind - 1]);
+    }
+    if (optind != argc - 1 || !cli_name_ok(argv[optind]))
+        return cli_usage_error("%s", "console: give one NAME ([--replay BYTES] NAME)");
+    const char *name = argv[optind];
+    char path[256], q[40] = "";
+    if (replay >= 0)
+        snprintf(q, sizeof(q), "?replay=%lld", replay);
+    snprintf(path, sizeof(path), "/v1/vms/%s/console%s", name, q);
+    struct cli_conn conn;
+    if (cli_open(&conn, "POST", path, NULL, "Connection: Upgrade\r\nUpgrade: wisp-console\r\n",
+                 false) < 0)
+        return EXIT_NO_DAEMON;
+    unsigned status;
+    bool chunked;
+    long long length;
+    if (cli_read_head(&conn, &status, &chunked, &length) < 0) {
+        cli_close(&conn);
+        return EXIT_NO_DAEMON;
+    }
+    if (status != 101) {
+        char *answer = NULL;
+        size_t alen = 0;
+        FILE *m = open_memstream(&answer, &alen);
+        if (m) {
+            cli_read_body(&conn, chunked, length, write_file, m);
+            fclose(m);
+        }
+        int ret = cli_print_error(status >= 300 ? status : 500, answer ? answer : "");
+        free(answer);
+        cli_close(&conn);
+        return ret;
+    }
+    bool tty = isatty(STDIN_FILENO);
+    if (tty && tcgetattr(STDIN_FILENO, &saved_tty) == 0) {
+        struct termios raw = saved_tty;
+        cfmakeraw(&raw);
+        tty_raw = tcsetattr(STDIN_FILENO, TCSANOW, &raw) == 0;
+        signal(SIGTERM, on_signal);
+        signal(SIGHUP, on_signal);
+        atexit(restore_tty);
+    }
+    fprintf(stderr, "wisp: attached to %s's console; Ctrl-] detaches%s", name,
+            tty_raw ? "\r\n" : "\n");
+    /* what came with the 101 is output already */
+    if (conn.pos < conn.len)
+        (void)!write(STDOUT_FILENO, conn.buf + conn.pos, conn.len - conn.pos);
+    int ret = 0;
+    bool in_open = true, detached = false;
+    for (;;) {
+        struct pollfd p[2] = {{.fd = conn.fd, .events = POLLIN},
+                              {.fd = STDIN_FILENO, .events = in_open ? POLLIN : 0}};
+        if (poll(p, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        char buf[4096];
+        if (p[0].revents) {
+            ssize_t n = read(conn.fd, buf, sizeof(buf));
+            if (n <= 0)
+                break; /* the VM ended, or wispd did */
+            if (write(STDOUT_FILENO, buf, (size_t)n) != n)
+                break;
+        }
+        if (p[1].revents) {
+            ssize_t n = read(STDIN_FILENO, buf, sizeof(buf));
+            if (n <= 0) {
+                in_open = false; /* no more input; the output goes on until Ctrl-] or the end */
+                continue;
+            }
+            char *esc = memchr(buf, ESCAPE_KEY, (size_t)n);
+            size_t k = esc ? (size_t)(esc - buf) : (size_t)n;
+            if (k && send_all(conn.fd, buf, k) < 0)
+                break;
+            if (esc) {
+                detached = true;
+                break;
+            }
+        }
+    }
+    restore_tty();
+    cli_close(&conn);
+    fprintf(stderr, "\nwisp: %s\n", detached ? "detached" : "the console ended (the VM stopped)");
+    return ret;
+}
+
+/* ---- events ---------------------------------------------------------------------------- */
+
+static long long last_event;
+
+static void print_event(json_t *e)
+{
+    last_event = json_integer_value(json_object_get(e, "id"));
+    if (cli_json) {
+        json_dumpf(e, stdout, JSON_COMPACT);
+        putchar('\n');
+    } else {
+        printf("%lld %-20s %-9s %s\n", last_event, json_string_value(json_object_get(e, "vm")),
+               json_string_value(json_object_get(e, "kind")),
+               json_string_value(json_object_get(e, "event")));
+    }
+}
+
+/* JSON lines, possibly split across chunks. */
+struct line_buf {
+    char buf[8192];
+    size_t len;
+    void (*each)(json_t *j, void *opaque);
+    void *opaque;
+};
+
+static int line_sink(void *opaque, const char *data, size_t len)
+{
+    struct line_buf *lb = opaque;
+    for (size_t i = 0; i < len; i++) {
+        char ch = data[i];
+        if (ch != '\n') {
+            if (lb->len < sizeof(lb->buf) - 1)
+                lb->buf[lb->len++] = ch;
+            continue;
+        }
+        lb->buf[lb->len] = '\0';
+        lb->len = 0;
+        json_t *j = json_loads(lb->buf, 0, NULL);
+        if (j)
+            lb->each(j, lb->opaque);
+        json_decref(j);
+        fflush(stdout);
+    }
+    return 0;
+}
+
+static void each_event(json_t *e, void *opaque)
+{
+    print_event(e);
+}
+
+int cmd_events(int argc, char **argv)
+{
+    bool follow = false;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-f") || !strcmp(argv[i], "--follow"))
+            follow = true;
+        else
+            return cli_usage_error("events: unexpected argument '%s' ([-f] [--json])", argv[i]);
+    }
+    unsigned status;
+    cleanup_free char *answer = NULL;
+    if (cli_request("GET", "/v1/events", NULL, &status, &answer) < 0)
+        return EXIT_NO_DAEMON;
+    if (status >= 300)
+        return cli_print_error(status, answer);
+    json_t *a = json_loads(answer, 0, NULL), *e;
+    size_t i;
+    json_array_foreach(a, i, e) print_event(e);
+    json_decref(a);
+    fflush(stdout);
+    if (!follow)
+        return 0;
+    char path[96];
+    snprintf(path, sizeof(path), "/v1/events?follow=1&after=%lld", last_event);
+    struct line_buf *lb = calloc(1, sizeof(*lb));
+    if (!lb)
+        return EXIT_REFUSED;
+    lb->each = each_event;
+    int ret = stream("GET", path, NULL, line_sink, lb);
+    free(lb);
+    return ret;
+}
+
+/* ---- not yet -------------------------------------------------------------------------- */
+
+int cmd_stats(int argc, char **argv)
+{
+    return cli_usage_error("%s", "stats: not built yet");
+}
+
+int cmd_snapshot(int argc, char **argv)
+{
+    return cli_usage_error("%s", "snapshot: not built yet");
+}
+
+int cmd_restore(int argc, char **argv)
+{
+    return cli_usage_error("%s", "restore: not built yet");
+}
+
+int cmd_clone(int argc, char **argv)
+{
+    return cli_usage_error("%s", "clone: not built yet");
+}
+
+int cmd_run(int argc, char **argv)
+{
+    return cli_usage_error("%s", "run: not built yet");
+}
+
+int cmd_import_libvirt(int argc, char **argv)
+{
+    return cli_usage_error("%s", "import-libvirt: not built yet");
+}
+
+const char *cli_verb_help(const char *verb)
+{
+    return NULL;
+}

@@ -1,0 +1,217 @@
+#!/usr/bin/env python3
+"""wispd's operations with real wisp-vmm processes (docs/wispd.md, docs/wisp.md): console logs
+and their bound, a console nobody reads, console attach, logs across a wispd restart, the event
+stream, stats, snapshot/restore/clone, import-libvirt, wisp run.
+
+  ops_test.py --wispd W --wisp C --vmm V --guest G --case CASE
+"""
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import wispd_test as wt
+from wispd_test import alive, wait_for
+
+LOG_MAX = 16384  # the test wispd's --console-log-max
+
+
+class OpsDaemon(wt.Daemon):
+    def start(self, nofile=None):
+        log = open(os.path.join(self.tmp, "wispd.log"), "a")
+        self.proc = subprocess.Popen([wt.A.wispd, "--socket", self.sock, "--state-dir", self.state,
+                                      "--vmm", wt.A.vmm, "--console-log-max", str(LOG_MAX)],
+                                     stdout=log, stderr=log)
+        wait_for("wispd's socket", self._answers, 10)
+
+    def _answers(self):
+        try:
+            with socket.socket(socket.AF_UNIX) as c:
+                c.connect(self.sock)
+            return True
+        except OSError:
+            if self.proc.poll() is not None:
+                raise AssertionError("wispd ended: " + open(os.path.join(self.tmp, "wispd.log")).read())
+            return False
+
+    def log_path(self, name):
+        vm = self.vms()[name]
+        return os.path.join(self.state, "logs", os.path.basename(vm["api_sock"])[:-5] + ".log")
+
+
+def attach(d, name, replay=None):
+    """A raw console connection (what `wisp console` does): the socket, after the 101."""
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(d.sock)
+    q = f"?replay={replay}" if replay is not None else ""
+    s.sendall(f"POST /v1/vms/{name}/console{q} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+              "Upgrade: wisp-console\r\nContent-Length: 0\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        b = s.recv(1)
+        assert b, head
+        head += b
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return s
+
+
+def recv_until(s, needle, timeout=10):
+    s.settimeout(0.2)
+    got = b""
+    end = time.monotonic() + timeout
+    while needle not in got and time.monotonic() < end:
+        try:
+            b = s.recv(65536)
+            if not b:
+                break
+            got += b
+        except socket.timeout:
+            pass
+    assert needle in got, (needle, got[-300:])
+    return got
+
+
+def last_line_number(text):
+    nums = [int(l.split()[2]) for l in text.splitlines() if l.startswith("idle: line ")
+            and len(l.split()) > 2 and l.split()[2].isdigit()]
+    return nums[-1] if nums else 0
+
+
+def case_console(d):
+    d.start()
+    # 1. a bounded log: a guest printing ~40 KiB (more than 1.5 x the 16 KiB cap)
+    d.define("big", cmdline="print=400", stop_timeout_s=0, check=0)
+    d.wisp("start", "big", check=0)
+    wait_for("big's output", lambda: "idle: ready" in d.wisp("logs", "big", check=0).stdout)
+    out = d.wisp("logs", "big", check=0).stdout
+    assert LOG_MAX <= len(out) <= LOG_MAX * 3 // 2 + 4096, len(out)
+    assert "idle: line 1 of 400" not in out and "idle: line 400 of 400" in out, out[:200]
+    st = os.stat(d.log_path("big"))
+    assert st.st_size > 30000 and st.st_blocks * 512 <= LOG_MAX * 3 // 2 + 8192, \
+        (st.st_size, st.st_blocks)
+    tail = d.wisp("logs", "--tail", "2", "big", check=0).stdout
+    assert tail == "idle: printed 400\nidle: ready\n", repr(tail)
+    assert d.wisp("logs", "--tail", "x", "big").returncode == 2
+    # 2. console attach: scrollback first, input reaches the guest, two readers at once
+    c1 = attach(d, "big", replay=200)
+    recv_until(c1, b"idle: ready")
+    c2 = attach(d, "big")
+    c1.sendall(b"echo-from-c1\r")
+    recv_until(c1, b"unknown command 'echo-from-c1'")
+    recv_until(c2, b"unknown command 'echo-from-c1'")
+    c2.close()
+    # the CLI: input through a pipe, Ctrl-] detaches
+    p = subprocess.Popen([wt.A.wisp, "--socket", d.sock, "console", "--replay", "0", "big"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(0.3)
+    p.stdin.write(b"via-cli\r")
+    p.stdin.flush()
+    recv_until(c1, b"unknown command 'via-cli'")
+    time.sleep(0.3)
+    p.stdin.write(b"\x1d")
+    p.stdin.flush()
+    out, err = p.communicate(timeout=10)
+    assert p.returncode == 0 and b"unknown command 'via-cli'" in out and b"detached" in err, \
+        (p.returncode, out, err)
+    assert d.wisp("console", "nosuch").returncode == 4
+    # logs -f: follows until the VM ends
+    f = subprocess.Popen([wt.A.wisp, "--socket", d.sock, "logs", "-f", "--tail", "0", "big"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(0.3)
+    c1.sendall(b"followed\r")
+    recv_until(c1, b"unknown command 'followed'")
+    c1.sendall(b"exit 0\r")
+    out, err = f.communicate(timeout=10)
+    assert f.returncode == 0 and b"unknown command 'followed'" in out, (out, err)
+    c1.settimeout(5)
+    while c1.recv(4096):  # the console ends with the VM
+        pass
+    c1.close()
+    wait_for("big stopped", lambda: d.vms()["big"]["state"] == "stopped")
+    # 3. a flood nobody reads, and a console that never reads: the VM goes on
+    d.define("flood", cmdline="flood=1", stop_timeout_s=0, check=0)
+    d.wisp("start", "flood", check=0)
+    stuck = attach(d, "flood", replay=0)  # never read: its socket fills up
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    wait_for("flood's output", lambda: last_line_number(d.wisp("logs", "flood").stdout) > 0)
+    n1 = last_line_number(d.wisp("logs", "flood").stdout)
+    time.sleep(1.5)
+    out = d.wisp("logs", "flood", check=0).stdout
+    n2 = last_line_number(out)
+    assert n2 > n1 + 50, (n1, n2)
+    assert len(out) <= LOG_MAX * 3 // 2 + 4096, len(out)
+    t = time.monotonic()
+    d.wisp("stop", "flood", check=0)
+    assert time.monotonic() - t < 5
+    stuck.close()
+    # 4. logs across a wispd restart (kill -9), and a console after it
+    d.wisp("start", "big", check=0)
+    wait_for("big's output", lambda: "idle: ready" in d.wisp("logs", "big", check=0).stdout)
+    before = d.wisp("logs", "big", check=0).stdout
+    d.kill9()
+    d.start()
+    assert d.wisp("logs", "big", check=0).stdout == before
+    c = attach(d, "big", replay=0)
+    c.sendall(b"after-restart\r")
+    recv_until(c, b"unknown command 'after-restart'")
+    c.close()
+    assert "after-restart" in d.wisp("logs", "big", check=0).stdout
+    d.wisp("rm", "-f", "big", check=0)
+    d.wisp("rm", "flood", check=0)
+    assert not [f for f in os.listdir(os.path.join(d.state, "run")) if f.endswith(".in")]
+    d.stop()
+
+
+def case_events(d):
+    d.start()
+    s = subprocess.Popen([wt.A.wisp, "--socket", d.sock, "events", "-f", "--json"],
+                         stdout=subprocess.PIPE)
+    time.sleep(0.3)
+    d.define("e", policy="on-failure", stop_timeout_s=0, check=0)
+    d.wisp("start", "e", check=0)
+    d.wisp("stop", "e", check=0)
+    d.wisp("start", "e", check=0)
+    pid = d.vms()["e"]["pid"]
+    os.kill(pid, signal.SIGKILL)  # a crash, then the restart policy
+    wait_for("e restarted", lambda: d.vms()["e"]["state"] == "running"
+             and d.vms()["e"]["pid"] != pid)
+    d.wisp("rm", "-f", "e", check=0)
+    # rm -f of a running VM: killed and removed, one "remove" (no "stop")
+    want = ["define", "start", "stop", "start", "crash", "restart", "start", "remove"]
+    got, buf = [], b""
+    end = time.monotonic() + 10
+    while len(got) < len(want) and time.monotonic() < end:
+        if not select.select([s.stdout], [], [], 0.2)[0]:
+            continue
+        buf += os.read(s.stdout.fileno(), 65536)
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            e = json.loads(line)
+            assert set(e) == {"id", "time_ms", "vm", "kind", "event"}, e
+            got.append(e)
+    s.kill()
+    s.wait()
+    kinds = [e["kind"] for e in got]
+    assert kinds == want, kinds
+    ids = [e["id"] for e in got]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids), ids
+    # the stream from the API itself: a plain HTTP client, after=N replays from N
+    c = socket.socket(socket.AF_UNIX)
+    c.connect(d.sock)
+    c.sendall(f"GET /v1/events?follow=1&after={ids[0] - 1} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    recv_until(c, b'"kind":"remove"')
+    c.close()
+    assert d.wisp("events", "-x").returncode == 2
+    d.stop()
+
+
+def main():
+    wt.main_with(globals(), OpsDaemon)
+
+
+if __name__ == "__main__":
+    main()

@@ -321,9 +321,74 @@ int cmd_events(int argc, char **argv)
 
 /* ---- not yet -------------------------------------------------------------------------- */
 
+static void human(char *buf, size_t size, double v)
+{
+    static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    unsigned u = 0;
+    while (v >= 1024 && u < 4) {
+        v /= 1024;
+        u++;
+    }
+    snprintf(buf, size, u ? "%.1f %s" : "%.0f %s", v, units[u]);
+}
+
+static json_int_t get_int(json_t *o, const char *a, const char *b)
+{
+    return json_integer_value(json_object_get(json_object_get(o, a), b));
+}
+
 int cmd_stats(int argc, char **argv)
 {
-    return cli_usage_error("%s", "stats: not built yet");
+    if (argc < 2)
+        return cli_usage_error("%s", "stats: give NAME...");
+    json_t *all = json_array();
+    int ret = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!cli_name_ok(argv[i])) {
+            json_decref(all);
+            return cli_usage_error("'%s' is not a VM name", argv[i]);
+        }
+        char path[256];
+        snprintf(path, sizeof(path), "/v1/vms/%s/stats", argv[i]);
+        unsigned status;
+        cleanup_free char *answer = NULL;
+        if (cli_request("GET", path, NULL, &status, &answer) < 0) {
+            json_decref(all);
+            return EXIT_NO_DAEMON;
+        }
+        if (status >= 300) {
+            ret = cli_print_error(status, answer);
+            continue;
+        }
+        json_t *j = json_loads(answer, 0, NULL);
+        if (j)
+            json_array_append_new(all, j);
+    }
+    if (cli_json) {
+        json_dumpf(argc == 2 && json_array_size(all) == 1 ? json_array_get(all, 0) : all, stdout,
+                   JSON_INDENT(2));
+        putchar('\n');
+    } else if (json_array_size(all)) {
+        printf("%-20s %10s %11s %21s %21s\n", "NAME", "CPU", "MEMORY", "BLOCK READ/WRITTEN",
+               "NET RX/TX");
+        size_t k;
+        json_t *j;
+        json_array_foreach(all, k, j)
+        {
+            char mem[32], br[32], bw[32], rx[32], tx[32], b2[72], n2[72];
+            human(mem, sizeof(mem), (double)get_int(j, "memory", "bytes"));
+            human(br, sizeof(br), (double)get_int(j, "block", "read_bytes"));
+            human(bw, sizeof(bw), (double)get_int(j, "block", "write_bytes"));
+            human(rx, sizeof(rx), (double)get_int(j, "net", "rx_bytes"));
+            human(tx, sizeof(tx), (double)get_int(j, "net", "tx_bytes"));
+            snprintf(b2, sizeof(b2), "%s / %s", br, bw);
+            snprintf(n2, sizeof(n2), "%s / %s", rx, tx);
+            printf("%-20s %9.2fs %11s %21s %21s\n", json_string_value(json_object_get(j, "name")),
+                   (double)get_int(j, "cpu", "usage_ns") / 1e9, mem, b2, n2);
+        }
+    }
+    json_decref(all);
+    return ret;
 }
 
 int cmd_snapshot(int argc, char **argv)

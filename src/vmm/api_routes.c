@@ -22,6 +22,7 @@ void api_patch_vm(struct api_request *req, void *opaque);            /* api.c */
 void api_patch_drive(struct api_request *req, void *opaque);         /* api_runtime.c */
 void api_patch_nic(struct api_request *req, void *opaque);           /* api_runtime.c */
 void api_put_metrics(struct api_request *req, void *opaque);         /* api_runtime.c */
+void api_get_wisp_metrics(struct api_request *req, void *opaque);    /* api_runtime.c */
 void api_put_snapshot_create(struct api_request *req, void *opaque); /* snapshot_api.c */
 void api_put_snapshot_load(struct api_request *req, void *opaque);   /* snapshot_api.c */
 void api_put_balloon(struct api_request *req, void *opaque);         /* api_balloon_routes.c */
@@ -199,6 +200,7 @@ static const struct api_route routes[] = {
     {"PUT", "/serial", api_put_serial},
     {"PUT", "/logger", api_put_logger},
     {"PUT", "/metrics", api_put_metrics},
+    {"GET", "/wisp/metrics", api_get_wisp_metrics},
     {"PUT", "/actions", api_put_actions},
     {"PATCH", "/vm", api_patch_vm},
     {"PUT", "/snapshot/create", api_put_snapshot_create},

@@ -18,6 +18,7 @@
 void api_patch_drive(struct api_request *req, void *opaque);
 void api_patch_nic(struct api_request *req, void *opaque);
 void api_put_metrics(struct api_request *req, void *opaque);
+void api_get_wisp_metrics(struct api_request *req, void *opaque);
 
 /* Firecracker's answer to a PATCH before the start. */
 static bool after_start(struct vmm_api *a, struct api_request *req, const char *what)
@@ -226,4 +227,11 @@ void api_put_metrics(struct api_request *req, void *opaque)
     else
         api_reply_empty(req);
     json_decref(body);
+}
+
+/* GET /wisp/metrics: the counters since the start (wispd's stats). */
+void api_get_wisp_metrics(struct api_request *req, void *opaque)
+{
+    struct vmm_api *a = opaque;
+    api_reply_json(req, 200, vmm_metrics_totals(a->v));
 }

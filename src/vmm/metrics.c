@@ -38,16 +38,17 @@ static void add(json_t *o, const char *key, uint64_t v)
     json_object_set_new(o, key, json_integer((json_int_t)(sum > INT64_MAX ? INT64_MAX : sum)));
 }
 
-static void block_metrics(struct vmm_metrics *mt, json_t *line, json_t *total)
+/* The change since `last` (updated), or with last NULL the counts since the start. */
+static void block_metrics(struct vmm *v, struct virtio_blk_stats *last, json_t *line, json_t *total)
 {
-    const struct vm_config *cfg = mt->v->cfg;
+    const struct vm_config *cfg = v->cfg;
     for (unsigned i = 0; i < cfg->nr_drives; i++) {
         char name[16], key[64];
         const char *id = vm_drive_name(cfg, i, name, sizeof(name));
-        struct device *dev = device_list_find(&mt->v->m.devices, id);
+        struct device *dev = device_list_find(&v->m.devices, id);
         if (!dev)
             continue;
-        struct virtio_blk_stats s, *l = &mt->blk_last[i];
+        struct virtio_blk_stats s, zero = {0}, *l = last ? &last[i] : &zero;
         virtio_blk_get_stats(dev, &s);
         json_t *o = json_object();
         const struct {
@@ -68,16 +69,16 @@ static void block_metrics(struct vmm_metrics *mt, json_t *line, json_t *total)
     }
 }
 
-static void net_metrics(struct vmm_metrics *mt, json_t *line, json_t *total)
+static void net_metrics(struct vmm *v, struct virtio_net_stats *last, json_t *line, json_t *total)
 {
-    const struct vm_config *cfg = mt->v->cfg;
+    const struct vm_config *cfg = v->cfg;
     for (unsigned i = 0; i < cfg->nr_nics; i++) {
         char name[16], key[64];
         const char *id = vm_nic_name(cfg, i, name, sizeof(name));
-        struct device *dev = device_list_find(&mt->v->m.devices, id);
+        struct device *dev = device_list_find(&v->m.devices, id);
         if (!dev)
             continue;
-        struct virtio_net_stats s, *l = &mt->net_last[i];
+        struct virtio_net_stats s, zero = {0}, *l = last ? &last[i] : &zero;
         virtio_net_get_stats(dev, &s);
         json_t *o = json_object();
         const struct {
@@ -125,8 +126,8 @@ static json_t *metrics_line(struct vmm_metrics *mt)
     json_object_set_new(line, "utc_timestamp_ms",
                         json_integer((json_int_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000));
     if (mt->v->have_machine) {
-        block_metrics(mt, line, block);
-        net_metrics(mt, line, net);
+        block_metrics(mt->v, mt->blk_last, line, block);
+        net_metrics(mt->v, mt->net_last, line, net);
     }
     json_object_set_new(line, "block", block);
     json_object_set_new(line, "net", net);
@@ -134,6 +135,20 @@ static json_t *metrics_line(struct vmm_metrics *mt)
     json_object_set_new(line, "wisp",
                         json_pack("{s:s,s:I,s:I}", "state", vmm_state_name(mt->v->state), "lines",
                                   (json_int_t)mt->lines, "lines_dropped", (json_int_t)mt->dropped));
+    return line;
+}
+
+json_t *vmm_metrics_totals(struct vmm *v)
+{
+    json_t *line = json_object(), *block = json_object(), *net = json_object();
+    if (v->have_machine) {
+        block_metrics(v, NULL, line, block);
+        net_metrics(v, NULL, line, net);
+    }
+    json_object_set_new(line, "block", block);
+    json_object_set_new(line, "net", net);
+    json_object_set_new(line, "memory", memory_metrics(v->cfg));
+    json_object_set_new(line, "state", json_string(vmm_state_name(v->state)));
     return line;
 }
 

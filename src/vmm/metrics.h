@@ -3,6 +3,8 @@
 #ifndef WISP_VMM_METRICS_H
 #define WISP_VMM_METRICS_H
 
+#include <jansson.h>
+
 #include "common/err.h"
 
 struct vmm;
@@ -15,6 +17,10 @@ int vmm_metrics_start(struct vmm_metrics **out, struct vmm *v, const char *path,
 /* Writes a line now (FlushMetrics). A line that does not fit in the output buffer (a reader
  * that does not read) is dropped and counted in the next one. */
 int vmm_metrics_flush(struct vmm_metrics *m, struct wisp_err *err);
+/* GET /wisp/metrics (wisp's own): a metrics line's block, net and memory members, with the
+ * counters since the start instead of since the previous line, and the VM's state. Needs no
+ * PUT /metrics. Main thread. */
+json_t *vmm_metrics_totals(struct vmm *v);
 /* Writes a last line and gives it a bounded time to leave. NULL is fine. */
 void vmm_metrics_stop(struct vmm_metrics *m);
 

@@ -217,6 +217,7 @@ static const struct api_route routes[] = {
     {"DELETE", "/v1/vms/{name}/force", h_remove},
     {"GET", "/v1/vms/{name}/log", console_h_log},
     {"POST", "/v1/vms/{name}/console", console_h_attach},
+    {"GET", "/v1/vms/{name}/stats", stats_h_get},
     {"POST", "/v1/vms/{name}/{action}", h_action},
     {"GET", "/v1/events", h_events},
     {"GET", "/v1/events/{after}", h_events},

@@ -30,7 +30,13 @@ struct vmm_client {
     size_t out_len, out_off;
     char in[MAX_ANSWER + 1];
     size_t in_len;
+    char **answer; /* vmm_client_keep_answer */
 };
+
+void vmm_client_keep_answer(struct vmm_client *c, char **answer)
+{
+    c->answer = answer;
+}
 
 static uint64_t now_ns(void)
 {
@@ -108,6 +114,10 @@ static void answer_complete(struct vmm_client *c)
         json_decref(j);
         finish(c, -EIO, "wisp-vmm: %s %s: %u: %s", r->method, r->path, status, msg);
         return;
+    }
+    if (c->answer && c->cur + 1 == c->n) {
+        const char *body = strstr(c->in, "\r\n\r\n");
+        *c->answer = strdup(body ? body + 4 : "");
     }
     close_conn(c);
     if (++c->cur == c->n) {

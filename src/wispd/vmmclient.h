@@ -33,6 +33,10 @@ int vmm_client_run(struct vmm_client **out, struct evloop *loop, const char *pat
                    unsigned timeout_ms, vmm_client_done_fn done, void *opaque,
                    struct wisp_err *err);
 
+/* After vmm_client_run: the last request's 2xx answer body goes to *answer (malloc'd; the
+ * caller frees it) before done runs. */
+void vmm_client_keep_answer(struct vmm_client *c, char **answer);
+
 /* Drops the client without calling done (its VM went away). NULL is fine. */
 void vmm_client_cancel(struct vmm_client *c);
 

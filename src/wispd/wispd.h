@@ -96,6 +96,9 @@ void console_h_attach(struct api_request *req, void *opaque);
 void events_h_stream(struct api_request *req, struct wispd *d);
 void events_wake(struct wispd *d);
 
+/* stats.c: GET /v1/vms/{name}/stats */
+void stats_h_get(struct api_request *req, void *opaque);
+
 /* server.c */
 int wispd_serve(struct wispd *d, const char *socket_path, struct wisp_err *err);
 void wispd_events_notify(struct wispd *d);

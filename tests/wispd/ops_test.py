@@ -209,6 +209,32 @@ def case_events(d):
     d.stop()
 
 
+def case_stats(d):
+    d.start()
+    d.define("s", cmdline="flood=1", stop_timeout_s=0, check=0)
+    assert d.wisp("stats", "s").returncode == 5  # stopped
+    assert d.wisp("stats", "nosuch").returncode == 4
+    d.wisp("start", "s", check=0)
+    time.sleep(0.5)
+    a = json.loads(d.wisp("stats", "--json", "s", check=0).stdout)
+    time.sleep(0.5)
+    b = json.loads(d.wisp("stats", "s", "--json", check=0).stdout)
+    assert a["name"] == "s" and a["state"] == "running" and a["pid"] == d.vms()["s"]["pid"], a
+    # a flooding guest burns CPU: its usage grows between the two
+    assert 0 < a["cpu"]["usage_ns"] < b["cpu"]["usage_ns"], (a["cpu"], b["cpu"])
+    assert b["time_ms"] > a["time_ms"]
+    assert 256 * 1024 < b["memory"]["bytes"] < 256 << 20, b["memory"]
+    assert b["vmm"]["memory"]["guest_mib"] == 16 and b["vmm"]["memory"]["rss_kib"] > 0, b
+    for k in ("read_bytes", "write_bytes", "read_count", "write_count", "flush_count"):
+        assert b["block"][k] == 0, b["block"]  # no drive
+    for k in ("rx_bytes", "tx_bytes", "rx_packets", "tx_packets"):
+        assert b["net"][k] == 0, b["net"]
+    text = d.wisp("stats", "s", check=0).stdout
+    assert text.startswith("NAME") and "\ns " in text and "MiB" in text, text
+    d.wisp("rm", "-f", "s", check=0)
+    d.stop()
+
+
 def main():
     wt.main_with(globals(), OpsDaemon)
 

@@ -120,6 +120,16 @@ def check_walls(a, pid, jail_root, netns_path):
     check((r.st_dev, r.st_ino) == (j.st_dev, j.st_ino), "/proc/PID/root is not the jail's root")
     check(sorted(os.listdir(f"/proc/{pid}/root")) == ["dev", "disk.raw", "guest.elf", "wisp-vmm"],
           f"the jail holds {sorted(os.listdir(f'/proc/{pid}/root'))}")
+    # /dev: a tmpfs of the jail's mount namespace with the two nodes, the VM user's, 0600; the
+    # host sees an empty directory
+    dev = f"/proc/{pid}/root/dev"
+    check(sorted(os.listdir(dev)) == ["kvm", "net"] and os.listdir(dev + "/net") == ["tun"],
+          f"the jail's /dev holds {sorted(os.listdir(dev))}")
+    for node, host in (("kvm", "/dev/kvm"), ("net/tun", "/dev/net/tun")):
+        st, hs = os.stat(f"{dev}/{node}"), os.stat(host)
+        check(st.st_rdev == hs.st_rdev and (st.st_uid, st.st_gid) == (UID, GID) and
+              st.st_mode & 0o7777 == 0o600, f"the jail's /dev/{node}: {st}")
+    check(os.listdir(os.path.join(jail_root, "dev")) == [], "the host sees nodes in the jail's dev")
     for ns in ("mnt", "pid", "ipc", "uts", "net"):
         mine, its = os.readlink(f"/proc/self/ns/{ns}"), os.readlink(f"/proc/{pid}/ns/{ns}")
         check(mine != its, f"namespace {ns}: the VMM's is the host's ({its})")

@@ -74,14 +74,20 @@ static int make_dirs(struct jail *j, const char *mount, const struct jail_option
     return cpuset ? inherit_cpuset(parent, dir, err) : 0;
 }
 
-static int join(const char *dir, pid_t pid, struct wisp_err *err)
+/* The VMM joins the cgroup itself, before its exec (it writes "0" into this fd: run.c), so
+ * the jailer starts it with no hand-shake. */
+static int join(struct jail *j, const char *dir, struct wisp_err *err)
 {
-    char value[32];
-    snprintf(value, sizeof(value), "%d", (int)pid);
-    return write_file(dir, "cgroup.procs", value, err);
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/cgroup.procs", dir);
+    int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return wisp_err_sys(err, errno, "cgroup %s", path);
+    j->procs_fd[j->nr_procs++] = fd;
+    return 0;
 }
 
-static int cgroups_v1(struct jail *j, const struct jail_options *o, pid_t pid, struct wisp_err *err)
+static int cgroups_v1(struct jail *j, const struct jail_options *o, struct wisp_err *err)
 {
     for (unsigned i = 0; i < o->nr_cgroups; i++) {
         char controller[64], mount[160], dir[4096];
@@ -101,7 +107,7 @@ static int cgroups_v1(struct jail *j, const struct jail_options *o, pid_t pid, s
             make_dirs(j, mount, o, !strcmp(controller, "cpuset"), dir, sizeof(dir), err) < 0)
             return -EIO;
         if (write_file(dir, o->cgroups[i].file, o->cgroups[i].value, err) < 0 ||
-            (!seen && join(dir, pid, err) < 0))
+            (!seen && join(j, dir, err) < 0))
             return -EIO;
     }
     return 0;
@@ -128,7 +134,7 @@ static int cgroup2_mount(char *out, size_t size, struct wisp_err *err)
     return r;
 }
 
-static int cgroups_v2(struct jail *j, const struct jail_options *o, pid_t pid, struct wisp_err *err)
+static int cgroups_v2(struct jail *j, const struct jail_options *o, struct wisp_err *err)
 {
     char mount[4096], dir[4096];
     if (cgroup2_mount(mount, sizeof(mount), err) < 0 ||
@@ -146,11 +152,10 @@ static int cgroups_v2(struct jail *j, const struct jail_options *o, pid_t pid, s
         if (write_file(dir, o->cgroups[i].file, o->cgroups[i].value, err) < 0)
             return -EIO;
     }
-    return join(dir, pid, err);
+    return join(j, dir, err);
 }
 
-int jail_cgroups_create(struct jail *j, const struct jail_options *o, pid_t pid,
-                        struct wisp_err *err)
+int jail_cgroups_create(struct jail *j, const struct jail_options *o, struct wisp_err *err)
 {
-    return o->cgroup_version == 2 ? cgroups_v2(j, o, pid, err) : cgroups_v1(j, o, pid, err);
+    return o->cgroup_version == 2 ? cgroups_v2(j, o, err) : cgroups_v1(j, o, err);
 }

@@ -9,9 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/sysmacros.h>
 #include <unistd.h>
 
 /* Every open below the base directory: no "..", no absolute path, no symlink, no /proc magic. */
@@ -89,43 +89,58 @@ static int place_file(int root_fd, const struct jail_file *f, bool *bind, struct
     return 0;
 }
 
-/* A device node with the host's major/minor, the VM user's, mode 0600. */
-static int device_node(int dev_fd, const char *host, const char *name, const struct jail_options *o,
-                       bool required, struct wisp_err *err)
+/* The host's device numbers, and the jail's empty dev/ (a mount point: the child mounts a tmpfs
+ * with the nodes there, cheaper than nodes and directories made and removed on the base's file
+ * system, and gone with the mount namespace). */
+static int device_dir(struct jail *j, int root_fd, struct wisp_err *err)
 {
     struct stat st;
-    if (stat(host, &st) < 0 || !S_ISCHR(st.st_mode)) {
-        if (!required)
-            return 0;
-        return wisp_err_set(err, ENODEV, "%s: not a character device on this host", host);
-    }
-    if (mknodat(dev_fd, name, S_IFCHR | 0600, st.st_rdev) < 0)
-        return wisp_err_sys(err, errno, "mknod %s (%u:%u) in the jail", host, major(st.st_rdev),
-                            minor(st.st_rdev));
-    if (fchownat(dev_fd, name, o->uid, o->gid, AT_SYMLINK_NOFOLLOW) < 0)
-        return wisp_err_sys(err, errno, "chown of the jail's %s", host);
-    return 0;
-}
-
-static int device_nodes(int root_fd, const struct jail_options *o, struct wisp_err *err)
-{
+    if (stat("/dev/kvm", &st) < 0 || !S_ISCHR(st.st_mode))
+        return wisp_err_set(err, ENODEV, "/dev/kvm: not a character device on this host");
+    j->kvm = st.st_rdev;
+    j->tun = stat("/dev/net/tun", &st) == 0 && S_ISCHR(st.st_mode) ? st.st_rdev : 0;
     int dev = subdir(root_fd, "dev", "/dev in the jail", NULL, err);
     if (dev < 0)
         return dev;
-    int net = subdir(dev, "net", "/dev/net in the jail", NULL, err);
-    int r = net < 0 ? net : device_node(dev, "/dev/kvm", "kvm", o, true, err);
-    if (r == 0)
-        r = device_node(net, "/dev/net/tun", "tun", o, false, err);
     close(dev);
-    if (net >= 0)
-        close(net);
-    return r;
+    return 0;
+}
+
+static bool device_node(const char *path, dev_t rdev, const struct jail_options *o)
+{
+    return mknod(path, S_IFCHR | 0600, rdev) == 0 && chown(path, o->uid, o->gid) == 0;
+}
+
+const char *jail_make_devices(const struct jail *j, const struct jail_options *o)
+{
+    char dev[4200], path[4300];
+    snprintf(dev, sizeof(dev), "%s/dev", j->root);
+    /* nothing but the two nodes: 8 inodes, no data block, root's 0755 */
+    if (mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,nr_inodes=8,size=4k") < 0)
+        return "a tmpfs on the jail's /dev";
+    snprintf(path, sizeof(path), "%s/kvm", dev);
+    if (!device_node(path, j->kvm, o))
+        return "the jail's /dev/kvm (mknod, chown)";
+    if (!j->tun)
+        return NULL;
+    snprintf(path, sizeof(path), "%s/net", dev);
+    if (mkdir(path, 0755) < 0)
+        return "the jail's /dev/net";
+    snprintf(path, sizeof(path), "%s/net/tun", dev);
+    return device_node(path, j->tun, o) ? NULL : "the jail's /dev/net/tun (mknod, chown)";
 }
 
 void jail_init(struct jail *j)
 {
     memset(j, 0, sizeof(*j));
     j->base_fd = j->exec_dir_fd = -1;
+}
+
+void jail_close_procs(struct jail *j)
+{
+    for (unsigned i = 0; i < j->nr_procs; i++)
+        close(j->procs_fd[i]);
+    j->nr_procs = 0;
 }
 
 int jail_build(struct jail *j, const struct jail_options *o, struct wisp_err *err)
@@ -161,7 +176,7 @@ int jail_build(struct jail *j, const struct jail_options *o, struct wisp_err *er
     for (unsigned i = 0; r == 0 && i < o->nr_files; i++)
         r = place_file(root_fd, &o->files[i], &j->bind[i], err);
     if (r == 0)
-        r = device_nodes(root_fd, o, err);
+        r = device_dir(j, root_fd, err);
     close(root_fd);
     return r;
 }
@@ -192,6 +207,7 @@ static void remove_tree(int dirfd, const char *name)
 
 void jail_remove(struct jail *j, const struct jail_options *o)
 {
+    jail_close_procs(j);
     for (unsigned i = j->nr_cgroups; i-- > 0;)
         rmdir(j->cgroups[i]); /* the id's, then the parents it made (if empty) */
     j->nr_cgroups = 0;

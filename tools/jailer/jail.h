@@ -50,18 +50,27 @@ struct jail {
     char root[4096];                      /* <base>/<exec-name>/<id>/root, as a host path */
     char cgroups[JAIL_MAX_CGROUPS][4096]; /* cgroup directories made, in order */
     unsigned nr_cgroups;
+    int procs_fd[JAIL_MAX_CGROUPS]; /* their cgroup.procs, which the VMM writes itself into */
+    unsigned nr_procs;
+    dev_t kvm, tun; /* the host's /dev/kvm and /dev/net/tun (tun 0: none) */
 };
 
 /* An empty record (no fd open). */
 void jail_init(struct jail *j);
-/* Builds <base>/<exec-name>/<id>/root with the exec file, the files and the device nodes, every
- * step beneath the base directory with no symlink followed (openat2 RESOLVE_BENEATH |
- * RESOLVE_NO_SYMLINKS). -EINVAL-class failures are the caller's usage errors. */
+/* Builds <base>/<exec-name>/<id>/root with the exec file, the files and an empty dev/ (the child
+ * mounts a tmpfs there with the device nodes: jail_make_devices), every step beneath the base
+ * directory with no symlink followed (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS).
+ * -EINVAL-class failures are the caller's usage errors. */
 int jail_build(struct jail *j, const struct jail_options *o, struct wisp_err *err);
+/* In the child, in its mount namespace, before pivot_root: a tmpfs on the jail's dev/ holding
+ * kvm and net/tun (the host's numbers, UID:GID, 0600); it vanishes with the namespace. Sets
+ * errno and returns what failed, or NULL. */
+const char *jail_make_devices(const struct jail *j, const struct jail_options *o);
 /* The VM's cgroups (one per controller named by --cgroup in v1, one directory in v2), with
- * their settings; pid is moved into them. */
-int jail_cgroups_create(struct jail *j, const struct jail_options *o, pid_t pid,
-                        struct wisp_err *err);
+ * their settings, and their cgroup.procs opened (procs_fd) for the VMM to join before its exec. */
+int jail_cgroups_create(struct jail *j, const struct jail_options *o, struct wisp_err *err);
+/* Closes the cgroup.procs fds (the VMM has joined). */
+void jail_close_procs(struct jail *j);
 /* Removes what jail_build and jail_cgroups_create made (after the VM's last process ended). */
 void jail_remove(struct jail *j, const struct jail_options *o);
 

@@ -33,67 +33,83 @@ static void forward_signal(int sig)
         kill(vmm_pid, sig);
 }
 
-/* In the child: fails with a message on stderr and the exit code for the reaper. */
-static void child_fail(int report, int code, const char *what)
+/* The child (clone with CLONE_VM | CLONE_VFORK: it runs on the jailer's memory, on its own
+ * stack, while the jailer waits for its exec; no page table is copied). What it needs is made
+ * before the clone; it only makes system calls and, on a failure, sets child.failed. */
+static struct {
+    const struct jail *j;
+    const struct jail_options *o;
+    int netns_fd;
+    char **argv;
+    sigset_t mask; /* the jailer's signal mask before it blocked everything for the clone */
+    volatile int failed;
+    _Alignas(16) char stack[64 << 10];
+} child;
+
+static void child_fail(const char *what)
 {
     fprintf(stderr, "wisp-jailer: %s: %s\n", what, strerror(errno));
-    unsigned char c = (unsigned char)code;
-    if (write(report, &c, 1) < 0) {
-    }
-    _exit(code);
+    child.failed = 1;
+    _exit(1);
 }
 
-static void child_limits(const struct jail_options *o, int report)
+static void child_limits(const struct jail_options *o)
 {
     struct rlimit nofile = {DEFAULT_NOFILE, DEFAULT_NOFILE};
     if (setrlimit(RLIMIT_NOFILE, &nofile) < 0)
-        child_fail(report, 1, "setrlimit no-file");
+        child_fail("setrlimit no-file");
     for (unsigned i = 0; i < o->nr_limits; i++) {
         struct rlimit l = {o->limits[i].value, o->limits[i].value};
         if (setrlimit(o->limits[i].resource, &l) < 0)
-            child_fail(report, 1, "--resource-limit");
+            child_fail("--resource-limit");
     }
 }
 
-/* New mount namespace, the jail bind-mounted onto itself, the files that could not be linked
- * bind-mounted in, then pivot_root into it and the old root detached. */
-static void child_enter(const struct jail *j, const struct jail_options *o, int report)
+/* In its new mount namespace (made by the clone): the jail bind-mounted onto itself, the files
+ * that could not be linked bind-mounted in, the tmpfs /dev, then pivot_root into it and the old
+ * root detached. */
+static void child_enter(const struct jail *j, const struct jail_options *o)
 {
-    if (unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS) < 0)
-        child_fail(report, 1, "unshare(mount, ipc, uts)");
     if (mount(NULL, "/", NULL, MS_SLAVE | MS_REC, NULL) < 0)
-        child_fail(report, 1, "mount / MS_SLAVE|MS_REC");
+        child_fail("mount / MS_SLAVE|MS_REC");
     if (mount(j->root, j->root, NULL, MS_BIND | MS_REC, NULL) < 0)
-        child_fail(report, 1, "bind mount of the jail's root");
+        child_fail("bind mount of the jail's root");
     for (unsigned i = 0; i < o->nr_files; i++) {
         char target[8192];
         snprintf(target, sizeof(target), "%s%s", j->root, o->files[i].jail_path);
         if (j->bind[i] && mount(o->files[i].host, target, NULL, MS_BIND, NULL) < 0)
-            child_fail(report, 1, o->files[i].host);
+            child_fail(o->files[i].host);
     }
+    const char *failed = jail_make_devices(j, o);
+    if (failed)
+        child_fail(failed);
     if (o->daemonize) {
         int null = open("/dev/null", O_RDWR);
         if (null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(null, 2) < 0)
-            child_fail(report, 1, "/dev/null");
+            child_fail("/dev/null");
         close(null);
     }
     if (chdir(j->root) < 0 || syscall(SYS_pivot_root, ".", ".") < 0)
-        child_fail(report, 1, "pivot_root into the jail");
+        child_fail("pivot_root into the jail");
     if (umount2(".", MNT_DETACH) < 0 || chdir("/") < 0)
-        child_fail(report, 1, "detaching the host's root");
+        child_fail("detaching the host's root");
     if (sethostname(o->id, strlen(o->id)) < 0)
-        child_fail(report, 1, "sethostname");
+        child_fail("sethostname");
 }
 
-static void child_exec(const struct jail_options *o, int report)
+/* wisp-vmm's command line: /<exec-name> --id ID [args...] --uid UID --gid GID (made by the
+ * jailer before the clone; lives until the jailer exits). */
+static char **vmm_argv(const struct jail_options *o, struct wisp_err *err)
 {
-    char uid[16], gid[16], path[300];
+    static char uid[16], gid[16], path[300];
     snprintf(uid, sizeof(uid), "%u", o->uid);
     snprintf(gid, sizeof(gid), "%u", o->gid);
     snprintf(path, sizeof(path), "/%s", o->exec_name);
     char **argv = calloc((size_t)o->nr_vmm_args + 8, sizeof(*argv));
-    if (!argv)
-        child_fail(report, 1, "out of memory");
+    if (!argv) {
+        wisp_err_set(err, ENOMEM, "out of memory");
+        return NULL;
+    }
     int n = 0;
     argv[n++] = path;
     argv[n++] = "--id";
@@ -104,25 +120,29 @@ static void child_exec(const struct jail_options *o, int report)
     argv[n++] = uid;
     argv[n++] = "--gid";
     argv[n++] = gid;
-    char *envp[] = {NULL};
-    /* every fd but 0-2 closes at the exec (the report pipe too: its EOF says the exec happened) */
-    if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
-        child_fail(report, 1, "close_range");
-    execve(path, argv, envp);
-    child_fail(report, 1, o->exec_file);
+    return argv;
 }
 
-static void child_main(const struct jail *j, const struct jail_options *o, int netns_fd, int go,
-                       int report)
+static int child_main(void *unused)
 {
-    char c;
-    if (read(go, &c, 1) != 1) /* the reaper failed to make the cgroups: it says why */
-        _exit(1);
-    if (netns_fd >= 0 && setns(netns_fd, CLONE_NEWNET) < 0)
-        child_fail(report, 1, "--netns: setns");
-    child_enter(j, o, report);
-    child_limits(o, report);
-    child_exec(o, report);
+    (void)unused;
+    const struct jail *j = child.j;
+    const struct jail_options *o = child.o;
+    if (child.netns_fd >= 0 && setns(child.netns_fd, CLONE_NEWNET) < 0)
+        child_fail("--netns: setns");
+    child_enter(j, o);
+    for (unsigned i = 0; i < j->nr_procs; i++) /* its cgroups: "0" is the writer itself */
+        if (write(j->procs_fd[i], "0", 1) != 1)
+            child_fail("joining the VM's cgroup (cgroup.procs)");
+    child_limits(o);
+    /* every fd but 0-2 closes at the exec */
+    if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
+        child_fail("close_range");
+    char *envp[] = {NULL};
+    sigprocmask(SIG_SETMASK, &child.mask, NULL);
+    execve(child.argv[0], child.argv, envp);
+    child_fail(o->exec_file);
+    return 1;
 }
 
 static int open_netns(const char *path, struct wisp_err *err)
@@ -181,42 +201,36 @@ static int daemonize(void)
     return st[1];
 }
 
+/* The VMM: one clone that makes its mount, ipc, uts (and pid) namespaces and returns once it
+ * has exec'd wisp-vmm (or failed, having said why). */
 static int start_child(struct jail *j, const struct jail_options *o, int netns_fd,
                        struct wisp_err *err, bool *usage)
 {
-    int go[2], report[2];
-    if (pipe2(go, O_CLOEXEC) < 0 || pipe2(report, O_CLOEXEC) < 0)
-        return wisp_err_sys(err, errno, "pipe");
-    if (o->new_pid_ns && unshare(CLONE_NEWPID) < 0)
-        return wisp_err_sys(err, errno, "--new-pid-ns: unshare");
-    pid_t pid = fork();
-    if (pid < 0)
-        return wisp_err_sys(err, errno, "fork");
-    if (pid == 0) {
-        close(go[1]);
-        close(report[0]);
-        child_main(j, o, netns_fd, go[0], report[1]);
-    }
-    vmm_pid = pid;
-    close(go[0]);
-    close(report[1]);
-    int r = jail_cgroups_create(j, o, pid, err);
+    int r = jail_cgroups_create(j, o, err);
     if (r < 0) {
         *usage = r == -EINVAL;
-        close(go[1]);
-        close(report[0]);
-        reap(pid);
         return r;
     }
-    if (write(go[1], "g", 1) < 0) {
-    }
-    close(go[1]);
-    unsigned char code;
-    ssize_t n = read(report[0], &code, 1);
-    close(report[0]);
-    if (n == 1) { /* the child said why on stderr */
+    child.argv = vmm_argv(o, err);
+    if (!child.argv)
+        return -ENOMEM;
+    child.j = j, child.o = o, child.netns_fd = netns_fd, child.failed = 0;
+    sigset_t all;
+    sigfillset(&all);
+    sigprocmask(SIG_SETMASK, &all, &child.mask); /* no handler runs on the child's stack */
+    int flags = CLONE_VM | CLONE_VFORK | SIGCHLD | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS |
+                (o->new_pid_ns ? CLONE_NEWPID : 0);
+    pid_t pid = clone(child_main, child.stack + sizeof(child.stack), flags, NULL);
+    int e = errno;
+    vmm_pid = pid;
+    sigprocmask(SIG_SETMASK, &child.mask, NULL);
+    jail_close_procs(j);
+    if (pid < 0)
+        return wisp_err_sys(err, e, "clone (mount, ipc, uts%s namespaces)",
+                            o->new_pid_ns ? ", pid" : "");
+    if (child.failed) { /* the child said why on stderr */
         reap(pid);
-        return wisp_err_set(err, EIO, "the VMM was not started (status %d)", code);
+        return wisp_err_set(err, EIO, "the VMM was not started");
     }
     return pid;
 }

@@ -222,7 +222,7 @@ static int pool_grow(struct block_dev *bs, struct block_aio_ctx *c, struct wisp_
 {
     if (c->idle_threads > c->work.len || c->nthreads == c->max_threads)
         return 0;
-    int r = pthread_create(&c->threads[c->nthreads], NULL, pool_worker, bs);
+    int r = wisp_thread_create(&c->threads[c->nthreads], NULL, pool_worker, bs);
     if (r == 0)
         c->nthreads++;
     else if (c->nthreads == 0)

@@ -431,7 +431,7 @@ int iothread_start(struct iothread **out, const char *name, struct wisp_err *err
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, 256 * 1024);
-    int e = pthread_create(&t->thread, &attr, iothread_main, t);
+    int e = wisp_thread_create(&t->thread, &attr, iothread_main, t);
     pthread_attr_destroy(&attr);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (e) {

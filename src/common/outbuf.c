@@ -147,7 +147,7 @@ int outbuf_create(struct outbuf **out, int fd, size_t capacity, const char *name
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old); /* the writer takes no signal */
-    int e = pthread_create(&ob->thread, &attr, writer_main, ob);
+    int e = wisp_thread_create(&ob->thread, &attr, writer_main, ob);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     pthread_attr_destroy(&attr);
     if (e) {

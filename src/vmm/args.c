@@ -299,13 +299,13 @@ static int set_async_teardown(const char *v, struct vm_config *args, struct wisp
 
 static int parse_seccomp(const char *v, struct vm_config *args, struct wisp_err *err)
 {
-    static const char *const modes[] = {"on", "log", "off"}; /* enum vmm_seccomp_mode */
-    for (int m = 0; m < 3; m++)
+    static const char *const modes[] = {"on", "log", "off", "audit"}; /* vmm_seccomp_mode */
+    for (int m = 0; m < 4; m++)
         if (!strcmp(v, modes[m])) {
             args->seccomp = m;
             return 0;
         }
-    return wisp_err_set(err, EINVAL, "--seccomp=%s: expected on, log or off", v);
+    return wisp_err_set(err, EINVAL, "--seccomp=%s: expected on, log, off or audit", v);
 }
 
 enum option_kind {

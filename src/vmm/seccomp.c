@@ -2,6 +2,7 @@
 #include "vmm/seccomp.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <linux/seccomp.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -92,6 +93,8 @@ static int kind_of(enum wisp_thread_kind kind, const char *name)
         return SECCOMP_WRITER;
     case WISP_THREAD_SNAPSHOT:
         return SECCOMP_SNAPSHOT;
+    case WISP_THREAD_SPAWNER:
+        return SECCOMP_SPAWNER;
     default:
         return SECCOMP_TEARDOWN;
     }
@@ -119,8 +122,9 @@ static void thread_enter(enum wisp_thread_kind tk, const char *name)
     test_trigger(kind);
 }
 
-/* Under log, each program's kill-process returns become traps (SIGSYS to the handler). */
-static int make_log_copies(struct wisp_err *err)
+/* Under log, each program's kill-process returns become traps (SIGSYS to the handler); under
+ * audit, SECCOMP_RET_LOG (the call is made). */
+static int make_copies(uint32_t action, struct wisp_err *err)
 {
     for (int k = 0; k < SECCOMP_KINDS; k++) {
         const struct sock_fprog *p = &seccomp_progs[k];
@@ -130,7 +134,7 @@ static int make_log_copies(struct wisp_err *err)
         memcpy(f, p->filter, p->len * sizeof(*f));
         for (unsigned i = 0; i < p->len; i++)
             if (f[i].code == (BPF_RET | BPF_K) && f[i].k == SECCOMP_RET_KILL_PROCESS)
-                f[i].k = SECCOMP_RET_TRAP;
+                f[i].k = action;
         sc.progs[k] = (struct sock_fprog){p->len, f}; /* kept for the process's life */
     }
     struct sigaction sa = {.sa_sigaction = sigsys_handler, .sa_flags = SA_SIGINFO};
@@ -153,6 +157,71 @@ static int test_kind_from_env(struct wisp_err *err)
     return wisp_err_set(err, EINVAL, "WISP_SECCOMP_TEST=%s: not a kind of thread", v);
 }
 
+/* The spawner: the one thread that may clone (threads, the --async-teardown helper). Every
+ * other thread asks it (wisp_thread_spawn) and waits; one call at a time. Its filter is the
+ * union of its children's lists (they inherit it), so no other thread's list needs clone or
+ * any of its children's calls. */
+static struct {
+    pthread_mutex_t call, lock;
+    pthread_cond_t cond;
+    int (*fn)(void *);
+    void *arg;
+    int result;
+    enum { SPAWN_IDLE, SPAWN_ASKED, SPAWN_DONE } state;
+} sp = {.call = PTHREAD_MUTEX_INITIALIZER,
+        .lock = PTHREAD_MUTEX_INITIALIZER,
+        .cond = PTHREAD_COND_INITIALIZER};
+
+static void *spawner_main(void *unused)
+{
+    (void)unused;
+    pthread_setname_np(pthread_self(), "spawner");
+    wisp_thread_enter(WISP_THREAD_SPAWNER, "spawner");
+    pthread_mutex_lock(&sp.lock);
+    for (;;) {
+        while (sp.state != SPAWN_ASKED)
+            pthread_cond_wait(&sp.cond, &sp.lock);
+        sp.result = sp.fn(sp.arg);
+        sp.state = SPAWN_DONE;
+        pthread_cond_broadcast(&sp.cond);
+    }
+    return NULL;
+}
+
+static int spawn_call(int (*fn)(void *), void *arg)
+{
+    pthread_mutex_lock(&sp.call);
+    pthread_mutex_lock(&sp.lock);
+    sp.fn = fn, sp.arg = arg, sp.state = SPAWN_ASKED;
+    pthread_cond_broadcast(&sp.cond);
+    while (sp.state != SPAWN_DONE)
+        pthread_cond_wait(&sp.cond, &sp.lock);
+    int r = sp.result;
+    sp.state = SPAWN_IDLE;
+    pthread_mutex_unlock(&sp.lock);
+    pthread_mutex_unlock(&sp.call);
+    return r;
+}
+
+static int start_spawner(struct wisp_err *err)
+{
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 64 << 10);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    sigset_t all, old; /* it takes no signal (but SIGSYS under log: thread_enter) */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_t t;
+    int e = pthread_create(&t, &attr, spawner_main, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&attr);
+    if (e)
+        return wisp_err_sys(err, e, "seccomp: cannot start the spawner thread");
+    wisp_thread_set_spawner(spawn_call);
+    return 0;
+}
+
 int vmm_seccomp_setup(enum vmm_seccomp_mode mode, struct wisp_err *err)
 {
     sc.mode = mode;
@@ -162,8 +231,8 @@ int vmm_seccomp_setup(enum vmm_seccomp_mode mode, struct wisp_err *err)
     int r = test_kind_from_env(err);
     if (r < 0)
         return r;
-    if (mode == VMM_SECCOMP_LOG)
-        r = make_log_copies(err);
+    if (mode == VMM_SECCOMP_LOG || mode == VMM_SECCOMP_AUDIT)
+        r = make_copies(mode == VMM_SECCOMP_LOG ? SECCOMP_RET_TRAP : SECCOMP_RET_LOG, err);
     else
         memcpy(sc.progs, seccomp_progs, sizeof(sc.progs));
     if (r < 0)
@@ -171,8 +240,11 @@ int vmm_seccomp_setup(enum vmm_seccomp_mode mode, struct wisp_err *err)
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         return wisp_err_sys(err, errno, "seccomp: PR_SET_NO_NEW_PRIVS");
     wisp_thread_set_enter_hook(thread_enter);
-    /* the log's writer starts now, with its own filter: started later by the first line, it
-     * would be a vCPU thread's child (a boot marker), which may not start threads */
+    r = start_spawner(err);
+    if (r < 0)
+        return r;
+    /* the log's writer starts now (through the spawner), not at the first line, which may be a
+     * vCPU's (a boot marker) */
     wisp_log_raw("", 0);
     wisp_thread_enter(WISP_THREAD_MAIN, NULL);
     return 0;

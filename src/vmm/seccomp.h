@@ -9,6 +9,7 @@ enum vmm_seccomp_mode {
     VMM_SECCOMP_ON,  /* a forbidden system call kills the process (SIGSYS) */
     VMM_SECCOMP_LOG, /* it traps: one line naming the thread and the call, exit status 159 */
     VMM_SECCOMP_OFF,
+    VMM_SECCOMP_AUDIT, /* loaded, but a forbidden call is allowed (SECCOMP_RET_LOG): tracing */
 };
 
 /* Exit status under --seccomp=log after a forbidden call (128 + SIGSYS, as a shell shows a

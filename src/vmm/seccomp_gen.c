@@ -57,7 +57,8 @@ static int emit(FILE *out, int kind)
         seccomp_attr_set(ctx, SCMP_FLTATR_CTL_OPTIMIZE, 2) < 0)
         return -1;
     for (int k = 0; k < SECCOMP_KINDS; k++) {
-        if (k != kind && kind != SECCOMP_MAIN)
+        /* the spawner's children run under its filter and then their own */
+        if (kind == SECCOMP_SPAWNER ? k == SECCOMP_MAIN : k != kind)
             continue;
         const struct seccomp_list *l = &seccomp_lists[k];
         for (unsigned i = 0; i < l->count; i++)

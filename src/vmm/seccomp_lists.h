@@ -19,6 +19,7 @@ enum seccomp_kind {
     SECCOMP_WRITER,
     SECCOMP_SNAPSHOT,
     SECCOMP_TEARDOWN,
+    SECCOMP_SPAWNER,
     SECCOMP_KINDS
 };
 
@@ -43,8 +44,8 @@ struct seccomp_list {
     unsigned count;
 };
 
-/* The lists of the kinds; the main thread's filter also takes every other kind's rules (its
- * threads inherit it: docs/security.md). */
+/* The lists of the kinds; the spawner's filter also takes every other kind's rules but the
+ * main thread's (the threads it creates inherit it: docs/security.md). */
 extern const struct seccomp_list seccomp_lists[SECCOMP_KINDS];
 
 #endif

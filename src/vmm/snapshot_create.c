@@ -332,7 +332,7 @@ int vmm_snapshot_create(struct vmm *v, const struct snapshot_create_params *p,
     job->mem_path = strdup(p->mem_file_path);
     if (!job->state_path || !job->mem_path)
         r = wisp_err_set(err, ENOMEM, "out of memory");
-    int e = r < 0 ? 0 : pthread_create(&job->thread, NULL, create_worker, job);
+    int e = r < 0 ? 0 : wisp_thread_create(&job->thread, NULL, create_worker, job);
     if (e)
         r = wisp_err_sys(err, e, "cannot start the snapshot's thread");
     if (r < 0) {

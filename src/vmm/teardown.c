@@ -46,6 +46,19 @@ static int teardown_child(void *arg)
     return 0;
 }
 
+struct helper_clone {
+    void *stack;
+    uintptr_t arg;
+};
+
+static int clone_helper(void *arg)
+{
+    struct helper_clone *hc = arg;
+    pid_t pid = clone(teardown_child, (char *)hc->stack + TEARDOWN_STACK_SIZE, CLONE_VM | SIGCHLD,
+                      (void *)hc->arg);
+    return pid < 0 ? -errno : pid;
+}
+
 int machine_teardown_async(struct machine *m)
 {
     /* Devices first, in this process: a drive's cached qcow2 metadata reaches its file, the
@@ -66,9 +79,9 @@ int machine_teardown_async(struct machine *m)
     /* CLONE_VM: no copy of the address space; the fd table is copied, so the helper holds its
      * own reference to the VM. The stack is never unmapped: the helper runs on it until the
      * address space goes away with it. */
-    pid_t pid =
-        clone(teardown_child, (char *)stack + TEARDOWN_STACK_SIZE, CLONE_VM | SIGCHLD, (void *)arg);
-    int e = errno;
+    struct helper_clone hc = {stack, arg};
+    pid_t pid = wisp_thread_spawn(clone_helper, &hc); /* the spawner thread clones it */
+    int e = -pid;
     close(pipe_fds[0]); /* the write end stays open until this process exits */
     if (pid < 0) {
         munmap(stack, TEARDOWN_STACK_SIZE);

@@ -306,7 +306,7 @@ int vcpu_threads_start(struct machine *m, struct wisp_err *err)
         t->m = m;
         t->vcpu.index = i;
         t->vcpu.fd = -1;
-        int e = pthread_create(&t->thread, &attr, vcpu_thread_main, t);
+        int e = wisp_thread_create(&t->thread, &attr, vcpu_thread_main, t);
         if (e) {
             r = wisp_err_sys(err, e, "cannot start the thread of vCPU %u", i);
             break;

@@ -84,7 +84,7 @@ def main():
             f.write(b"Hello from the demo disk.\n")
             f.truncate(1 << 20)
         base = ["--kernel", a.demo, "--mem", "64"]
-        for kind in ("main", "vcpu", "writer"):
+        for kind in ("main", "spawner", "vcpu", "writer"):
             check_kind(a.vmm, kind, base, failures)
         check_kind(a.vmm, "block-io", base + ["--drive", "path=%s,format=raw" % disk], failures)
         check_kind(a.vmm, "pool", base + ["--drive", "path=%s,format=raw,aio=threads" % disk], failures)

@@ -27,6 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO, "tests", "kernel"))
 import devices_test as dt  # noqa: E402  (the kit's kernel, images, command line)
+import jailer_test as jt  # noqa: E402  (the walls as the ring-3 jailer test checks them)
 
 UID = GID = 40117
 NETNS = f"wjlinux{os.getpid()}"
@@ -52,30 +53,7 @@ echo "wisp-jail: done"
 """
 
 
-class Failure(Exception):
-    pass
-
-
-def check(cond, what):
-    if not cond:
-        raise Failure(what)
-
-
-def status_of(path):
-    with open(path) as f:
-        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
-
-
-def vmm_child(jailer, timeout=10):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        with open(f"/proc/{jailer.pid}/task/{jailer.pid}/children") as f:
-            kids = f.read().split()
-        if kids:
-            return int(kids[0])
-        check(jailer.poll() is None, f"the jailer ended with status {jailer.returncode}")
-        time.sleep(0.01)
-    raise Failure("the jailer started no wisp-vmm")
+Failure, check, status_of = jt.Failure, jt.check, jt.proc_status
 
 
 def check_walls(pid, jail_root, netns_path):
@@ -83,16 +61,7 @@ def check_walls(pid, jail_root, netns_path):
     while status_of(f"/proc/{pid}/status")["Uid"].split()[0] == "0":
         check(time.monotonic() < end, "wisp-vmm did not drop to the unprivileged user in 20 s")
         time.sleep(0.01)
-    tids = os.listdir(f"/proc/{pid}/task")
-    for tid in tids:
-        s = status_of(f"/proc/{pid}/task/{tid}/status")
-        what = f"thread {tid} ({s['Name']})"
-        check(s["Uid"].split() == [str(UID)] * 4, f"{what}: Uid {s['Uid']}")
-        check(s["Gid"].split() == [str(GID)] * 4, f"{what}: Gid {s['Gid']}")
-        for cap in ("CapEff", "CapPrm", "CapBnd", "CapInh", "CapAmb"):
-            check(int(s[cap], 16) == 0, f"{what}: {cap} {s[cap]}")
-        check(s["NoNewPrivs"] == "1", f"{what}: NoNewPrivs {s['NoNewPrivs']}")
-        check(s["Seccomp"] == "2", f"{what}: Seccomp {s['Seccomp']}, expected 2")
+    tids = jt.check_threads(pid, uid=UID, gid=GID)
     s = status_of(f"/proc/{pid}/status")
     check(s["NSpid"].split()[-1] == "1", f"NSpid {s['NSpid']}: not pid 1 of its namespace")
     r, j = os.stat(f"/proc/{pid}/root"), os.stat(jail_root)
@@ -151,7 +120,7 @@ def run(a, tmp):
         p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE)
         try:
-            pid = vmm_child(p)
+            pid = jt.vmm_child(p.pid)
             check_walls(pid, os.path.join(base, "wisp-vmm/linux-1/root"), f"/run/netns/{NETNS}")
             out, err = p.communicate(timeout=TIMEOUT)
         except subprocess.TimeoutExpired:

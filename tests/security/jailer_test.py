@@ -101,19 +101,25 @@ def vmm_child(jailer_pid, timeout=10):
     raise Failure("the jailer started no process")
 
 
-def check_walls(a, pid, jail_root, netns_path):
-    seccomp = "--seccomp" in subprocess.run([a.vmm, "--help"], capture_output=True,
-                                            text=True).stdout
-    for tid in os.listdir(f"/proc/{pid}/task"):
+def check_threads(pid, seccomp=True, uid=UID, gid=GID):
+    """every thread of pid: the unprivileged ids, no capability, NoNewPrivs (and Seccomp 2)"""
+    tids = os.listdir(f"/proc/{pid}/task")
+    for tid in tids:
         s = proc_status(f"/proc/{pid}/task/{tid}/status")
         what = f"thread {tid} ({s['Name']})"
-        check(s["Uid"].split() == [str(UID)] * 4, f"{what}: Uid {s['Uid']}")
-        check(s["Gid"].split() == [str(GID)] * 4, f"{what}: Gid {s['Gid']}")
-        check(int(s["CapEff"], 16) == 0 and int(s["CapPrm"], 16) == 0 and
-              int(s["CapBnd"], 16) == 0, f"{what}: capabilities {s['CapEff']} {s['CapBnd']}")
+        check(s["Uid"].split() == [str(uid)] * 4, f"{what}: Uid {s['Uid']}")
+        check(s["Gid"].split() == [str(gid)] * 4, f"{what}: Gid {s['Gid']}")
+        for cap in ("CapEff", "CapPrm", "CapBnd", "CapInh", "CapAmb"):
+            check(int(s[cap], 16) == 0, f"{what}: {cap} {s[cap]}")
         check(s["NoNewPrivs"] == "1", f"{what}: NoNewPrivs {s['NoNewPrivs']}")
         if seccomp:
             check(s["Seccomp"] == "2", f"{what}: Seccomp {s['Seccomp']}, expected 2")
+    return tids
+
+
+def check_walls(a, pid, jail_root, netns_path):
+    check_threads(pid, "--seccomp" in subprocess.run([a.vmm, "--help"], capture_output=True,
+                                                     text=True).stdout)
     s = proc_status(f"/proc/{pid}/status")
     check(s["NSpid"].split()[-1] == "1", f"NSpid {s['NSpid']}: not pid 1 of a new namespace")
     r, j = os.stat(f"/proc/{pid}/root"), os.stat(jail_root)

@@ -84,7 +84,7 @@ int cmd_logs(int argc, char **argv)
     bool follow = false;
     long long tail = -1;
     int c;
-    optind = 1;
+    optind = 0;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "+ft:n:", opts, NULL)) != -1) {
         if (c == 'f')
@@ -141,7 +141,7 @@ int cmd_console(int argc, char **argv)
     static const struct option opts[] = {{"replay", required_argument, NULL, 'r'}, {0}};
     long long replay = -1;
     int c;
-    optind = 1;
+    optind = 0;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
         if (c == 'r' && parse_count("--replay", optarg, 0, &replay))
@@ -391,19 +391,177 @@ int cmd_stats(int argc, char **argv)
     return ret;
 }
 
+/* An absolute path for wispd (which runs elsewhere): the parent made absolute. */
+static char *absolute(const char *p)
+{
+    char *r = realpath(p, NULL);
+    if (r)
+        return r;
+    cleanup_free char *copy = strdup(p);
+    char *slash = copy ? strrchr(copy, '/') : NULL;
+    const char *base = slash ? slash + 1 : p;
+    if (slash)
+        *slash = '\0';
+    cleanup_free char *dir = realpath(slash ? (*copy ? copy : "/") : ".", NULL);
+    char *out = NULL;
+    if (dir && asprintf(&out, "%s/%s", strcmp(dir, "/") ? dir : "", base) < 0)
+        out = NULL;
+    return out;
+}
+
+static void show_snapshot(json_t *j)
+{
+    printf("%s: snapshot %s (memory %s, definition %s)\n",
+           json_string_value(json_object_get(j, "name")),
+           json_string_value(json_object_get(j, "state")),
+           json_string_value(json_object_get(j, "memory")),
+           json_string_value(json_object_get(j, "definition")));
+}
+
+static int one_call(const char *path, json_t *body, void (*show)(json_t *))
+{
+    cleanup_free char *text = json_dumps(body, 0);
+    json_decref(body);
+    unsigned status;
+    cleanup_free char *answer = NULL;
+    if (cli_request("POST", path, text, &status, &answer) < 0)
+        return EXIT_NO_DAEMON;
+    if (status >= 300)
+        return cli_print_error(status, answer);
+    json_t *j = json_loads(answer, 0, NULL);
+    if (cli_json && j) {
+        json_dumpf(j, stdout, JSON_INDENT(2));
+        putchar('\n');
+    } else if (j) {
+        show(j);
+    }
+    json_decref(j);
+    return 0;
+}
+
 int cmd_snapshot(int argc, char **argv)
 {
-    return cli_usage_error("%s", "snapshot: not built yet");
+    if (argc != 3 || !cli_name_ok(argv[1]))
+        return cli_usage_error("%s", "snapshot: give NAME and DIR or FILE");
+    cleanup_free char *p = absolute(argv[2]);
+    if (!p) {
+        fprintf(stderr, "wisp: %s: %s\n", argv[2], strerror(errno));
+        return EXIT_USAGE;
+    }
+    char path[256];
+    snprintf(path, sizeof(path), "/v1/vms/%s/snapshot", argv[1]);
+    return one_call(path, json_pack("{s:s}", "path", p), show_snapshot);
+}
+
+static void show_running(json_t *j)
+{
+    printf("%s: %s\n", json_string_value(json_object_get(j, "name")),
+           json_string_value(json_object_get(j, "state")));
 }
 
 int cmd_restore(int argc, char **argv)
 {
-    return cli_usage_error("%s", "restore: not built yet");
+    if (argc != 3 || !cli_name_ok(argv[1]))
+        return cli_usage_error("%s", "restore: give NAME and FROM (a snapshot's DIR or FILE)");
+    cleanup_free char *p = absolute(argv[2]);
+    if (!p) {
+        fprintf(stderr, "wisp: %s: %s\n", argv[2], strerror(errno));
+        return EXIT_USAGE;
+    }
+    char path[256];
+    snprintf(path, sizeof(path), "/v1/vms/%s/restore", argv[1]);
+    return one_call(path, json_pack("{s:s}", "from", p), show_running);
+}
+
+struct clone_view {
+    bool tty;
+    json_t *summary;
+};
+
+static void each_clone_line(json_t *j, void *opaque)
+{
+    struct clone_view *v = opaque;
+    if (json_is_true(json_object_get(j, "finished"))) {
+        json_decref(v->summary);
+        v->summary = json_incref(j);
+        return;
+    }
+    if (!json_object_get(j, "done"))
+        return; /* the snapshot line */
+    const char *st = json_string_value(json_object_get(j, "state"));
+    if (v->tty)
+        fprintf(stderr, "\rclone: %lld/%lld",
+                (long long)json_integer_value(json_object_get(j, "done")),
+                (long long)json_integer_value(json_object_get(j, "total")));
+    if (st && strcmp(st, "running"))
+        fprintf(stderr, "%swisp: %s: %s\n", v->tty ? "\n" : "",
+                json_string_value(json_object_get(j, "name")),
+                json_string_value(json_object_get(j, "error")));
 }
 
 int cmd_clone(int argc, char **argv)
 {
-    return cli_usage_error("%s", "clone: not built yet");
+    static const struct option opts[] = {
+        {"count", required_argument, NULL, 'n'}, {"prefix", required_argument, NULL, 'p'}, {0}};
+    long long count = -1;
+    const char *prefix = NULL;
+    int c;
+    optind = 0;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "n:p:", opts, NULL)) != -1) {
+        if (c == 'n' && parse_count("--count", optarg, 1, &count))
+            return EXIT_USAGE;
+        else if (c == 'p')
+            prefix = optarg;
+        else if (c == '?')
+            return cli_usage_error("clone: unknown option or missing value '%s'", argv[optind - 1]);
+    }
+    if (optind != argc - 1 || !cli_name_ok(argv[optind]) || count < 1)
+        return cli_usage_error("%s", "clone: give NAME --count N [--prefix P]");
+    if (prefix && !cli_name_ok(prefix))
+        return cli_usage_error("clone: --prefix: '%s' cannot begin a VM name", prefix);
+    json_t *body = json_pack("{s:I}", "count", (json_int_t)count);
+    if (prefix)
+        json_object_set_new(body, "prefix", json_string(prefix));
+    cleanup_free char *text = json_dumps(body, 0);
+    json_decref(body);
+    char path[256];
+    snprintf(path, sizeof(path), "/v1/vms/%s/clone", argv[optind]);
+    struct clone_view v = {.tty = isatty(STDERR_FILENO) && !cli_json};
+    struct line_buf *lb = calloc(1, sizeof(*lb));
+    if (!lb)
+        return EXIT_REFUSED;
+    lb->each = each_clone_line;
+    lb->opaque = &v;
+    int ret = stream("POST", path, text, line_sink, lb);
+    free(lb);
+    if (v.tty)
+        fputc('\n', stderr);
+    if (ret)
+        return ret;
+    if (!v.summary) {
+        fprintf(stderr, "wisp: clone: the answer ended before its summary\n");
+        return EXIT_REFUSED;
+    }
+    json_int_t failed = json_integer_value(json_object_get(v.summary, "failed"));
+    const char *error = json_string_value(json_object_get(v.summary, "error"));
+    if (cli_json) {
+        json_dumpf(v.summary, stdout, JSON_INDENT(2));
+        putchar('\n');
+    } else if (error) {
+        fprintf(stderr, "wisp: %s\n", error);
+    } else {
+        printf("%lld clones of %s running (%lld failed) in %.3f s: snapshot %.3f s, then %.1f "
+               "clones/s\n",
+               (long long)json_integer_value(json_object_get(v.summary, "running")),
+               json_string_value(json_object_get(v.summary, "source")), (long long)failed,
+               (double)json_integer_value(json_object_get(v.summary, "elapsed_ms")) / 1000,
+               (double)json_integer_value(json_object_get(v.summary, "snapshot_ms")) / 1000,
+               json_real_value(json_object_get(v.summary, "clones_per_s")));
+    }
+    ret = error || failed ? EXIT_REFUSED : 0;
+    json_decref(v.summary);
+    return ret;
 }
 
 int cmd_run(int argc, char **argv)

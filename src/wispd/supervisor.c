@@ -130,6 +130,7 @@ static int read_starttime(int pid, uint64_t *out)
 
 static void restart_timer(void *opaque);
 static void schedule_restart(struct vm *vm);
+static void start_notify(struct vm *vm, bool ok, const char *msg);
 static void stop_timer_fired(void *opaque);
 
 /* A VM's timer (stop stages, restart backoff) exists only while it is live or a restart is
@@ -223,6 +224,8 @@ static void vm_exited(void *opaque, uint32_t events)
     bool requested = vm->stop_requested, was_starting = vm->state == VM_STARTING;
     if (was_starting && failed)
         add_vmm_reason(vm);
+    if (was_starting)
+        start_notify(vm, false, vm->last_exit);
     vm->stop_requested = false;
     struct wisp_err err = {0};
     if (vm->remove_pending) {
@@ -316,9 +319,22 @@ static void vm_free(struct vm *vm)
         }
     d->nr_vms--;
     evloop_source_remove(vm->timer);
+    start_notify(vm, false, "removed");
     json_decref(vm->def);
     free(vm->name);
     free(vm);
+}
+
+/* Tells clone.c how a start it asked for ended (once). */
+static void start_notify(struct vm *vm, bool ok, const char *msg)
+{
+    free(vm->restore_state);
+    free(vm->restore_mem);
+    vm->restore_state = vm->restore_mem = NULL;
+    void (*fn)(struct vm *, void *, bool, const char *) = vm->on_start;
+    vm->on_start = NULL;
+    if (fn)
+        fn(vm, vm->on_start_opaque, ok, msg);
 }
 
 /* The requests that configure and start the VM (docs/api.md). */
@@ -326,6 +342,8 @@ static size_t build_requests(const struct vm *vm, struct vmm_request *r, size_t 
 {
     json_t *def = vm->def, *item;
     size_t n = 0, i;
+    if (vm->restore_state)
+        return clone_restore_requests(vm, r, max);
     json_t *boot =
         json_pack("{s:s}", "kernel_image_path", json_string_value(json_object_get(def, "kernel")));
     if (json_object_get(def, "initrd"))
@@ -398,6 +416,7 @@ static void start_done(void *opaque, int status, const char *message)
         for (unsigned i = 0; i < vm->nr_waiters; i++)
             api_reply_error(vm->waiters[i], 400, "%s: %s", vm->name, message);
         vm->nr_waiters = 0;
+        start_notify(vm, false, message);
         return;
     }
     if (set_state(vm, VM_RUNNING, &err) < 0) {
@@ -407,6 +426,7 @@ static void start_done(void *opaque, int status, const char *message)
     }
     wispd_event(vm->d, vm->name, "start", "");
     reply_waiters(vm, 200, NULL);
+    start_notify(vm, true, "");
 }
 
 /* The child: its own session, stdout and stderr to the VM's log, and exec only once the

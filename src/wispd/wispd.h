@@ -13,6 +13,7 @@ struct evloop;
 struct evloop_source;
 struct registry;
 struct vmm_client;
+struct vmm_request;
 struct vm_console;
 struct consoles;
 struct event_stream;
@@ -41,6 +42,11 @@ struct vm {
     unsigned backoff_ms;
     char last_exit[256];
     struct vm_console *console; /* console.c: its readers, while it has some */
+    /* clone.c: the next start loads this snapshot instead of booting (then forgotten), and
+     * on_start hears how that start ended */
+    char *restore_state, *restore_mem;
+    void (*on_start)(struct vm *vm, void *opaque, bool ok, const char *msg);
+    void *on_start_opaque;
     struct api_request *waiters[VM_MAX_WAITERS];
     unsigned nr_waiters;
     struct vm *hash_next;
@@ -95,6 +101,12 @@ void console_h_attach(struct api_request *req, void *opaque);
 /* events.c: the event stream (GET /v1/events?follow=1) and its wake at each event */
 void events_h_stream(struct api_request *req, struct wispd *d);
 void events_wake(struct wispd *d);
+
+/* clone.c: the snapshot/load requests of a restore (used by build_requests); the routes */
+size_t clone_restore_requests(const struct vm *vm, struct vmm_request *r, size_t max);
+void clone_h_snapshot(struct api_request *req, void *opaque);
+void clone_h_restore(struct api_request *req, void *opaque);
+void clone_h_clone(struct api_request *req, void *opaque);
 
 /* stats.c: GET /v1/vms/{name}/stats */
 void stats_h_get(struct api_request *req, void *opaque);

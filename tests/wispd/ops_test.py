@@ -235,6 +235,75 @@ def case_stats(d):
     d.stop()
 
 
+def console_says(d, name, command, needle):
+    c = attach(d, name, replay=0)
+    c.sendall(command.encode() + b"\r")
+    got = recv_until(c, needle.encode())
+    c.close()
+    return got
+
+
+def case_clone(d):
+    d.start()
+    d.define("a", stop_timeout_s=0, memory_mib=40, check=0)  # the guest's fill area is at 32 MiB
+    d.wisp("start", "a", check=0)
+    wait_for("a ready", lambda: "idle: ready" in d.wisp("logs", "a", check=0).stdout)
+    console_says(d, "a", "fill 7 3", "idle: filled 3 pages with 7")
+    snap = os.path.join(d.tmp, "snap")
+    os.mkdir(snap)
+    r = json.loads(d.wisp("snapshot", "--json", "a", snap, check=0).stdout)
+    assert r["state"] == snap + "/state" and os.path.getsize(snap + "/memory") == 40 << 20, r
+    assert json.load(open(snap + "/vm.json"))["name"] == "a"
+    assert d.vms()["a"]["state"] == "running"  # resumed after the snapshot
+    console_says(d, "a", "fill 9 3", "idle: filled 3 pages with 9")  # a goes on by itself
+    # restore into a new VM: the snapshot's memory, not a's of now
+    d.wisp("restore", "b", snap, check=0)
+    assert d.vms()["b"]["state"] == "running"
+    console_says(d, "b", "sum 3", f"idle: sum 3 {7 * 3 * 4096}")
+    # a file snapshot (FILE, FILE.mem, FILE.json) and a restore into a stopped VM
+    d.wisp("snapshot", "b", os.path.join(d.tmp, "b.snap"), check=0)
+    d.wisp("stop", "b", check=0)
+    d.wisp("restore", "b", os.path.join(d.tmp, "b.snap"), check=0)
+    console_says(d, "b", "sum 3", f"idle: sum 3 {7 * 3 * 4096}")
+    # clone 5: each running, each its own VM
+    out = d.wisp("clone", "a", "--count", "5", "--prefix", "c", "--json", check=0).stdout
+    summary = json.loads(out)
+    assert summary["running"] == 5 and summary["failed"] == 0, summary
+    assert [c["name"] for c in summary["clones"]] == [f"c-{i}" for i in range(1, 6)] or \
+        sorted(c["name"] for c in summary["clones"]) == [f"c-{i}" for i in range(1, 6)], summary
+    vms = d.vms()
+    clones = [vms[f"c-{i}"] for i in range(1, 6)]
+    assert all(c["state"] == "running" and alive(c["pid"]) for c in clones), clones
+    assert len({c["pid"] for c in clones}) == 5 and len({c["api_sock"] for c in clones}) == 5
+    for i, c in enumerate(clones, 1):  # a's memory at the snapshot, then each its own
+        console_says(d, c["name"], "sum 3", f"idle: sum 3 {9 * 3 * 4096}")
+        console_says(d, c["name"], f"fill {i} 3", f"idle: filled 3 pages with {i}")
+    for i, c in enumerate(clones, 1):
+        console_says(d, c["name"], "sum 3", f"idle: sum 3 {i * 3 * 4096}")
+    console_says(d, "a", "sum 3", f"idle: sum 3 {9 * 3 * 4096}")
+    # refusals
+    assert d.wisp("clone", "a", "--count", "2", "--prefix", "c").returncode == 5  # c-1 exists
+    assert d.wisp("clone", "a", "--count", "0").returncode == 2
+    assert d.wisp("clone", "a").returncode == 2
+    assert d.wisp("clone", "nosuch", "--count", "1").returncode == 4
+    d.wisp("stop", "b", check=0)
+    assert d.wisp("clone", "b", "--count", "1").returncode == 5  # stopped
+    assert d.wisp("snapshot", "b", snap).returncode == 5
+    r = d.wisp("restore", "z", os.path.join(d.tmp, "nosnap"))
+    assert r.returncode == 1 and "nosnap" in r.stderr, r.stderr
+    img = os.path.join(d.tmp, "disk.img")
+    open(img, "wb").truncate(1 << 20)
+    d.define("w", stop_timeout_s=0, drives=[{"id": "rootfs", "path": img, "root": True}], check=0)
+    d.wisp("start", "w", check=0)
+    r = d.wisp("clone", "w", "--count", "1")
+    assert r.returncode == 1 and "writable" in r.stderr, r.stderr
+    kinds = [json.loads(l)["kind"] for l in d.wisp("events", "--json", check=0).stdout.splitlines()]
+    assert "snapshot" in kinds
+    for n in list(d.vms()):
+        d.wisp("rm", "-f", n, check=0)
+    d.stop()
+
+
 def main():
     wt.main_with(globals(), OpsDaemon)
 

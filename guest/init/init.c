@@ -15,7 +15,10 @@
  *     0xf4 (wisp-vmm exits with N), then reboots (reboot=k: i8042 reset; reboot=acpi:
  *     the FADT reset register), which ends the VM on any VMM;
  *   - "wisp_exit=reboot" on the command line (passed to init as an environment variable)
- *     skips the test-exit port, so the VM ends through the kernel's reboot path only.
+ *     skips the test-exit port, so the VM ends through the kernel's reboot path only;
+ *   - "wisp.agent=1" on the command line (before any "--") and no command: it runs the guest
+ *     agent /sbin/wisp-agent (docs/agent-protocol.md) as the command, so the agent's end
+ *     (after the host's SHUTDOWN) is the VM's end with its status.
  * Static, no allocation: it must work in an empty initramfs and cost few system calls. */
 #include <errno.h>
 #include <signal.h>
@@ -97,6 +100,8 @@ static void mount_basics(void)
 
 /* Splits the words after the first "--" of the kernel command line into words[] (NULL
  * terminated, pointing into buf). Returns the number of words, 0 when there is no "--". */
+static int agent_wanted;
+
 static int command_from_cmdline(char *buf, size_t size, char **words)
 {
     int n = 0, after_dashes = 0;
@@ -134,6 +139,8 @@ static int command_from_cmdline(char *buf, size_t size, char **words)
             words[n++] = word;
         else if (strcmp(word, "--") == 0)
             after_dashes = 1;
+        else if (strcmp(word, "wisp.agent=1") == 0)
+            agent_wanted = 1;
     }
     words[n] = NULL;
     return n;
@@ -204,7 +211,10 @@ int main(void)
     mount_basics();
     if (!getenv("PATH"))
         setenv("PATH", "/usr/sbin:/usr/bin:/sbin:/bin", 1);
-    command_from_cmdline(cmdline, sizeof(cmdline), command);
+    if (command_from_cmdline(cmdline, sizeof(cmdline), command) == 0 && agent_wanted) {
+        command[0] = "/sbin/wisp-agent";
+        command[1] = NULL;
+    }
     status = run_command(command);
     done_time = boot_mark(WISP_MARK_DONE);
     say("boot-time init=%.6f done=%.6f", init_time, done_time);

@@ -81,7 +81,13 @@ int vmm_privileges_drop(struct vmm_privileges *p, struct wisp_err *err)
 {
     if (!p->drop || p->dropped)
         return 0;
-    if (setgroups(0, NULL) < 0)
+    /* Each of glibc's set*id calls signals every thread and waits for it (~45 us per thread
+     * under nested KVM: docs/benchmarks.md), so none is made that changes nothing: no
+     * supplementary group (the usual root), no setgroups. */
+    int groups = getgroups(0, NULL);
+    if (groups < 0)
+        return wisp_err_sys(err, errno, "--gid: getgroups");
+    if (groups > 0 && setgroups(0, NULL) < 0)
         return wisp_err_sys(err, errno, "--gid: setgroups([])");
     if (setresgid(p->gid, p->gid, p->gid) < 0)
         return wisp_err_sys(err, errno, "--gid: setresgid(%u)", p->gid);
@@ -90,8 +96,9 @@ int vmm_privileges_drop(struct vmm_privileges *p, struct wisp_err *err)
     int r = capabilities_clear(err);
     if (r < 0)
         return r;
-    /* the user's own files and taps must still be usable: no way back to root */
-    if (setresuid(0, 0, 0) == 0)
+    /* the user's own files and taps must still be usable: no way back to root (checked on this
+     * thread only, with the raw call: every thread made the same change) */
+    if (syscall(SYS_setresuid, 0, 0, 0) == 0)
         return wisp_err_set(err, EPERM, "--uid: the process could become root again");
     p->dropped = true;
     return 0;

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "libvirt_xml.h"
 #include "common/cleanup.h"
 
 #define ESCAPE_KEY 0x1d /* Ctrl-] detaches a console (telnet's, virsh's) */
@@ -571,7 +572,65 @@ int cmd_run(int argc, char **argv)
 
 int cmd_import_libvirt(int argc, char **argv)
 {
-    return cli_usage_error("%s", "import-libvirt: not built yet");
+    bool print = false;
+    const char *file = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--print") || !strcmp(argv[i], "-n"))
+            print = true;
+        else if (argv[i][0] == '-' && argv[i][1])
+            return cli_usage_error("import-libvirt: unknown option '%s'", argv[i]);
+        else if (file)
+            return cli_usage_error("import-libvirt: unexpected argument '%s'", argv[i]);
+        else
+            file = argv[i];
+    }
+    if (!file)
+        return cli_usage_error("%s", "import-libvirt: give FILE.xml ([--print] FILE.xml)");
+    FILE *f = strcmp(file, "-") ? fopen(file, "re") : stdin;
+    if (!f) {
+        fprintf(stderr, "wisp: %s: %s\n", file, strerror(errno));
+        return EXIT_USAGE;
+    }
+    char *xml = malloc((1 << 20) + 1);
+    size_t n = xml ? fread(xml, 1, (1 << 20) + 1, f) : 0;
+    if (f != stdin)
+        fclose(f);
+    if (!xml)
+        return EXIT_REFUSED;
+    char err[512];
+    json_t *def = NULL, *warnings = NULL;
+    int r = libvirt_to_def(xml, n, &def, &warnings, err, sizeof(err));
+    free(xml);
+    if (r < 0) {
+        fprintf(stderr, "wisp: %s: %s\n", file, err);
+        return EXIT_REFUSED;
+    }
+    size_t i;
+    json_t *w;
+    json_array_foreach(warnings, i, w)
+        fprintf(stderr, "wisp: %s: warning: %s\n", file, json_string_value(w));
+    json_decref(warnings);
+    int ret = 0;
+    if (print) {
+        json_dumpf(def, stdout, JSON_INDENT(2) | JSON_SORT_KEYS);
+        putchar('\n');
+    } else {
+        cleanup_free char *text = json_dumps(def, 0);
+        unsigned status;
+        cleanup_free char *answer = NULL;
+        if (cli_request("POST", "/v1/vms", text, &status, &answer) < 0) {
+            ret = EXIT_NO_DAEMON;
+        } else if (status >= 300) {
+            ret = cli_print_error(status, answer);
+        } else if (cli_json) {
+            fputs(answer, stdout);
+            putchar('\n');
+        } else {
+            printf("%s: defined from %s\n", json_string_value(json_object_get(def, "name")), file);
+        }
+    }
+    json_decref(def);
+    return ret;
 }
 
 const char *cli_verb_help(const char *verb)

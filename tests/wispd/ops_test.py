@@ -304,6 +304,53 @@ def case_clone(d):
     d.stop()
 
 
+LIBVIRT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "libvirt")
+BAD_XML = {  # file -> what the refusal must name
+    "graphics.xml": "<devices><graphics>", "disk-block.xml": "<disk type='block'>",
+    "loader.xml": "<os><loader>", "truncated.xml": "not well-formed XML",
+    "no-name.xml": "<name>: missing", "unit.xml": "unit 'parsecs'", "xen.xml": "type='xen'",
+    "no-kernel.xml": "no <kernel>", "shares.xml": "<cputune><shares>",
+    "entities.xml": "entity",
+}
+
+
+def case_libvirt(d):
+    r = d.wisp("import-libvirt", "--print", os.path.join(LIBVIRT, "domain.xml"), check=0)
+    v = json.loads(r.stdout)
+    assert v == {
+        "name": "vm-0042", "memory_mib": 64, "vcpus": 2,
+        "kernel": "/var/lib/images/vmlinux", "initrd": "/var/lib/images/initrd.img",
+        "cmdline": "console=ttyS0 root=/dev/vda rw panic=1", "console": "serial",
+        "restart_policy": "on-failure",
+        "drives": [{"id": "vda", "path": "/var/lib/images/vm-0042.qcow2", "format": "qcow2",
+                    "root": True},
+                   {"id": "vdb", "path": "/var/lib/images/data.raw", "format": "raw",
+                    "root": False, "read_only": True}],
+        "nics": [{"id": "net0", "tap": "tap42", "mac": "52:54:00:12:34:56"}],
+        "placement": {"vcpu_cpus": ["0", "1"], "vmm_cpus": "0-1"}}, v
+    assert "not attached to bridge 'br0'" in r.stderr, r.stderr
+    for f, why in BAD_XML.items():
+        r = d.wisp("import-libvirt", "--print", os.path.join(LIBVIRT, "bad", f))
+        assert r.returncode == 1 and why in r.stderr and not r.stdout, (f, r.returncode, r.stderr)
+    assert d.wisp("import-libvirt").returncode == 2
+    assert d.wisp("import-libvirt", "/nonexistent.xml").returncode == 2
+    # into wispd: a domain of the test guest, defined, started, its console read
+    xml = os.path.join(d.tmp, "idle.xml")
+    open(xml, "w").write(f"""<domain type='kvm'><name>lv</name><memory unit='KiB'>16384</memory>
+      <vcpu>1</vcpu><os><type>hvm</type><kernel>{wt.A.guest}</kernel><cmdline>print=2</cmdline></os>
+      <devices><serial type='pty'><target port='0'/></serial></devices></domain>""")
+    d.start()
+    d.wisp("import-libvirt", xml, check=0)
+    vm = d.vms()["lv"]
+    assert vm["definition"]["memory_mib"] == 16 and vm["definition"]["console"] == "serial", vm
+    d.wisp("start", "lv", check=0)
+    wait_for("lv's output", lambda: "idle: ready" in d.wisp("logs", "lv", check=0).stdout)
+    assert "idle: line 2 of 2" in d.wisp("logs", "lv").stdout
+    assert d.wisp("import-libvirt", xml).returncode == 5  # the name is taken
+    d.wisp("rm", "-f", "lv", check=0)
+    d.stop()
+
+
 def main():
     wt.main_with(globals(), OpsDaemon)
 

@@ -50,6 +50,10 @@ int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* A VM name as a path segment: refused (usage error) when it cannot be one. */
 bool cli_name_ok(const char *name);
 
+/* wisp.c: create's NAME and machine options (argv[1] NAME, then options) into a definition;
+ * 0 or the usage error's exit status (said on stderr). */
+int cli_build_def(int argc, char **argv, json_t **out);
+
 /* ops.c: each returns the exit status. argv[0] is the verb. */
 int cmd_logs(int argc, char **argv);
 int cmd_console(int argc, char **argv);

@@ -1,6 +1,7 @@
 /* The wisp CLI's verbs beyond one request and one answer (cli.h; docs/wisp.md): logs and
  * console (streams and an attached terminal), events, stats, snapshot, restore, clone. */
 #include <errno.h>
+#include <limits.h>
 #include <getopt.h>
 #include <poll.h>
 #include <signal.h>
@@ -137,24 +138,13 @@ static int send_all(int fd, const char *p, size_t n)
     return 0;
 }
 
-int cmd_console(int argc, char **argv)
+/* Attaches to NAME's console until Ctrl-] (*detached) or the VM's end. 0, or an exit status
+ * (said on stderr; 409 when it is not running: *not_running). */
+static int console_session(const char *name, long long replay, bool quiet_409, bool *detached,
+                           bool *not_running)
 {
-    static const struct option opts[] = {{"replay", required_argument, NULL, 'r'}, {0}};
-    long long replay = -1;
-    int c;
-    optind = 0;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
-        if (c == 'r' && parse_count("--replay", optarg, 0, &replay))
-            return EXIT_USAGE;
-        else if (c == '?')
-            return cli_usage_error("console: unknown option or missing value '%s'",
-                                   argv[optind - 1]);
-    }
-    if (optind != argc - 1 || !cli_name_ok(argv[optind]))
-        return cli_usage_error("%s", "console: give one NAME ([--replay BYTES] NAME)");
-    const char *name = argv[optind];
     char path[256], q[40] = "";
+    *detached = *not_running = false;
     if (replay >= 0)
         snprintf(q, sizeof(q), "?replay=%lld", replay);
     snprintf(path, sizeof(path), "/v1/vms/%s/console%s", name, q);
@@ -177,7 +167,12 @@ int cmd_console(int argc, char **argv)
             cli_read_body(&conn, chunked, length, write_file, m);
             fclose(m);
         }
-        int ret = cli_print_error(status >= 300 ? status : 500, answer ? answer : "");
+        *not_running = status == 409;
+        int ret = *not_running
+                      ? EXIT_CONFLICT
+                      : cli_print_error(status >= 300 ? status : 500, answer ? answer : "");
+        if (*not_running && answer && !quiet_409)
+            cli_print_error(status, answer);
         free(answer);
         cli_close(&conn);
         return ret;
@@ -196,8 +191,7 @@ int cmd_console(int argc, char **argv)
     /* what came with the 101 is output already */
     if (conn.pos < conn.len)
         (void)!write(STDOUT_FILENO, conn.buf + conn.pos, conn.len - conn.pos);
-    int ret = 0;
-    bool in_open = true, detached = false;
+    bool in_open = true;
     for (;;) {
         struct pollfd p[2] = {{.fd = conn.fd, .events = POLLIN},
                               {.fd = STDIN_FILENO, .events = in_open ? POLLIN : 0}};
@@ -225,14 +219,37 @@ int cmd_console(int argc, char **argv)
             if (k && send_all(conn.fd, buf, k) < 0)
                 break;
             if (esc) {
-                detached = true;
+                *detached = true;
                 break;
             }
         }
     }
     restore_tty();
     cli_close(&conn);
-    fprintf(stderr, "\nwisp: %s\n", detached ? "detached" : "the console ended (the VM stopped)");
+    return 0;
+}
+
+int cmd_console(int argc, char **argv)
+{
+    static const struct option opts[] = {{"replay", required_argument, NULL, 'r'}, {0}};
+    long long replay = -1;
+    int c;
+    optind = 0;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+        if (c == 'r' && parse_count("--replay", optarg, 0, &replay))
+            return EXIT_USAGE;
+        else if (c == '?')
+            return cli_usage_error("console: unknown option or missing value '%s'",
+                                   argv[optind - 1]);
+    }
+    if (optind != argc - 1 || !cli_name_ok(argv[optind]))
+        return cli_usage_error("%s", "console: give one NAME ([--replay BYTES] NAME)");
+    bool detached, not_running;
+    int ret = console_session(argv[optind], replay, false, &detached, &not_running);
+    if (ret == 0)
+        fprintf(stderr, "\nwisp: %s\n",
+                detached ? "detached" : "the console ended (the VM stopped)");
     return ret;
 }
 
@@ -565,9 +582,147 @@ int cmd_clone(int argc, char **argv)
     return ret;
 }
 
+/* The VM's end as an exit status: the guest's status, 128 + a signal's number. */
+static int vm_exit_status(const char *name, char *last_exit, size_t size)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "/v1/vms/%s", name);
+    unsigned status;
+    cleanup_free char *answer = NULL;
+    last_exit[0] = '\0';
+    if (cli_request("GET", path, NULL, &status, &answer) < 0 || status >= 300)
+        return EXIT_REFUSED;
+    json_t *j = json_loads(answer, 0, NULL);
+    snprintf(last_exit, size, "%s", json_string_value(json_object_get(j, "last_exit")) ?: "");
+    json_decref(j);
+    int n;
+    if (sscanf(last_exit, "exited with status %d", &n) == 1)
+        return n;
+    if (sscanf(last_exit, "killed by signal %d", &n) == 1)
+        return 128 + n;
+    return EXIT_REFUSED;
+}
+
+/* wisp-vmm for `wisp run` without a daemon: beside wisp, in a build tree's ../vmm, or $PATH. */
+static void exec_vmm(char **args)
+{
+    char exe[PATH_MAX], path[PATH_MAX + 32];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash)
+            *slash = '\0';
+        const char *rel[] = {"/wisp-vmm", "/../vmm/wisp-vmm"};
+        for (unsigned i = 0; i < 2; i++) {
+            snprintf(path, sizeof(path), "%s%s", exe, rel[i]);
+            if (access(path, X_OK) == 0) {
+                args[0] = path;
+                execv(path, args);
+            }
+        }
+    }
+    args[0] = "wisp-vmm";
+    execvp("wisp-vmm", args);
+    fprintf(stderr, "wisp: run: cannot run wisp-vmm (beside wisp, or in PATH): %s\n",
+            strerror(errno));
+}
+
 int cmd_run(int argc, char **argv)
 {
-    return cli_usage_error("%s", "run: not built yet");
+    bool rm = false;
+    int first = 1;
+    if (first < argc && !strcmp(argv[first], "--rm")) {
+        rm = true;
+        first++;
+    }
+    char name[72];
+    bool named = first < argc && argv[first][0] != '-';
+    if (named)
+        snprintf(name, sizeof(name), "%s", argv[first]);
+    else
+        snprintf(name, sizeof(name), "run-%d", (int)getpid());
+    /* wisp create's argv: "create" NAME options... */
+    int ac = argc - first - named + 2;
+    cleanup_free char **av = calloc((size_t)ac + 1, sizeof(*av));
+    if (!av)
+        return EXIT_REFUSED;
+    av[0] = "run";
+    av[1] = name;
+    for (int i = first + named; i < argc; i++)
+        av[2 + i - first - named] = argv[i];
+    if (!cli_name_ok(name))
+        return cli_usage_error("run: '%s' is not a VM name", name);
+    json_t *def;
+    int ret = cli_build_def(ac, av, &def);
+    if (ret)
+        return ret;
+    struct cli_conn probe;
+    if (cli_open(&probe, "GET", "/v1/version", NULL, NULL, true) < 0) {
+        /* no daemon: the same machine in the foreground, wisp-vmm's options as they are */
+        json_decref(def);
+        for (int i = 2; i < ac; i++)
+            if (!strncmp(av[i], "--restart", 9))
+                return cli_usage_error("%s", "run: --restart needs wispd (no daemon here)");
+        fprintf(stderr, "wisp: no wispd at %s: running wisp-vmm in the foreground\n",
+                cli_sock_path);
+        cleanup_free char **vargs = calloc((size_t)ac + 1, sizeof(*vargs));
+        if (!vargs)
+            return EXIT_REFUSED;
+        for (int i = 2; i < ac; i++)
+            vargs[i - 1] = av[i];
+        exec_vmm(vargs);
+        return EXIT_REFUSED;
+    }
+    cli_close(&probe);
+    cleanup_free char *text = json_dumps(def, 0);
+    json_decref(def);
+    unsigned status;
+    char path[256], last[256];
+    {
+        cleanup_free char *answer = NULL;
+        if (cli_request("POST", "/v1/vms", text, &status, &answer) < 0)
+            return EXIT_NO_DAEMON;
+        if (status >= 300)
+            return cli_print_error(status, answer);
+    }
+    {
+        cleanup_free char *answer = NULL;
+        snprintf(path, sizeof(path), "/v1/vms/%s/start", name);
+        if (cli_request("POST", path, "", &status, &answer) < 0)
+            return EXIT_NO_DAEMON;
+        if (status >= 300) {
+            ret = cli_print_error(status, answer);
+            if (rm) {
+                cleanup_free char *a2 = NULL;
+                snprintf(path, sizeof(path), "/v1/vms/%s", name);
+                cli_request("DELETE", path, NULL, &status, &a2);
+            }
+            return ret;
+        }
+    }
+    bool detached, not_running;
+    ret = console_session(name, 1 << 30, true, &detached, &not_running);
+    if (not_running) { /* it ended before the console could attach: its log is all there is */
+        snprintf(path, sizeof(path), "/v1/vms/%s/log", name);
+        ret = stream("GET", path, NULL, write_out, NULL);
+    }
+    if (ret && !not_running)
+        return ret;
+    if (detached) {
+        fprintf(stderr, "\nwisp: detached; %s goes on (wisp console %s, wisp stop %s)\n", name,
+                name, name);
+        return 0;
+    }
+    ret = vm_exit_status(name, last, sizeof(last));
+    fprintf(stderr, "wisp: %s: %s\n", name, last[0] ? last : "ended");
+    if (rm) {
+        cleanup_free char *answer = NULL;
+        snprintf(path, sizeof(path), "/v1/vms/%s", name);
+        if (cli_request("DELETE", path, NULL, &status, &answer) == 0 && status >= 300)
+            cli_print_error(status, answer);
+    }
+    return ret;
 }
 
 int cmd_import_libvirt(int argc, char **argv)
@@ -633,7 +788,117 @@ int cmd_import_libvirt(int argc, char **argv)
     return ret;
 }
 
+#define EXIT_TEXT                                                                                  \
+    "\nExit status: 0 done; 1 refused (the message says why); 2 usage error; 3 wispd cannot be\n"  \
+    "reached; 4 no VM of that name; 5 the VM's state does not allow it, or the name is taken;\n"   \
+    "6 a host limit would be passed.\n"
+
+static const struct {
+    const char *verb, *text;
+} verb_help[] = {
+    {"define",
+     "usage: wisp define FILE\n\n"
+     "Defines a VM from a JSON definition (docs/wispd.md, \"Definitions\"); FILE - reads\n"
+     "stdin. Prints NAME: stopped (--json: the VM).\n" EXIT_TEXT},
+    {"create",
+     "usage: wisp create NAME --kernel K [--initrd I] [--cmdline C] [--mem SIZE] [--cpus N]\n"
+     "       [--drive path=F[,format=raw|qcow2][,readonly=on][,id=ID]]...\n"
+     "       [--net tap=T[,mac=M][,id=ID]]... [--console serial|virtio]\n"
+     "       [--restart no|on-failure|always]\n\n"
+     "Defines NAME from wisp-vmm's machine options (the subset definitions have). The first\n"
+     "--drive is the root disk; ids default to rootfs, driveN, netN; --mem is MiB, or with M\n"
+     "or G; relative paths are made absolute. The VM is stopped until `wisp start`.\n" EXIT_TEXT},
+    {"import-libvirt",
+     "usage: wisp import-libvirt [--print] FILE.xml\n\n"
+     "Defines a VM from a libvirt domain XML file (- for stdin): name, memory (with units),\n"
+     "vcpu (cpuset), cputune vcpupin and emulatorpin (placement), os kernel, initrd and\n"
+     "cmdline, disks of type file (raw or qcow2, readonly), interfaces (ethernet, bridge or\n"
+     "network: the target dev is the tap; mac; model virtio), serial and console (hvc0 with\n"
+     "target type virtio), on_crash restart (restart policy on-failure). Anything else is\n"
+     "refused with the element named; uuid, title, description, metadata, features, clock,\n"
+     "cpu, pm and controllers are ignored; what is not carried over is warned about.\n\n"
+     "  --print, -n   print the wisp definition (JSON) instead of defining it (no daemon\n"
+     "                needed)\n" EXIT_TEXT},
+    {"ls", "usage: wisp ls [--json]\n\n"
+           "The VMs, one a line: NAME, STATE (stopped, starting, running, paused, stopping),\n"
+           "PID, RESTARTS, LAST EXIT. --json: an array of objects with name, state, pid,\n"
+           "restarts, last_exit, api_sock and definition.\n" EXIT_TEXT},
+    {"list", "usage: wisp list [--json]\n\nThe same as wisp ls.\n" EXIT_TEXT},
+    {"show", "usage: wisp show [--json] NAME\n\nOne VM: its state, pid, restarts, last exit and "
+             "definition.\n" EXIT_TEXT},
+    {"start", "usage: wisp start NAME\n\nStarts a stopped VM; returns once wisp-vmm has taken "
+              "InstanceStart\n(the guest runs). A start wisp-vmm refuses says why.\n" EXIT_TEXT},
+    {"stop", "usage: wisp stop NAME\n\nCtrl-Alt-Del through the VM's API, SIGTERM after the "
+             "definition's\nstop_timeout_s (at once if the machine has no keyboard), SIGKILL 3 s "
+             "later;\nreturns once the process has ended.\n" EXIT_TEXT},
+    {"kill", "usage: wisp kill NAME\n\nSIGKILL; returns once the process has ended.\n" EXIT_TEXT},
+    {"restart",
+     "usage: wisp restart NAME\n\nStop, then start; returns once it runs again.\n" EXIT_TEXT},
+    {"pause", "usage: wisp pause NAME\n\nParks every vCPU (PATCH /vm Paused); returns once all "
+              "are parked.\n" EXIT_TEXT},
+    {"resume", "usage: wisp resume NAME\n\nLets a paused VM's vCPUs go on.\n" EXIT_TEXT},
+    {"rm", "usage: wisp rm [-f] NAME\n\nRemoves a stopped VM: its definition, logs and input "
+           "FIFO. -f kills a running\none first.\n" EXIT_TEXT},
+    {"run",
+     "usage: wisp run [--rm] [NAME] --kernel K [MACHINE OPTIONS]\n\n"
+     "Creates NAME (default run-PID) with create's machine options, starts it and attaches\n"
+     "its console (the whole output since the start first) until the VM ends or Ctrl-]\n"
+     "detaches (the VM goes on). Without a wispd at the socket, runs wisp-vmm in the\n"
+     "foreground with the same options instead (the console is the terminal; Ctrl-C ends\n"
+     "it).\n\n"
+     "  --rm   remove the VM when it has ended\n\n"
+     "Exit status: the guest's (wisp-vmm's) status when the VM ends, 128 + N when it was\n"
+     "killed by signal N; 0 after a detach; else as every command: 1 refused, 2 usage error,\n"
+     "3 wispd cannot be reached, 5 the name is taken, 6 a host limit.\n"},
+    {"logs",
+     "usage: wisp logs [-f] [--tail N] NAME\n\n"
+     "The VM's console output (COM1, or hvc0 with console virtio) since its last start: the\n"
+     "scrollback that wispd keeps (the last --console-log-max bytes, default 1 MiB, at least).\n\n"
+     "  -f, --follow   keep printing the output as it comes, until the VM ends\n"
+     "  --tail N, -n N only the last N lines\n" EXIT_TEXT},
+    {"console",
+     "usage: wisp console [--replay BYTES] NAME\n\n"
+     "Attaches the terminal to the running VM's console over wispd's socket: the terminal is\n"
+     "put in raw mode, keys go to the guest, the output comes as the guest writes it.\n"
+     "Several consoles may be attached at once. Ctrl-] (0x1d) detaches; the console also\n"
+     "ends when the VM does.\n\n"
+     "  --replay BYTES   scrollback printed first (default 65536; 0 none)\n" EXIT_TEXT},
+    {"events",
+     "usage: wisp events [-f] [--json]\n\n"
+     "wispd's newest events (at most 1000): number, VM, kind (define, start, stop, crash,\n"
+     "restart, pause, resume, reattach, snapshot, remove) and detail. -f then follows the\n"
+     "event stream as events happen. --json: one JSON object a line (id, time_ms, vm, kind,\n"
+     "event).\n" EXIT_TEXT},
+    {"stats",
+     "usage: wisp stats [--json] NAME...\n\n"
+     "Each running VM's CPU time, memory, block bytes read and written and net bytes\n"
+     "received and sent: CPU and memory from the VM's own cgroup when it has one, else from\n"
+     "its process; I/O from wisp-vmm's counters. --json: the object of GET\n"
+     "/v1/vms/NAME/stats (an array for several names).\n" EXIT_TEXT},
+    {"snapshot",
+     "usage: wisp snapshot NAME DIR|FILE\n\n"
+     "Saves a running or paused VM (a running one is paused for it and resumed). Into an\n"
+     "existing directory DIR: DIR/state, DIR/memory, DIR/vm.json (the definition); else FILE,\n"
+     "FILE.mem and FILE.json. --json: {name, state, memory, definition}.\n" EXIT_TEXT},
+    {"restore",
+     "usage: wisp restore NAME FROM\n\n"
+     "Starts NAME from the snapshot FROM (a DIR or FILE of wisp snapshot): the stopped VM\n"
+     "NAME, or a new VM defined from the snapshot's definition. Returns once it runs.\n" EXIT_TEXT},
+    {"clone",
+     "usage: wisp clone NAME --count N [--prefix P]\n\n"
+     "Snapshots the running or paused VM NAME once and starts N VMs from it, P-1 ... P-N\n"
+     "(P defaults to NAME), each a VM of its own (API socket, console, taps, vsock path),\n"
+     "started all at once. Progress on a terminal; at the end a summary line with the rate.\n"
+     "--json: the summary (total, running, failed, elapsed_ms, snapshot_ms, clones_per_s,\n"
+     "clones). VMs with a writable drive are refused.\n" EXIT_TEXT},
+    {"limits", "usage: wisp limits\n\nThe host limits the next VM could hit (open files, threads, "
+               "pids), with what is\nin use (docs/wispd.md, \"Limits\").\n" EXIT_TEXT},
+};
+
 const char *cli_verb_help(const char *verb)
 {
+    for (size_t i = 0; i < sizeof(verb_help) / sizeof(verb_help[0]); i++)
+        if (!strcmp(verb, verb_help[i].verb))
+            return verb_help[i].text;
     return NULL;
 }

@@ -16,43 +16,73 @@
 #include "common/cleanup.h"
 
 static const char usage[] =
-    "usage: wisp [--socket PATH] [--json] COMMAND [ARGS]\n"
+    "NAME\n"
+    "    wisp - run and manage wisp VMs through wispd\n"
     "\n"
-    "Drives wispd, the wisp daemon, through its API socket (docs/wispd.md).\n"
+    "SYNOPSIS\n"
+    "    wisp [--socket PATH] [--json] COMMAND [ARGS]\n"
+    "    wisp COMMAND --help\n"
     "\n"
-    "Commands:\n"
-    "  define FILE          defines a VM from a JSON file (- for stdin): name, vcpus,\n"
-    "                       memory_mib, kernel, initrd, cmdline, drives, nics, console,\n"
-    "                       restart_policy (no, on-failure, always), stop_timeout_s\n"
-    "  create NAME --kernel K [--initrd I] [--cmdline C] [--mem SIZE] [--cpus N]\n"
-    "         [--drive path=F[,format=raw|qcow2][,readonly=on][,id=ID]]...\n"
-    "         [--net tap=T[,mac=M][,id=ID]]... [--console serial|virtio]\n"
-    "         [--restart no|on-failure|always]\n"
-    "                       defines a VM from wisp-vmm's machine options (the first --drive\n"
-    "                       is the root disk; --mem in MiB, or with M or G)\n"
-    "  ls, list             the VMs: name, state, pid, restarts\n"
-    "  show NAME            one VM, with its definition and last exit\n"
-    "  start NAME           starts it; returns once the guest runs\n"
-    "  stop NAME            Ctrl-Alt-Del, then SIGTERM after stop_timeout_s, then SIGKILL;\n"
-    "                       returns once it has stopped\n"
-    "  kill NAME            SIGKILL at once\n"
-    "  logs NAME            the VM's console output (COM1) since its last start (the last\n"
-    "                       256 KiB)\n"
-    "  restart NAME         stop, then start\n"
-    "  pause NAME, resume NAME\n"
-    "  rm [-f] NAME         removes a stopped VM (-f: kills a running one first)\n"
-    "  events [-f]          the events (define, start, stop, crash, restart, ...); -f waits\n"
-    "                       for more\n"
-    "  limits               the host limits the next VM could hit\n"
+    "DESCRIPTION\n"
+    "    Drives wispd, the wisp daemon, through its API socket (docs/wispd.md; every command\n"
+    "    and its --json output: docs/wisp.md). `wisp run` also works without a daemon: it then\n"
+    "    runs wisp-vmm in the foreground.\n"
     "\n"
-    "Options:\n"
-    "  --socket PATH        wispd's socket (default $WISP_SOCKET, else /run/wisp/wispd.sock)\n"
-    "  --json               prints wispd's answer as JSON, for scripts\n"
-    "  -h, --help           this text\n"
+    "COMMANDS\n"
+    "  VMs\n"
+    "    define FILE              define a VM from a JSON definition (- for stdin)\n"
+    "    create NAME --kernel K [MACHINE OPTIONS]\n"
+    "                             define a VM from wisp-vmm's machine options: --initrd I,\n"
+    "                             --cmdline C, --mem SIZE, --cpus N, --drive path=F[,...],\n"
+    "                             --net tap=T[,...], --console serial|virtio, --restart POLICY\n"
+    "    import-libvirt [--print] FILE.xml\n"
+    "                             define a VM from a libvirt domain (the supported subset)\n"
+    "    ls, list                 the VMs: name, state, pid, restarts, last exit\n"
+    "    show NAME                one VM, with its definition\n"
+    "    rm [-f] NAME             remove a stopped VM (-f: kill a running one first)\n"
+    "  Lifecycle\n"
+    "    start NAME               start it; returns once the guest runs\n"
+    "    stop NAME                Ctrl-Alt-Del, SIGTERM after stop_timeout_s, then SIGKILL\n"
+    "    kill NAME                SIGKILL at once\n"
+    "    restart NAME             stop, then start\n"
+    "    pause NAME, resume NAME  park every vCPU, let them go on\n"
+    "    run [--rm] [NAME] --kernel K [MACHINE OPTIONS]\n"
+    "                             create, start and attach the console: the one-command demo\n"
+    "  Console and monitoring\n"
+    "    logs [-f] [--tail N] NAME\n"
+    "                             the console's output since the VM's last start (-f: follow)\n"
+    "    console [--replay BYTES] NAME\n"
+    "                             attach a terminal to the console; Ctrl-] detaches\n"
+    "    events [-f]              the events: define, start, stop, crash, restart, ...\n"
+    "    stats NAME...            CPU, memory, block and net I/O\n"
+    "    limits                   the host limits the next VM could hit\n"
+    "  Snapshots\n"
+    "    snapshot NAME DIR|FILE   save a running or paused VM\n"
+    "    restore NAME FROM        start NAME from a snapshot (defines NAME if needed)\n"
+    "    clone NAME --count N [--prefix P]\n"
+    "                             N running copies of NAME, P-1 ... P-N, from one snapshot\n"
     "\n"
-    "Exit status: 0 done; 1 wispd refused or failed it (the message says why); 2 usage error;\n"
-    "3 wispd cannot be reached; 4 no VM of that name; 5 the VM's state does not allow it (or\n"
-    "the name is taken); 6 a host limit would be passed.\n";
+    "OPTIONS\n"
+    "    --socket PATH  wispd's socket (default $WISP_SOCKET, else /run/wisp/wispd.sock)\n"
+    "    --json         print the answer as JSON for scripts (before or after the command;\n"
+    "                   events and clone: one JSON object a line, or the summary)\n"
+    "    -h, --help     this text; `wisp COMMAND --help` for one command\n"
+    "\n"
+    "EXIT STATUS\n"
+    "    Exit status: 0 done; 1 wispd refused or failed the request (the message says\n"
+    "    why); 2 usage error; 3 wispd cannot be reached; 4 no VM of that name; 5 the VM's\n"
+    "    state does not allow it, or the name is taken; 6 a host limit would be passed.\n"
+    "    `run` exits with the guest's status (128 + N when killed by signal N).\n"
+    "\n"
+    "ENVIRONMENT\n"
+    "    WISP_SOCKET    wispd's socket when --socket is not given\n"
+    "\n"
+    "EXAMPLES\n"
+    "    wisp run --rm --kernel guest/demo.elf --mem 16\n"
+    "    wisp create web --kernel vmlinux --cmdline console=ttyS0 --mem 256 \\\n"
+    "        --drive path=web.qcow2 --net tap=tap-web && wisp start web && wisp console web\n"
+    "    wisp clone web --count 100 --prefix web-copy\n"
+    "    wisp ls --json | jq -r '.[] | select(.state == \"running\") | .name'\n";
 
 static void print_vm_line(json_t *vm)
 {
@@ -208,7 +238,7 @@ static int parse_mem_mib(const char *v, long long *out)
     return 0;
 }
 
-static int cmd_create(int argc, char **argv)
+int cli_build_def(int argc, char **argv, json_t **out)
 {
     static const struct option opts[] = {
         {"kernel", required_argument, NULL, 'k'},  {"initrd", required_argument, NULL, 'i'},
@@ -276,11 +306,22 @@ static int cmd_create(int argc, char **argv)
         json_object_set(def, "nics", nics);
     json_decref(drives);
     json_decref(nics);
+    if (ret == 0)
+        *out = def;
+    else
+        json_decref(def);
+    return ret;
+}
+
+static int cmd_create(int argc, char **argv)
+{
+    json_t *def;
+    int ret = cli_build_def(argc, argv, &def);
     if (ret == 0) {
         cleanup_free char *text = json_dumps(def, 0);
         ret = call("POST", "/v1/vms", text, show_state);
+        json_decref(def);
     }
-    json_decref(def);
     return ret;
 }
 
@@ -326,6 +367,12 @@ int main(int argc, char **argv)
         fputs(usage, stdout);
         return 0;
     }
+    /* wisp VERB --help */
+    if (ac >= 2 && (!strcmp(av[1], "--help") || !strcmp(av[1], "-h"))) {
+        const char *h = cli_verb_help(cmd);
+        fputs(h ? h : usage, stdout);
+        return 0;
+    }
     if (!strcmp(cmd, "ls") || !strcmp(cmd, "list")) {
         if (ac != 1)
             return cli_usage_error("ls: unexpected argument '%s'", av[1]);
@@ -334,12 +381,6 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "limits"))
         return ac != 1 ? cli_usage_error("limits: unexpected argument '%s'", av[1])
                        : call("GET", "/v1/limits", NULL, show_raw);
-    /* wisp VERB --help */
-    if (ac >= 2 && (!strcmp(av[1], "--help") || !strcmp(av[1], "-h"))) {
-        const char *h = cli_verb_help(cmd);
-        fputs(h ? h : usage, stdout);
-        return 0;
-    }
     static const struct {
         const char *verb;
         int (*fn)(int argc, char **argv);

@@ -351,6 +351,52 @@ def case_libvirt(d):
     d.stop()
 
 
+def case_run(d):
+    def run(*args, stdin=b""):
+        return subprocess.run([wt.A.wisp] + list(args), input=stdin, capture_output=True,
+                              timeout=60)
+    guest = ["--kernel", wt.A.guest, "--mem", "16", "--cmdline", "print=1"]
+    # without a daemon: wisp-vmm in the foreground, the guest's status is wisp's
+    r = run("--socket", os.path.join(d.tmp, "none.sock"), "run", *guest, stdin=b"exit 4\r")
+    assert r.returncode == 4 and b"idle: ready" in r.stdout and b"foreground" in r.stderr, r
+    # with one: create, start, attach; --rm removes it at its end
+    d.start()
+    r = run("--socket", d.sock, "run", "--rm", "r1", *guest, stdin=b"exit 3\r")
+    assert r.returncode == 3 and b"idle: line 1 of 1" in r.stdout, r
+    assert b"exited with status 3" in r.stderr, r.stderr
+    assert "r1" not in d.vms()
+    # without --rm it stays, stopped; a name taken is exit 5; Ctrl-] leaves it running
+    r = run("--socket", d.sock, "run", "r2", *guest, stdin=b"exit 0\r")
+    assert r.returncode == 0 and d.vms()["r2"]["state"] == "stopped", r
+    assert run("--socket", d.sock, "run", "r2", *guest).returncode == 5
+    p = subprocess.Popen([wt.A.wisp, "--socket", d.sock, "run", "r3"] + guest,
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_for("r3 running", lambda: d.vms().get("r3", {}).get("state") == "running")
+    wait_for("r3's output", lambda: "idle: ready" in d.wisp("logs", "r3").stdout)
+    p.stdin.write(b"\x1d")
+    p.stdin.flush()
+    out, err = p.communicate(timeout=10)
+    assert p.returncode == 0 and b"goes on" in err and d.vms()["r3"]["state"] == "running", err
+    assert run("--socket", d.sock, "run", "r4", "--mem", "16").returncode == 2  # no --kernel
+    d.wisp("rm", "-f", "r3", check=0)
+    d.wisp("rm", "r2", check=0)
+    d.stop()
+
+
+def case_help(d):
+    """wisp --help and each verb's --help: the synopsis, the options, the exit status."""
+    r = subprocess.run([wt.A.wisp, "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "EXIT STATUS" in r.stdout, r.stdout
+    verbs = ["define", "create", "ls", "show", "start", "stop", "kill", "restart", "pause",
+             "resume", "rm", "logs", "console", "events", "stats", "snapshot", "restore",
+             "clone", "run", "import-libvirt", "limits"]
+    for v in verbs:
+        assert v in r.stdout, v
+        h = subprocess.run([wt.A.wisp, v, "--help"], capture_output=True, text=True)
+        assert h.returncode == 0 and h.stdout.startswith("usage: wisp") and v in h.stdout \
+            and "Exit status" in h.stdout, (v, h.stdout)
+
+
 def main():
     wt.main_with(globals(), OpsDaemon)
 

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/cpulist.h"
 #include "common/parse.h"
 #include "kvm/guest_mem.h"
 #include "vmm/api.h"
@@ -297,6 +298,26 @@ static int set_async_teardown(const char *v, struct vm_config *args, struct wisp
     return 0;
 }
 
+/* "LIST[/LIST]...": the i-th CPU list for vCPU i, the last for the vCPUs after it. */
+static int parse_vcpu_affinity(const char *v, struct vm_config *args, struct wisp_err *err)
+{
+    for (const char *p = v;;) {
+        size_t n = strcspn(p, "/");
+        cpu_set_t set;
+        int r = cpulist_parse(p, n, &set);
+        if (r < 0)
+            return wisp_err_set(err, EINVAL,
+                                "--vcpu-affinity %s: '%.*s' is not a CPU list (0-3,8) of CPUs "
+                                "below %d",
+                                v, (int)n, p, CPU_SETSIZE);
+        if (!p[n])
+            break;
+        p += n + 1;
+    }
+    args->vcpu_affinity = v;
+    return 0;
+}
+
 static int parse_seccomp(const char *v, struct vm_config *args, struct wisp_err *err)
 {
     static const char *const modes[] = {"on", "log", "off", "audit"}; /* vmm_seccomp_mode */
@@ -331,6 +352,7 @@ static const struct option options[] = {
     {"--ksm", NULL, OPT_VALUE, parse_ksm},
     {"--prefault", NULL, OPT_VALUE, parse_prefault},
     {"--cpus", NULL, OPT_VALUE, parse_cpus},
+    {"--vcpu-affinity", NULL, OPT_VALUE, parse_vcpu_affinity},
     {"--serial", NULL, OPT_VALUE, parse_serial},
     {"--console", NULL, OPT_VALUE, parse_console},
     {"--console-log-max", NULL, OPT_VALUE, parse_console_log_max},

@@ -93,6 +93,7 @@ struct vm_config {
     uint64_t mem_bytes;
     struct guest_mem_options mem; /* --mem-backend, --thp, --ksm, --prefault */
     unsigned cpus;
+    const char *vcpu_affinity; /* --vcpu-affinity: CPU lists split by '/', one a vCPU */
     enum vmm_serial serial;
     const char *serial_path;  /* for VMM_SERIAL_FILE, points into argv */
     uint64_t console_log_max; /* --console-log-max: bytes of a file's end kept (0: all) */

@@ -9,6 +9,7 @@
 
 #include "arch/x86/cpuid.h"
 #include "common/cleanup.h"
+#include "common/cpulist.h"
 #include "common/evloop.h"
 #include "common/log.h"
 #include "common/thread_kind.h"
@@ -181,6 +182,25 @@ static int vcpu_init(struct vcpu_thread *t)
     return r;
 }
 
+/* --vcpu-affinity: the thread pins itself (its list, or the last one) before its filter is
+ * loaded; the VMM's other threads keep the affinity the process was started with. */
+static int vcpu_pin(struct vcpu_thread *t)
+{
+    const char *p = t->m->args->vcpu_affinity;
+    if (!p)
+        return 0;
+    for (unsigned i = 0; i < t->vcpu.index && strchr(p, '/'); i++)
+        p = strchr(p, '/') + 1;
+    cpu_set_t set;
+    if (cpulist_parse(p, strcspn(p, "/"), &set) < 0) /* checked by args.c */
+        return wisp_err_set(&t->err, EINVAL, "vcpu%u: --vcpu-affinity: bad list", t->vcpu.index);
+    if (sched_setaffinity(0, sizeof(set), &set) < 0)
+        return wisp_err_sys(&t->err, errno,
+                            "vcpu%u: --vcpu-affinity %.*s (CPUs outside this process's cpuset?)",
+                            t->vcpu.index, (int)strcspn(p, "/"), p);
+    return 0;
+}
+
 static void *vcpu_thread_main(void *opaque)
 {
     struct vcpu_thread *t = opaque;
@@ -193,7 +213,9 @@ static void *vcpu_thread_main(void *opaque)
     sigaddset(&kick, SIG_VCPU_KICK);
     pthread_sigmask(SIG_UNBLOCK, &kick, NULL);
 
-    t->init_result = vcpu_init(t);
+    t->init_result = vcpu_pin(t);
+    if (t->init_result == 0)
+        t->init_result = vcpu_init(t);
     pthread_mutex_lock(&m->start_lock);
     m->nr_ready++;
     pthread_cond_broadcast(&m->start_cond);

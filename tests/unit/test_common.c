@@ -8,6 +8,7 @@
 
 #include <cmocka.h>
 
+#include "common/cpulist.h"
 #include "common/err.h"
 #include "common/parse.h"
 
@@ -110,6 +111,27 @@ static void test_parse_kv_list(void **state)
     assert_int_equal(parse_bool("maybe", &b), -EINVAL);
 }
 
+static void test_cpulist(void **state)
+{
+    (void)state;
+    cpu_set_t set;
+    char buf[64];
+    assert_int_equal(cpulist_parse("0-3,8,10-11", (size_t)-1, &set), 0);
+    assert_int_equal(CPU_COUNT(&set), 7);
+    assert_true(CPU_ISSET(8, &set) && !CPU_ISSET(9, &set));
+    assert_int_equal(cpulist_format(&set, buf, sizeof(buf)), 11);
+    assert_string_equal(buf, "0-3,8,10-11");
+    assert_int_equal(cpulist_parse("5/6", 1, &set), 0); /* only the first byte */
+    assert_string_equal((cpulist_format(&set, buf, sizeof(buf)), buf), "5");
+    assert_int_equal(cpulist_parse("1023", (size_t)-1, &set), 0);
+    assert_int_equal(cpulist_parse("1024", (size_t)-1, &set), -ERANGE);
+    static const char *const bad[] = {"", ",", "1,", "1-", "3-1", "a", "1,,2", "-1", "1 2"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_int_equal(cpulist_parse(bad[i], (size_t)-1, &set), -EINVAL);
+    assert_int_equal(cpulist_parse("0-3,8", (size_t)-1, &set), 0);
+    assert_int_equal(cpulist_format(&set, buf, 4), -ENOSPC);
+}
+
 static void test_err_set_wrap(void **state)
 {
     struct wisp_err err = {0};
@@ -147,6 +169,7 @@ int main(void)
         cmocka_unit_test(test_parse_size_suffixes),
         cmocka_unit_test(test_parse_size_rejects_bad),
         cmocka_unit_test(test_parse_kv_list),
+        cmocka_unit_test(test_cpulist),
         cmocka_unit_test(test_err_set_wrap),
         cmocka_unit_test(test_err_wrap_truncates_safely),
     };

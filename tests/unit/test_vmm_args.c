@@ -96,6 +96,8 @@ static void test_bad_values_name_the_flag(void **state)
     EXPECT_ERROR("--mem: '3000001B' is not a multiple of 4 KiB", "--kernel", "k", "--mem",
                  "3000001B");
     EXPECT_ERROR("--mem: missing value", "--kernel", "k", "--mem");
+    EXPECT_ERROR("--vcpu-affinity 0/x: 'x' is not a CPU list", "--kernel", "k", "--vcpu-affinity",
+                 "0/x");
     EXPECT_ERROR("--cpus: '0' is out of range", "--kernel", "k", "--cpus", "0");
     EXPECT_ERROR("--cpus: '1025' is out of range", "--kernel", "k", "--cpus", "1025");
     EXPECT_ERROR("--cpus: 'two' is not a number", "--kernel", "k", "--cpus", "two");

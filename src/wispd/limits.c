@@ -102,7 +102,7 @@ json_t *wispd_limits_json(struct wispd *d)
     getrlimit(RLIMIT_NPROC, &nproc);
     long left = (long)nofile.rlim_cur - d->base_fds - FDS_AT_START - (long)d->nr_live * FDS_PER_VM;
     return json_pack("{s:{s:I, s:I, s:I, s:I}, s:{s:I, s:I, s:b}, s:{s:I, s:I, s:I}, s:I, s:I, "
-                     "s:I}",
+                     "s:I, s:o}",
                      "nofile", "soft", (json_int_t)nofile.rlim_cur, "hard",
                      (json_int_t)nofile.rlim_max, "per_vm", (json_int_t)FDS_PER_VM, "vms_left",
                      (json_int_t)(left > 0 ? left / FDS_PER_VM : 0), "nproc", "soft",
@@ -113,5 +113,5 @@ json_t *wispd_limits_json(struct wispd *d)
                      "max", (json_int_t)read_long("/proc/sys/kernel/threads-max", 0), "pid_max",
                      (json_int_t)read_long("/proc/sys/kernel/pid_max", 0), "mem_available_mib",
                      (json_int_t)mem_available_mib(), "vms", (json_int_t)d->nr_vms, "running",
-                     (json_int_t)d->nr_live);
+                     (json_int_t)d->nr_live, "placement", placement_host_json(d));
 }

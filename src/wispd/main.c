@@ -23,6 +23,7 @@
 
 static const char usage[] =
     "usage: wispd [--socket PATH] [--state-dir DIR] [--vmm PATH] [--console-log-max SIZE]\n"
+    "             [--cgroups MODE] [--no-jail] [--jailer PATH] [--jail-uid UID] [--jail-gid GID]\n"
     "\n"
     "The wisp daemon: keeps VM definitions in DIR/wispd.db (SQLite), starts each VM as its own\n"
     "wisp-vmm process, supervises it and serves the REST API (docs/wispd.md) on PATH. Runs in\n"
@@ -39,6 +40,13 @@ static const char usage[] =
     "                    each VM's console scrollback: wisp-vmm keeps the last SIZE to 1.5 x\n"
     "                    SIZE bytes of its console log on disk (K, M, G; default 1M, at\n"
     "                    least 8K)\n"
+    "  --cgroups MODE    a cgroup per VM: auto (default: v2 when the unified hierarchy has\n"
+    "                    the memory and pids controllers, else v1), v1, v2 or off\n"
+    "  --no-jail         start VMs without wisp-jailer (by default each VM runs jailed,\n"
+    "                    unless its definition says \"jail\": false)\n"
+    "  --jailer PATH     the wisp-jailer (default: beside wispd, or ../../tools/wisp-jailer)\n"
+    "  --jail-uid UID, --jail-gid GID\n"
+    "                    the unprivileged ids jailed VMMs run as (default 10100)\n"
     "  -h, --help        this text\n"
     "\n"
     "Exit status: 0 after SIGTERM/SIGINT, 1 when it cannot start, 2 for usage errors.\n";
@@ -123,11 +131,19 @@ static void set_socket_access(const char *sock)
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"socket", required_argument, NULL, 's'}, {"state-dir", required_argument, NULL, 'd'},
-        {"vmm", required_argument, NULL, 'v'},    {"console-log-max", required_argument, NULL, 'c'},
-        {"help", no_argument, NULL, 'h'},         {0}};
+        {"socket", required_argument, NULL, 's'},   {"state-dir", required_argument, NULL, 'd'},
+        {"vmm", required_argument, NULL, 'v'},      {"console-log-max", required_argument, NULL, 'c'},
+        {"cgroups", required_argument, NULL, 'C'},  {"no-jail", no_argument, NULL, 'n'},
+        {"jailer", required_argument, NULL, 'j'},   {"jail-uid", required_argument, NULL, 'u'},
+        {"jail-gid", required_argument, NULL, 'g'}, {"help", no_argument, NULL, 'h'},
+        {0}};
     const char *sock = "/run/wisp/wispd.sock", *state_dir = "/var/lib/wisp";
-    struct wispd d = {.console_log_max = 1 << 20};
+    const char *cgroups = "auto", *jailer = NULL;
+    bool jail = true;
+    uint32_t jail_ids[2] = {10100, 10100};
+    static struct wispd d; /* large (placement's paths): not on the stack */
+    struct wisp_err err = {0};
+    d.console_log_max = 1 << 20;
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         if (c == 's')
@@ -142,7 +158,20 @@ int main(int argc, char **argv)
                         optarg);
                 return 2;
             }
-        } else if (c == 'h') {
+        } else if (c == 'C')
+            cgroups = optarg;
+        else if (c == 'n')
+            jail = false;
+        else if (c == 'j')
+            jailer = optarg;
+        else if ((c == 'u' || c == 'g') &&
+                 parse_unprivileged_id(c == 'u' ? "--jail-uid" : "--jail-gid", optarg,
+                                       &jail_ids[c == 'g'], &err) < 0) {
+            fprintf(stderr, "wispd: %s\n", err.msg);
+            return 2;
+        } else if (c == 'u' || c == 'g')
+            continue;
+        else if (c == 'h') {
             fputs(usage, stdout);
             return 0;
         } else {
@@ -157,7 +186,6 @@ int main(int argc, char **argv)
     if (!d.vmm_path)
         d.vmm_path = default_vmm();
     d.state_dir = realpath(state_dir, NULL);
-    struct wisp_err err = {0};
     signal(SIGPIPE, SIG_IGN);
     raise_limits();
     sigset_t set;
@@ -181,6 +209,8 @@ int main(int argc, char **argv)
     if (ret == 0)
         ret = registry_open(&d.reg, d.state_dir, &err);
     if (ret == 0)
+        ret = placement_init(&d, cgroups, jail, jailer, jail_ids[0], jail_ids[1], &err);
+    if (ret == 0)
         ret = wispd_recover(&d, &err);
     if (ret == 0) {
         unlink(sock);                  /* a wispd killed with -9 leaves its socket behind */
@@ -202,6 +232,7 @@ int main(int argc, char **argv)
     d.nr_event_waiters = 0;
     api_server_destroy(d.server);
     registry_close(d.reg);
+    cgroups_fini(&d.place);
     fprintf(stderr, "wispd: ended; the VMs go on\n");
     return 0;
 }

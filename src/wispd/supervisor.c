@@ -56,6 +56,7 @@ json_t *vm_to_json(const struct vm *vm)
                           vm_state_name(vm->state), "pid", (json_int_t)vm->pid, "restarts",
                           (json_int_t)vm->restarts, "last_exit", vm->last_exit, "api_sock",
                           vm->api_sock, "definition", vm->def);
+    placement_json(vm, j);
     return j;
 }
 
@@ -165,7 +166,7 @@ static void stop_timer_fired(void *opaque)
         vm_timer_arm(vm, (uint64_t)TERM_TO_KILL_MS * 1000000);
     } else if (vm->stop_stage < 3) {
         vm->stop_stage = 3;
-        pidfd_send_signal(vm->pidfd, SIGKILL, NULL, 0);
+        placement_kill(vm);
     }
 }
 
@@ -200,7 +201,11 @@ static void vm_exited(void *opaque, uint32_t events)
     bool known = vm->child && waitid(P_PIDFD, (id_t)vm->pidfd, &si, WEXITED | WNOHANG) == 0 &&
                  si.si_pid != 0;
     bool failed = true;
-    if (known && si.si_code == CLD_EXITED) {
+    if (known && si.si_code == CLD_EXITED && vm->place.jailed && si.si_status > 128 &&
+        si.si_status < 128 + 65) { /* wisp-jailer's 128 + N: its VMM was killed by N */
+        snprintf(vm->last_exit, sizeof(vm->last_exit), "killed by signal %d (%s) in its jail",
+                 si.si_status - 128, strsignal(si.si_status - 128));
+    } else if (known && si.si_code == CLD_EXITED) {
         snprintf(vm->last_exit, sizeof(vm->last_exit), "exited with status %d", si.si_status);
         failed = si.si_status != 0;
     } else if (known) {
@@ -218,6 +223,7 @@ static void vm_exited(void *opaque, uint32_t events)
     vm->client = NULL;
     vm_timer_drop(vm); /* inside its own callback is fine (evloop.h) */
     unlink(vm->api_sock);
+    placement_release(vm); /* its cgroups, a jail its jailer left */
     vm->pid = 0;
     vm->starttime = 0;
     d->nr_live--;
@@ -344,10 +350,17 @@ static size_t build_requests(const struct vm *vm, struct vmm_request *r, size_t 
     size_t n = 0, i;
     if (vm->restore_state)
         return clone_restore_requests(vm, r, max);
-    json_t *boot =
-        json_pack("{s:s}", "kernel_image_path", json_string_value(json_object_get(def, "kernel")));
+    char jp[160]; /* the paths the VMM opens: in its jail, or the host's */
+    json_t *boot = json_pack("{s:s}", "kernel_image_path",
+                             placement_path(vm, "kernel", NULL,
+                                            json_string_value(json_object_get(def, "kernel")), jp,
+                                            sizeof(jp)));
     if (json_object_get(def, "initrd"))
-        json_object_set(boot, "initrd_path", json_object_get(def, "initrd"));
+        json_object_set_new(
+            boot, "initrd_path",
+            json_string(placement_path(vm, "initrd", NULL,
+                                       json_string_value(json_object_get(def, "initrd")), jp,
+                                       sizeof(jp))));
     if (json_object_get(def, "cmdline"))
         json_object_set(boot, "boot_args", json_object_get(def, "cmdline"));
     r[n++] = (struct vmm_request){"PUT", strdup("/boot-source"), json_dumps(boot, 0)};
@@ -360,10 +373,13 @@ static size_t build_requests(const struct vm *vm, struct vmm_request *r, size_t 
     {
         if (n + 4 >= max)
             break;
-        json_t *dr = json_pack("{s:O, s:O, s:b, s:b}", "drive_id", json_object_get(item, "id"),
-                               "path_on_host", json_object_get(item, "path"), "is_root_device",
-                               json_is_true(json_object_get(item, "root")), "is_read_only",
-                               json_is_true(json_object_get(item, "read_only")));
+        const char *id = json_string_value(json_object_get(item, "id"));
+        json_t *dr = json_pack(
+            "{s:O, s:s, s:b, s:b}", "drive_id", json_object_get(item, "id"), "path_on_host",
+            placement_path(vm, "drive", id, json_string_value(json_object_get(item, "path")), jp,
+                           sizeof(jp)),
+            "is_root_device", json_is_true(json_object_get(item, "root")), "is_read_only",
+            json_is_true(json_object_get(item, "read_only")));
         if (json_object_get(item, "format"))
             json_object_set(dr, "format", json_object_get(item, "format"));
         char *path;
@@ -412,7 +428,7 @@ static void start_done(void *opaque, int status, const char *message)
         snprintf(vm->last_exit, sizeof(vm->last_exit), "start failed: %s", message);
         vm->stop_requested = true;
         vm->stop_stage = 3;
-        pidfd_send_signal(vm->pidfd, SIGKILL, NULL, 0);
+        placement_kill(vm);
         for (unsigned i = 0; i < vm->nr_waiters; i++)
             api_reply_error(vm->waiters[i], 400, "%s: %s", vm->name, message);
         vm->nr_waiters = 0;
@@ -420,7 +436,7 @@ static void start_done(void *opaque, int status, const char *message)
         return;
     }
     if (set_state(vm, VM_RUNNING, &err) < 0) {
-        pidfd_send_signal(vm->pidfd, SIGKILL, NULL, 0);
+        placement_kill(vm);
         reply_waiters(vm, 500, err.msg);
         return;
     }
@@ -432,8 +448,7 @@ static void start_done(void *opaque, int status, const char *message)
 /* The child: its own session, stdout and stderr to the VM's log, and exec only once the
  * parent has committed its pid (the byte on `go`); if wispd dies first the pipe ends and the
  * child exits without becoming a VM, so there is never a wisp-vmm the registry does not name. */
-static void child_exec(struct wispd *d, struct vm *vm, int go, int in_fd, int log_fd,
-                       int vmm_log_fd)
+static void child_exec(struct vm *vm, int go, int in_fd, int log_fd, int vmm_log_fd)
 {
     char b;
     setsid();
@@ -442,13 +457,7 @@ static void child_exec(struct wispd *d, struct vm *vm, int go, int in_fd, int lo
     dup2(vmm_log_fd, 2); /* wisp-vmm's messages */
     if (read(go, &b, 1) != 1)
         _exit(127);
-    char log_max[32];
-    snprintf(log_max, sizeof(log_max), "%llu", (unsigned long long)d->console_log_max);
-    char *argv[] = {d->vmm_path, "--api-sock",        vm->api_sock, "--id",
-                    vm->name,    "--console-log-max", log_max,      NULL};
-    execv(d->vmm_path, argv);
-    dprintf(2, "wispd: exec %s: %s\n", d->vmm_path, strerror(errno));
-    _exit(127);
+    placement_child(vm); /* affinity, memory policy, then the exec of wisp-jailer or wisp-vmm */
 }
 
 int vm_start(struct vm *vm, struct api_request *req, struct wisp_err *err)
@@ -480,11 +489,19 @@ int vm_start(struct vm *vm, struct api_request *req, struct wisp_err *err)
         close(vmm_log_fd);
         return ret;
     }
+    ret = placement_prepare(vm, err); /* its cgroups, NUMA node, jail: docs/wispd.md */
+    if (ret < 0) {
+        close(log_fd);
+        close(vmm_log_fd);
+        close(go[0]);
+        close(go[1]);
+        return ret;
+    }
     unlink(vm->api_sock); /* left by a wisp-vmm killed with -9: its VM is gone */
     int pid = fork();
     if (pid == 0) {
         close(go[1]);
-        child_exec(d, vm, go[0], in_fd, log_fd, vmm_log_fd);
+        child_exec(vm, go[0], in_fd, log_fd, vmm_log_fd);
     }
     close(go[0]);
     close(in_fd);
@@ -492,13 +509,15 @@ int vm_start(struct vm *vm, struct api_request *req, struct wisp_err *err)
     close(vmm_log_fd);
     if (pid < 0) {
         close(go[1]);
+        placement_release(vm);
         return wisp_err_sys(err, errno, "fork");
     }
     vm->pidfd = pidfd_open(pid, 0);
     vm->pid = pid;
     vm->child = true;
-    if (vm->pidfd < 0 || read_starttime(pid, &vm->starttime) < 0 ||
-        set_state(vm, VM_STARTING, err) < 0 || watch_pidfd(vm, err) < 0) {
+    if (vm->pidfd < 0 || placement_join(vm, pid, err) < 0 ||
+        read_starttime(pid, &vm->starttime) < 0 || set_state(vm, VM_STARTING, err) < 0 ||
+        watch_pidfd(vm, err) < 0) {
         ret = err->errnum ? -err->errnum : wisp_err_sys(err, errno, "pidfd_open");
         close(go[1]); /* the child exits without exec */
         kill(pid, SIGKILL);
@@ -508,6 +527,7 @@ int vm_start(struct vm *vm, struct api_request *req, struct wisp_err *err)
         vm->pidfd = -1;
         vm->pid = 0;
         vm->state = VM_STOPPED;
+        placement_release(vm);
         return ret;
     }
     if (write(go[1], "g", 1) != 1) {
@@ -521,7 +541,7 @@ int vm_start(struct vm *vm, struct api_request *req, struct wisp_err *err)
                          API_TIMEOUT_MS, start_done, vm, err);
     if (ret < 0) {
         vm->stop_requested = true;
-        pidfd_send_signal(vm->pidfd, SIGKILL, NULL, 0);
+        placement_kill(vm);
         return ret;
     }
     add_waiter(vm, req);
@@ -552,7 +572,7 @@ int vm_stop(struct vm *vm, bool force, struct api_request *req, struct wisp_err 
     }
     if (force || vm->stop_stage >= 1) {
         vm->stop_stage = 3;
-        pidfd_send_signal(vm->pidfd, SIGKILL, NULL, 0);
+        placement_kill(vm);
     } else {
         vm->stop_stage = 1;
         struct vmm_request r = {"PUT", strdup("/actions"),
@@ -629,6 +649,7 @@ int vm_remove(struct vm *vm, bool force, struct api_request *req, struct wisp_er
     snprintf(log_path, sizeof(log_path), "%s/logs/%lld.vmm.log", d->state_dir, (long long)vm->id);
     unlink(log_path);
     console_vm_removed(vm);
+    cgroup_vm_remove(d, vm); /* if the end's removal found it busy */
     wispd_event(d, vm->name, "remove", "");
     for (unsigned i = 0; i < vm->nr_waiters; i++)
         api_reply_empty(vm->waiters[i]);
@@ -655,6 +676,9 @@ static int recover_row(const struct registry_row *row, void *opaque)
     vm->restarts = row->restarts;
     vm->remove_pending = row->remove_pending;
     snprintf(vm->last_exit, sizeof(vm->last_exit), "%s", row->last_exit);
+    if (row->api_sock[0]) /* a jailed VM's is in its jail */
+        snprintf(vm->api_sock, sizeof(vm->api_sock), "%s", row->api_sock);
+    placement_reattach(vm);
     uint64_t st = 0;
     if (strcmp(row->state, "stopped") && row->pid > 0) {
         vm->pidfd = pidfd_open((int)row->pid, 0);
@@ -667,6 +691,7 @@ static int recover_row(const struct registry_row *row, void *opaque)
         vm->state = strcmp(row->state, "stopped") ? VM_RUNNING : VM_STOPPED;
         if (vm->state == VM_STOPPED && !vm->remove_pending)
             return 0;
+        placement_release(vm); /* its cgroups and jail, if they outlived it */
         /* It ended while wispd was not running. */
         snprintf(vm->last_exit, sizeof(vm->last_exit), "ended while wispd was not running");
         if (vm->remove_pending) {
@@ -699,7 +724,7 @@ static int recover_row(const struct registry_row *row, void *opaque)
         vm->stop_requested = true;
         vm->stop_stage = 3;
         set_state(vm, VM_STOPPING, &err);
-        pidfd_send_signal(vm->pidfd, SIGKILL, NULL, 0);
+        placement_kill(vm);
     } else {
         wispd_event(d, vm->name, "reattach", "");
     }

@@ -51,7 +51,9 @@ int vmdef_parse(const char *text, size_t len, json_t **out, struct wisp_err *err
     const char *name = NULL, *kernel = NULL, *initrd = NULL, *cmdline = NULL, *console = NULL,
                *policy = NULL;
     uint64_t vcpus = 1, mem = 128, stop_timeout = 10;
-    json_t *drives = NULL, *nics = NULL, *vsock = NULL, *balloon = NULL, *placement = NULL;
+    json_t *drives = NULL, *nics = NULL, *vsock = NULL, *balloon = NULL, *placement = NULL,
+           *limits = NULL;
+    bool jail = true;
     const struct api_json_field fields[] = {
         {.name = "name", .type = API_JSON_STRING, .required = true, .out = &name},
         {.name = "vcpus", .type = API_JSON_UINT, .required = false, .out = &vcpus, .max = 1024},
@@ -69,6 +71,8 @@ int vmdef_parse(const char *text, size_t len, json_t **out, struct wisp_err *err
         {.name = "vsock", .type = API_JSON_OBJECT, .required = false, .out = &vsock},
         {.name = "balloon", .type = API_JSON_OBJECT, .required = false, .out = &balloon},
         {.name = "placement", .type = API_JSON_OBJECT, .required = false, .out = &placement},
+        {.name = "limits", .type = API_JSON_OBJECT, .required = false, .out = &limits},
+        {.name = "jail", .type = API_JSON_BOOL, .required = false, .out = &jail},
         {.name = "restart_policy", .type = API_JSON_STRING, .required = false, .out = &policy},
         {.name = "stop_timeout_s",
          .type = API_JSON_UINT,
@@ -98,10 +102,6 @@ int vmdef_parse(const char *text, size_t len, json_t **out, struct wisp_err *err
         ret = wisp_err_set(err, EINVAL,
                            "definition: restart_policy: '%s' is not no, on-failure or always",
                            policy);
-    else if (ret == 0 && placement)
-        ret = wisp_err_set(err, ENOTSUP,
-                           "definition: placement: not implemented yet (pinning and NUMA, "
-                           "issue 11)");
     static const struct api_json_field drive_fields[] = {
         {.name = "id", .type = API_JSON_STRING, .required = true},
         {.name = "path", .type = API_JSON_STRING, .required = true},
@@ -126,6 +126,10 @@ int vmdef_parse(const char *text, size_t len, json_t **out, struct wisp_err *err
     json_object_set_new(def, "memory_mib", json_integer((json_int_t)mem));
     json_object_set_new(def, "restart_policy", json_string(policy ? policy : "no"));
     json_object_set_new(def, "stop_timeout_s", json_integer((json_int_t)stop_timeout));
+    if (placement_check(def, err) < 0) { /* placement, limits, jail (placement.c) */
+        json_decref(def);
+        return -EINVAL;
+    }
     *out = def;
     return 0;
 }

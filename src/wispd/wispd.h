@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "common/err.h"
+#include "placement.h"
 
 struct api_request;
 struct evloop;
@@ -49,6 +50,7 @@ struct vm {
     void *on_start_opaque;
     struct api_request *waiters[VM_MAX_WAITERS];
     unsigned nr_waiters;
+    struct vm_place place; /* this run's cgroups, NUMA node, jail (placement.h) */
     struct vm *hash_next;
 };
 
@@ -60,6 +62,7 @@ struct wispd {
     struct api_server *server;
     struct vm *hash[VM_HASH_SIZE];
     unsigned nr_vms, nr_live;
+    struct wispd_place place; /* cgroups, NUMA nodes, the jailer (placement.h) */
     int base_fds;
     uint64_t console_log_max;  /* --console-log-max: bytes of each VM's console log kept */
     struct consoles *consoles; /* console.c */

@@ -26,13 +26,15 @@ class Daemon:
         self.sock = os.path.join(tmp, "wispd.sock")
         self.state = os.path.join(tmp, "state")
         self.proc = None
+        self.extra = []  # more wispd options
 
     def start(self, nofile=None):
         log = open(os.path.join(self.tmp, "wispd.log"), "a")
         pre = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))) \
             if nofile else None
         self.proc = subprocess.Popen([A.wispd, "--socket", self.sock, "--state-dir", self.state,
-                                      "--vmm", A.vmm], stdout=log, stderr=log, preexec_fn=pre)
+                                      "--vmm", A.vmm] + self.extra, stdout=log, stderr=log,
+                                     preexec_fn=pre)
         for _ in range(500):
             try:  # a wispd killed with -9 leaves its socket file: wait for one that answers
                 with socket.socket(socket.AF_UNIX) as c:
@@ -86,8 +88,10 @@ def starttime(pid):
 
 
 def vmm_processes(state_dir):
-    """pid -> cmdline of the processes running a wisp-vmm of this state directory."""
+    """pid -> cmdline of the processes that are this state directory's VMs: a wisp-jailer
+    (jailed, the default: its VMM is its child) or a wisp-vmm (unjailed)."""
     out = {}
+    jail = (state_dir + "/jail").encode()
     for p in os.listdir("/proc"):
         if not p.isdigit():
             continue
@@ -95,9 +99,57 @@ def vmm_processes(state_dir):
             cmd = open(f"/proc/{p}/cmdline", "rb").read().split(b"\0")
         except OSError:
             continue
-        if len(cmd) > 2 and cmd[1] == b"--api-sock" and alive(int(p)) and cmd[2].startswith(state_dir.encode()):
+        unjailed = len(cmd) > 2 and cmd[1] == b"--api-sock" and cmd[2].startswith(
+            state_dir.encode())
+        jailed = cmd[0].endswith(b"wisp-jailer") and jail in cmd
+        if (unjailed or jailed) and alive(int(p)):
             out[int(p)] = cmd
     return out
+
+
+def vmm_of(pid):
+    """The wisp-vmm of a VM whose recorded pid is `pid`: the jailer's child, or pid itself."""
+    try:
+        kids = open(f"/proc/{pid}/task/{pid}/children").read().split()
+    except OSError:
+        return pid
+    return int(kids[0]) if kids else pid
+
+
+def cgroup_parents(state_dir):
+    """The parents of this wispd's VM cgroups (docs/wispd.md, "cgroups"): wisp-HASH in wispd's
+    own cgroup of each v1 hierarchy."""
+    h = 5381
+    for c in os.path.realpath(state_dir).encode():
+        h = (h * 33 + c) & 0xffffffff
+    out = []
+    for line in open("/proc/self/cgroup"):
+        _, ctl, path = line.rstrip("\n").split(":", 2)
+        for c in ctl.split(","):
+            if c in ("cpu", "cpuacct", "cpuset", "memory", "pids"):
+                out.append(f"/sys/fs/cgroup/{c}{path.rstrip('/')}/wisp-{h:08x}")
+    return out
+
+
+def remove_cgroups(state_dir):
+    """What a test that killed wispd and its VMs with SIGKILL leaves in the host's cgroups."""
+    for parent in cgroup_parents(state_dir):
+        if not os.path.isdir(parent):
+            continue
+        for vm in os.listdir(parent):
+            if vm.startswith("vm-"):
+                for _ in range(100):  # the killed processes leave their cgroup as they exit
+                    try:
+                        os.rmdir(os.path.join(parent, vm))
+                        break
+                    except FileNotFoundError:
+                        break
+                    except OSError:
+                        time.sleep(0.02)
+        try:
+            os.rmdir(parent)
+        except OSError:
+            pass
 
 
 def wait_for(what, fn, timeout=20):
@@ -218,8 +270,10 @@ def case_reattach(d):
     d.wisp("resume", "vm2", check=0)
     d.wisp("stop", "vm0", check=0)
     assert not alive(before["vm0"][0])
-    os.kill(before["vm1"][0], signal.SIGKILL)
+    vmm1 = vmm_of(before["vm1"][0])
+    os.kill(before["vm1"][0], signal.SIGKILL)  # the jailer: its orphaned VMM is killed too
     wait_for("vm1 seen ended", lambda: d.vms()["vm1"]["state"] == "stopped")
+    wait_for("vm1's VMM ended", lambda: not alive(vmm1), 5)
     # A recorded pid that now belongs to another process is not taken for the VM.
     d.stop()
     d.wisp  # noqa
@@ -301,7 +355,8 @@ def case_hung(d):
     d.define("other", check=0)
     d.wisp("start", "h", check=0)
     pid = d.vms()["h"]["pid"]
-    os.kill(pid, signal.SIGSTOP)
+    vmm = vmm_of(pid)
+    os.kill(vmm, signal.SIGSTOP)
     p = subprocess.Popen([A.wisp, "--socket", d.sock, "pause", "h"], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     time.sleep(0.2)
@@ -312,7 +367,7 @@ def case_hung(d):
     assert p.returncode == 1 and "did not answer" in err, (p.returncode, err)
     assert d.vms()["h"]["state"] == "running"
     d.wisp("stop", "h", check=0)  # Ctrl-Alt-Del unanswered, SIGTERM pending, then SIGKILL
-    assert not alive(pid) and "signal 9" in d.vms()["h"]["last_exit"]
+    assert not alive(pid) and not alive(vmm) and "signal 9" in d.vms()["h"]["last_exit"]
     d.wisp("kill", "other", check=0)
     d.stop()
 
@@ -413,8 +468,10 @@ def main_with(cases, daemon_class):
         finally:
             if d.proc and d.proc.poll() is None:
                 d.proc.kill()
-            for pid in vmm_processes(d.state):
-                os.kill(pid, signal.SIGKILL)
+            for pid in vmm_processes(d.state):  # a jailed VM's VMM first: it outlives its jailer
+                for p in {vmm_of(pid), pid}:
+                    os.kill(p, signal.SIGKILL)
+            remove_cgroups(d.state)
     print("ok")
 
 

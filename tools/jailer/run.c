@@ -55,8 +55,12 @@ static void child_fail(const char *what)
 
 static void child_limits(const struct jail_options *o)
 {
+    bool nofile_given = false; /* a no-file given replaces the default (under a lower hard
+                                  limit, without CAP_SYS_RESOURCE, the default cannot be set) */
+    for (unsigned i = 0; i < o->nr_limits; i++)
+        nofile_given |= o->limits[i].resource == RLIMIT_NOFILE;
     struct rlimit nofile = {DEFAULT_NOFILE, DEFAULT_NOFILE};
-    if (setrlimit(RLIMIT_NOFILE, &nofile) < 0)
+    if (!nofile_given && setrlimit(RLIMIT_NOFILE, &nofile) < 0)
         child_fail("setrlimit no-file");
     for (unsigned i = 0; i < o->nr_limits; i++) {
         struct rlimit l = {o->limits[i].value, o->limits[i].value};

@@ -130,13 +130,17 @@ static void set_socket_access(const char *sock)
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"socket", required_argument, NULL, 's'},   {"state-dir", required_argument, NULL, 'd'},
-        {"vmm", required_argument, NULL, 'v'},      {"console-log-max", required_argument, NULL, 'c'},
-        {"cgroups", required_argument, NULL, 'C'},  {"no-jail", no_argument, NULL, 'n'},
-        {"jailer", required_argument, NULL, 'j'},   {"jail-uid", required_argument, NULL, 'u'},
-        {"jail-gid", required_argument, NULL, 'g'}, {"help", no_argument, NULL, 'h'},
-        {0}};
+    static const struct option opts[] = {{"socket", required_argument, NULL, 's'},
+                                         {"state-dir", required_argument, NULL, 'd'},
+                                         {"vmm", required_argument, NULL, 'v'},
+                                         {"console-log-max", required_argument, NULL, 'c'},
+                                         {"cgroups", required_argument, NULL, 'C'},
+                                         {"no-jail", no_argument, NULL, 'n'},
+                                         {"jailer", required_argument, NULL, 'j'},
+                                         {"jail-uid", required_argument, NULL, 'u'},
+                                         {"jail-gid", required_argument, NULL, 'g'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {0}};
     const char *sock = "/run/wisp/wispd.sock", *state_dir = "/var/lib/wisp";
     const char *cgroups = "auto", *jailer = NULL;
     bool jail = true;

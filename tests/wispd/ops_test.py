@@ -39,8 +39,9 @@ class OpsDaemon(wt.Daemon):
             return False
 
     def log_path(self, name):
-        vm = self.vms()[name]
-        return os.path.join(self.state, "logs", os.path.basename(vm["api_sock"])[:-5] + ".log")
+        sock = self.vms()[name]["api_sock"]  # run/ID.sock, or jail/wisp-vmm/vm-ID/root/api.sock
+        vid = sock.split("/")[-3][3:] if "/jail/" in sock else os.path.basename(sock)[:-5]
+        return os.path.join(self.state, "logs", vid + ".log")
 
 
 def attach(d, name, replay=None):

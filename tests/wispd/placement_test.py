@@ -212,13 +212,6 @@ def case_refused(d):
     d.stop()
 
 
-def main():
-    W.main.__globals__["case_cgroups"] = case_cgroups
-    W.main.__globals__["case_jail"] = case_jail
-    W.main.__globals__["case_reattach_jailed"] = case_reattach
-    W.main.__globals__["case_refused"] = case_refused
-    W.main()
-
-
 if __name__ == "__main__":
-    main()
+    case_reattach_jailed = case_reattach
+    W.main_with(globals(), W.Daemon)

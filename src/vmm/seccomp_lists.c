@@ -197,6 +197,7 @@ static const struct seccomp_rule spawner_rules[] = {
     ANY("rseq", "glibc registers it at a thread's start"),
     ANY("set_robust_list", "glibc at a thread's start"),
     ANY("prctl", "a new thread names itself (PR_SET_NAME)"),
+    {"sched_setaffinity", SC_ARG0, 0, "rare: a vCPU pins itself (--vcpu-affinity): pid 0"},
     {"ioctl", SC_IOCTL_TYPE, KVMIO,
      "a vCPU's set-up before its filter: KVM_CREATE_VCPU, KVM_SET_CPUID2, KVM_SET_MSRS, ... and, "
      "restored, KVM_SET_REGS ... KVM_SET_XSAVE"},

@@ -44,17 +44,22 @@ static int snapshot_files(const char *path, char *state, char *mem, char *def, s
 
 size_t clone_restore_requests(const struct vm *vm, struct vmm_request *r, size_t max)
 {
-    json_t *load =
-        json_pack("{s:s, s:{s:s, s:s}, s:b}", "snapshot_path", vm->restore_state, "mem_backend",
-                  "backend_type", "File", "backend_path", vm->restore_mem, "resume_vm", 1);
+    char js[160], jm[160], jd[160]; /* a jailed VM's paths are its jail's (placement.h) */
+    json_t *load = json_pack(
+        "{s:s, s:{s:s, s:s}, s:b}", "snapshot_path",
+        placement_path(vm, "snapshot", "state", vm->restore_state, js, sizeof(js)), "mem_backend",
+        "backend_type", "File", "backend_path",
+        placement_path(vm, "snapshot", "memory", vm->restore_mem, jm, sizeof(jm)), "resume_vm", 1);
     json_t *item, *nets = json_array(), *drives = json_array();
     size_t i;
     json_array_foreach(json_object_get(vm->def, "nics"), i, item)
         json_array_append_new(nets, json_pack("{s:O, s:O}", "iface_id", json_object_get(item, "id"),
                                               "host_dev_name", json_object_get(item, "tap")));
     json_array_foreach(json_object_get(vm->def, "drives"), i, item) json_array_append_new(
-        drives, json_pack("{s:O, s:O}", "drive_id", json_object_get(item, "id"), "path_on_host",
-                          json_object_get(item, "path")));
+        drives, json_pack("{s:O, s:s}", "drive_id", json_object_get(item, "id"), "path_on_host",
+                          placement_path(
+                              vm, "drive", json_string_value(json_object_get(item, "id")),
+                              json_string_value(json_object_get(item, "path")), jd, sizeof(jd))));
     if (json_array_size(nets))
         json_object_set(load, "network_overrides", nets);
     if (json_array_size(drives))
@@ -109,7 +114,8 @@ static void snap_done(void *opaque, int status, const char *message)
         wisp_err_set(&err, ENOENT, "%s: removed during its snapshot", j->name);
     else if (status < 0)
         wisp_err_set(&err, -status, "%s: snapshot: %s", j->name, message);
-    else
+    else if (placement_take_file(vm, "snapshot", "state", j->state, &err) == 0 &&
+             placement_take_file(vm, "snapshot", "memory", j->mem, &err) == 0)
         write_definition(j, vm->def, &err);
     if (err.msg[0] && vm && status < 0 && j->resume) {
         /* it may have stayed paused (the pause went through, the snapshot did not) */
@@ -144,7 +150,11 @@ static int snapshot_start(struct vm *vm, struct snap_job *j, struct wisp_err *er
     j->id = vm->id;
     snprintf(j->name, sizeof(j->name), "%s", vm->name);
     j->resume = vm->state == VM_RUNNING;
-    json_t *body = json_pack("{s:s, s:s}", "snapshot_path", j->state, "mem_file_path", j->mem);
+    char js[160], jm[160]; /* a jailed VM writes in its jail; snap_done moves the files out */
+    json_t *body = json_pack("{s:s, s:s}", "snapshot_path",
+                             placement_path(vm, "snapshot", "state", j->state, js, sizeof(js)),
+                             "mem_file_path",
+                             placement_path(vm, "snapshot", "memory", j->mem, jm, sizeof(jm)));
     struct vmm_request r[3];
     size_t n = 0;
     if (j->resume)

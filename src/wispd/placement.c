@@ -205,6 +205,39 @@ const char *placement_path(const struct vm *vm, const char *what, const char *id
     return buf;
 }
 
+int placement_take_file(const struct vm *vm, const char *what, const char *id, const char *host,
+                        struct wisp_err *err)
+{
+    if (!vm->place.jailed)
+        return 0;
+    char root[PATH_MAX + 64], jp[160], from[PATH_MAX + 256];
+    jail_root(vm->d, vm, root, sizeof(root));
+    snprintf(from, sizeof(from), "%s%s", root, placement_path(vm, what, id, host, jp, sizeof(jp)));
+    if (rename(from, host) == 0)
+        return 0;
+    if (errno != EXDEV)
+        return wisp_err_sys(err, errno, "%s: moving %s out of its jail to %s", vm->name, jp, host);
+    int in = open(from, O_RDONLY | O_CLOEXEC), out = -1;
+    int r = in < 0 ? -errno : 0;
+    if (r == 0 && (out = open(host, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0)
+        r = -errno;
+    while (r == 0) { /* across file systems: copied, then removed from the jail */
+        ssize_t n = copy_file_range(in, NULL, out, NULL, 1 << 30, 0);
+        if (n < 0)
+            r = -errno;
+        if (n <= 0)
+            break;
+    }
+    if (in >= 0)
+        close(in);
+    if (out >= 0 && close(out) < 0 && r == 0)
+        r = -errno;
+    if (r < 0)
+        return wisp_err_sys(err, -r, "%s: copying %s out of its jail to %s", vm->name, jp, host);
+    unlink(from);
+    return 0;
+}
+
 /* argv for the run; strings in a copy each (freed with the array). */
 struct argv_builder {
     char **v;
@@ -260,6 +293,10 @@ static void build_argv(struct wispd *d, struct vm *vm, struct argv_builder *b)
         json_array_foreach(json_object_get(def, "drives"), i, item)
             jail_file(b, vm, json_string_value(json_object_get(item, "path")), "drive",
                       json_string_value(json_object_get(item, "id")));
+        if (vm->restore_state) { /* a restore or a clone (clone.c) loads these */
+            jail_file(b, vm, vm->restore_state, "snapshot", "state");
+            jail_file(b, vm, vm->restore_mem, "snapshot", "memory");
+        }
         arg(b, "--");
         arg(b, "--api-sock");
         arg(b, "/api.sock");

@@ -97,6 +97,10 @@ void placement_release(struct vm *vm);
  * "/drive-ID" (what="drive", id given); else host itself. */
 const char *placement_path(const struct vm *vm, const char *what, const char *id, const char *host,
                            char *buf, size_t size);
+/* A jailed VM's snapshot file (what="snapshot", id "state" or "memory", written at its jail
+ * path) moved to `host` (renamed, or copied across file systems). Unjailed: nothing to do. */
+int placement_take_file(const struct vm *vm, const char *what, const char *id, const char *host,
+                        struct wisp_err *err);
 /* SIGKILL to the VM: under a jail to the VMM's processes (the jailer then removes the jail and
  * exits), else to the process. */
 void placement_kill(struct vm *vm);

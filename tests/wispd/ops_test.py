@@ -296,6 +296,7 @@ def case_clone(d):
     assert r.returncode == 1 and "nosnap" in r.stderr, r.stderr
     img = os.path.join(d.tmp, "disk.img")
     open(img, "wb").truncate(1 << 20)
+    os.chown(img, 10100, 10100)  # a jailed VMM opens its drives as the jail's uid (docs/wispd.md)
     d.define("w", stop_timeout_s=0, drives=[{"id": "rootfs", "path": img, "root": True}], check=0)
     d.wisp("start", "w", check=0)
     r = d.wisp("clone", "w", "--count", "1")

@@ -143,6 +143,10 @@ uint64_t guest_cmdline_u64(const char *key, uint64_t fallback);
 unsigned guest_memmap_count(void);
 const struct guest_memmap_entry *guest_memmap(unsigned i);
 uint64_t guest_rsdp_paddr(void); /* 0 if the VMM gave none */
+/* Identity-maps [addr, addr + size) for ring 3 when it lies above 4 GiB (a device's region
+ * outside the memory map, e.g. virtio-pmem's): whole GiBs, 2 MiB pages, up to 64 GiB; false
+ * beyond that. RAM of the memory map is mapped already. */
+bool guest_map_phys(uint64_t addr, uint64_t size);
 /* The physical address of an ACPI table found through the RSDP/XSDT/RSDT, or 0. */
 uint64_t guest_acpi_find(const char signature[4]);
 

@@ -43,6 +43,33 @@ int resources_alloc_mmio(struct device_resources *res, uint64_t size, const char
     return 0;
 }
 
+void resources_set_high(struct device_resources *res, uint64_t start, uint64_t end)
+{
+    res->high_next = start;
+    res->high_end = end;
+}
+
+int resources_alloc_high(struct device_resources *res, uint64_t size, uint64_t align,
+                         const char *owner, uint64_t *base, struct wisp_err *err)
+{
+    if (size == 0 || align == 0 || (align & (align - 1)))
+        return wisp_err_set(err, EINVAL, "%s: a region of %llu bytes aligned to %llu is invalid",
+                            owner, (unsigned long long)size, (unsigned long long)align);
+    uint64_t start, end;
+    bool bad = __builtin_add_overflow(res->high_next, align - 1, &start);
+    start &= ~(align - 1);
+    bad = bad || __builtin_add_overflow(start, size, &end) || end > res->high_end;
+    if (bad)
+        return wisp_err_set(err, ENOSPC,
+                            "%s: no room for %llu MiB of guest-physical space at 0x%llx (the "
+                            "guest's physical addresses end at 0x%llx)",
+                            owner, (unsigned long long)(size >> 20),
+                            (unsigned long long)res->high_next, (unsigned long long)res->high_end);
+    res->high_next = end;
+    *base = start;
+    return 0;
+}
+
 static void gsi_take(struct device_resources *res, unsigned gsi, const char *owner)
 {
     res->gsi_used |= 1ULL << gsi;

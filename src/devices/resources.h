@@ -28,6 +28,9 @@ struct resource_virtio_mmio {
  */
 struct device_resources {
     uint64_t mmio_base, mmio_end, mmio_next;
+    /* guest-physical space above RAM for memory-like devices (virtio-pmem): [high_next,
+     * high_end), set by resources_set_high once RAM is laid out; empty until then */
+    uint64_t high_next, high_end;
     uint8_t gsi_order[RESOURCES_MAX_GSIS]; /* allocatable GSIs, in the order they are handed out */
     unsigned nr_gsi_order;
     uint64_t gsi_used; /* bit per GSI: claimed or allocated */
@@ -49,6 +52,12 @@ int resources_alloc_gsi(struct device_resources *res, const char *owner, unsigne
 int resources_claim_gsi(struct device_resources *res, unsigned gsi, const char *owner,
                         struct wisp_err *err);
 bool resources_gsi_used(const struct device_resources *res, unsigned gsi);
+/* The space above RAM and the 32-bit MMIO hole that resources_alloc_high hands out. */
+void resources_set_high(struct device_resources *res, uint64_t start, uint64_t end);
+/* `size` bytes (> 0) of it at a multiple of `align` (a power of two), each range after the
+ * previous one; overflow-checked, -ENOSPC naming the owner and the limit. */
+int resources_alloc_high(struct device_resources *res, uint64_t size, uint64_t align,
+                         const char *owner, uint64_t *base, struct wisp_err *err);
 int resources_add_virtio_mmio(struct device_resources *res, const char *owner, uint64_t base,
                               uint64_t size, unsigned gsi, struct wisp_err *err);
 

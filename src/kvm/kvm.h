@@ -60,6 +60,7 @@ struct vm {
     const struct kvm *kvm;
     int fd;
     struct guest_mem mem;
+    unsigned next_slot; /* kvm_vm_add_slot: the first slot after RAM's */
     bool dirty_log; /* register RAM with KVM_MEM_LOG_DIRTY_PAGES (snapshots' track_dirty_pages) */
 };
 
@@ -82,6 +83,11 @@ int kvm_vm_create_irqchip(struct vm *vm, struct wisp_err *err);
  * without the xAPIC broadcast quirk, so that x2APIC id 255 is a CPU and not a broadcast. */
 int kvm_vm_enable_x2apic_ids(struct vm *vm, struct wisp_err *err);
 int kvm_vm_register_memory(struct vm *vm, struct wisp_err *err);
+/* A memory slot beyond RAM's (a virtio-pmem region): [gpa, gpa + size) backed by hva, the next
+ * free slot number into *slot. read_only: KVM_MEM_READONLY (needs KVM_CAP_READONLY_MEM; guest
+ * writes then exit as KVM_EXIT_MMIO). Main thread, before the vCPUs run. */
+int kvm_vm_add_slot(struct vm *vm, uint64_t gpa, uint64_t size, void *hva, bool read_only,
+                    unsigned *slot, struct wisp_err *err);
 void kvm_vm_destroy(struct vm *vm);
 /* With vm->dirty_log: fetches and clears KVM's dirty bitmap of RAM region `slot` (one bit per
  * 4 KiB page the guest wrote since the last call, guest_mem_bitmap_words() words), ORed into

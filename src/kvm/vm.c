@@ -58,6 +58,28 @@ int kvm_vm_register_memory(struct vm *vm, struct wisp_err *err)
     return 0;
 }
 
+int kvm_vm_add_slot(struct vm *vm, uint64_t gpa, uint64_t size, void *hva, bool read_only,
+                    unsigned *slot, struct wisp_err *err)
+{
+    if (read_only && kvm_ioctl(vm->kvm->fd, KVM_CHECK_EXTENSION, KVM_CAP_READONLY_MEM) <= 0)
+        return wisp_err_set(err, ENOTSUP,
+                            "KVM lacks KVM_CAP_READONLY_MEM, needed for a read-only region");
+    unsigned n = vm->next_slot < GUEST_MEM_MAX_REGIONS ? GUEST_MEM_MAX_REGIONS : vm->next_slot;
+    struct kvm_userspace_memory_region r = {
+        .slot = n,
+        .guest_phys_addr = gpa,
+        .memory_size = size,
+        .userspace_addr = (uint64_t)(uintptr_t)hva,
+        .flags = read_only ? KVM_MEM_READONLY : 0,
+    };
+    if (KVM_IOCTL(vm->fd, KVM_SET_USER_MEMORY_REGION, &r, err) < 0)
+        return wisp_err_wrap(err, "memory slot %u at 0x%llx (%llu MiB)", n, (unsigned long long)gpa,
+                             (unsigned long long)(size >> 20));
+    vm->next_slot = n + 1;
+    *slot = n;
+    return 0;
+}
+
 int kvm_vm_create(struct vm *vm, const struct kvm *kvm, struct wisp_err *err)
 {
     memset(vm, 0, sizeof(*vm));

@@ -98,6 +98,15 @@ void fc_rate_limiter_to_net(const struct fc_rate_limiter *rl, struct virtio_net_
 /* An image a drive may use: it opens (read-only for read_only) without blocking, and is a file
  * or a block device. */
 int vm_check_image(const char *what, const char *path, bool read_only, struct wisp_err *err);
+/* A device id of the API (1 to 64 letters, digits, '_', '-'), the same as the path's when
+ * path_id is not NULL; field names it in err. -EINVAL. */
+int vm_check_id(const char *where, const char *field, const char *id, const char *path_id,
+                struct wisp_err *err);
+/* The pmem resource (api_pmem.c): Firecracker's Pmem body of PUT /pmem/{id} and of a
+ * --config-file's "pmem" array; id is the path's (NULL: the body's). */
+int vm_resource_pmem(struct vm_config *cfg, const json_t *body, const char *id, const char *where,
+                     struct wisp_err *err);
+json_t *vm_pmem_json(const struct vm_config *cfg, unsigned i);
 /* The drive (NIC) with the API id `id` ("blkN"/"netN" for those given no id): its index, or -1. */
 int vm_config_find_drive(const struct vm_config *cfg, const char *id);
 int vm_config_find_nic(const struct vm_config *cfg, const char *id);

@@ -51,8 +51,8 @@ int vm_config_find_nic(const struct vm_config *cfg, const char *id)
 }
 
 /* Ids name devices and their threads: short, and only characters that need no quoting. */
-static int check_id(const char *where, const char *field, const char *id, const char *path_id,
-                    struct wisp_err *err)
+int vm_check_id(const char *where, const char *field, const char *id, const char *path_id,
+                struct wisp_err *err)
 {
     size_t n = strlen(id);
     if (n == 0 || n > ID_MAX_LEN ||
@@ -264,7 +264,7 @@ int vm_resource_drive(struct vm_config *cfg, const json_t *body, const char *id,
     struct vm_drive_api x;
     int r = drive_read(body, where, &b, err);
     if (r == 0)
-        r = check_id(where, "drive_id", b.id, id, err);
+        r = vm_check_id(where, "drive_id", b.id, id, err);
     if (r == 0)
         r = drive_params(&b, where, &p, &x, err);
     if (r < 0)
@@ -398,7 +398,7 @@ int vm_resource_nic(struct vm_config *cfg, const json_t *body, const char *id, c
     struct vm_nic_api x;
     int r = nic_read(body, where, &b, err);
     if (r == 0)
-        r = check_id(where, "iface_id", b.id, id, err);
+        r = vm_check_id(where, "iface_id", b.id, id, err);
     if (r == 0)
         r = nic_params(&b, where, &p, &x, err);
     if (r < 0)

@@ -164,6 +164,12 @@ json_t *vm_config_to_json(const struct vm_config *cfg)
     json_object_set_new(o, "network-interfaces", nics);
     if (cfg->rng)
         json_object_set_new(o, "entropy", entropy_json(cfg));
+    if (cfg->nr_pmems) {
+        json_t *pmems = json_array();
+        for (unsigned i = 0; pmems && i < cfg->nr_pmems; i++)
+            json_array_append_new(pmems, vm_pmem_json(cfg, i));
+        json_object_set_new(o, "pmem", pmems);
+    }
     if (cfg->vsock)
         json_object_set_new(o, "vsock", vm_vsock_json(cfg));
     if (cfg->balloon)

@@ -420,20 +420,28 @@ int vm_config_prepare_start(struct vm_config *cfg, struct wisp_err *err)
     for (unsigned i = 0; i < cfg->nr_drives; i++)
         if (cfg->api.drives[i].is_root_device)
             root = (int)i;
+    int pmem_root = -1;
+    for (unsigned i = 0; root < 0 && i < cfg->nr_pmems; i++)
+        if (cfg->pmems[i].root_device)
+            pmem_root = (int)i;
     const char *base = cfg->api.boot_args ? cfg->api.boot_args : cfg->cmdline ? cfg->cmdline : "";
     size_t end = args_end(base);
-    if (root < 0 || has_root(base, end))
+    if ((root < 0 && pmem_root < 0) || has_root(base, end))
         return 0;
-    /* virtio-blk drives get vda, vdb, ... in the order of cfg->drives (machine_devices.c) */
+    /* virtio-blk drives get vda, vdb, ... in the order of cfg->drives (machine_devices.c);
+     * pmem devices pmem0, pmem1, ... in the order of cfg->pmems */
     char dev[96];
-    const struct vm_drive_api *d = &cfg->api.drives[root];
-    if (d->partuuid)
+    const struct vm_drive_api *d = root >= 0 ? &cfg->api.drives[root] : NULL;
+    if (!d)
+        snprintf(dev, sizeof(dev), "root=/dev/pmem%d", pmem_root);
+    else if (d->partuuid)
         snprintf(dev, sizeof(dev), "root=PARTUUID=%.64s", d->partuuid);
     else if (root < 26)
         snprintf(dev, sizeof(dev), "root=/dev/vd%c", 'a' + root);
     else
         snprintf(dev, sizeof(dev), "root=/dev/vd%c%c", 'a' + root / 26 - 1, 'a' + root % 26);
-    const char *mode = cfg->drives[root].read_only ? "ro" : "rw";
+    bool ro = d ? cfg->drives[root].read_only : cfg->pmems[pmem_root].mode == VIRTIO_PMEM_RO;
+    const char *mode = ro ? "ro" : "rw";
     size_t len = strlen(base) + strlen(dev) + 10;
     char *s = malloc(len);
     if (!s)

@@ -156,6 +156,22 @@ static void api_put_nic(struct api_request *req, void *opaque)
     put_device(req, opaque, false);
 }
 
+static void api_put_pmem(struct api_request *req, void *opaque)
+{
+    struct vmm_api *a = opaque;
+    char where[96];
+    snprintf(where, sizeof(where), "PUT %s", api_request_path(req));
+    json_t *body;
+    if (!vmm_api_before_start(a, req, "a pmem device") || vmm_api_body(req, where, &body) < 0)
+        return;
+    struct wisp_err err = {0};
+    if (vm_resource_pmem(a->v->cfg, body, api_request_param(req, "id"), where, &err) < 0)
+        vmm_api_fail(req, &err);
+    else
+        api_reply_empty(req);
+    json_decref(body);
+}
+
 /* The logger may be set at any time (Firecracker's may be set before the start too). */
 static void api_put_logger(struct api_request *req, void *opaque)
 {
@@ -179,8 +195,6 @@ static void api_not_supported(struct api_request *req, void *opaque)
         why = "wisp-vmm has no metadata service (MMDS)";
     else if (!strncmp(path, "/cpu-config", 11))
         why = "wisp-vmm has no CPU templates: the guest sees KVM's supported CPUID";
-    else if (!strncmp(path, "/pmem", 5))
-        why = "wisp-vmm has no virtio-pmem device yet (issue 13)";
     api_reply_error(req, 400, "%s %s: not supported: %s", api_request_method(req), path, why);
 }
 
@@ -217,7 +231,7 @@ static const struct api_route routes[] = {
     {"GET", "/mmds", api_not_supported},
     {"PUT", "/mmds/config", api_not_supported},
     {"PUT", "/cpu-config", api_not_supported},
-    {"PUT", "/pmem/{id}", api_not_supported},
+    {"PUT", "/pmem/{id}", api_put_pmem},
 };
 
 int vmm_api_add_routes(struct vmm_api *a, struct wisp_err *err)

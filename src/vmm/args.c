@@ -217,6 +217,23 @@ static int parse_net(const char *v, struct vm_config *args, struct wisp_err *err
     return r;
 }
 
+/* --pmem path=FILE[,id=ID][,ro|,cow|,rw]: a virtio-pmem device (repeatable; pmem.h). */
+static int parse_pmem(const char *v, struct vm_config *args, struct wisp_err *err)
+{
+    if (args->nr_pmems == VMM_MAX_PMEM)
+        return wisp_err_set(err, EINVAL, "--pmem: more than %d pmem devices", VMM_MAX_PMEM);
+    char *buf = vm_config_strdup(args, v, err); /* the parameters point into it */
+    if (!buf)
+        return -ENOMEM;
+    struct virtio_pmem_params *p = &args->pmems[args->nr_pmems];
+    int r = virtio_pmem_params_parse(v, buf, p, err);
+    if (r == 0)
+        r = virtio_pmem_check_file("--pmem", p->path, p->mode, err);
+    if (r == 0)
+        args->nr_pmems++;
+    return r;
+}
+
 static int parse_cmdline_devices(const char *v, struct vm_config *args, struct wisp_err *err)
 {
     if (parse_bool(v, &args->cmdline_devices) < 0)
@@ -360,6 +377,7 @@ static const struct option options[] = {
     {"--drive", NULL, OPT_VALUE, parse_drive},
     {"--net", NULL, OPT_VALUE, parse_net},
     {"--vsock", NULL, OPT_VALUE, parse_vsock},
+    {"--pmem", NULL, OPT_VALUE, parse_pmem},
     {"--cmdline-devices", NULL, OPT_VALUE, parse_cmdline_devices},
     {"--test-socket", NULL, OPT_VALUE, parse_test_socket},
     {"--api-sock", NULL, OPT_VALUE, parse_api_sock},

@@ -75,7 +75,7 @@ void vm_config_free(struct vm_config *cfg)
 /* Two devices may not share a name (a drive's or NIC's id). */
 int vm_config_check(const struct vm_config *cfg, struct wisp_err *err)
 {
-    const char *ids[VMM_MAX_DRIVES + VMM_MAX_NICS];
+    const char *ids[VMM_MAX_DRIVES + VMM_MAX_NICS + VMM_MAX_PMEM];
     unsigned n = 0;
     for (unsigned i = 0; i < cfg->nr_drives; i++)
         if (cfg->drives[i].id)
@@ -83,6 +83,9 @@ int vm_config_check(const struct vm_config *cfg, struct wisp_err *err)
     for (unsigned i = 0; i < cfg->nr_nics; i++)
         if (cfg->nics[i].id)
             ids[n++] = cfg->nics[i].id;
+    for (unsigned i = 0; i < cfg->nr_pmems; i++)
+        if (cfg->pmems[i].id)
+            ids[n++] = cfg->pmems[i].id;
     for (unsigned i = 0; i < n; i++)
         for (unsigned j = i + 1; j < n; j++)
             if (!strcmp(ids[i], ids[j]))

@@ -10,6 +10,7 @@
 #include "virtio/balloon.h"
 #include "virtio/blk.h"
 #include "virtio/net.h"
+#include "virtio/pmem.h"
 #include "virtio/rng.h"
 #include "virtio/vsock.h"
 #include "vmm/privileges.h"
@@ -19,6 +20,7 @@
 #define VMM_MAX_CPUS        1024 /* also bounded at run time by KVM_CAP_MAX_VCPUS */
 #define VMM_MAX_DRIVES      16
 #define VMM_MAX_NICS        8
+#define VMM_MAX_PMEM        8
 
 enum vmm_action {
     VMM_RUN,
@@ -104,6 +106,8 @@ struct vm_config {
     unsigned nr_drives;
     struct virtio_net_params nics[VMM_MAX_NICS];
     unsigned nr_nics;
+    struct virtio_pmem_params pmems[VMM_MAX_PMEM]; /* --pmem, PUT /pmem/{id}, "pmem" */
+    unsigned nr_pmems;
     bool vsock; /* a virtio-vsock device (--vsock, PUT /vsock); uds_path owned or in argv */
     struct virtio_vsock_params vsock_params;
     bool balloon; /* a virtio-balloon device (PUT /balloon, --config-file's "balloon") */
@@ -145,6 +149,11 @@ void vm_vsock_config_read(struct vm_config *cfg, struct state_reader *r);
  * no balloon. */
 void vm_balloon_config_write(const struct vm_config *cfg, struct state_writer *w);
 void vm_balloon_config_read(struct vm_config *cfg, struct state_reader *r);
+/* The pmem devices' part, after the balloon's (api_pmem.c): tagged 'P', absent reads as none. */
+void vm_pmem_config_write(const struct vm_config *cfg, struct state_writer *w);
+void vm_pmem_config_read(struct vm_config *cfg, struct state_reader *r);
+/* The name of pmem device i (its id, or pmemN) into buf. */
+const char *vm_pmem_name(const struct vm_config *cfg, unsigned i, char *buf, size_t len);
 /* --mem-backend's value (anon, memfd, file=PATH, hugetlbfs[=MOUNT]) into cfg->mem; `where`
  * names the option in messages. -EINVAL with err. */
 int vm_config_mem_backend(struct vm_config *cfg, const char *v, const char *where,

@@ -32,6 +32,11 @@ static int nic(struct vm_config *cfg, const json_t *body, const char *where, str
     return vm_resource_nic(cfg, body, NULL, where, err);
 }
 
+static int pmem(struct vm_config *cfg, const json_t *body, const char *where, struct wisp_err *err)
+{
+    return vm_resource_pmem(cfg, body, NULL, where, err);
+}
+
 /* The members in the order they apply (the logger first: what follows logs there). */
 static const struct member {
     const char *name;
@@ -52,7 +57,7 @@ static const struct member {
     {"balloon", false, vm_resource_balloon, NULL},
     {"mmds-config", false, NULL, "wisp-vmm has no metadata service (MMDS)"},
     {"cpu-config", false, NULL, "wisp-vmm has no CPU templates"},
-    {"pmem", true, NULL, "wisp-vmm has no virtio-pmem device yet (issue 13)"},
+    {"pmem", true, pmem, NULL},
     {"memory-hotplug", false, NULL, "wisp-vmm has no virtio-mem device"},
 };
 
@@ -133,7 +138,7 @@ int vm_config_load_file(struct vm_config *cfg, const char *path, struct wisp_err
             r = wisp_err_set(err, EINVAL,
                              "%s: unknown member '%.64s' (known: boot-source, machine-config, "
                              "drives, network-interfaces, logger, metrics, entropy, serial, "
-                             "vsock, balloon, wisp)",
+                             "vsock, balloon, pmem, wisp)",
                              path, key);
             break;
         }

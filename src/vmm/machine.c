@@ -72,6 +72,24 @@ static int64_t launch_ns_from_env(void)
     return *end || v < 0 ? -1 : (int64_t)v;
 }
 
+/* Guest-physical space for memory-like devices (virtio-pmem): from the first memory section
+ * (128 MiB) boundary above RAM and the 32-bit MMIO hole, to the end of the guest's physical
+ * addresses (CPUID 0x80000008 EAX[7:0], as the vCPUs get it; 36 bits without the leaf). */
+static void machine_set_high_space(struct machine *m)
+{
+    uint64_t top = GUEST_MMIO_HOLE_END;
+    for (unsigned i = 0; i < m->vm.mem.nr_regions; i++) {
+        const struct guest_mem_region *rg = &m->vm.mem.regions[i];
+        if (rg->gpa + rg->size > top)
+            top = rg->gpa + rg->size;
+    }
+    const struct kvm_cpuid_entry2 *e =
+        m->kvm.cpuid ? kvm_find_cpuid(m->kvm.cpuid, 0x80000008, 0) : NULL;
+    unsigned bits = e && (e->eax & 0xff) >= 36 && (e->eax & 0xff) <= 52 ? e->eax & 0xff : 36;
+    uint64_t start = (top + PC_HIGH_DEVICE_ALIGN - 1) & ~(PC_HIGH_DEVICE_ALIGN - 1);
+    resources_set_high(&m->res, start, 1ull << bits);
+}
+
 static int machine_create_devices(struct machine *m, const struct timespec *start,
                                   struct wisp_err *err)
 {
@@ -80,6 +98,7 @@ static int machine_create_devices(struct machine *m, const struct timespec *star
     bus_init(&m->mmio, BUS_MMIO);
     resources_init(&m->res, PC_DEVICE_MMIO_BASE, PC_DEVICE_MMIO_END, device_gsis,
                    sizeof(device_gsis));
+    machine_set_high_space(m);
     m->ctx = (struct device_ctx){
         .pio = &m->pio,
         .mmio = &m->mmio,

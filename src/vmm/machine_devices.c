@@ -10,17 +10,18 @@
 #include "virtio/balloon.h"
 #include "virtio/console.h"
 #include "virtio/net.h"
+#include "virtio/pmem.h"
 #include "virtio/rng.h"
 #include "virtio/vsock.h"
 #include "vmm/machine.h"
 
 /* Every device type wisp-vmm knows, by the name used in messages and configurations. */
 static const struct device_ops *const device_types[] = {
-    &serial_port_device_ops,    &i8042_device_ops,      &test_exit_device_ops,
-    &boot_marker_device_ops,    &acpi_pm_device_ops,    &reset_cf9_device_ops,
-    &io_delay_device_ops,       &virtio_rng_device_ops, &virtio_console_device_ops,
-    &virtio_blk_device_ops,     &virtio_net_device_ops, &virtio_vsock_device_ops,
-    &virtio_balloon_device_ops,
+    &serial_port_device_ops,    &i8042_device_ops,       &test_exit_device_ops,
+    &boot_marker_device_ops,    &acpi_pm_device_ops,     &reset_cf9_device_ops,
+    &io_delay_device_ops,       &virtio_rng_device_ops,  &virtio_console_device_ops,
+    &virtio_blk_device_ops,     &virtio_net_device_ops,  &virtio_vsock_device_ops,
+    &virtio_balloon_device_ops, &virtio_pmem_device_ops,
 };
 
 static const struct device_ops *device_type(const char *type)
@@ -95,6 +96,11 @@ static int add_virtio(struct machine *m, struct wisp_err *err)
         char name[16];
         snprintf(name, sizeof(name), "net%u", i);
         r = add(&a, "virtio-net", nic->id ? nic->id : name, nic, err);
+    }
+    for (unsigned i = 0; r == 0 && i < m->args->nr_pmems; i++) {
+        char name[40];
+        r = add(&a, "virtio-pmem", vm_pmem_name(m->args, i, name, sizeof(name)), &m->args->pmems[i],
+                err);
     }
     if (r == 0 && m->args->balloon)
         r = add(&a, "virtio-balloon", "balloon0", &m->args->balloon_params, err);

@@ -131,6 +131,15 @@ static const struct seccomp_rule net_io_rules[] = {
     ANY("shutdown", "rare: vsock: a half-closed connection"),
 };
 
+static const struct seccomp_rule pmem_io_rules[] = {
+    THREAD_BASICS,
+    EVLOOP,
+    ANY("fdatasync", "a flush request of a rw pmem device"),
+    ANY("fsync", "rare: a flush"),
+    IOCTL(KVM_IOEVENTFD, "rare: queues attached on the device's loop"),
+    IOCTL(KVM_IRQFD, "rare: queues attached on the device's loop"),
+};
+
 static const struct seccomp_rule pool_rules[] = {
     THREAD_BASICS,
     THREAD_END,
@@ -273,6 +282,7 @@ const struct seccomp_list seccomp_lists[SECCOMP_KINDS] = {
     [SECCOMP_VCPU] = {"vcpu", vcpu_rules, N(vcpu_rules)},
     [SECCOMP_BLOCK_IO] = {"block-io", block_io_rules, N(block_io_rules)},
     [SECCOMP_NET_IO] = {"net-io", net_io_rules, N(net_io_rules)},
+    [SECCOMP_PMEM_IO] = {"pmem-io", pmem_io_rules, N(pmem_io_rules)},
     [SECCOMP_POOL] = {"pool", pool_rules, N(pool_rules)},
     [SECCOMP_WRITER] = {"writer", writer_rules, N(writer_rules)},
     [SECCOMP_SNAPSHOT] = {"snapshot", snapshot_rules, N(snapshot_rules)},

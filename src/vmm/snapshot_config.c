@@ -75,6 +75,7 @@ int snapshot_config_write(const struct vm_config *cfg, const struct machine *m,
         write_nic(&cfg->nics[i], mac, w);
     }
     vm_balloon_config_write(cfg, w);
+    vm_pmem_config_write(cfg, w);
     vm_vsock_config_write(cfg, w);
     return state_writer_error(w, "configuration", err);
 }
@@ -181,9 +182,10 @@ int snapshot_config_read(struct vm_config *cfg, struct state_reader *r, struct w
     for (unsigned i = 0; i < cfg->nr_nics && !r->bad; i++)
         read_nic(cfg, &cfg->nics[i], r);
     vm_balloon_config_read(cfg, r);
+    vm_pmem_config_read(cfg, r);
     vm_vsock_config_read(cfg, r);
     if (r->bad) {
-        cfg->nr_drives = cfg->nr_nics = 0;
+        cfg->nr_drives = cfg->nr_nics = cfg->nr_pmems = 0;
         return state_reader_done(r, "configuration", err);
     }
     int ret = state_reader_done(r, "configuration", err);

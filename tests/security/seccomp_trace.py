@@ -19,7 +19,8 @@ inherit its filter, seccomp_gen.c). "Unused" is checked on a kind's own list onl
 import re
 import sys
 
-KINDS = ["main", "vcpu", "block-io", "net-io", "pool", "writer", "snapshot", "teardown", "spawner"]
+KINDS = ["main", "vcpu", "block-io", "net-io", "pmem-io", "pool", "writer", "snapshot", "teardown",
+         "spawner"]
 LINE = re.compile(r"^(\d+)\s+(?:<\.\.\. (\w+) resumed>|(\w+)\()")
 SECCOMP = re.compile(r"seccomp\(SECCOMP_SET_MODE_FILTER, 0, \{len=(\d+),")
 CLONE = re.compile(r"^(\d+)\s+(?:clone3?\(.*|<\.\.\. clone3? resumed>.*)= (\d+)$")

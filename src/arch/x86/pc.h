@@ -24,6 +24,9 @@
  * 32-bit MMIO hole and below the IOAPIC. */
 #define PC_DEVICE_MMIO_BASE 0xd0000000ULL
 #define PC_DEVICE_MMIO_END  0xfe000000ULL
+/* Memory-like devices (virtio-pmem regions) go above RAM and the hole, each starting on a
+ * 128 MiB boundary (a Linux memory section: no region shares one with RAM or another). */
+#define PC_HIGH_DEVICE_ALIGN (128ULL << 20)
 
 /* KVM's in-kernel IOAPIC has 24 pins; GSI n is pin n (GSI 0, the PIT, is routed to pin 2).
  * Devices get the ISA lines no legacy device of this machine uses first (so that a guest that

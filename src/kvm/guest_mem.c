@@ -200,8 +200,8 @@ static int open_backing(const struct guest_mem_options *o, uint64_t bytes, struc
     return fd;
 }
 
-static int apply_policies(struct guest_mem *mem, const struct guest_mem_options *o,
-                          struct wisp_err *err)
+int guest_mem_apply_policies(struct guest_mem *mem, const struct guest_mem_options *o,
+                             struct wisp_err *err)
 {
     for (unsigned i = 0; i < mem->nr_regions; i++) {
         struct guest_mem_region *rg = &mem->regions[i];
@@ -235,7 +235,7 @@ int guest_mem_create_with(struct guest_mem *mem, uint64_t bytes, const struct gu
     if (!shared) {
         int r = guest_mem_create(mem, bytes, err);
         if (r == 0)
-            r = apply_policies(mem, o, err);
+            r = guest_mem_apply_policies(mem, o, err);
         if (r < 0)
             guest_mem_destroy(mem);
         return r;
@@ -268,7 +268,7 @@ int guest_mem_create_with(struct guest_mem *mem, uint64_t bytes, const struct gu
         rg->hva = p;
     }
     mem->fresh_zero = true; /* a new memfd, a truncated file: every byte reads as zero */
-    r = apply_policies(mem, o, err);
+    r = guest_mem_apply_policies(mem, o, err);
     if (r < 0)
         guest_mem_destroy(mem);
     return r;

@@ -81,6 +81,10 @@ int guest_mem_create(struct guest_mem *mem, uint64_t bytes, struct wisp_err *err
  */
 int guest_mem_create_with(struct guest_mem *mem, uint64_t bytes,
                           const struct guest_mem_options *opts, struct wisp_err *err);
+/* The policies of o (thp, ksm, prefault) over every region, as guest_mem_create_with() applies
+ * them (also to a restored VM's memory file mapping). */
+int guest_mem_apply_policies(struct guest_mem *mem, const struct guest_mem_options *o,
+                             struct wisp_err *err);
 /* The names of the backends and switches, as the flags and the API spell them. */
 const char *guest_mem_backend_name(enum guest_mem_backend b);
 const char *guest_mem_switch_name(enum guest_mem_switch s);

@@ -158,6 +158,9 @@ static int read_config(struct load_ctx *c, struct vm_config *cfg, struct wisp_er
     cfg->async_teardown = host->async_teardown;
     cfg->api = host->api; /* --id, the API socket, logger and metrics: this process's */
     cfg->track_dirty_pages = c->p->track_dirty_pages;
+    /* this process's --thp and --ksm apply to the restored memory (clones merged by KSM) */
+    cfg->mem.thp = host->mem.thp;
+    cfg->mem.ksm = host->mem.ksm;
     const struct snapshot_section *s = snapshot_image_find(&c->img, SNAP_TAG_CONFIG, 0);
     if (!s || snapshot_image_count(&c->img, SNAP_TAG_CONFIG) != 1)
         return wisp_err_set(err, EINVAL, "%s a configuration section (CONF)",
@@ -262,9 +265,14 @@ static int read_image(struct load_ctx *c, struct vm_config *cfg, struct wisp_err
 static int map_memory(void *opaque, struct guest_mem *mem, uint64_t bytes, struct wisp_err *err)
 {
     struct load_ctx *c = opaque;
-    if (c->p->backend == SNAPSHOT_MEM_UFFD)
-        return snapshot_uffd_map(mem, bytes, c->uffd_sock, &c->uffd, err);
-    return guest_mem_create_from_file(mem, bytes, c->mem_fd, err);
+    const struct guest_mem_options policies = {.thp = c->v->cfg->mem.thp,
+                                               .ksm = c->v->cfg->mem.ksm};
+    int r = c->p->backend == SNAPSHOT_MEM_UFFD
+                ? snapshot_uffd_map(mem, bytes, c->uffd_sock, &c->uffd, err)
+                : guest_mem_create_from_file(mem, bytes, c->mem_fd, err);
+    if (r == 0 && (r = guest_mem_apply_policies(mem, &policies, err)) < 0)
+        guest_mem_destroy(mem);
+    return r;
 }
 
 static int load_device(struct device *dev, struct device_image *d, struct wisp_err *err)

@@ -5,8 +5,9 @@ the guest runs, and KSM merges the identical pages of 10 idle guests started wit
 
     mem_backends_test.py VMM HELLO_ELF IDLE_ELF CASE
 
-CASE is one of: backends, hugetlbfs, api, ksm, thp (--thp on gives guest RAM transparent huge
-pages, --thp off none), snapshot (a VM on each shared backend is
+CASE is one of: backends, hugetlbfs, api, ksm, ksm-clones (10 clones restored from one
+snapshot with --ksm on merge the pages they wrote alike), thp (--thp on gives guest RAM
+transparent huge pages, --thp off none), snapshot (a VM on each shared backend is
 snapshotted and restored with its memory intact). The hugetlbfs and ksm cases change
 /proc/sys/vm/nr_hugepages and /sys/kernel/mm/ksm/* (root) and put the old values back; without
 root they are skipped (exit 77). Exits 0 on success, 1 with a message on failure.
@@ -258,18 +259,71 @@ def case_ksm(vmm, hello, idle):
             write(KSM + n, old[n])
 
 
+def case_ksm_clones(vmm, hello, idle):
+    """10 clones restored from one snapshot with --ksm on: their memory is the snapshot file's
+    page cache until written; the 16 MiB each then writes with one byte value become private
+    copies, identical across the clones, and KSM merges them."""
+    names = ("run", "pages_to_scan", "sleep_millisecs")
+    old = {n: read(KSM + n) for n in names}
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "snapshot"))
+    import snaplib
+    pages, clones = 4096, []
+    with tempfile.TemporaryDirectory() as d:
+        snap, mem = os.path.join(d, "t.snap"), os.path.join(d, "t.mem")
+        src = snaplib.Vmm(vmm, d, "src", ["--kernel", idle, "--mem", "64"], stdin=True)
+        try:
+            src.wait_for(r"^idle: ready$")
+            src.expect("PATCH", "/vm", {"state": "Paused"})
+            src.expect("PUT", "/snapshot/create", {"snapshot_path": snap, "mem_file_path": mem})
+        finally:
+            src.end()
+        try:
+            write(KSM + "run", 2)  # unmerge and stop: no count left from earlier merges
+            for i in range(10):
+                v = snaplib.Vmm(vmm, d, f"clone{i}", ["--ksm", "on"], stdin=True)
+                clones.append(v)
+                v.expect("PUT", "/snapshot/load", snaplib.load_body(snap, mem))
+                mc = v.api("GET", "/vm/config")[1]["machine-config"]
+                if mc.get("ksm") is not True:
+                    raise Failure(f"clone {i}: machine-config.ksm is {mc.get('ksm')!r}")
+            for v in clones:
+                v.send(f"fill 90 {pages}\n")
+            for v in clones:
+                v.wait_for(r"^idle: filled \d+ pages with 90$")
+            before = ksm_counter("pages_sharing")
+            write(KSM + "pages_to_scan", 20000)
+            write(KSM + "sleep_millisecs", 10)
+            write(KSM + "run", 1)
+            want = before + 9 * pages * 9 // 10
+            deadline = time.monotonic() + 180  # a bound on the wait, not a timed assertion
+            while ksm_counter("pages_sharing") < want and time.monotonic() < deadline:
+                time.sleep(0.5)
+            after = ksm_counter("pages_sharing")
+            print(f"10 clones: pages_sharing {before} -> {after} (wanted >= {want}); "
+                  f"pages_shared {ksm_counter('pages_shared')}")
+            if after < want:
+                raise Failure(f"KSM merged {after - before} pages of 10 clones' identical "
+                              f"{pages} pages each, wanted >= {want - before}")
+        finally:
+            for v in clones:
+                v.end()
+            write(KSM + "run", 2)
+            for n in ("pages_to_scan", "sleep_millisecs", "run"):
+                write(KSM + n, old[n])
+
+
 def main():
     if len(sys.argv) != 5:
         print(__doc__, file=sys.stderr)
         return 2
     vmm, hello, idle, case = sys.argv[1:]
     cases = {"backends": case_backends, "hugetlbfs": case_hugetlbfs, "api": case_api,
-             "ksm": case_ksm, "thp": case_thp,
+             "ksm": case_ksm, "ksm-clones": case_ksm_clones, "thp": case_thp,
              "snapshot": case_snapshot}
     if case not in cases:
         print(f"unknown case {case}", file=sys.stderr)
         return 2
-    if case in ("hugetlbfs", "ksm") and os.geteuid() != 0:
+    if case in ("hugetlbfs", "ksm", "ksm-clones") and os.geteuid() != 0:
         print("needs root (it changes host memory settings): skipped")
         return 77
     try:

@@ -5,8 +5,9 @@
  * refused with a message or applied, without a crash, a leak or a report. The HTTP layer itself
  * (libmicrohttpd's parser, the routing of src/api/http.c) is not fuzzed here: it needs a socket.
  *
- * Input: 1 byte choosing the resource (byte % 9: boot-source, machine-config PUT, PATCH, drive
- * "rootfs", network interface "eth0", entropy, serial, wisp, a RateLimiter), then the body.
+ * Input: 1 byte choosing the resource (byte % 10: boot-source, machine-config PUT, PATCH, drive
+ * "rootfs", network interface "eth0", entropy, serial, wisp, a RateLimiter, pmem "p0"), then the
+ * body.
  * Several bodies in one input, separated by a line "\n--\n", go to the same configuration in
  * turn (the first byte of each chooses its resource), as a client's requests would.
  *
@@ -45,7 +46,7 @@ static bool names_system_path(const json_t *v)
 
 static int apply(struct vm_config *cfg, unsigned which, const json_t *body, struct wisp_err *err)
 {
-    switch (which % 9) {
+    switch (which % 10) {
     case 0:
         return vm_resource_boot_source(cfg, body, "PUT /boot-source", err);
     case 1:
@@ -62,6 +63,8 @@ static int apply(struct vm_config *cfg, unsigned which, const json_t *body, stru
         return vm_resource_serial(cfg, body, "PUT /serial", err);
     case 7:
         return vm_resource_wisp(cfg, body, "PUT /wisp", err);
+    case 9:
+        return vm_resource_pmem(cfg, body, "p0", "PUT /pmem/p0", err);
     default: {
         struct fc_rate_limiter rl;
         memset(&rl, 0, sizeof(rl));

@@ -16,6 +16,7 @@
 #include "common/evloop.h"
 #include "virtio/blk.h"
 #include "virtio/net.h"
+#include "virtio/pmem.h"
 #include "vmm/api.h"
 #include "vmm/vmm.h"
 
@@ -28,6 +29,7 @@ struct vmm_metrics {
     struct evloop_source *timer;
     struct virtio_blk_stats blk_last[VMM_MAX_DRIVES];
     struct virtio_net_stats net_last[VMM_MAX_NICS];
+    struct virtio_pmem_info pmem_last[VMM_MAX_PMEM];
     uint64_t lines, dropped;
 };
 
@@ -100,6 +102,30 @@ static void net_metrics(struct vmm *v, struct virtio_net_stats *last, json_t *li
     }
 }
 
+/* Each pmem device: its mode and region, and the change in its flush requests and dropped
+ * writes (an ro region's) since the previous line. */
+static void pmem_metrics(struct vmm *v, struct virtio_pmem_info *last, json_t *line)
+{
+    const struct vm_config *cfg = v->cfg;
+    for (unsigned i = 0; i < cfg->nr_pmems; i++) {
+        char name[40], key[64];
+        const char *id = vm_pmem_name(cfg, i, name, sizeof(name));
+        struct device *dev = device_list_find(&v->m.devices, id);
+        if (!dev)
+            continue;
+        struct virtio_pmem_info s, zero = {0}, *l = last ? &last[i] : &zero;
+        virtio_pmem_get_info(dev, &s);
+        snprintf(key, sizeof(key), "pmem_%s", id);
+        json_object_set_new(line, key,
+                            json_pack("{s:s,s:I,s:I,s:I}", "mode",
+                                      virtio_pmem_mode_name(cfg->pmems[i].mode), "size_mib",
+                                      (json_int_t)(s.size >> 20), "flushes",
+                                      (json_int_t)(s.flushes - l->flushes), "dropped_writes",
+                                      (json_int_t)(s.dropped_writes - l->dropped_writes)));
+        *l = s;
+    }
+}
+
 /* Guest RAM: its backend and policies (docs/memory.md), and the process's resident memory
  * (VmRSS, guest RAM and the VMM's own, from /proc/self/statm). */
 static json_t *memory_metrics(const struct vm_config *cfg)
@@ -128,6 +154,7 @@ static json_t *metrics_line(struct vmm_metrics *mt)
     if (mt->v->have_machine) {
         block_metrics(mt->v, mt->blk_last, line, block);
         net_metrics(mt->v, mt->net_last, line, net);
+        pmem_metrics(mt->v, mt->pmem_last, line);
     }
     json_object_set_new(line, "block", block);
     json_object_set_new(line, "net", net);
@@ -144,6 +171,7 @@ json_t *vmm_metrics_totals(struct vmm *v)
     if (v->have_machine) {
         block_metrics(v, NULL, line, block);
         net_metrics(v, NULL, line, net);
+        pmem_metrics(v, NULL, line);
     }
     json_object_set_new(line, "block", block);
     json_object_set_new(line, "net", net);

@@ -18,19 +18,18 @@
  */
 #include "guest.h"
 
-#define IOAPIC        0xfec00000ull
-#define LAPIC         0xfee00000ull
-#define LAPIC_SVR     0xf0
-#define LAPIC_LVT0    0x350
-#define VEC_UART      0x1c
-#define VEC_HALT      6 /* #UD */
-#define VEC_SPURIOUS  0x1f
-#define AREA          (32ull << 20)
-#define UART_RBR      0
-#define UART_IER      1
-#define UART_MCR      4
-#define UART_LSR      5
-#define GDT_KERNEL_CS 0x08
+#define IOAPIC       0xfec00000ull
+#define LAPIC        0xfee00000ull
+#define LAPIC_SVR    0xf0
+#define LAPIC_LVT0   0x350
+#define VEC_UART     0x1c
+#define VEC_HALT     6 /* #UD */
+#define VEC_SPURIOUS 0x1f
+#define AREA         (32ull << 20)
+#define UART_RBR     0
+#define UART_IER     1
+#define UART_MCR     4
+#define UART_LSR     5
 
 __asm__(".text\n"
         ".globl idle_halt_stub\n"
@@ -52,27 +51,6 @@ __asm__(".text\n"
         "    iretq\n");
 extern const char idle_halt_stub[], idle_irq_stub[], idle_spurious_stub[];
 
-/* The kit's IDT (lib/runtime.c): plain memory, written from ring 3. */
-struct idt_gate {
-    uint16_t offset_low, selector;
-    uint8_t ist, type_attr;
-    uint16_t offset_mid;
-    uint32_t offset_high, zero;
-};
-extern struct idt_gate guest_idt[];
-
-static void set_gate(unsigned vector, const void *handler, unsigned dpl)
-{
-    uint64_t h = (uintptr_t)handler;
-    guest_idt[vector] = (struct idt_gate){
-        .offset_low = (uint16_t)h,
-        .selector = GDT_KERNEL_CS,
-        .type_attr = (uint8_t)(0x8e | dpl << 5), /* present, 64-bit interrupt gate */
-        .offset_mid = (uint16_t)(h >> 16),
-        .offset_high = (uint32_t)(h >> 32),
-    };
-}
-
 static void ioapic_write(unsigned reg, uint32_t v)
 {
     writel(IOAPIC, reg);
@@ -81,9 +59,9 @@ static void ioapic_write(unsigned reg, uint32_t v)
 
 static void interrupts_init(void)
 {
-    set_gate(VEC_HALT, idle_halt_stub, 0);
-    set_gate(VEC_UART, idle_irq_stub, 0);
-    set_gate(VEC_SPURIOUS, idle_spurious_stub, 0);
+    guest_set_gate(VEC_HALT, idle_halt_stub, 0);
+    guest_set_gate(VEC_UART, idle_irq_stub, 0);
+    guest_set_gate(VEC_SPURIOUS, idle_spurious_stub, 0);
     /* KVM resets the BSP's LVT0 to ExtINT and the PICs unmasked: without this the PIC would
      * deliver IRQ 4 as vector 4 too */
     outb(0x21, 0xff);

@@ -13,7 +13,6 @@
 #include "virtio.h"
 
 #define VIRTIO_ID_PMEM 27
-#define GDT_KERNEL_CS  0x08
 #define VEC_HALT       6 /* #UD */
 #define WORDS          512
 
@@ -24,14 +23,6 @@ __asm__(".text\n"
         "1:  hlt\n"
         "    jmp 1b\n");
 extern const char pmem_halt_stub[];
-
-struct idt_gate {
-    uint16_t offset_low, selector;
-    uint8_t ist, type_attr;
-    uint16_t offset_mid;
-    uint32_t offset_high, zero;
-};
-extern struct idt_gate guest_idt[];
 
 static uint64_t pattern(uint64_t page, uint64_t seed)
 {
@@ -73,14 +64,7 @@ static uint32_t request(uint32_t type)
 
 static void hold(void)
 {
-    uint64_t h = (uintptr_t)pmem_halt_stub;
-    guest_idt[VEC_HALT] = (struct idt_gate){
-        .offset_low = (uint16_t)h,
-        .selector = GDT_KERNEL_CS,
-        .type_attr = 0x8e, /* present, 64-bit interrupt gate, DPL 0 */
-        .offset_mid = (uint16_t)(h >> 16),
-        .offset_high = (uint32_t)(h >> 32),
-    };
+    guest_set_gate(VEC_HALT, pmem_halt_stub, 0);
     /* no interrupt can come: the PICs masked, the LAPIC's LINT0 masked, no IOAPIC pin set */
     outb(0x21, 0xff);
     outb(0xa1, 0xff);

@@ -128,6 +128,10 @@ void guest_boot_marker(uint8_t v);
                        (unsigned long)b_);                                                         \
     } while (0)
 
+/* Points IDT `vector` (below 32) at a ring-0 `handler` (an interrupt gate of privilege `dpl`):
+ * for guests that take interrupts or sleep in `hlt` (the kit's IDT is plain memory). */
+void guest_set_gate(unsigned vector, const void *handler, unsigned dpl);
+
 /* ---- what the VMM told us (PVH hvm_start_info) ---- */
 struct guest_memmap_entry {
     uint64_t addr;

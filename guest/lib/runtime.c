@@ -22,18 +22,24 @@ extern const char exc_stubs[];
  * The IDT is plain memory, mapped user-accessible like everything else, so it is filled here at
  * native speed rather than by an emulated ring-0 loop; ring 0 only ran `lidt`.
  */
+void guest_set_gate(unsigned vector, const void *handler, unsigned dpl)
+{
+    uint64_t h = (uintptr_t)handler;
+    if (vector >= IDT_ENTRIES)
+        guest_fail(__FILE__, __LINE__, "IDT vector %u: the kit's IDT has %u", vector, IDT_ENTRIES);
+    guest_idt[vector] = (struct idt_gate){
+        .offset_low = (uint16_t)h,
+        .selector = GDT_KERNEL_CODE64,
+        .type_attr = (uint8_t)(0x8e | (dpl & 3) << 5), /* present, 64-bit interrupt gate */
+        .offset_mid = (uint16_t)(h >> 16),
+        .offset_high = (uint32_t)(h >> 32),
+    };
+}
+
 static void idt_init(void)
 {
-    for (unsigned v = 0; v < IDT_ENTRIES; v++) {
-        uint64_t handler = (uintptr_t)exc_stubs + v * 16;
-        guest_idt[v] = (struct idt_gate){
-            .offset_low = (uint16_t)handler,
-            .selector = GDT_KERNEL_CODE64,
-            .type_attr = 0x8e, /* present, DPL 0, 64-bit interrupt gate */
-            .offset_mid = (uint16_t)(handler >> 16),
-            .offset_high = (uint32_t)(handler >> 32),
-        };
-    }
+    for (unsigned v = 0; v < IDT_ENTRIES; v++)
+        guest_set_gate(v, exc_stubs + v * 16, 0);
 }
 
 void guest_cpu_entry(unsigned cpu)

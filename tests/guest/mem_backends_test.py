@@ -215,56 +215,69 @@ def ksm_counter(name):
     return int(read(KSM + name))
 
 
+class KsmSettings:
+    """ksmd stopped with everything unmerged (run 2: no count left from earlier merges; with 0,
+    pages_sharing keeps what it said when ksmd stopped), and its settings put back at the end."""
+    NAMES = ("pages_to_scan", "sleep_millisecs", "run")
+
+    def __enter__(self):
+        self.old = {n: read(KSM + n) for n in self.NAMES}
+        write(KSM + "run", 2)
+        return self
+
+    def __exit__(self, *exc):
+        write(KSM + "run", 2)
+        for n in self.NAMES:
+            write(KSM + n, self.old[n])
+
+
+def wait_merged(pages, what):
+    """Starts ksmd with a fast scan and waits until it merged 9 of 10 guests' `pages`
+    identical pages (at least 90% of them)."""
+    before = ksm_counter("pages_sharing")
+    write(KSM + "pages_to_scan", 20000)
+    write(KSM + "sleep_millisecs", 10)
+    write(KSM + "run", 1)
+    want = before + 9 * pages * 9 // 10
+    deadline = time.monotonic() + 180  # a bound on the wait, not a timed assertion
+    while ksm_counter("pages_sharing") < want and time.monotonic() < deadline:
+        time.sleep(0.5)
+    after = ksm_counter("pages_sharing")
+    print(f"{what}: pages_sharing {before} -> {after} (wanted >= {want}); "
+          f"pages_shared {ksm_counter('pages_shared')}")
+    if after < want:
+        raise Failure(f"KSM merged {after - before} pages of {what}' identical {pages} pages "
+                      f"each, wanted >= {want - before}")
+
+
 def case_ksm(vmm, hello, idle):
-    names = ("run", "pages_to_scan", "sleep_millisecs")
-    old = {n: read(KSM + n) for n in names}
     vms = []
     pages = 4096  # 16 MiB of one byte value in each guest
     try:
-        # 2: unmerge everything and stop, so that no count is left over from earlier merges
-        # (with 0, pages_sharing keeps what it said when ksmd stopped)
-        write(KSM + "run", 2)
-        for i in range(10):
-            vms.append(subprocess.Popen([vmm, "--kernel", idle, "--mem", "64", "--ksm", "on"],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE))
-        for p in vms:
-            if "idle: ready" not in p.stdout.readline().decode():
-                raise Failure("an idle guest did not start")
-            p.stdin.write(f"fill 90 {pages}\n".encode())
-            p.stdin.flush()
-        for p in vms:
-            line = p.stdout.readline().decode()
-            if "filled" not in line:
-                raise Failure(f"an idle guest did not fill its pages: {line!r}")
-        before = ksm_counter("pages_sharing")
-        write(KSM + "pages_to_scan", 20000)
-        write(KSM + "sleep_millisecs", 10)
-        write(KSM + "run", 1)
-        want = before + 9 * pages * 9 // 10
-        deadline = time.monotonic() + 180  # a bound on the wait, not a timed assertion
-        while ksm_counter("pages_sharing") < want and time.monotonic() < deadline:
-            time.sleep(0.5)
-        after = ksm_counter("pages_sharing")
-        print(f"pages_sharing {before} -> {after} (wanted >= {want}); "
-              f"pages_shared {ksm_counter('pages_shared')}")
-        if after < want:
-            raise Failure(f"KSM merged {after - before} pages of 10 guests' identical "
-                          f"{pages} pages each, wanted >= {want - before}")
+        with KsmSettings():
+            for i in range(10):
+                vms.append(subprocess.Popen([vmm, "--kernel", idle, "--mem", "64", "--ksm", "on"],
+                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE))
+            for p in vms:
+                if "idle: ready" not in p.stdout.readline().decode():
+                    raise Failure("an idle guest did not start")
+                p.stdin.write(f"fill 90 {pages}\n".encode())
+                p.stdin.flush()
+            for p in vms:
+                line = p.stdout.readline().decode()
+                if "filled" not in line:
+                    raise Failure(f"an idle guest did not fill its pages: {line!r}")
+            wait_merged(pages, "10 guests")
     finally:
         for p in vms:
             p.kill()
             p.wait()
-        write(KSM + "run", 2)
-        for n in ("pages_to_scan", "sleep_millisecs", "run"):
-            write(KSM + n, old[n])
 
 
 def case_ksm_clones(vmm, hello, idle):
     """10 clones restored from one snapshot with --ksm on: their memory is the snapshot file's
     page cache until written; the 16 MiB each then writes with one byte value become private
     copies, identical across the clones, and KSM merges them."""
-    names = ("run", "pages_to_scan", "sleep_millisecs")
-    old = {n: read(KSM + n) for n in names}
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "snapshot"))
     import snaplib
     pages, clones = 4096, []
@@ -278,38 +291,22 @@ def case_ksm_clones(vmm, hello, idle):
         finally:
             src.end()
         try:
-            write(KSM + "run", 2)  # unmerge and stop: no count left from earlier merges
-            for i in range(10):
-                v = snaplib.Vmm(vmm, d, f"clone{i}", ["--ksm", "on"], stdin=True)
-                clones.append(v)
-                v.expect("PUT", "/snapshot/load", snaplib.load_body(snap, mem))
-                mc = v.api("GET", "/vm/config")[1]["machine-config"]
-                if mc.get("ksm") is not True:
-                    raise Failure(f"clone {i}: machine-config.ksm is {mc.get('ksm')!r}")
-            for v in clones:
-                v.send(f"fill 90 {pages}\n")
-            for v in clones:
-                v.wait_for(r"^idle: filled \d+ pages with 90$")
-            before = ksm_counter("pages_sharing")
-            write(KSM + "pages_to_scan", 20000)
-            write(KSM + "sleep_millisecs", 10)
-            write(KSM + "run", 1)
-            want = before + 9 * pages * 9 // 10
-            deadline = time.monotonic() + 180  # a bound on the wait, not a timed assertion
-            while ksm_counter("pages_sharing") < want and time.monotonic() < deadline:
-                time.sleep(0.5)
-            after = ksm_counter("pages_sharing")
-            print(f"10 clones: pages_sharing {before} -> {after} (wanted >= {want}); "
-                  f"pages_shared {ksm_counter('pages_shared')}")
-            if after < want:
-                raise Failure(f"KSM merged {after - before} pages of 10 clones' identical "
-                              f"{pages} pages each, wanted >= {want - before}")
+            with KsmSettings():
+                for i in range(10):
+                    v = snaplib.Vmm(vmm, d, f"clone{i}", ["--ksm", "on"], stdin=True)
+                    clones.append(v)
+                    v.expect("PUT", "/snapshot/load", snaplib.load_body(snap, mem))
+                    mc = v.api("GET", "/vm/config")[1]["machine-config"]
+                    if mc.get("ksm") is not True:
+                        raise Failure(f"clone {i}: machine-config.ksm is {mc.get('ksm')!r}")
+                for v in clones:
+                    v.send(f"fill 90 {pages}\n")
+                for v in clones:
+                    v.wait_for(r"^idle: filled \d+ pages with 90$")
+                wait_merged(pages, "10 clones")
         finally:
             for v in clones:
                 v.end()
-            write(KSM + "run", 2)
-            for n in ("pages_to_scan", "sleep_millisecs", "run"):
-                write(KSM + n, old[n])
 
 
 def main():

@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -327,8 +326,10 @@ static int open_file(struct virtio_pmem *pm, const struct device *dev, struct wi
     pm->fd = open_checked(dev->name, pm->p->path, pm->p->mode, &pm->size, err);
     if (pm->fd < 0)
         return pm->fd;
-    /* rw: one writer, no reader beside it; ro and cow: any number of readers */
-    if (flock(pm->fd, (rw ? LOCK_EX : LOCK_SH) | LOCK_NB) < 0)
+    /* rw: one writer, no reader beside it; ro and cow: any number of readers. An OFD lock
+     * (QEMU locks images the same way), held as long as the fd is open. */
+    struct flock fl = {.l_type = rw ? F_WRLCK : F_RDLCK, .l_whence = SEEK_SET};
+    if (fcntl(pm->fd, F_OFD_SETLK, &fl) < 0)
         return wisp_err_sys(err, errno, "%s: %s is in use (%s)", dev->name, pm->p->path,
                             rw ? "a rw pmem device needs it alone" : "another VM maps it rw");
     return 0;

@@ -131,13 +131,17 @@ static const struct seccomp_rule net_io_rules[] = {
     ANY("shutdown", "rare: vsock: a half-closed connection"),
 };
 
+/* A pmem device's loop serves one queue and closes nothing (its sources are removed, the loop
+ * destroyed by the thread that stops it): EVLOOP without close. */
 static const struct seccomp_rule pmem_io_rules[] = {
     THREAD_BASICS,
-    EVLOOP,
+    THREAD_END,
+    MALLOC_RARE,
+    ANY("epoll_wait", "the loop"),
+    ANY("epoll_ctl", "the queue's notification added and removed"),
+    ANY("read", "eventfds: the queue's notification, posted calls"),
+    ANY("write", "eventfds: the interrupt (irqfd), a posted call's completion"),
     ANY("fdatasync", "a flush request of a rw pmem device"),
-    ANY("fsync", "rare: a flush"),
-    IOCTL(KVM_IOEVENTFD, "rare: queues attached on the device's loop"),
-    IOCTL(KVM_IRQFD, "rare: queues attached on the device's loop"),
 };
 
 static const struct seccomp_rule pool_rules[] = {

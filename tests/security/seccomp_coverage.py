@@ -19,6 +19,7 @@ guests only (no Linux), so that every kind of thread runs within seconds:
   vsock snapshot             vsock (net-io's unix sockets), the API, PUT /snapshot/create
                              (snapshot), a restore with PUT /snapshot/load
   balloon anon               virtio-balloon through a --config-file and the API
+  pmem modes                 virtio-pmem rw, cow, ro (pmem-io: a rw device's flushes)
   privileges api             --uid/--gid (every thread changes its ids), API-configured
                              drives, PATCH /drives (block-io opens the new image)
 """
@@ -50,6 +51,8 @@ def workloads(guests):
                             "--guest", g("virtio_vsock")]),
         ("balloon anon", [os.path.join(TESTS, "guest", "balloon_test.py"), "VMM",
                           g("virtio_balloon"), "anon"]),
+        ("pmem modes", [os.path.join(TESTS, "guest", "pmem_test.py"), "VMM", g("virtio_pmem"),
+                        "modes"]),
         ("privileges api", [os.path.join(HERE, "privileges_test.py"), "--case", "api",
                             "--guest", g("api_guest")]),
     ]

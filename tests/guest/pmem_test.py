@@ -78,9 +78,9 @@ def run(vmm, elf, pmem, mode, mib, *extra):
 def case_modes(vmm, elf, d):
     img = os.path.join(d, "img")
     for mode in ("rw", "cow", "ro"):
-        make_image(img, 64)
+        make_image(img, 16)
         before, rest = digest(img), digest(img, skip_page=1)
-        rc, out, err = run(vmm, elf, f"path={img},{mode}", mode, 64)
+        rc, out, err = run(vmm, elf, f"path={img},{mode}", mode, 16)
         if rc != 0 or "pmem: flush ok" not in out:
             raise Failure(f"{mode}: the guest failed (exit {rc})")
         after = digest(img)

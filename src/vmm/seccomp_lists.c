@@ -120,12 +120,12 @@ static const struct seccomp_rule net_io_rules[] = {
     MALLOC_RARE,
     EVLOOP,
     ANY("timerfd_create", "its loop's timers"),
-    ANY("timerfd_settime", "rare: a rate limit's timer"),
+    ANY("timerfd_settime", "a rate limit's timer"),
     ANY("readv", "frames from the tap"),
     ANY("writev", "frames to the tap"),
     ANY("recvmsg", "rare: vsock: data from a host connection"),
     ANY("sendmsg", "vsock: data to a host connection"),
-    ANY("accept4", "rare: vsock: a host connection (the CONNECT handshake)"),
+    ANY("accept4", "vsock: a host connection (the CONNECT handshake)"),
     ANY("connect", "vsock: a guest connects to a host port (<uds>_PORT)"),
     {"socket", SC_ARG0, AF_UNIX, "vsock: a host connection (unix sockets only)"},
     ANY("shutdown", "rare: vsock: a half-closed connection"),
@@ -181,7 +181,7 @@ static const struct seccomp_rule snapshot_rules[] = {
     IOCTL(KVM_GET_IRQCHIP, "the in-kernel PIC and IOAPIC"),
     IOCTL(KVM_GET_PIT2, "the in-kernel PIT"),
     IOCTL(KVM_GET_CLOCK, "kvmclock"),
-    IOCTL(KVM_GET_DIRTY_LOG, "rare: diff snapshots"),
+    IOCTL(KVM_GET_DIRTY_LOG, "diff snapshots"),
 };
 
 static const struct seccomp_rule teardown_rules[] = {
@@ -256,13 +256,13 @@ static const struct seccomp_rule main_rules[] = {
     ANY("memfd_create", "rare: guest memory on memfd (mem_backend, hugetlbfs)"),
     ANY("ftruncate", "rare: the memfd's size"),
     ANY("fallocate", "rare: balloon inflate on shared memory punches holes (kvm/guest_mem.c)"),
-    ANY("userfaultfd", "rare: a snapshot restore with the Uffd backend"),
+    ANY("userfaultfd", "rare: a Uffd restore where /dev/userfaultfd is missing"),
     {"socket", SC_ARG0, AF_UNIX, "the API socket, the uffd handler (unix sockets only)"},
     {"socket", SC_ARG0, AF_INET, "a tap's link and address (SIOC* ioctls)"},
     ANY("bind", "the API socket"),
     ANY("listen", "the API socket"),
     ANY("accept4", "API clients"),
-    ANY("connect", "rare: the Uffd backend's handler"),
+    ANY("connect", "the Uffd backend's handler"),
     ANY("recvfrom", "API requests"),
     ANY("sendto", "API answers"),
     ANY("sendmsg", "API answers (libmicrohttpd); the uffd handler gets the uffd"),
@@ -277,7 +277,7 @@ static const struct seccomp_rule main_rules[] = {
     {"ioctl", SC_IOCTL_TYPE, KVMIO, "KVM: the VM, /dev/kvm, restores' KVM_SET_*"},
     {"ioctl", SC_IOCTL_TYPE, 'T', "terminal (TCGETS, TCSETS), tap (TUNSETIFF, TUNSETOFFLOAD ...)"},
     {"ioctl", SC_IOCTL_TYPE, 0x89, "a tap's link (SIOCGIFINDEX, SIOC*)"},
-    {"ioctl", SC_IOCTL_TYPE, 0xAA, "rare: userfaultfd (UFFDIO_*)"},
+    {"ioctl", SC_IOCTL_TYPE, 0xAA, "userfaultfd (USERFAULTFD_IOC_NEW, UFFDIO_*)"},
     {"ioctl", SC_IOCTL_TYPE, 0x12, "rare: a block device's size (BLKGETSIZE64)"},
 };
 

@@ -16,12 +16,17 @@ guests only (no Linux), so that every kind of thread runs within seconds:
   virtio blk-qcow2-sync      aio=sync: the block-io thread's own reads, writes and flushes
   virtio net                 net-io on a tap in a network namespace, ARP and pings
   virtio rng                 virtio-rng (getrandom)
+  virtio net-ratelimit       a NIC's rate limits (net-io's timers)
+  vsock echo                 vsock connections both ways (accept4, recvmsg, shutdown)
   vsock snapshot             vsock (net-io's unix sockets), the API, PUT /snapshot/create
                              (snapshot), a restore with PUT /snapshot/load
   balloon anon               virtio-balloon through a --config-file and the API
   pmem modes                 virtio-pmem rw, cow, ro (pmem-io: a rw device's flushes)
   privileges api             --uid/--gid (every thread changes its ids), API-configured
                              drives, PATCH /drives (block-io opens the new image)
+  snapshot uffd              a restore served by tools/wisp-uffd-handler (userfaultfd, UFFDIO_*)
+  snapshot diff              diff snapshots (KVM_GET_DIRTY_LOG)
+The tests that take --build-dir get a view of the build tree whose wisp-vmm is the traced one.
 """
 import argparse
 import os
@@ -34,9 +39,24 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TESTS = os.path.dirname(HERE)
 
 
+def build_view(tmp, build, wrapper):
+    """A directory shaped like the build tree whose src/vmm/wisp-vmm is the traced one (for the
+    tests that take --build-dir); everything else links to the real build."""
+    view = os.path.join(tmp, "build")
+    os.makedirs(os.path.join(view, "src", "vmm"))
+    os.symlink(wrapper, os.path.join(view, "src", "vmm", "wisp-vmm"))
+    for d in ("guest", "tools"):
+        os.symlink(os.path.join(build, d), os.path.join(view, d))
+    os.makedirs(os.path.join(view, "src", "img"))
+    os.symlink(os.path.join(build, "src", "img", "wisp-img"),
+               os.path.join(view, "src", "img", "wisp-img"))
+    return view
+
+
 def workloads(guests):
     g = lambda name: os.path.join(guests, name + ".elf")  # noqa: E731
     virtio = os.path.join(TESTS, "virtio", "virtio_test.py")
+    snapshot = os.path.join(TESTS, "snapshot", "snapshot_test.py")
     return [
         ("virtio blk-raw", [virtio, "--case", "blk-raw", "--guest", g("virtio_blk")]),
         ("virtio blk-raw-direct", [virtio, "--case", "blk-raw-direct", "--guest", g("virtio_blk")]),
@@ -47,6 +67,9 @@ def workloads(guests):
         ("virtio blk-qcow2-sync", [virtio, "--case", "blk-qcow2-sync", "--guest", g("virtio_blk")]),
         ("virtio net", [virtio, "--case", "net", "--guest", g("virtio_net")]),
         ("virtio rng", [virtio, "--case", "rng", "--guest", g("virtio_rng")]),
+        ("virtio net-ratelimit", [virtio, "--case", "net-ratelimit", "--guest", g("virtio_net")]),
+        ("vsock echo", [os.path.join(TESTS, "virtio", "vsock_test.py"), "--case", "echo",
+                        "--guest", g("virtio_vsock")]),
         ("vsock snapshot", [os.path.join(TESTS, "virtio", "vsock_test.py"), "--case", "snapshot",
                             "--guest", g("virtio_vsock")]),
         ("balloon anon", [os.path.join(TESTS, "guest", "balloon_test.py"), "VMM",
@@ -55,6 +78,8 @@ def workloads(guests):
                         "modes"]),
         ("privileges api", [os.path.join(HERE, "privileges_test.py"), "--case", "api",
                             "--guest", g("api_guest")]),
+        ("snapshot uffd", [snapshot, "--case", "uffd", "--build-dir", "BUILD"]),
+        ("snapshot diff", [snapshot, "--case", "diff", "--build-dir", "BUILD"]),
     ]
 
 
@@ -86,10 +111,12 @@ def main():
         env = dict(os.environ, WISP_TRACE_VMM=os.path.abspath(a.vmm), WISP_TRACE_DIR=trace_dir)
         env.pop("WISP_SECCOMP_TEST", None)
         failed = []
+        view = build_view(tmp, os.path.dirname(os.path.abspath(a.guests)), wrapper)
         for name, cmd in workloads(os.path.abspath(a.guests)):
-            cmd = [sys.executable] + [wrapper if c == "VMM" else c for c in cmd]
-            if "VMM" not in cmd[1:] and wrapper not in cmd:
-                cmd += ["--vmm", wrapper]
+            if "BUILD" not in cmd and "VMM" not in cmd:
+                cmd = cmd + ["--vmm", wrapper]
+            cmd = [sys.executable] + [wrapper if c == "VMM" else view if c == "BUILD" else c
+                                      for c in cmd]
             t0 = time.monotonic()
             p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
             print(f"{name}: status {p.returncode} ({time.monotonic() - t0:.1f} s)")

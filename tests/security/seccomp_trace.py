@@ -30,7 +30,7 @@ WRITE = re.compile(r'^(\d+)\s+write\((\d+), "([^"]*)"')
 IOCTL = re.compile(r"^\d+\s+ioctl\(\d+, (?:([A-Z][A-Z0-9_]*)|_IOC\([^,]*, (0x[0-9a-f]+),)")
 # an ioctl request's type byte, from the name strace prints (lists with SC_IOCTL_TYPE match it)
 IOCTL_TYPES = [("KVM_", 0xAE), ("TUN", 0x54), ("TC", 0x54), ("TIOC", 0x54), ("FIO", 0x54),
-               ("SIOC", 0x89), ("UFFDIO", 0xAA), ("BLK", 0x12)]
+               ("SIOC", 0x89), ("UFFDIO", 0xAA), ("USERFAULTFD_IOC", 0xAA), ("BLK", 0x12)]
 # the constants seccomp_lists.c names ioctl types by
 TYPE_NAMES = {"KVMIO": 0xAE, "'T'": 0x54, "0x89": 0x89, "0xAA": 0xAA, "0x12": 0x12}
 

@@ -33,7 +33,7 @@ UID = GID = 40117
 NETNS = f"wjlinux{os.getpid()}"
 TAP, TAP_IP, GUEST_IP = "wjl0", "198.51.100.1", "198.51.100.2"
 CGROUP = "/sys/fs/cgroup/cpu/wisp-vmm/linux-1"
-TIMEOUT = 300
+TIMEOUT = 540  # a Linux boot takes 15-60 s idle here, over 300 s under a load of 10
 
 SCRIPT = r"""
 retry() {

@@ -18,6 +18,7 @@ Needs root, the guest kit's kernel (guest/kernel/build.sh), busybox and e2fsprog
 """
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -78,6 +79,18 @@ def check_walls(pid, jail_root, netns_path):
           f"mnt/pid/ipc/uts/net namespaces its own")
 
 
+def end(p):
+    """Ends the jailer the way that lets it remove the jail: SIGTERM (it forwards it to wisp-vmm,
+    which ends within a second), SIGKILL only if that fails; returns its output."""
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+    try:
+        return p.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        return p.communicate()
+
+
 def nothing_left(base):
     left = [os.path.join(r, n) for r, ds, fs in os.walk(base) for n in ds + fs]
     check(not left, f"the jail's files remain: {left}")
@@ -120,18 +133,23 @@ def run(a, tmp):
         p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE)
         try:
-            pid = jt.vmm_child(p.pid)
-            check_walls(pid, os.path.join(base, "wisp-vmm/linux-1/root"), f"/run/netns/{NETNS}")
+            try:
+                pid = jt.vmm_child(p.pid)
+                check_walls(pid, os.path.join(base, "wisp-vmm/linux-1/root"),
+                            f"/run/netns/{NETNS}")
+            except (Failure, OSError) as e:  # say what the jailer and wisp-vmm said
+                out, err = end(p)
+                raise Failure(f"{e}; status {p.returncode}; stderr: "
+                              f"{err.decode(errors='replace')[-2000:]}; console: "
+                              f"{out.decode(errors='replace')[-2000:]}")
             out, err = p.communicate(timeout=TIMEOUT)
         except subprocess.TimeoutExpired:
-            p.kill()
-            out, err = p.communicate()
+            out, err = end(p)
             raise Failure(f"the jailed Linux did not end within {TIMEOUT} s; console:\n"
                           f"{out.decode(errors='replace')[-3000:]}")
         finally:
             if p.poll() is None:
-                p.kill()
-                p.wait()
+                end(p)
         out = out.decode(errors="replace").replace("\r\n", "\n")
         print(out[-3000:] + err.decode(errors="replace") +
               f"exit status {p.returncode} after {time.monotonic() - t0:.1f} s")

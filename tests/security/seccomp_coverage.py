@@ -25,8 +25,9 @@ guests only (no Linux), so that every kind of thread runs within seconds:
   privileges api             --uid/--gid (every thread changes its ids), API-configured
                              drives, PATCH /drives (block-io opens the new image)
   snapshot uffd              a restore served by tools/wisp-uffd-handler (userfaultfd, UFFDIO_*)
-  snapshot diff              diff snapshots (KVM_GET_DIRTY_LOG)
 The tests that take --build-dir get a view of the build tree whose wisp-vmm is the traced one.
+Not traced: snapshot-diff (under strace the console's writer falls behind, and the output a
+stopping wisp-vmm drains for a bounded time is not all there for its check).
 """
 import argparse
 import os
@@ -79,7 +80,6 @@ def workloads(guests):
         ("privileges api", [os.path.join(HERE, "privileges_test.py"), "--case", "api",
                             "--guest", g("api_guest")]),
         ("snapshot uffd", [snapshot, "--case", "uffd", "--build-dir", "BUILD"]),
-        ("snapshot diff", [snapshot, "--case", "diff", "--build-dir", "BUILD"]),
     ]
 
 

@@ -4,7 +4,7 @@ wisp-jailer, beside plain wisp-vmm (docs/benchmarks.md, "Jailed launch"). Prints
 ratios; never fails on them.
 
     jailed.py --vmm PATH --jailer PATH --guest tiny-exit.elf --idle-guest tiny-idle.elf [--runs N]
-              [--vmm-arg=ARG]...
+              [--vmm-arg=ARG]... [--chroot-base-dir DIR]
 
 Contenders (128 MiB, one vCPU, the tiny PVH guests of bench/launch, no --async-teardown so that
 each one's wall time includes the VM's teardown alike):
@@ -103,6 +103,9 @@ def main():
     for opt in ("--vmm", "--jailer", "--guest", "--idle-guest"):
         ap.add_argument(opt, required=True)
     ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--chroot-base-dir",
+                    help="the jails' base directory (default: one in the temporary directory, "
+                         "on /tmp's file system; a tmpfs one makes the jail's files bind mounts)")
     ap.add_argument("--vmm-arg", action="append", default=[],
                     help="one more wisp-vmm argument for every contender (repeatable)")
     a = ap.parse_args()
@@ -112,7 +115,7 @@ def main():
     mem = {k: [] for k in kinds}
     with tempfile.TemporaryDirectory() as tmp:
         os.chmod(tmp, 0o755)
-        base = os.path.join(tmp, "jails")
+        base = a.chroot_base_dir or os.path.join(tmp, "jails")
         n = 0
         for r in range(a.runs + 1):  # round 0: warm-up
             order = kinds[r % len(kinds):] + kinds[:r % len(kinds)]

@@ -62,6 +62,26 @@ static uint32_t request(uint32_t type)
     return resp;
 }
 
+/* A request with no writable buffer for its status cannot be completed: the device must set
+ * DEVICE_NEEDS_RESET (and not touch anything); after a reset it works again. */
+static void malformed(struct gvirtio_dev *d)
+{
+    static volatile uint32_t req;
+    req = 0;
+    struct gbuf b = {(const void *)&req, 4};
+    GUEST_ASSERT(gvirtq_add(&req_q, &b, 1, 0) >= 0);
+    gvirtq_kick(&req_q);
+    uint64_t t0 = rdtsc();
+    while (!(gvirtio_status(d) & 0x40) && rdtsc() - t0 < 10000000000ull)
+        cpu_relax();
+    GUEST_ASSERT(gvirtio_status(d) & 0x40); /* DEVICE_NEEDS_RESET */
+    GUEST_ASSERT(gvirtio_init(d, 0));
+    GUEST_ASSERT(gvirtq_setup(d, &req_q, 0, 16));
+    gvirtio_driver_ok(d);
+    GUEST_ASSERT_EQ(request(0), 0);
+    guest_printf("pmem: malformed request: needs reset, then flush ok again\n");
+}
+
 static void hold(void)
 {
     guest_set_gate(VEC_HALT, pmem_halt_stub, 0);
@@ -123,6 +143,7 @@ void guest_main(void)
     GUEST_ASSERT_EQ(request(0), 0); /* VIRTIO_PMEM_REQ_TYPE_FLUSH */
     GUEST_ASSERT(request(7) != 0);  /* unknown */
     guest_printf("pmem: flush ok\n");
+    malformed(&d);
     if (guest_cmdline_u64("hold", 0))
         hold();
 }

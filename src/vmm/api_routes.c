@@ -195,6 +195,8 @@ static void api_not_supported(struct api_request *req, void *opaque)
         why = "wisp-vmm has no metadata service (MMDS)";
     else if (!strncmp(path, "/cpu-config", 11))
         why = "wisp-vmm has no CPU templates: the guest sees KVM's supported CPUID";
+    else if (!strncmp(path, "/pmem", 5))
+        why = "a pmem device has no rate limiter (the guest's loads and stores pass none)";
     api_reply_error(req, 400, "%s %s: not supported: %s", api_request_method(req), path, why);
 }
 
@@ -232,6 +234,7 @@ static const struct api_route routes[] = {
     {"PUT", "/mmds/config", api_not_supported},
     {"PUT", "/cpu-config", api_not_supported},
     {"PUT", "/pmem/{id}", api_put_pmem},
+    {"PATCH", "/pmem/{id}", api_not_supported},
 };
 
 int vmm_api_add_routes(struct vmm_api *a, struct wisp_err *err)

@@ -7,7 +7,8 @@ region with plain loads (checking the file's pattern), writes page 1 and sends f
 CASE:
   modes     rw: the guest's writes are in the file afterwards (and only page 1 changed); cow: the
             guest reads its own writes, the file is unchanged; ro: the guest's write is dropped
-            (logged once), the file is unchanged
+            (logged once), the file is unchanged; a request without room for its status sets
+            DEVICE_NEEDS_RESET, and the device works again after a reset
   errors    a file that is not a multiple of 2 MiB, a missing file, a directory, bad --pmem
             values, ro and cow together, two rw users of one file: clear errors, nothing runs
   share     10 VMs map one 32 MiB image ro and read all of it: the image's pages are in the
@@ -81,8 +82,10 @@ def case_modes(vmm, elf, d):
         make_image(img, 16)
         before, rest = digest(img), digest(img, skip_page=1)
         rc, out, err = run(vmm, elf, f"path={img},{mode}", mode, 16)
-        if rc != 0 or "pmem: flush ok" not in out:
+        if rc != 0 or "pmem: flush ok" not in out or "then flush ok again" not in out:
             raise Failure(f"{mode}: the guest failed (exit {rc})")
+        if "no 4 writable bytes for its status" not in err:
+            raise Failure(f"{mode}: the malformed request was not logged")
         after = digest(img)
         if mode == "rw":
             with open(img, "rb") as f:
@@ -229,6 +232,9 @@ def case_api(vmm, elf, d):
         got, reply = v.api("PUT", "/pmem/p1", {"id": "p1", "path_on_host": img})
         if got != 400:
             raise Failure(f"PUT /pmem after the start: {got} {reply}, wanted 400")
+        got, reply = v.api("PATCH", "/pmem/p0", {"id": "p0"})
+        if got != 400 or "not supported" not in json.dumps(reply):
+            raise Failure(f"PATCH /pmem: {got} {reply}, wanted 400 not supported")
     finally:
         v.end()
     conf = os.path.join(d, "vm.json")

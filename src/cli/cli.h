@@ -38,6 +38,8 @@ int cli_read_head(struct cli_conn *c, unsigned *status, bool *chunked, long long
 int cli_read_body(struct cli_conn *c, bool chunked, long long length,
                   int (*sink)(void *opaque, const char *data, size_t len), void *opaque);
 void cli_close(struct cli_conn *c);
+/* All of p on the socket fd (no SIGPIPE); -1 when the peer is gone. */
+int cli_send_all(int fd, const char *p, size_t n);
 
 /* One request, the whole body in *answer (malloc'd, NUL-terminated). -1: wispd unreachable
  * or the answer broken (said on stderr). */

@@ -34,10 +34,10 @@ bool cli_name_ok(const char *name)
            !strchr(name, ' ') && strlen(name) <= 64;
 }
 
-static int write_all(int fd, const char *p, size_t n)
+int cli_send_all(int fd, const char *p, size_t n)
 {
     while (n) {
-        ssize_t w = write(fd, p, n);
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0)
@@ -74,7 +74,7 @@ int cli_open(struct cli_conn *c, const char *method, const char *path, const cha
                  "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
                  method, path, extra_headers ? "" : "Connection: close\r\n",
                  extra_headers ? extra_headers : "", body ? strlen(body) : 0, body ? body : "");
-    if (len < 0 || write_all(c->fd, req, (size_t)len) < 0) {
+    if (len < 0 || cli_send_all(c->fd, req, (size_t)len) < 0) {
         fprintf(stderr, "wisp: %s: sending: %s\n", cli_sock_path, strerror(errno));
         cli_close(c);
         return -1;

@@ -135,6 +135,15 @@ static int parse_memory(struct ctx *c, const xmlNode *n, const char *where, long
     return 0;
 }
 
+/* The definition's "placement" object, made when first needed. */
+static json_t *placement_of(struct ctx *c)
+{
+    json_t *pl = json_object_get(c->def, "placement");
+    if (!pl)
+        json_object_set_new(c->def, "placement", pl = json_object());
+    return pl;
+}
+
 /* A cpuset ("0-3,^2,5"): only its characters are checked here; wispd checks the CPUs. */
 static int check_cpuset(struct ctx *c, const char *where, const char *v)
 {
@@ -159,10 +168,7 @@ static int parse_vcpu(struct ctx *c, const xmlNode *n)
     if (attr(n, "cpuset", set, sizeof(set))) {
         if (check_cpuset(c, "<vcpu cpuset>", set) < 0)
             return -1;
-        json_t *pl = json_object_get(c->def, "placement");
-        if (!pl)
-            json_object_set_new(c->def, "placement", pl = json_object());
-        json_object_set_new(pl, "cpus", json_string(set));
+        json_object_set_new(placement_of(c), "cpus", json_string(set));
     }
     c->vcpus = k;
     json_object_set_new(c->def, "vcpus", json_integer(k));
@@ -190,10 +196,7 @@ static int parse_cputune(struct ctx *c, const xmlNode *n)
         } else if (is(e, "emulatorpin")) {
             if (!attr(e, "cpuset", set, sizeof(set)) || check_cpuset(c, "<emulatorpin>", set) < 0)
                 return c->err[0] ? -1 : fail(c, "<cputune><emulatorpin>: needs cpuset=");
-            json_t *pl = json_object_get(c->def, "placement");
-            if (!pl)
-                json_object_set_new(c->def, "placement", pl = json_object());
-            json_object_set_new(pl, "vmm_cpus", json_string(set));
+            json_object_set_new(placement_of(c), "vmm_cpus", json_string(set));
         } else {
             return fail(c, "<cputune><%s>: not supported (wisp takes vcpupin and emulatorpin)",
                         (const char *)e->name);
@@ -475,10 +478,7 @@ static int parse_domain(struct ctx *c, const xmlNode *root)
         json_t *p;
         json_array_foreach(c->vcpu_pins, i, p) if (json_is_null(p)) return fail(
             c, "<cputune><vcpupin>: vCPU %zu has no pin (pin every vCPU, or none)", i);
-        json_t *pl = json_object_get(c->def, "placement");
-        if (!pl)
-            json_object_set_new(c->def, "placement", pl = json_object());
-        json_object_set(pl, "vcpu_cpus", c->vcpu_pins);
+        json_object_set(placement_of(c), "vcpu_cpus", c->vcpu_pins);
     }
     if (json_array_size(c->drives))
         json_object_set(c->def, "drives", c->drives);

@@ -124,20 +124,6 @@ static void on_signal(int sig)
     raise(sig);
 }
 
-static int send_all(int fd, const char *p, size_t n)
-{
-    while (n) {
-        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* Attaches to NAME's console until Ctrl-] (*detached) or the VM's end. 0, or an exit status
  * (said on stderr; 409 when it is not running: *not_running). */
 static int console_session(const char *name, long long replay, bool quiet_409, bool *detached,
@@ -216,7 +202,7 @@ static int console_session(const char *name, long long replay, bool quiet_409, b
             }
             char *esc = memchr(buf, ESCAPE_KEY, (size_t)n);
             size_t k = esc ? (size_t)(esc - buf) : (size_t)n;
-            if (k && send_all(conn.fd, buf, k) < 0)
+            if (k && cli_send_all(conn.fd, buf, k) < 0)
                 break;
             if (esc) {
                 *detached = true;
@@ -457,18 +443,25 @@ static int one_call(const char *path, json_t *body, void (*show)(json_t *))
     return 0;
 }
 
-int cmd_snapshot(int argc, char **argv)
+/* VERB NAME PATH: POST /v1/vms/NAME/VERB {field: PATH made absolute}. */
+static int path_verb(int argc, char **argv, const char *field, const char *what,
+                     void (*show)(json_t *))
 {
     if (argc != 3 || !cli_name_ok(argv[1]))
-        return cli_usage_error("%s", "snapshot: give NAME and DIR or FILE");
+        return cli_usage_error("%s: give NAME and %s", argv[0], what);
     cleanup_free char *p = absolute(argv[2]);
     if (!p) {
         fprintf(stderr, "wisp: %s: %s\n", argv[2], strerror(errno));
         return EXIT_USAGE;
     }
     char path[256];
-    snprintf(path, sizeof(path), "/v1/vms/%s/snapshot", argv[1]);
-    return one_call(path, json_pack("{s:s}", "path", p), show_snapshot);
+    snprintf(path, sizeof(path), "/v1/vms/%s/%s", argv[1], argv[0]);
+    return one_call(path, json_pack("{s:s}", field, p), show);
+}
+
+int cmd_snapshot(int argc, char **argv)
+{
+    return path_verb(argc, argv, "path", "DIR or FILE", show_snapshot);
 }
 
 static void show_running(json_t *j)
@@ -479,16 +472,7 @@ static void show_running(json_t *j)
 
 int cmd_restore(int argc, char **argv)
 {
-    if (argc != 3 || !cli_name_ok(argv[1]))
-        return cli_usage_error("%s", "restore: give NAME and FROM (a snapshot's DIR or FILE)");
-    cleanup_free char *p = absolute(argv[2]);
-    if (!p) {
-        fprintf(stderr, "wisp: %s: %s\n", argv[2], strerror(errno));
-        return EXIT_USAGE;
-    }
-    char path[256];
-    snprintf(path, sizeof(path), "/v1/vms/%s/restore", argv[1]);
-    return one_call(path, json_pack("{s:s}", "from", p), show_running);
+    return path_verb(argc, argv, "from", "FROM (a snapshot's DIR or FILE)", show_running);
 }
 
 struct clone_view {

@@ -167,14 +167,6 @@ static int snapshot_start(struct vm *vm, struct snap_job *j, struct wisp_err *er
                           snap_done, j, err);
 }
 
-static struct vm *vm_or_404(struct wispd *d, struct api_request *req)
-{
-    struct vm *vm = wispd_find(d, api_request_param(req, "name"));
-    if (!vm)
-        api_reply_error(req, 404, "no VM named '%s'", api_request_param(req, "name"));
-    return vm;
-}
-
 /* Reads one string field of the body. */
 static int body_string(struct api_request *req, const char *what, const char *field, char *out,
                        size_t size, struct wisp_err *err)
@@ -197,7 +189,7 @@ static int body_string(struct api_request *req, const char *what, const char *fi
 /* POST /v1/vms/{name}/snapshot {"path": P} */
 void clone_h_snapshot(struct api_request *req, void *opaque)
 {
-    struct vm *vm = vm_or_404(opaque, req);
+    struct vm *vm = wispd_vm_or_404(opaque, req);
     if (!vm)
         return;
     struct wisp_err err = {0};
@@ -466,7 +458,7 @@ static void clone_closed(void *opaque)
 void clone_h_clone(struct api_request *req, void *opaque)
 {
     struct wispd *d = opaque;
-    struct vm *vm = vm_or_404(d, req);
+    struct vm *vm = wispd_vm_or_404(d, req);
     if (!vm)
         return;
     struct wisp_err err = {0};

@@ -313,16 +313,9 @@ static void attached(void *opaque, int fd, const char *extra, size_t extra_len,
 void console_h_attach(struct api_request *req, void *opaque)
 {
     struct wispd *d = opaque;
-    struct vm *vm = wispd_find(d, api_request_param(req, "name"));
-    if (!vm) {
-        api_reply_error(req, 404, "no VM named '%s'", api_request_param(req, "name"));
+    struct vm *vm = wispd_live_vm_or_reply(d, req, "a console attaches to a running VM");
+    if (!vm)
         return;
-    }
-    if (vm->state != VM_RUNNING && vm->state != VM_PAUSED) {
-        api_reply_error(req, 409, "%s is %s: a console attaches to a running VM", vm->name,
-                        vm_state_name(vm->state));
-        return;
-    }
     const char *q = api_request_query(req, "replay");
     char *end;
     unsigned long long replay = q ? strtoull(q, &end, 10) : REPLAY_DEFAULT;
@@ -377,11 +370,9 @@ static void stream_closed(void *opaque)
 void console_h_log(struct api_request *req, void *opaque)
 {
     struct wispd *d = opaque;
-    struct vm *vm = wispd_find(d, api_request_param(req, "name"));
-    if (!vm) {
-        api_reply_error(req, 404, "no VM named '%s'", api_request_param(req, "name"));
+    struct vm *vm = wispd_vm_or_404(d, req);
+    if (!vm)
         return;
-    }
     const char *t = api_request_query(req, "tail"), *f = api_request_query(req, "follow");
     char *end;
     unsigned long long tail = t ? strtoull(t, &end, 10) : 0;

@@ -39,12 +39,22 @@ static void reply_err(struct api_request *req, const struct wisp_err *err)
     api_reply_error(req, status_of(err->errnum), "%s", err->msg);
 }
 
-static struct vm *find_or_404(struct wispd *d, struct api_request *req)
+struct vm *wispd_vm_or_404(struct wispd *d, struct api_request *req)
 {
     const char *name = api_request_param(req, "name");
     struct vm *vm = wispd_find(d, name);
     if (!vm)
         api_reply_error(req, 404, "no VM named '%s'", name);
+    return vm;
+}
+
+struct vm *wispd_live_vm_or_reply(struct wispd *d, struct api_request *req, const char *what)
+{
+    struct vm *vm = wispd_vm_or_404(d, req);
+    if (vm && vm->state != VM_RUNNING && vm->state != VM_PAUSED) {
+        api_reply_error(req, 409, "%s is %s: %s", vm->name, vm_state_name(vm->state), what);
+        return NULL;
+    }
     return vm;
 }
 
@@ -96,7 +106,7 @@ static void h_define(struct api_request *req, void *opaque)
 
 static void h_show(struct api_request *req, void *opaque)
 {
-    struct vm *vm = find_or_404(opaque, req);
+    struct vm *vm = wispd_vm_or_404(opaque, req);
     if (vm)
         api_reply_json(req, 200, vm_to_json(vm));
 }
@@ -104,7 +114,7 @@ static void h_show(struct api_request *req, void *opaque)
 /* POST /v1/vms/{name}/{action}: answered once the VM is there (running, stopped, ...). */
 static void h_action(struct api_request *req, void *opaque)
 {
-    struct vm *vm = find_or_404(opaque, req);
+    struct vm *vm = wispd_vm_or_404(opaque, req);
     if (!vm)
         return;
     const char *a = api_request_param(req, "action");
@@ -131,7 +141,7 @@ static void h_action(struct api_request *req, void *opaque)
 
 static void h_remove(struct api_request *req, void *opaque)
 {
-    struct vm *vm = find_or_404(opaque, req);
+    struct vm *vm = wispd_vm_or_404(opaque, req);
     if (!vm)
         return;
     struct wisp_err err = {0};

@@ -190,16 +190,9 @@ static void stats_done(void *opaque, int status, const char *message)
 void stats_h_get(struct api_request *req, void *opaque)
 {
     struct wispd *d = opaque;
-    struct vm *vm = wispd_find(d, api_request_param(req, "name"));
-    if (!vm) {
-        api_reply_error(req, 404, "no VM named '%s'", api_request_param(req, "name"));
+    struct vm *vm = wispd_live_vm_or_reply(d, req, "stats are of a running VM");
+    if (!vm)
         return;
-    }
-    if (vm->state != VM_RUNNING && vm->state != VM_PAUSED) {
-        api_reply_error(req, 409, "%s is %s: stats are of a running VM", vm->name,
-                        vm_state_name(vm->state));
-        return;
-    }
     struct stats_req *s = calloc(1, sizeof(*s));
     struct vmm_client *c;
     struct vmm_request r = {"GET", strdup("/wisp/metrics"), NULL};

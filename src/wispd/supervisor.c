@@ -251,7 +251,11 @@ static void vm_exited(void *opaque, uint32_t events)
             reply_waiters(vm, 500, err.msg);
         return;
     }
-    reply_waiters(vm, was_starting ? 500 : 200, vm->last_exit);
+    if (was_starting && vm->start_error[0])
+        reply_waiters(vm, 400, vm->start_error); /* wisp-vmm refused the start */
+    else
+        reply_waiters(vm, was_starting ? 500 : 200, vm->last_exit);
+    vm->start_error[0] = '\0';
     const char *policy = json_string_value(json_object_get(vm->def, "restart_policy"));
     if (!requested && (!strcmp(policy, "always") || (!strcmp(policy, "on-failure") && failed)))
         schedule_restart(vm);
@@ -429,9 +433,9 @@ static void start_done(void *opaque, int status, const char *message)
         vm->stop_requested = true;
         vm->stop_stage = 3;
         placement_kill(vm);
-        for (unsigned i = 0; i < vm->nr_waiters; i++)
-            api_reply_error(vm->waiters[i], 400, "%s: %s", vm->name, message);
-        vm->nr_waiters = 0;
+        /* the waiters are answered once the process has gone, so that the VM is stopped
+         * when they hear of it */
+        snprintf(vm->start_error, sizeof(vm->start_error), "%s", message);
         start_notify(vm, false, message);
         return;
     }

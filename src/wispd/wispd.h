@@ -42,6 +42,7 @@ struct vm {
     int64_t restarts;
     unsigned backoff_ms;
     char last_exit[256];
+    char start_error[256];      /* wisp-vmm refused the start: the waiters' answer at its end */
     struct vm_console *console; /* console.c: its readers, while it has some */
     /* clone.c: the next start loads this snapshot instead of booting (then forgotten), and
      * on_start hears how that start ended */
@@ -115,6 +116,10 @@ void clone_h_clone(struct api_request *req, void *opaque);
 void stats_h_get(struct api_request *req, void *opaque);
 
 /* server.c */
+/* The VM of the request's {name}, or NULL after a 404; the live one (running or paused), or
+ * NULL after a 404 or a 409 that says `what` needs a running VM. */
+struct vm *wispd_vm_or_404(struct wispd *d, struct api_request *req);
+struct vm *wispd_live_vm_or_reply(struct wispd *d, struct api_request *req, const char *what);
 int wispd_serve(struct wispd *d, const char *socket_path, struct wisp_err *err);
 void wispd_events_notify(struct wispd *d);
 

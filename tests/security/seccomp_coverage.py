@@ -20,7 +20,8 @@ guests only (no Linux), so that every kind of thread runs within seconds:
   vsock echo                 vsock connections both ways (accept4, recvmsg, shutdown)
   vsock snapshot             vsock (net-io's unix sockets), the API, PUT /snapshot/create
                              (snapshot), a restore with PUT /snapshot/load
-  balloon anon               virtio-balloon through a --config-file and the API
+  balloon memfd              virtio-balloon through a --config-file and the API, guest memory on a
+                             memfd (its pages given back with fallocate)
   pmem modes                 virtio-pmem rw, cow, ro (pmem-io: a rw device's flushes)
   privileges api             --uid/--gid (every thread changes its ids), API-configured
                              drives, PATCH /drives (block-io opens the new image)
@@ -73,8 +74,8 @@ def workloads(guests):
                         "--guest", g("virtio_vsock")]),
         ("vsock snapshot", [os.path.join(TESTS, "virtio", "vsock_test.py"), "--case", "snapshot",
                             "--guest", g("virtio_vsock")]),
-        ("balloon anon", [os.path.join(TESTS, "guest", "balloon_test.py"), "VMM",
-                          g("virtio_balloon"), "anon"]),
+        ("balloon memfd", [os.path.join(TESTS, "guest", "balloon_test.py"), "VMM",
+                           g("virtio_balloon"), "memfd"]),
         ("pmem modes", [os.path.join(TESTS, "guest", "pmem_test.py"), "VMM", g("virtio_pmem"),
                         "modes"]),
         ("privileges api", [os.path.join(HERE, "privileges_test.py"), "--case", "api",

@@ -382,6 +382,11 @@ def case_run(d):
     out, err = p.communicate(timeout=10)
     assert p.returncode == 0 and b"goes on" in err and d.vms()["r3"]["state"] == "running", err
     assert run("--socket", d.sock, "run", "r4", "--mem", "16").returncode == 2  # no --kernel
+    # hvc0: a virtio console's output is the VM's console too
+    vc = os.path.join(os.path.dirname(wt.A.guest), "virtio_console.elf")
+    r = run("--socket", d.sock, "run", "--rm", "vc", "--kernel", vc, "--mem", "16", "--console",
+            "virtio", "--cmdline", "console.case=output console.bytes=100")
+    assert r.returncode == 0 and b"console: ok output 100" in r.stdout, r
     d.wisp("rm", "-f", "r3", check=0)
     d.wisp("rm", "r2", check=0)
     d.stop()

@@ -77,7 +77,7 @@ static void floor_vm_destroy(struct floor_vm *vm)
 }
 
 /* /dev/kvm, one VM, `ram_size` bytes of RAM at guest-physical 0, one vCPU and its kvm_run. */
-static int floor_vm_create(struct floor_vm *vm, size_t ram_size, struct wisp_err *err)
+static int floor_vm_create(struct floor_vm *vm, size_t ram_size, bool irqchip, struct wisp_err *err)
 {
     *vm = (struct floor_vm){.kvm_fd = -1, .vm_fd = -1, .vcpu_fd = -1, .ram_size = ram_size};
 
@@ -103,6 +103,13 @@ static int floor_vm_create(struct floor_vm *vm, size_t ram_size, struct wisp_err
     };
     if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &region) < 0)
         return wisp_err_sys(err, errno, "KVM_SET_USER_MEMORY_REGION");
+    /* --irqchip: wisp-vmm's in-kernel PIC, IOAPIC, LAPIC and PIT (kvm/vm.c), so that the
+     * memory floor counts what KVM keeps for them; a halted vCPU then sleeps in KVM_RUN */
+    struct kvm_pit_config pit = {.flags = KVM_PIT_SPEAKER_DUMMY};
+    if (irqchip && ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0)
+        return wisp_err_sys(err, errno, "KVM_CREATE_IRQCHIP");
+    if (irqchip && ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0)
+        return wisp_err_sys(err, errno, "KVM_CREATE_PIT2");
 
     vm->vcpu_fd = ioctl(vm->vm_fd, KVM_CREATE_VCPU, 0);
     if (vm->vcpu_fd < 0)
@@ -326,7 +333,7 @@ static int floor_run(struct floor_vm *vm, int *exit_value, struct wisp_err *err)
 static void usage(FILE *out, const char *argv0)
 {
     fprintf(out,
-            "Usage: %s [--mem MIB] KERNEL\n"
+            "Usage: %s [--mem MIB] [--irqchip] KERNEL\n"
             "\n"
             "The raw KVM floor of wisp's launch benchmark: boots KERNEL (an ELF64 with a PVH\n"
             "entry note) in a VM with MIB MiB of RAM (default %d) and one vCPU, with no devices.\n"
@@ -336,6 +343,8 @@ static void usage(FILE *out, const char *argv0)
             "\n"
             "Options:\n"
             "  -m, --mem MIB   guest RAM in MiB (1..%d)\n"
+            "  -i, --irqchip   the in-kernel irqchip and PIT wisp-vmm makes (KVM_CREATE_IRQCHIP,\n"
+            "                  KVM_CREATE_PIT2): the floor of a VM's memory with the same irqchip\n"
             "  -h, --help      show this help\n"
             "  -V, --version   show the version\n"
             "\n"
@@ -344,18 +353,22 @@ static void usage(FILE *out, const char *argv0)
 }
 
 /* Parses argv into *mib and *kernel; returns 0, 1 when --help/--version was served, or -1. */
-static int parse_args(int argc, char **argv, uint64_t *mib, const char **kernel)
+static int parse_args(int argc, char **argv, uint64_t *mib, bool *irqchip, const char **kernel)
 {
     static const struct option opts[] = {
         {"mem", required_argument, NULL, 'm'},
+        {"irqchip", no_argument, NULL, 'i'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {0},
     };
     int c;
 
-    while ((c = getopt_long(argc, argv, "m:hV", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "m:ihV", opts, NULL)) != -1) {
         switch (c) {
+        case 'i':
+            *irqchip = true;
+            break;
         case 'm':
             if (parse_u64(optarg, mib) < 0 || *mib == 0 || *mib > FLOOR_MAX_MIB) {
                 fprintf(stderr, "%s: --mem %s: expected MiB between 1 and %d\n", argv[0], optarg,
@@ -386,7 +399,8 @@ int main(int argc, char **argv)
 {
     uint64_t mib = FLOOR_DEFAULT_MIB;
     const char *kernel = NULL;
-    int r = parse_args(argc, argv, &mib, &kernel);
+    bool irqchip = false;
+    int r = parse_args(argc, argv, &mib, &irqchip, &kernel);
     if (r != 0)
         return r > 0 ? 0 : 2;
 
@@ -394,7 +408,7 @@ int main(int argc, char **argv)
     struct floor_vm vm;
     uint32_t entry = 0;
     int exit_value = 0;
-    r = floor_vm_create(&vm, (size_t)mib << 20, &err);
+    r = floor_vm_create(&vm, (size_t)mib << 20, irqchip, &err);
     if (r == 0)
         r = floor_load_kernel(&vm, kernel, &entry, &err);
     if (r == 0)

@@ -131,10 +131,35 @@ class Wispd:
         self.proc.wait(30)
 
 
+def cgroup_cycle_us(dirs, rounds=50):
+    """What a VM's start and end do to its cgroups (cgroup.c), timed: a vm-bench directory in
+    each parent, a limit written where there is one, the pid written (this process, moved back
+    at once), rmdir. Median microseconds of `rounds` cycles."""
+    times = []
+    me = str(os.getpid())
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        made = []
+        for p in dirs:
+            d = os.path.join(p, "vm-bench")
+            os.mkdir(d)
+            made.append((p, d))
+            if os.path.exists(d + "/pids.max"):
+                open(d + "/pids.max", "w").write("64")
+            open(d + "/cgroup.procs", "w").write(me)
+        for p, d in made:
+            open(p + "/cgroup.procs", "w").write(me)
+            os.rmdir(d)
+        times.append((time.perf_counter() - t0) * 1e6)
+    return statistics.median(times)
+
+
 def sequential(a, tmp):
     w = Wispd(a, tmp, "seq")
     rows = []
     try:
+        dirs = call(w.sock, "GET", "/v1/limits").get("placement", {}).get("cgroup_dirs", [])
+        cg0 = cgroup_cycle_us(dirs) if dirs else 0
         avail0, busy0 = mem_available_kib(), host_busy_s()
         for i in range(a.n):
             c0 = cpu_s(w.proc.pid)
@@ -157,12 +182,14 @@ def sequential(a, tmp):
         idle_pct = (host_busy_s() - idle0) / 5 / os.cpu_count() * 100
         avail1 = mem_available_kib()
         limits = call(w.sock, "GET", "/v1/limits")
+        cg1 = cgroup_cycle_us(dirs) if dirs else 0
         wispd_rss = int([l for l in open(f"/proc/{w.proc.pid}/status")
                          if l.startswith("VmRSS")][0].split()[1])
     finally:
         w.end()
     return rows, {"idle_busy_pct": idle_pct, "mem_per_vm_kib": (avail0 - avail1) / a.n,
-                  "wispd_rss_kib": wispd_rss, "placement": limits.get("placement", {})}
+                  "wispd_rss_kib": wispd_rss, "placement": limits.get("placement", {}),
+                  "cgroup_us": (cg0, cg1)}
 
 
 def concurrent(a, tmp, clients=16):
@@ -380,6 +407,9 @@ def main():
         print(f"  per VM: {seq['mem_per_vm_kib']:.0f} KiB of host memory (MemAvailable), wispd "
               f"RSS {seq['wispd_rss_kib']} KiB with {n} VMs; host busy with {n} idle VMs: "
               f"{seq['idle_busy_pct']:.1f} % of the CPUs")
+        print(f"  a VM's cgroups made, joined and removed ({len(seq['placement'].get('cgroup_dirs', []))}"
+              f" hierarchies), median of 50: {seq['cgroup_us'][0]:.0f} us with no VM, "
+              f"{seq['cgroup_us'][1]:.0f} us beside {n} VMs' cgroups")
         busy = rows[-1]["host_busy_s"]
         print(f"  host CPU busy over the run: {busy:.1f} s for {n} VMs ({busy / n * 1e3:.1f} ms a "
               f"VM, every process on the host)")

@@ -223,6 +223,7 @@ int main(int argc, char **argv)
     }
     if (ret < 0) {
         fprintf(stderr, "wispd: %s\n", err.msg);
+        cgroups_fini(&d.place); /* the parents it made, if no VM's cgroup is in them */
         return 1;
     }
     set_socket_access(sock);

@@ -12,6 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/cleanup.h"
+#include "common/evloop.h"
 #include "placement.h"
 #include "wispd.h"
 
@@ -332,15 +334,47 @@ int cgroup_vm_join(struct wispd *d, struct vm *vm, pid_t pid, struct wisp_err *e
     return 0;
 }
 
-void cgroup_vm_remove(struct wispd *d, struct vm *vm)
+/* rmdir of the VM id's cgroups; false if one is still busy. */
+static bool remove_dirs(struct wispd_place *p, int64_t id)
 {
     char dir[PATH_MAX + 32];
-    for (unsigned i = 0; i < nr_dirs(&d->place); i++) {
-        vm_dir(d, vm, i, dir, sizeof(dir));
+    bool done = true;
+    for (unsigned i = 0; i < nr_dirs(p); i++) {
+        snprintf(dir, sizeof(dir), "%s/vm-%lld", p->cg_dirs[i], (long long)id);
         if (rmdir(dir) < 0 && errno != ENOENT)
-            fprintf(stderr, "wispd: %s: rmdir %s: %s\n", vm->name, dir, strerror(errno));
+            done = false;
     }
+    return done;
+}
+
+/* The busy ones again (a cgroup with a process is never removed: a VM started again meanwhile
+ * keeps its own). */
+static void retry_busy(void *opaque)
+{
+    struct wispd_place *p = opaque;
+    unsigned k = 0;
+    for (unsigned i = 0; i < p->nr_busy; i++)
+        if (!remove_dirs(p, p->busy[i].id) && ++p->busy[i].tries < 50)
+            p->busy[k++] = p->busy[i];
+    p->nr_busy = k;
+    if (!k)
+        evloop_timer_arm(p->busy_timer, 0, 0);
+}
+
+void cgroup_vm_remove(struct wispd *d, struct vm *vm)
+{
+    struct wispd_place *p = &d->place;
     vm->place.cgroup = false;
+    if (remove_dirs(p, vm->id) || p->nr_busy == ARRAY_SIZE(p->busy))
+        return;
+    for (unsigned i = 0; i < p->nr_busy; i++)
+        if (p->busy[i].id == vm->id)
+            return;
+    if (!p->busy_timer && evloop_add_timer(d->loop, retry_busy, p, &p->busy_timer, NULL) < 0)
+        return;
+    p->busy[p->nr_busy].id = vm->id;
+    p->busy[p->nr_busy++].tries = 0;
+    evloop_timer_arm(p->busy_timer, 100000000, 100000000);
 }
 
 int cgroup_vm_dir(const struct wispd *d, const struct vm *vm, const char *file, char *buf,

@@ -19,6 +19,7 @@
 
 #include "common/err.h"
 
+struct evloop_source;
 struct vm;
 struct wispd;
 
@@ -70,6 +71,14 @@ struct wispd_place {
     char *jailer;
     uint32_t jail_uid, jail_gid;
     char jail_base[PATH_MAX];
+    /* VMs' cgroups still busy at their removal (a killed jailer's VMM still exiting): retried
+     * every 100 ms, each up to 50 times (cgroup.c) */
+    struct {
+        int64_t id;
+        unsigned tries;
+    } busy[64];
+    unsigned nr_busy;
+    struct evloop_source *busy_timer;
 };
 
 struct vm_place {

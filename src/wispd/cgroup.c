@@ -82,7 +82,7 @@ static int own_path(unsigned mask, char *out, size_t size)
         char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
         if (!c2)
             continue;
-        *c2 = '\0';
+        *c1 = *c2 = '\0'; /* line: the hierarchy's number, c1 + 1: its controllers */
         if ((mask == 0 && c1[1] == '\0' && !strcmp(line, "0")) ||
             (mask && (v1_mask(c1 + 1) & mask))) {
             snprintf(out, size, "%s", strcmp(c2 + 1, "/") ? c2 + 1 : "");

@@ -8,6 +8,8 @@ wisp-jailer and wisp-vmm processes and the host's real cgroups:
             and mount namespaces), the jail gone at the end; "jail": false and --no-jail
   reattach  a kill -9 of wispd keeps the jailed VM, its cgroups and jail; the new wispd stops
             it and removes both; a killed jailer's orphaned VMM is killed through the cgroup
+  cgroups-v2  --cgroups v2 on a cgroup2 mount: the VM placed there, a limit its controller
+            lacks refused at the start
   refused   placement and limits that do not check out are refused at define, naming the field
 
   placement_test.py --wispd W --wisp C --vmm V --guest G --case CASE
@@ -183,6 +185,40 @@ def case_reattach(d):
         W.wait_for("k's cgroups removed", lambda: not os.path.exists(c), 5)
     assert not os.path.exists(os.path.join(d.state, "jail", "wisp-vmm", "vm-2"))
     d.stop()
+
+
+def case_cgroups_v2(d):
+    """--cgroups v2 where the unified hierarchy has no controller (this machine): the VMs are
+    placed in their cgroup2 cgroup for accounting, and a limit is refused at the start, naming
+    its controller. Skipped where no cgroup2 is mounted."""
+    mounts = [l.split()[4] for l in open("/proc/self/mountinfo") if " - cgroup2 " in l]
+    if not mounts:
+        print("skipped: no cgroup2 mounted")
+        return
+    d.extra = ["--cgroups", "v2"]
+    d.start()
+    lim = json.loads(d.wisp("limits", "--json", check=0).stdout)["placement"]
+    assert lim["cgroups"] == "v2" and len(lim["cgroup_dirs"]) == 1, lim
+    assert lim["cgroup_dirs"][0].startswith(mounts[0] + "/"), lim
+    ctl = read(mounts[0] + "/cgroup.controllers").split()
+    d.define("p", check=0, stop_timeout_s=1)
+    d.wisp("start", "p", check=0)
+    v = vm(d, "p")
+    (cg,) = v["placement"]["cgroups"]
+    assert cg == lim["cgroup_dirs"][0] + "/vm-1", (cg, lim)
+    procs = {int(x) for x in read(cg + "/cgroup.procs").split()}
+    assert {v["pid"], W.vmm_of(v["pid"])} <= procs, procs
+    d.define("q", check=0, limits={"pids": 64})
+    r = d.wisp("start", "q")
+    if "pids" not in ctl:
+        assert r.returncode == 1 and "the pids controller" in r.stderr, r.stderr
+    else:
+        assert r.returncode == 0, r.stderr
+        d.wisp("kill", "q", check=0)
+    d.wisp("stop", "p", check=0)
+    assert not os.path.exists(cg), cg
+    d.stop()
+    assert not os.path.exists(lim["cgroup_dirs"][0])
 
 
 def case_refused(d):

@@ -53,6 +53,8 @@ struct snapshot_load_params {
     unsigned nr_drive_overrides;
     /* vsock_override {uds_path}: the clone's own socket; NULL: the snapshot's */
     const char *vsock_uds_path;
+    /* vsock_override {guest_cid} (wisp's): the clone's own cid; 0: the snapshot's */
+    uint64_t vsock_guest_cid;
 };
 
 /* Called on the main loop when a snapshot is written (result 0) or failed (-errno, err). */

@@ -7,6 +7,7 @@
 
 #include "api/json.h"
 #include "vmm/api.h"
+#include "virtio/vsock.h"
 #include "vmm/snapshot.h"
 #include "vmm/vmm.h"
 
@@ -129,8 +130,16 @@ static int read_load(const json_t *body, struct snapshot_load_params *p, struct 
     if (r == 0 && vsock) {
         const struct api_json_field vf[] = {
             {"uds_path", API_JSON_STRING, true, &p->vsock_uds_path, NULL, 0},
+            {"guest_cid", API_JSON_UINT, false, &p->vsock_guest_cid, NULL, VSOCK_MAX_GUEST_CID},
         };
-        r = api_json_read(vsock, "PUT /snapshot/load: vsock_override", vf, 1, err);
+        r = api_json_read(vsock, "PUT /snapshot/load: vsock_override", vf, 2, err);
+        if (r == 0 && json_object_get(vsock, "guest_cid") &&
+            p->vsock_guest_cid < VSOCK_MIN_GUEST_CID)
+            r = wisp_err_set(err, EINVAL,
+                             "PUT /snapshot/load: vsock_override: guest_cid: %llu is outside "
+                             "%u..%u",
+                             (unsigned long long)p->vsock_guest_cid, VSOCK_MIN_GUEST_CID,
+                             VSOCK_MAX_GUEST_CID);
     }
     if (r == 0)
         r = read_backend(backend, mem_file, where, p, err);

@@ -172,6 +172,8 @@ static int read_config(struct load_ctx *c, struct vm_config *cfg, struct wisp_er
         if (!cfg->vsock)
             return wisp_err_set(err, EINVAL, "vsock_override: the snapshot has no vsock device");
         ret = vm_config_set_string(cfg, &cfg->vsock_params.uds_path, c->p->vsock_uds_path, err);
+        if (c->p->vsock_guest_cid) /* the restored driver reads it again at TRANSPORT_RESET */
+            cfg->vsock_params.guest_cid = c->p->vsock_guest_cid;
     }
     return ret < 0 ? ret : apply_overrides(cfg, c->p, err);
 }

@@ -16,6 +16,7 @@
 #include "api/http.h"
 #include "api/json.h"
 #include "common/cleanup.h"
+#include "placement.h"
 #include "registry.h"
 #include "vmmclient.h"
 #include "wispd.h"
@@ -67,9 +68,12 @@ size_t clone_restore_requests(const struct vm *vm, struct vmm_request *r, size_t
     json_decref(nets);
     json_decref(drives);
     json_t *vsock = json_object_get(vm->def, "vsock");
-    if (json_object_get(vsock, "uds_path"))
-        json_object_set_new(load, "vsock_override",
-                            json_pack("{s:O}", "uds_path", json_object_get(vsock, "uds_path")));
+    if (json_object_get(vsock, "uds_path")) {
+        json_t *o = json_pack("{s:O}", "uds_path", json_object_get(vsock, "uds_path"));
+        if (json_object_get(vsock, "guest_cid")) /* a clone's own */
+            json_object_set(o, "guest_cid", json_object_get(vsock, "guest_cid"));
+        json_object_set_new(load, "vsock_override", o);
+    }
     r[0] = (struct vmm_request){"PUT", strdup("/snapshot/load"), json_dumps(load, 0)};
     json_decref(load);
     return max ? 1 : 0;
@@ -214,9 +218,10 @@ void clone_h_snapshot(struct api_request *req, void *opaque)
 /* ---- restore --------------------------------------------------------------------------- */
 
 /* Defines a VM from a definition with another name (and the host resources that must be its
- * own: taps, vsock path); *out the new VM. */
-static int define_from(struct wispd *d, json_t *src, const char *name, struct vm **out,
-                       struct wisp_err *err)
+ * own: taps, vsock path; clone number `index` > 0 also its vsock cid: the source's + index);
+ * *out the new VM. */
+static int define_from(struct wispd *d, json_t *src, const char *name, unsigned index,
+                       struct vm **out, struct wisp_err *err)
 {
     json_t *def = json_deep_copy(src), *item;
     if (!def)
@@ -233,10 +238,17 @@ static int define_from(struct wispd *d, json_t *src, const char *name, struct vm
         json_object_set_new(item, "tap", json_string(tap));
     }
     json_t *vsock = json_object_get(def, "vsock");
+    /* a jailed VM's uds_path is its jail's (each jail has its own): it stays */
+    bool jailed = d->place.jail && !json_is_false(json_object_get(def, "jail"));
     if (json_object_get(vsock, "uds_path")) {
         char uds[PATH_MAX];
         snprintf(uds, sizeof(uds), "%s/run/%s.vsock", d->state_dir, name);
-        json_object_set_new(vsock, "uds_path", json_string(uds));
+        if (!jailed)
+            json_object_set_new(vsock, "uds_path", json_string(uds));
+        json_int_t cid = json_integer_value(json_object_get(vsock, "guest_cid"));
+        if (index && cid >= 3) /* 3 .. 0xfffffffe */
+            json_object_set_new(vsock, "guest_cid",
+                                json_integer(3 + (cid - 3 + index) % 0xfffffffcll));
     }
     cleanup_free char *text = json_dumps(def, JSON_SORT_KEYS | JSON_COMPACT);
     json_t *checked = NULL;
@@ -294,7 +306,7 @@ void clone_h_restore(struct api_request *req, void *opaque)
                                "snapshot)",
                                defp, je.text);
         else
-            ret = define_from(d, def, name, &vm, &err);
+            ret = define_from(d, def, name, 0, &vm, &err);
         json_decref(def);
     }
     if (ret == 0)
@@ -412,7 +424,7 @@ static void clone_snapshot_done(struct clone_job *cj, bool ok, const char *msg)
         snprintf(name, sizeof(name), "%s-%u", cj->prefix, i);
         struct wisp_err err = {0};
         struct vm *vm = NULL;
-        int ret = define_from(cj->d, cj->def, name, &vm, &err);
+        int ret = define_from(cj->d, cj->def, name, i, &vm, &err);
         if (ret == 0)
             ret = set_restore(vm, cj->state, cj->mem, &err);
         if (ret == 0) {

@@ -284,6 +284,31 @@ def case_clone(d):
     for i, c in enumerate(clones, 1):
         console_says(d, c["name"], "sum 3", f"idle: sum 3 {i * 3 * 4096}")
     console_says(d, "a", "sum 3", f"idle: sum 3 {9 * 3 * 4096}")
+    # a vsock device: each clone its own socket and cid (wisp-vmm's device has it, so the guest
+    # reads it at the TRANSPORT_RESET of its restore)
+    d.define("v", stop_timeout_s=0, vsock={"guest_cid": 7, "uds_path": "/v.sock"}, check=0)
+    d.define("vn", stop_timeout_s=0, jail=False,
+             vsock={"guest_cid": 9, "uds_path": os.path.join(d.tmp, "vn.sock")}, check=0)
+    d.wisp("start", "vn", check=0)
+    d.wisp("clone", "vn", "--count", "1", check=0)  # unjailed: a socket path of its own
+    vs = d.vms()["vn-1"]["definition"]["vsock"]
+    assert vs["guest_cid"] == 10 and vs["uds_path"] == os.path.join(d.state, "run", "vn-1.vsock"), vs
+    assert os.path.exists(vs["uds_path"])
+    d.wisp("start", "v", check=0)
+    d.wisp("clone", "v", "--count", "2", check=0)
+    vms = d.vms()
+    for i in (1, 2):
+        vs = vms[f"v-{i}"]["definition"]["vsock"]
+        assert vs["guest_cid"] == 7 + i and vs["uds_path"] == "/v.sock", vs  # the jail's path
+        c = socket.socket(socket.AF_UNIX)
+        c.connect(vms[f"v-{i}"]["api_sock"])
+        c.sendall(b"GET /vm/config HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        got = b""
+        while b := c.recv(65536):
+            got += b
+        c.close()
+        conf = json.loads(got.split(b"\r\n\r\n", 1)[1])
+        assert conf["vsock"]["guest_cid"] == 7 + i, conf["vsock"]
     # refusals
     assert d.wisp("clone", "a", "--count", "2", "--prefix", "c").returncode == 5  # c-1 exists
     assert d.wisp("clone", "a", "--count", "0").returncode == 2

@@ -233,9 +233,27 @@ int cmd_console(int argc, char **argv)
         return cli_usage_error("%s", "console: give one NAME ([--replay BYTES] NAME)");
     bool detached, not_running;
     int ret = console_session(argv[optind], replay, false, &detached, &not_running);
-    if (ret == 0)
-        fprintf(stderr, "\nwisp: %s\n",
-                detached ? "detached" : "the console ended (the VM stopped)");
+    if (ret == 0 && detached) {
+        fprintf(stderr, "\nwisp: detached\n");
+    } else if (ret == 0) {
+        char path[256];
+        unsigned status;
+        cleanup_free char *answer = NULL;
+        snprintf(path, sizeof(path), "/v1/vms/%s", argv[optind]);
+        struct cli_conn probe;
+        bool up = cli_open(&probe, "GET", "/v1/version", NULL, NULL, true) == 0;
+        if (up)
+            cli_close(&probe);
+        json_t *j = up && cli_request("GET", path, NULL, &status, &answer) == 0
+                        ? json_loads(answer, 0, NULL)
+                        : NULL;
+        const char *st = json_string_value(json_object_get(j, "state"));
+        fprintf(stderr, "\nwisp: the console ended: %s\n",
+                !up  ? "wispd went away (the VM goes on)"
+                : st ? (strcmp(st, "stopped") ? st : "the VM stopped")
+                     : "the VM is gone");
+        json_decref(j);
+    }
     return ret;
 }
 

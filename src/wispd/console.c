@@ -484,6 +484,22 @@ void console_vm_removed(struct vm *vm)
             api_stream_wake(r->st);
 }
 
+void console_shutdown(struct wispd *d)
+{
+    struct consoles *cs = d->consoles;
+    if (!cs)
+        return;
+    /* attached consoles end now (their clients see the end); streams end with the server */
+    for (struct vm_console *con = cs->list, *next_con; con; con = next_con) {
+        next_con = con->next;
+        for (struct console_reader *r = con->readers, *next; r; r = next) {
+            next = r->next;
+            if (r->up)
+                reader_close(r); /* frees con with its last reader */
+        }
+    }
+}
+
 int console_open_input(struct vm *vm, struct wisp_err *err)
 {
     char path[256];

@@ -235,6 +235,7 @@ int main(int argc, char **argv)
         for (struct vm *vm = d.hash[h]; vm; vm = vm->hash_next)
             vm->nr_waiters = 0;
     d.nr_event_waiters = 0;
+    console_shutdown(&d);
     api_server_destroy(d.server);
     registry_close(d.reg);
     cgroups_fini(&d.place);

@@ -99,6 +99,8 @@ json_t *wispd_limits_json(struct wispd *d);
 int console_open_input(struct vm *vm, struct wisp_err *err);
 void console_vm_ended(struct vm *vm);
 void console_vm_removed(struct vm *vm);
+/* wispd ends: the attached consoles are closed (their VMs go on). */
+void console_shutdown(struct wispd *d);
 void console_h_log(struct api_request *req, void *opaque);
 void console_h_attach(struct api_request *req, void *opaque);
 

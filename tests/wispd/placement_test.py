@@ -90,6 +90,15 @@ def case_cgroups(d):
     assert not W.alive(vmm)
     for c in cg:
         assert not os.path.exists(c), c
+    # placement.cpus: the VM's cpuset, so every thread of it stays there
+    d.define("c", check=0, placement={"cpus": last})
+    d.wisp("start", "c", check=0)
+    v = vm(d, "c")
+    cs = [c for c in v["placement"]["cgroups"] if "/cpuset/" in c][0]
+    assert read(cs + "/cpuset.cpus") == last, read(cs + "/cpuset.cpus")
+    t = tasks(W.vmm_of(v["pid"]))
+    assert all(c == last for n, cs_ in t.items() if not n.startswith("kvm") for c in cs_), t
+    d.wisp("rm", "-f", "c", check=0)
     # a VM with nothing asked for still gets its cgroups (accounting, kill), without limits
     d.define("b", check=0)
     d.wisp("start", "b", check=0)

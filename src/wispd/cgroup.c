@@ -227,8 +227,12 @@ int cgroups_init(struct wispd_place *p, const char *mode, struct wisp_err *err)
     return 0;
 }
 
+static bool remove_dirs(struct wispd_place *p, int64_t id);
+
 void cgroups_fini(struct wispd_place *p)
 {
+    for (unsigned i = 0; i < p->nr_busy; i++) /* a last try for the ones still busy */
+        remove_dirs(p, p->busy[i].id);
     for (unsigned i = CGROUP_V1_MAX; i-- > 0;)
         if (p->cg_dirs[i][0])
             rmdir(p->cg_dirs[i]); /* only when no VM's cgroup is left in it */

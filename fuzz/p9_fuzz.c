@@ -10,6 +10,7 @@
  * Input: cap[1] then messages size[4] type[1] tag[2] body. */
 #include <endian.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +33,23 @@ static void write_file(const char *path, const char *text)
     FILE *f = fopen(path, "w");
     if (!f || fputs(text, f) < 0 || fclose(f) != 0)
         abort();
+}
+
+static int remove_one(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    (void)st, (void)type, (void)ftw;
+    (void)remove(path);
+    return 0;
+}
+
+/* At exit (libFuzzer ends with exit()): the share and what the inputs made in it. */
+static void remove_share(void)
+{
+    p9_server_destroy(server);
+    char share[128];
+    snprintf(share, sizeof(share), "%s/share", base);
+    (void)chmod(share, 0755); /* an input may have taken the root's permissions away */
+    (void)nftw(base, remove_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 static void make_share(void)
@@ -68,6 +86,7 @@ static void make_share(void)
     if (stat(outside, &outside_st) || stat(p, &secret_st) || stat(base, &base_st))
         abort();
     reply = malloc(P9_MAX_MSIZE);
+    atexit(remove_share);
 }
 
 static bool same(const struct stat *a, const struct stat *b)

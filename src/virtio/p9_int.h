@@ -128,7 +128,6 @@ struct p9_server {
     int root_fd; /* O_PATH|O_DIRECTORY: the shared directory */
     int proc_fd; /* /proc/self/fd, for reopening a fid's file by its fd number */
     bool read_only;
-    bool chown_created; /* running as root: what a user creates becomes theirs */
     uint32_t msize;
     struct stat root_st;
     struct p9_fid *fids[P9_FID_BUCKETS];

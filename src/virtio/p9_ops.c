@@ -39,12 +39,12 @@ static int proc_name(const struct p9_fid *f, char num[16])
     return 0;
 }
 
-/* What a user creates in dir becomes theirs (uid of the attach, gid as asked), when the server
- * may give files away (root); the name is changed, never what a symlink there points to. */
+/* What a user creates in dir becomes theirs (uid of the attach, gid as asked) where the server
+ * may give files away (root; unprivileged it fails, and the file stays the server's); the name
+ * is changed, never what a symlink there points to. */
 static void give_away(struct p9_server *s, int dir, const char *name, uint32_t uid, uint32_t gid)
 {
-    if (s->chown_created)
-        (void)fchownat(dir, name, uid, gid, AT_SYMLINK_NOFOLLOW);
+    (void)fchownat(dir, name, uid, gid, AT_SYMLINK_NOFOLLOW);
 }
 
 /* Tstatfs: fid -> type bsize blocks bfree bavail files ffree fsid namelen. */

@@ -117,7 +117,6 @@ int p9_server_create(struct p9_server **out, const char *path, bool read_only, s
     if (!s)
         return wisp_err_set(err, ENOMEM, "9p: out of memory");
     s->read_only = read_only;
-    s->chown_created = geteuid() == 0;
     s->msize = P9_MAX_MSIZE;
     s->proc_fd = -1;
     s->root_fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);

@@ -234,6 +234,46 @@ static int parse_pmem(const char *v, struct vm_config *args, struct wisp_err *er
     return r;
 }
 
+/* --fs tag=NAME,path=DIR[,ro][,id=ID]: a virtio-9p share (docs/9p.md). */
+static int parse_fs(const char *v, struct vm_config *args, struct wisp_err *err)
+{
+    if (args->nr_fs == VMM_MAX_FS)
+        return wisp_err_set(err, EINVAL, "--fs: more than %d shares", VMM_MAX_FS);
+    char *buf = vm_config_strdup(args, v, err);
+    if (!buf)
+        return -ENOMEM;
+    struct kv_item kv[8];
+    int n = parse_kv_list(v, buf, kv, 8);
+    if (n < 0)
+        return wisp_err_set(err, EINVAL, "--fs: '%s' is not a list of key=value", v);
+    struct virtio_9p_params p = {0};
+    for (int i = 0; i < n; i++) {
+        const char *key = kv[i].key, *val = kv[i].value;
+        if (!strcmp(key, "ro") && (!val || parse_bool(val, &p.read_only) == 0)) {
+            if (!val)
+                p.read_only = true;
+            continue;
+        }
+        if (!val || !*val)
+            return wisp_err_set(err, EINVAL, "--fs: %s needs a value", key);
+        if (!strcmp(key, "tag"))
+            p.tag = val;
+        else if (!strcmp(key, "path"))
+            p.path = val;
+        else if (!strcmp(key, "id"))
+            p.id = val;
+        else
+            return wisp_err_set(err, EINVAL, "--fs: unknown key '%s' (tag, path, ro, id)", key);
+    }
+    if (!p.tag || !p.path)
+        return wisp_err_set(err, EINVAL, "--fs: give tag=NAME and path=DIR");
+    int r = p9_check_tag(p.tag, "--fs", err);
+    if (r < 0)
+        return r;
+    args->fs[args->nr_fs++] = p;
+    return 0;
+}
+
 static int parse_cmdline_devices(const char *v, struct vm_config *args, struct wisp_err *err)
 {
     if (parse_bool(v, &args->cmdline_devices) < 0)
@@ -378,6 +418,7 @@ static const struct option options[] = {
     {"--net", NULL, OPT_VALUE, parse_net},
     {"--vsock", NULL, OPT_VALUE, parse_vsock},
     {"--pmem", NULL, OPT_VALUE, parse_pmem},
+    {"--fs", NULL, OPT_VALUE, parse_fs},
     {"--cmdline-devices", NULL, OPT_VALUE, parse_cmdline_devices},
     {"--test-socket", NULL, OPT_VALUE, parse_test_socket},
     {"--api-sock", NULL, OPT_VALUE, parse_api_sock},

@@ -75,7 +75,7 @@ void vm_config_free(struct vm_config *cfg)
 /* Two devices may not share a name (a drive's or NIC's id). */
 int vm_config_check(const struct vm_config *cfg, struct wisp_err *err)
 {
-    const char *ids[VMM_MAX_DRIVES + VMM_MAX_NICS + VMM_MAX_PMEM];
+    const char *ids[VMM_MAX_DRIVES + VMM_MAX_NICS + VMM_MAX_PMEM + VMM_MAX_FS];
     unsigned n = 0;
     for (unsigned i = 0; i < cfg->nr_drives; i++)
         if (cfg->drives[i].id)

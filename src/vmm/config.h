@@ -11,6 +11,7 @@
 #include "virtio/blk.h"
 #include "virtio/net.h"
 #include "virtio/pmem.h"
+#include "virtio/p9.h"
 #include "virtio/rng.h"
 #include "virtio/vsock.h"
 #include "vmm/privileges.h"
@@ -21,6 +22,7 @@
 #define VMM_MAX_DRIVES      16
 #define VMM_MAX_NICS        8
 #define VMM_MAX_PMEM        8
+#define VMM_MAX_FS          8
 
 enum vmm_action {
     VMM_RUN,
@@ -110,6 +112,8 @@ struct vm_config {
     unsigned nr_pmems;
     bool vsock; /* a virtio-vsock device (--vsock, PUT /vsock); uds_path owned or in argv */
     struct virtio_vsock_params vsock_params;
+    struct virtio_9p_params fs[VMM_MAX_FS]; /* virtio-9p shares (--fs, PUT /fs/{id}) */
+    unsigned nr_fs;
     bool balloon; /* a virtio-balloon device (PUT /balloon, --config-file's "balloon") */
     struct virtio_balloon_params balloon_params;
     char **owned; /* copies this configuration's strings point into (vm_config_strdup) */

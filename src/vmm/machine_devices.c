@@ -11,6 +11,7 @@
 #include "virtio/console.h"
 #include "virtio/net.h"
 #include "virtio/pmem.h"
+#include "virtio/p9.h"
 #include "virtio/rng.h"
 #include "virtio/vsock.h"
 #include "vmm/machine.h"
@@ -21,7 +22,7 @@ static const struct device_ops *const device_types[] = {
     &boot_marker_device_ops,    &acpi_pm_device_ops,     &reset_cf9_device_ops,
     &io_delay_device_ops,       &virtio_rng_device_ops,  &virtio_console_device_ops,
     &virtio_blk_device_ops,     &virtio_net_device_ops,  &virtio_vsock_device_ops,
-    &virtio_balloon_device_ops, &virtio_pmem_device_ops,
+    &virtio_balloon_device_ops, &virtio_pmem_device_ops, &virtio_9p_device_ops,
 };
 
 static const struct device_ops *device_type(const char *type)
@@ -109,6 +110,13 @@ static int add_virtio(struct machine *m, struct wisp_err *err)
     if (r == 0 && m->args->console == VMM_CONSOLE_VIRTIO) {
         m->console_params = (struct virtio_console_params){.chardev = m->console};
         r = add(&a, "virtio-console", "console0", &m->console_params, err);
+    }
+    /* last: the windows of the devices above stay where snapshots expect them */
+    for (unsigned i = 0; r == 0 && i < m->args->nr_fs; i++) {
+        const struct virtio_9p_params *fs = &m->args->fs[i];
+        char name[16];
+        snprintf(name, sizeof(name), "fs%u", i);
+        r = add(&a, "virtio-9p", fs->id ? fs->id : name, fs, err);
     }
     return r;
 }

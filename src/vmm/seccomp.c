@@ -85,10 +85,12 @@ static int kind_of(enum wisp_thread_kind kind, const char *name)
         return SECCOMP_MAIN;
     case WISP_THREAD_VCPU:
         return SECCOMP_VCPU;
-    case WISP_THREAD_IO: /* virtio-blk names its thread blk-ID, pmem pmem-ID; net and vsock theirs
-                          */
+    case WISP_THREAD_IO: /* virtio-blk names its thread blk-ID, pmem pmem-ID, virtio-9p 9p-ID;
+                            net and vsock theirs */
         if (name && !strncmp(name, "pmem-", 5))
             return SECCOMP_PMEM_IO;
+        if (name && !strncmp(name, "9p-", 3))
+            return SECCOMP_P9_IO;
         return name && !strncmp(name, "blk-", 4) ? SECCOMP_BLOCK_IO : SECCOMP_NET_IO;
     case WISP_THREAD_POOL:
         return SECCOMP_POOL;

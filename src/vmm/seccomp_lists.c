@@ -141,6 +141,42 @@ static const struct seccomp_rule pmem_io_rules[] = {
     ANY("fdatasync", "a flush request of a rw pmem device"),
 };
 
+/* A virtio-9p share's thread (virtio/virtio_9p.c): file system calls on fds and one checked
+ * name, never a path (docs/9p.md). */
+static const struct seccomp_rule p9_io_rules[] = {
+    THREAD_BASICS,
+    THREAD_END,
+    MALLOC_RARE,
+    EVLOOP,
+    ANY("openat2", "a walk or create: one name beneath a directory fd"),
+    ANY("openat", "a fid's file reopened through /proc/self/fd"),
+    ANY("newfstatat", "Tgetattr, qids"),
+    ANY("fstatfs", "Tstatfs"),
+    ANY("getdents64", "Treaddir"),
+    ANY("lseek", "Treaddir's offset"),
+    ANY("pread64", "Tread"),
+    ANY("pwrite64", "Twrite"),
+    ANY("fsync", "rare: Tfsync"),
+    ANY("fdatasync", "rare: Tfsync"),
+    ANY("ftruncate", "rare: Tsetattr's size"),
+    ANY("fchmodat", "rare: Tsetattr's mode"),
+    ANY("fchownat", "rare: Tsetattr's owner, a created file's owner"),
+    ANY("utimensat", "rare: Tsetattr's times"),
+    ANY("mkdirat", "rare: Tmkdir"),
+    ANY("mknodat", "rare: Tmknod"),
+    ANY("symlinkat", "rare: Tsymlink"),
+    ANY("readlinkat", "rare: Treadlink"),
+    ANY("linkat", "rare: Tlink"),
+    ANY("renameat", "rare: Trenameat, Trename"),
+    ANY("renameat2", "rare: Trenameat (newer glibc)"),
+    ANY("unlinkat", "rare: Tunlinkat, Tremove"),
+    ANY("fgetxattr", "rare: Txattrwalk"),
+    ANY("flistxattr", "rare: Txattrwalk of the names"),
+    ANY("fsetxattr", "rare: Txattrcreate's Tclunk"),
+    ANY("fremovexattr", "rare: Txattrcreate's Tclunk of size 0"),
+    ANY("fcntl", "F_DUPFD_CLOEXEC: a fid's fd for a walk"),
+};
+
 static const struct seccomp_rule pool_rules[] = {
     THREAD_BASICS,
     THREAD_END,
@@ -247,6 +283,7 @@ static const struct seccomp_rule main_rules[] = {
     ANY("setresgid", "--gid (privileges.c)"),
     ANY("getgroups", "--uid: are there supplementary groups to clear (privileges.c)"),
     ANY("setgroups", "rare: --uid when root has supplementary groups (privileges.c)"),
+    ANY("prlimit64", "rare: a virtio-9p share raises RLIMIT_NOFILE (each fid holds an fd)"),
     ANY("capset", "--uid (privileges.c)"),
     ANY("capget", "--uid (privileges.c)"),
     ANY("memfd_create", "guest memory on a memfd (mem_backend memfd, hugetlbfs)"),
@@ -288,4 +325,5 @@ const struct seccomp_list seccomp_lists[SECCOMP_KINDS] = {
     [SECCOMP_SNAPSHOT] = {"snapshot", snapshot_rules, N(snapshot_rules)},
     [SECCOMP_TEARDOWN] = {"teardown", teardown_rules, N(teardown_rules)},
     [SECCOMP_SPAWNER] = {"spawner", spawner_rules, N(spawner_rules)},
+    [SECCOMP_P9_IO] = {"p9-io", p9_io_rules, N(p9_io_rules)},
 };

@@ -21,6 +21,7 @@ enum seccomp_kind {
     SECCOMP_SNAPSHOT,
     SECCOMP_TEARDOWN,
     SECCOMP_SPAWNER,
+    SECCOMP_P9_IO, /* after the others: tests/security/seccomp_trace.py numbers them in order */
     SECCOMP_KINDS
 };
 

@@ -23,6 +23,7 @@ guests only (no Linux), so that every kind of thread runs within seconds:
   balloon memfd              virtio-balloon through a --config-file and the API, guest memory on a
                              memfd (its pages given back with fallocate)
   pmem modes                 virtio-pmem rw, cow, ro (pmem-io: a rw device's flushes)
+  virtio 9p                  a virtio-9p share's thread (p9-io): the ring-3 guest's 9P session
   privileges api             --uid/--gid (every thread changes its ids), API-configured
                              drives, PATCH /drives (block-io opens the new image)
   snapshot uffd              a restore served by tools/wisp-uffd-handler (userfaultfd, UFFDIO_*)
@@ -78,6 +79,8 @@ def workloads(guests):
                            g("virtio_balloon"), "memfd"]),
         ("pmem modes", [os.path.join(TESTS, "guest", "pmem_test.py"), "VMM", g("virtio_pmem"),
                         "modes"]),
+        ("virtio 9p", [os.path.join(TESTS, "virtio", "p9_guest_test.py"),
+                       "--guest", g("virtio_9p")]),
         ("privileges api", [os.path.join(HERE, "privileges_test.py"), "--case", "api",
                             "--guest", g("api_guest")]),
         ("snapshot uffd", [snapshot, "--case", "uffd", "--build-dir", "BUILD"]),

@@ -88,6 +88,7 @@ def main():
             check_kind(a.vmm, kind, base, failures)
         check_kind(a.vmm, "block-io", base + ["--drive", "path=%s,format=raw" % disk], failures)
         check_kind(a.vmm, "pool", base + ["--drive", "path=%s,format=raw,aio=threads" % disk], failures)
+        check_kind(a.vmm, "p9-io", base + ["--fs", "tag=share,path=%s" % tmp], failures)
         tap = "wscmp%d" % (os.getpid() % 10000)
         if subprocess.run(["ip", "tuntap", "add", "dev", tap, "mode", "tap"]).returncode == 0:
             try:

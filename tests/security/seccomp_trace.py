@@ -20,7 +20,8 @@ import re
 import sys
 
 KINDS = ["main", "vcpu", "block-io", "net-io", "pmem-io", "pool", "writer", "snapshot", "teardown",
-         "spawner"]
+         "spawner",
+         "p9-io"]
 LINE = re.compile(r"^(\d+)\s+(?:<\.\.\. (\w+) resumed>|(\w+)\()")
 SECCOMP = re.compile(r"seccomp\(SECCOMP_SET_MODE_FILTER, 0, \{len=(\d+),")
 CLONE = re.compile(r"^(\d+)\s+(?:clone3?\(.*|<\.\.\. clone3? resumed>.*)= (\d+)$")

@@ -107,11 +107,11 @@ class Swapper:
         self.thread.start()
 
     def run(self):
-        while not self.stop.wait(0.0005):
+        while not self.stop.wait(0.002):  # the directory for 2 ms, the symlink for 1 ms
             os.rename(self.d, self.real)
             os.symlink("/", self.tmp_link)
             os.rename(self.tmp_link, self.d)
-            self.stop.wait(0.0005)
+            self.stop.wait(0.001)
             os.unlink(self.d)
             os.rename(self.real, self.d)
             self.swaps += 1

@@ -204,12 +204,19 @@ static int mount_one(int rootfd, const struct wisp_agent_mount *mt, struct wisp_
         if (mount(mt->source, target, NULL, MS_BIND | (flags & MS_REC), NULL) < 0)
             return wisp_err_sys(err, errno, "bind %s on %s", mt->source, mt->destination);
         flags &= ~(MS_BIND | MS_REC);
-        if (flags && mount(NULL, target, NULL, MS_REMOUNT | MS_BIND | flags, NULL) < 0)
-            return wisp_err_sys(err, errno, "remount %s", mt->destination);
     } else if (mount(mt->source ? mt->source : type, target, type, flags, data[0] ? data : NULL) <
                0) {
         return wisp_err_sys(err, errno, "mount %s on %s", type, mt->destination);
     }
+    if (!(flags & ~MS_REMOUNT) && !prop)
+        return 0;
+    /* the fd still names what lies under the new mount: open the mount itself */
+    close(fd);
+    if ((fd = open_in_root(rootfd, mt->destination, O_PATH)) < 0)
+        return wisp_err_sys(err, errno, "%s after mounting", mt->destination);
+    snprintf(target, sizeof(target), "/proc/self/fd/%d", fd);
+    if (bind && flags && mount(NULL, target, NULL, MS_REMOUNT | MS_BIND | flags, NULL) < 0)
+        return wisp_err_sys(err, errno, "remount %s", mt->destination);
     if (prop && mount(NULL, target, NULL, prop, NULL) < 0)
         return wisp_err_sys(err, errno, "propagation of %s", mt->destination);
     return 0;

@@ -119,6 +119,7 @@ static int connect_once(const char *uds_path, int64_t deadline, int *out, struct
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     cleanup_close int fd = -1;
     char line[32], req[32];
+    int64_t try_deadline;
     size_t got = 0;
     int r;
 
@@ -137,9 +138,14 @@ static int connect_once(const char *uds_path, int64_t deadline, int *out, struct
     snprintf(req, sizeof(req), "CONNECT %u\n", WISP_AGENT_PORT);
     if ((r = wa_send_all(fd, req, strlen(req), deadline)) < 0)
         return r == -ECONNRESET ? 1 : wisp_err_set(err, -r, "%s: sending CONNECT", uds_path);
+    /* wisp-vmm answers or closes within 2 s once the guest's driver runs; before that (early
+     * boot) a connection may just sit: try a new one after 10 s */
+    try_deadline = now_ms() + 10000;
+    if (try_deadline > deadline)
+        try_deadline = deadline;
     while (got < sizeof(line) - 1) {
-        if ((r = recv_exact(fd, line + got, 1, deadline)) < 0) {
-            if (r == -ECONNRESET)
+        if ((r = recv_exact(fd, line + got, 1, try_deadline)) < 0) {
+            if (r == -ECONNRESET || (r == -ETIMEDOUT && try_deadline < deadline))
                 return 1; /* wisp-vmm closes without a line: nothing listens on the port yet */
             return wisp_err_set(err, -r, "%s: waiting for the agent's OK%s", uds_path,
                                 r == -ETIMEDOUT ? " (timed out)" : "");

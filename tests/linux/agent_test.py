@@ -317,8 +317,10 @@ def main():
                 if vmm.poll() is None:
                     vmm.kill()
                     vmm.wait()
-                with open(os.path.join(tmp, "console.log")) as f:
-                    print("--- console\n" + f.read()[-3000:])
+                with open(os.path.join(tmp, "console.log"), errors="replace") as f:
+                    lines = f.read().splitlines()
+                print("--- console (wisp lines, then its end)\n" +
+                      "\n".join([ln for ln in lines if ln.startswith("wisp-")] + lines[-15:]))
                 bridge.close()
     except (Failure, netns.NetError, subprocess.TimeoutExpired) as e:
         print(f"FAIL: {e}", file=sys.stderr)

@@ -56,6 +56,9 @@ bool cli_name_ok(const char *name);
  * 0 or the usage error's exit status (said on stderr). */
 int cli_build_def(int argc, char **argv, json_t **out);
 
+/* net.c: wisp net ls|create|show|rm (argv[0] is "net"). */
+int cmd_net(int argc, char **argv);
+
 /* ops.c: each returns the exit status. argv[0] is the verb. */
 int cmd_logs(int argc, char **argv);
 int cmd_console(int argc, char **argv);

@@ -805,11 +805,25 @@ static const struct {
     {"create",
      "usage: wisp create NAME --kernel K [--initrd I] [--cmdline C] [--mem SIZE] [--cpus N]\n"
      "       [--drive path=F[,format=raw|qcow2][,readonly=on][,id=ID]]...\n"
-     "       [--net tap=T[,mac=M][,id=ID]]... [--console serial|virtio]\n"
+     "       [--net network=NAME|tap=T[,mac=M][,id=ID]]... [--console serial|virtio]\n"
      "       [--restart no|on-failure|always]\n\n"
      "Defines NAME from wisp-vmm's machine options (the subset definitions have). The first\n"
      "--drive is the root disk; ids default to rootfs, driveN, netN; --mem is MiB, or with M\n"
-     "or G; relative paths are made absolute. The VM is stopped until `wisp start`.\n" EXIT_TEXT},
+     "or G; relative paths are made absolute. The VM is stopped until `wisp start`.\n"
+     "--net network=NAME: a NIC on a wispd network (wisp net create): wispd makes its tap on\n"
+     "the network's bridge while the VM runs. Every NIC without mac= gets a MAC wispd\n"
+     "allocates (0a:77:69:xx:xx:xx), unique across the VMs; a given one must be free.\n" EXIT_TEXT},
+    {"net",
+     "usage: wisp net create NAME --subnet CIDR [--gateway IP] [--dhcp-range A-B]\n"
+     "                [--nat|--no-nat] [--dns|--no-dns]\n"
+     "       wisp net ls | show NAME | rm [-f|--force] NAME\n\n"
+     "Networks (docs/wispd.md, \"Networks\"). create: a bridge wb-NAME holding the gateway's\n"
+     "address (default the subnet's first), a dnsmasq wispd supervises for DHCP (default\n"
+     "range: the other host addresses) and, with --dns, DNS (the guests' names too); --nat:\n"
+     "masquerade to the host's other networks (nftables). Refused (exit 5) when the subnet\n"
+     "overlaps the host's routes or addresses or another network. ls, show: subnet, bridge,\n"
+     "dnsmasq, the VMs with a NIC on it. rm: refused (exit 5) while VMs have NICs on it;\n"
+     "-f removes it anyway (their next start fails).\n" EXIT_TEXT},
     {"import-libvirt",
      "usage: wisp import-libvirt [--print] FILE.xml\n\n"
      "Defines a VM from a libvirt domain XML file (- for stdin): name, memory (with units),\n"

@@ -34,7 +34,9 @@ static const char usage[] =
     "    create NAME --kernel K [MACHINE OPTIONS]\n"
     "                             define a VM from wisp-vmm's machine options: --initrd I,\n"
     "                             --cmdline C, --mem SIZE, --cpus N, --drive path=F[,...],\n"
-    "                             --net tap=T[,...], --console serial|virtio, --restart POLICY\n"
+    "                             --net network=NAME|tap=T[,mac=M][,id=ID], --console\n"
+    "                             serial|virtio, --restart POLICY (a NIC on a network gets a\n"
+    "                             tap on its bridge; every NIC without mac= a MAC of its own)\n"
     "    import-libvirt [--print] FILE.xml\n"
     "                             define a VM from a libvirt domain (the supported subset)\n"
     "    ls, list                 the VMs: name, state, pid, restarts, last exit\n"
@@ -61,6 +63,15 @@ static const char usage[] =
     "    restore NAME FROM        start NAME from a snapshot (defines NAME if needed)\n"
     "    clone NAME --count N [--prefix P]\n"
     "                             N running copies of NAME, P-1 ... P-N, from one snapshot\n"
+    "  Networks\n"
+    "    net create NAME --subnet CIDR [--gateway IP] [--dhcp-range A-B] [--nat|--no-nat]\n"
+    "               [--dns|--no-dns]\n"
+    "                             a bridge wb-NAME with the gateway's address (default the\n"
+    "                             first), a dnsmasq for DHCP (and DNS), NAT with --nat;\n"
+    "                             refused when the subnet overlaps the host's routes or\n"
+    "                             addresses or another network\n"
+    "    net ls, net show NAME    the networks: subnet, bridge, dnsmasq, the VMs on each\n"
+    "    net rm [-f|--force] NAME remove one (refused while VMs have NICs on it, unless -f)\n"
     "\n"
     "OPTIONS\n"
     "    --socket PATH  wispd's socket (default $WISP_SOCKET, else /run/wisp/wispd.sock)\n"
@@ -70,8 +81,9 @@ static const char usage[] =
     "\n"
     "EXIT STATUS\n"
     "    Exit status: 0 done; 1 wispd refused or failed the request (the message says\n"
-    "    why); 2 usage error; 3 wispd cannot be reached; 4 no VM of that name; 5 the VM's\n"
-    "    state does not allow it, or the name is taken; 6 a host limit would be passed.\n"
+    "    why); 2 usage error; 3 wispd cannot be reached; 4 no VM (or network) of that name;\n"
+    "    5 the VM's state does not allow it, or the name is taken, a MAC or a subnet is in\n"
+    "    use, a network has VMs; 6 a host limit would be passed.\n"
     "    `run` exits with the guest's status (128 + N when killed by signal N).\n"
     "\n"
     "ENVIRONMENT\n"
@@ -196,8 +208,8 @@ static int parse_device(const char *opt, const char *v, bool drive, size_t index
             json_object_set_new(o, "format", json_string(val));
         else if (drive && !strcmp(kv, "readonly") && (!strcmp(val, "on") || !strcmp(val, "off")))
             json_object_set_new(o, "read_only", json_boolean(!strcmp(val, "on")));
-        else if (!drive && !strcmp(kv, "tap"))
-            json_object_set_new(o, "tap", json_string(val));
+        else if (!drive && (!strcmp(kv, "tap") || !strcmp(kv, "network")))
+            json_object_set_new(o, kv, json_string(val));
         else if (!drive && !strcmp(kv, "mac"))
             json_object_set_new(o, "mac", json_string(val));
         else if (!strcmp(kv, "id"))
@@ -205,13 +217,15 @@ static int parse_device(const char *opt, const char *v, bool drive, size_t index
         else {
             json_decref(o);
             return cli_usage_error("%s: unknown key or value '%s=%s' (%s)", opt, kv, val,
-                                   drive ? "path, format, readonly=on|off, id" : "tap, mac, id");
+                                   drive ? "path, format, readonly=on|off, id"
+                                         : "network or tap, mac, id");
         }
     }
-    const char *need = drive ? "path" : "tap";
-    if (!json_object_get(o, need)) {
+    if (drive ? !json_object_get(o, "path")
+              : !json_object_get(o, "tap") == !json_object_get(o, "network")) {
         json_decref(o);
-        return cli_usage_error("%s: %s= is missing", opt, need);
+        return cli_usage_error("%s: %s%s", opt, drive ? "path=" : "give one of network= and tap=",
+                               drive ? " is missing" : "");
     }
     if (!json_object_get(o, "id")) {
         char id[32];
@@ -404,6 +418,8 @@ int main(int argc, char **argv)
     }
     if (!strcmp(cmd, "create"))
         return cmd_create(ac, av);
+    if (!strcmp(cmd, "net"))
+        return cmd_net(ac, av);
     if (!strcmp(cmd, "rm")) {
         bool force = ac == 3 && !strcmp(av[1], "-f");
         if (ac != 2 + force)

@@ -16,6 +16,7 @@
 #include "api/http.h"
 #include "api/json.h"
 #include "common/cleanup.h"
+#include "network.h"
 #include "placement.h"
 #include "registry.h"
 #include "vmmclient.h"
@@ -53,9 +54,10 @@ size_t clone_restore_requests(const struct vm *vm, struct vmm_request *r, size_t
         placement_path(vm, "snapshot", "memory", vm->restore_mem, jm, sizeof(jm)), "resume_vm", 1);
     json_t *item, *nets = json_array(), *drives = json_array();
     size_t i;
+    char tap[16];
     json_array_foreach(json_object_get(vm->def, "nics"), i, item)
-        json_array_append_new(nets, json_pack("{s:O, s:O}", "iface_id", json_object_get(item, "id"),
-                                              "host_dev_name", json_object_get(item, "tap")));
+        json_array_append_new(nets, json_pack("{s:O, s:s}", "iface_id", json_object_get(item, "id"),
+                                              "host_dev_name", net_nic_tap(vm, i, item, tap)));
     json_array_foreach(json_object_get(vm->def, "drives"), i, item) json_array_append_new(
         drives, json_pack("{s:O, s:s}", "drive_id", json_object_get(item, "id"), "path_on_host",
                           placement_path(
@@ -233,6 +235,8 @@ static int define_from(struct wispd *d, json_t *src, const char *name, unsigned 
         h = h * 33 + (unsigned char)*p;
     json_array_foreach(json_object_get(def, "nics"), i, item)
     {
+        if (json_object_get(item, "network"))
+            continue; /* wispd makes its tap (network.h); its MAC is the snapshot's */
         char tap[32]; /* at most 15 bytes (IFNAMSIZ): wc, 8 hex digits, n, the index */
         snprintf(tap, sizeof(tap), "wc%08xn%u", h, (unsigned)(i % 100));
         json_object_set_new(item, "tap", json_string(tap));

@@ -18,6 +18,7 @@
 #include "api/http.h"
 #include "common/evloop.h"
 #include "common/parse.h"
+#include "network.h"
 #include "registry.h"
 #include "wispd.h"
 
@@ -214,6 +215,8 @@ int main(int argc, char **argv)
         ret = registry_open(&d.reg, d.state_dir, &err);
     if (ret == 0)
         ret = placement_init(&d, cgroups, jail, jailer, jail_ids[0], jail_ids[1], &err);
+    if (ret == 0)
+        ret = net_init(&d, &err); /* before the VMs: their taps need the bridges */
     if (ret == 0)
         ret = wispd_recover(&d, &err);
     if (ret == 0) {

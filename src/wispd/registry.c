@@ -43,6 +43,15 @@ static const char *const migrations[] = {
     "  time_ms INTEGER NOT NULL,"
     "  kind TEXT NOT NULL,"
     "  detail TEXT NOT NULL DEFAULT '');",
+    /* 1 -> 2: networks (network.c); dnsmasq_*: its process, as vms.pid and vms.starttime */
+    "CREATE TABLE networks ("
+    "  id INTEGER PRIMARY KEY,"
+    "  name TEXT NOT NULL UNIQUE,"
+    "  definition TEXT NOT NULL,"
+    "  remove_pending INTEGER NOT NULL DEFAULT 0,"
+    "  dnsmasq_pid INTEGER NOT NULL DEFAULT 0,"
+    "  dnsmasq_starttime INTEGER NOT NULL DEFAULT 0,"
+    "  created_ms INTEGER NOT NULL);",
 };
 
 int64_t registry_now_ms(void)
@@ -318,4 +327,64 @@ int64_t registry_last_event(struct registry *r)
         id = sqlite3_column_int64(st, 0);
     sqlite3_finalize(st);
     return id;
+}
+
+int registry_net_define(struct registry *r, const char *name, const char *definition,
+                        int64_t *id_out, struct wisp_err *err)
+{
+    int ret = run(r, err, "network",
+                  "INSERT INTO networks (name, definition, created_ms) VALUES (?, ?, ?)", "tti",
+                  name, definition, registry_now_ms());
+    if (ret == -EEXIST)
+        return wisp_err_set(err, EEXIST, "a network named '%s' exists", name);
+    if (ret == 0)
+        *id_out = sqlite3_last_insert_rowid(r->db);
+    return ret;
+}
+
+int registry_net_set_dnsmasq(struct registry *r, int64_t id, int64_t pid, uint64_t starttime,
+                             struct wisp_err *err)
+{
+    return run(r, err, "network",
+               "UPDATE networks SET dnsmasq_pid = ?, dnsmasq_starttime = ? WHERE id = ?", "iui",
+               pid, starttime, id);
+}
+
+int registry_net_set_remove_pending(struct registry *r, int64_t id, struct wisp_err *err)
+{
+    return run(r, err, "network", "UPDATE networks SET remove_pending = 1 WHERE id = ?", "i", id);
+}
+
+int registry_net_remove(struct registry *r, int64_t id, struct wisp_err *err)
+{
+    return run(r, err, "network", "DELETE FROM networks WHERE id = ?", "i", id);
+}
+
+int registry_net_for_each(struct registry *r,
+                          int (*fn)(const struct registry_net_row *row, void *opaque), void *opaque,
+                          struct wisp_err *err)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(r->db,
+                           "SELECT id, name, definition, remove_pending, dnsmasq_pid, "
+                           "dnsmasq_starttime FROM networks ORDER BY id",
+                           -1, &st, NULL) != SQLITE_OK)
+        return db_error(r, err, "listing networks");
+    int ret = 0, rc;
+    while (ret == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const unsigned char *name = sqlite3_column_text(st, 1), *def = sqlite3_column_text(st, 2);
+        struct registry_net_row row = {
+            .id = sqlite3_column_int64(st, 0),
+            .name = name ? (const char *)name : "",
+            .definition = def ? (const char *)def : "",
+            .remove_pending = sqlite3_column_int64(st, 3) != 0,
+            .dnsmasq_pid = sqlite3_column_int64(st, 4),
+            .dnsmasq_starttime = (uint64_t)sqlite3_column_int64(st, 5),
+        };
+        ret = fn(&row, opaque);
+    }
+    if (ret == 0 && rc != SQLITE_DONE)
+        ret = db_error(r, err, "listing networks");
+    sqlite3_finalize(st);
+    return ret;
 }

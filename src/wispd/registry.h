@@ -13,7 +13,7 @@ struct registry;
 
 /* The schema this wispd writes; older files are migrated forward on open, newer ones are
  * refused (a downgrade would drop what it does not know). */
-#define REGISTRY_SCHEMA_VERSION 1
+#define REGISTRY_SCHEMA_VERSION 2
 
 /* One VM's row. Strings are owned by the row (registry_row_free). */
 struct registry_row {
@@ -63,5 +63,23 @@ int registry_for_each_event(struct registry *r, int64_t after, unsigned max,
 int64_t registry_last_event(struct registry *r);
 
 int64_t registry_now_ms(void);
+
+/* Networks (network.c): one row each; -EEXIST (err says so) when the name is taken. */
+struct registry_net_row {
+    int64_t id;
+    const char *name, *definition; /* valid during the callback */
+    bool remove_pending;           /* net rm under way: finished by the next wispd */
+    int64_t dnsmasq_pid;           /* 0: none */
+    uint64_t dnsmasq_starttime;
+};
+int registry_net_define(struct registry *r, const char *name, const char *definition,
+                        int64_t *id_out, struct wisp_err *err);
+int registry_net_set_dnsmasq(struct registry *r, int64_t id, int64_t pid, uint64_t starttime,
+                             struct wisp_err *err);
+int registry_net_set_remove_pending(struct registry *r, int64_t id, struct wisp_err *err);
+int registry_net_remove(struct registry *r, int64_t id, struct wisp_err *err);
+int registry_net_for_each(struct registry *r,
+                          int (*fn)(const struct registry_net_row *row, void *opaque), void *opaque,
+                          struct wisp_err *err);
 
 #endif

@@ -10,6 +10,7 @@
 #include "wisp-config.h"
 #include "api/http.h"
 #include "common/cleanup.h"
+#include "network.h"
 #include "registry.h"
 #include "wispd.h"
 
@@ -87,11 +88,14 @@ static void h_define(struct api_request *req, void *opaque)
         return;
     }
     const char *name = json_string_value(json_object_get(def, "name"));
+    int ret = net_vm_define(d, def, &err); /* MACs allocated into def */
     cleanup_free char *text = json_dumps(def, JSON_SORT_KEYS | JSON_COMPACT);
     int64_t id;
     struct vm *vm;
     if (wispd_find(d, name)) {
         api_reply_error(req, 409, "a VM named '%s' exists", name);
+    } else if (ret < 0) {
+        reply_err(req, &err);
     } else if (registry_define(d->reg, name, text,
                                json_string_value(json_object_get(def, "restart_policy")), &id,
                                &err) < 0 ||
@@ -245,5 +249,7 @@ int wispd_serve(struct wispd *d, const char *socket_path, struct wisp_err *err)
     int ret = api_server_create(&d->server, d->loop, socket_path, &limits, err);
     if (ret == 0)
         ret = api_server_add_routes(d->server, routes, ARRAY_SIZE(routes), d, err);
+    if (ret == 0)
+        ret = net_add_routes(d, err);
     return ret;
 }

@@ -17,6 +17,7 @@
 #include "api/http.h"
 #include "common/cleanup.h"
 #include "common/evloop.h"
+#include "network.h"
 #include "registry.h"
 #include "vmmclient.h"
 #include "wispd.h"
@@ -104,7 +105,7 @@ static int set_state(struct vm *vm, enum vm_state s, struct wisp_err *err)
 
 /* Field 22 of /proc/PID/stat: the start time in clock ticks since boot, which tells a pid
  * reused by another process from the one that was recorded. */
-static int read_starttime(int pid, uint64_t *out)
+int read_starttime(int pid, uint64_t *out)
 {
     char path[64], buf[1024];
     snprintf(path, sizeof(path), "/proc/%d/stat", pid);
@@ -224,6 +225,7 @@ static void vm_exited(void *opaque, uint32_t events)
     vm_timer_drop(vm); /* inside its own callback is fine (evloop.h) */
     unlink(vm->api_sock);
     placement_release(vm); /* its cgroups, a jail its jailer left */
+    net_vm_taps_down(vm);
     vm->pid = 0;
     vm->starttime = 0;
     d->nr_live--;
@@ -315,6 +317,7 @@ int vm_create(struct wispd *d, json_t *def, int64_t id, struct vm **out, struct 
     vm->hash_next = d->hash[h];
     d->hash[h] = vm;
     d->nr_vms++;
+    net_vm_added(vm);
     *out = vm;
     return 0;
 }
@@ -328,6 +331,7 @@ static void vm_free(struct vm *vm)
             break;
         }
     d->nr_vms--;
+    net_vm_removed(vm);
     evloop_source_remove(vm->timer);
     start_notify(vm, false, "removed");
     json_decref(vm->def);
@@ -396,8 +400,9 @@ static size_t build_requests(const struct vm *vm, struct vmm_request *r, size_t 
     {
         if (n + 4 >= max)
             break;
-        json_t *ni = json_pack("{s:O, s:O}", "iface_id", json_object_get(item, "id"),
-                               "host_dev_name", json_object_get(item, "tap"));
+        char tap[16];
+        json_t *ni = json_pack("{s:O, s:s}", "iface_id", json_object_get(item, "id"),
+                               "host_dev_name", net_nic_tap(vm, i, item, tap));
         if (json_object_get(item, "mac"))
             json_object_set(ni, "guest_mac", json_object_get(item, "mac"));
         char *path;
@@ -502,6 +507,15 @@ int vm_start(struct vm *vm, struct api_request *req, struct wisp_err *err)
         return ret;
     }
     unlink(vm->api_sock); /* left by a wisp-vmm killed with -9: its VM is gone */
+    if ((ret = net_vm_taps_up(vm, err)) < 0) {
+        close(go[0]);
+        close(go[1]);
+        close(in_fd);
+        close(log_fd);
+        close(vmm_log_fd);
+        placement_release(vm);
+        return ret;
+    }
     int pid = fork();
     if (pid == 0) {
         close(go[1]);
@@ -514,6 +528,7 @@ int vm_start(struct vm *vm, struct api_request *req, struct wisp_err *err)
     if (pid < 0) {
         close(go[1]);
         placement_release(vm);
+        net_vm_taps_down(vm);
         return wisp_err_sys(err, errno, "fork");
     }
     vm->pidfd = pidfd_open(pid, 0);
@@ -532,6 +547,7 @@ int vm_start(struct vm *vm, struct api_request *req, struct wisp_err *err)
         vm->pid = 0;
         vm->state = VM_STOPPED;
         placement_release(vm);
+        net_vm_taps_down(vm);
         return ret;
     }
     if (write(go[1], "g", 1) != 1) {
@@ -692,6 +708,7 @@ static int recover_row(const struct registry_row *row, void *opaque)
         }
     }
     if (vm->pidfd < 0) {
+        net_vm_taps_down(vm); /* left if wispd ended before the VM's end */
         vm->state = strcmp(row->state, "stopped") ? VM_RUNNING : VM_STOPPED;
         if (vm->state == VM_STOPPED && !vm->remove_pending)
             return 0;

@@ -5,6 +5,7 @@
 
 #include "api/json.h"
 #include "common/cleanup.h"
+#include "netdef.h"
 #include "wispd.h"
 
 static bool name_ok(const char *n)
@@ -111,13 +112,16 @@ int vmdef_parse(const char *text, size_t len, json_t **out, struct wisp_err *err
     };
     static const struct api_json_field nic_fields[] = {
         {.name = "id", .type = API_JSON_STRING, .required = true},
-        {.name = "tap", .type = API_JSON_STRING, .required = true},
+        {.name = "tap", .type = API_JSON_STRING, .required = false},
+        {.name = "network", .type = API_JSON_STRING, .required = false},
         {.name = "mac", .type = API_JSON_STRING, .required = false},
     };
     if (ret == 0 && drives)
         ret = check_list(drives, "drives", drive_fields, ARRAY_SIZE(drive_fields), err);
     if (ret == 0 && nics)
         ret = check_list(nics, "nics", nic_fields, ARRAY_SIZE(nic_fields), err);
+    if (ret == 0 && nics)
+        ret = netdef_check_nics(nics, err);
     if (ret < 0) {
         json_decref(def);
         return ret;

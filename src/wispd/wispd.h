@@ -12,6 +12,7 @@
 struct api_request;
 struct evloop;
 struct evloop_source;
+struct netstate;
 struct registry;
 struct vmm_client;
 struct vmm_request;
@@ -62,6 +63,7 @@ struct wispd {
     char *vmm_path;
     struct api_server *server;
     struct vm *hash[VM_HASH_SIZE];
+    struct netstate *net; /* networks and MACs (network.h) */
     unsigned nr_vms, nr_live;
     struct wispd_place place; /* cgroups, NUMA nodes, the jailer (placement.h) */
     int base_fds;
@@ -89,6 +91,8 @@ int vm_restart(struct vm *vm, struct api_request *req, struct wisp_err *err);
 int vm_pause(struct vm *vm, bool pause, struct api_request *req, struct wisp_err *err);
 int vm_remove(struct vm *vm, bool force, struct api_request *req, struct wisp_err *err);
 int wispd_recover(struct wispd *d, struct wisp_err *err);
+/* Field 22 of /proc/PID/stat, the process's start time, which tells a reused pid. */
+int read_starttime(int pid, uint64_t *out);
 void wispd_event(struct wispd *d, const char *vm, const char *kind, const char *detail);
 /* The room for one more VM of `vcpus` vCPUs: 0, or -EMFILE/-EAGAIN naming the limit. */
 int wispd_check_limits(struct wispd *d, unsigned vcpus, struct wisp_err *err);

@@ -27,14 +27,15 @@ class Daemon:
         self.state = os.path.join(tmp, "state")
         self.proc = None
         self.extra = []  # more wispd options
+        self.prefix = []  # network_test.py: ip netns exec NS
 
     def start(self, nofile=None):
         log = open(os.path.join(self.tmp, "wispd.log"), "a")
         pre = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))) \
             if nofile else None
-        self.proc = subprocess.Popen([A.wispd, "--socket", self.sock, "--state-dir", self.state,
-                                      "--vmm", A.vmm] + self.extra, stdout=log, stderr=log,
-                                     preexec_fn=pre)
+        self.proc = subprocess.Popen(self.prefix + [A.wispd, "--socket", self.sock,
+                                                    "--state-dir", self.state, "--vmm", A.vmm]
+                                     + self.extra, stdout=log, stderr=log, preexec_fn=pre)
         for _ in range(500):
             try:  # a wispd killed with -9 leaves its socket file: wait for one that answers
                 with socket.socket(socket.AF_UNIX) as c:
@@ -185,7 +186,8 @@ def case_lifecycle(d):
     assert m["memory_mib"] == 1024 and m["vcpus"] == 2 and m["restart_policy"] == "always", m
     assert m["drives"] == [{"id": "rootfs", "path": "/tmp/x.img", "format": "raw",
                             "read_only": True, "root": True}], m
-    assert m["nics"] == [{"id": "net0", "tap": "tapx"}], m
+    mac = m["nics"][0].pop("mac")  # every NIC gets a MAC (network_test.py checks them)
+    assert m["nics"] == [{"id": "net0", "tap": "tapx"}] and mac.startswith("0a:77:69:"), m
     d.wisp("rm", "m", check=0)
     d.wisp("start", "a", check=0)
     vm = d.vms()["a"]
@@ -407,7 +409,7 @@ def case_registry(d):
     d.stop()
     db = sqlite3.connect(os.path.join(d.state, "wispd.db"))
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+    assert db.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
     name, definition, state = db.execute("SELECT name, definition, state FROM vms").fetchone()
     assert name == "r" and json.loads(definition)["vcpus"] == 2 and state == "stopped"
     db.execute("UPDATE schema_version SET version = 99")

@@ -278,23 +278,9 @@ static void timer_fired(void *opaque)
 /* The last line of the dnsmasq's log: why it ended. */
 static void add_log_reason(struct network *n)
 {
-    char path[256], buf[256];
+    char path[256];
     snprintf(path, sizeof(path), "%s/dnsmasq.log", n->dir);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return;
-    off_t end = lseek(fd, 0, SEEK_END);
-    ssize_t len = pread(fd, buf, sizeof(buf) - 1,
-                        end > (off_t)sizeof(buf) - 1 ? end - (off_t)sizeof(buf) + 1 : 0);
-    close(fd);
-    while (len > 0 && buf[len - 1] == '\n')
-        len--;
-    if (len <= 0)
-        return;
-    buf[len] = '\0';
-    char *line = strrchr(buf, '\n');
-    size_t used = strlen(n->last_exit);
-    snprintf(n->last_exit + used, sizeof(n->last_exit) - used, ": %s", line ? line + 1 : buf);
+    wispd_append_last_line(path, n->last_exit, sizeof(n->last_exit));
 }
 
 static void process_ended(void *opaque, uint32_t events)

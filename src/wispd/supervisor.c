@@ -171,11 +171,9 @@ static void stop_timer_fired(void *opaque)
     }
 }
 
-/* Appends the last line of the VM's wisp-vmm log to last_exit: why a start failed. */
-static void add_vmm_reason(struct vm *vm)
+void wispd_append_last_line(const char *path, char *out, size_t size)
 {
-    char path[256], buf[256];
-    snprintf(path, sizeof(path), "%s/logs/%lld.vmm.log", vm->d->state_dir, (long long)vm->id);
+    char buf[256];
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return;
@@ -189,8 +187,16 @@ static void add_vmm_reason(struct vm *vm)
         return;
     buf[n] = '\0';
     char *line = strrchr(buf, '\n');
-    size_t len = strlen(vm->last_exit);
-    snprintf(vm->last_exit + len, sizeof(vm->last_exit) - len, ": %s", line ? line + 1 : buf);
+    size_t len = strlen(out);
+    snprintf(out + len, size - len, ": %s", line ? line + 1 : buf);
+}
+
+/* Appends the last line of the VM's wisp-vmm log to last_exit: why a start failed. */
+static void add_vmm_reason(struct vm *vm)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "%s/logs/%lld.vmm.log", vm->d->state_dir, (long long)vm->id);
+    wispd_append_last_line(path, vm->last_exit, sizeof(vm->last_exit));
 }
 
 /* The wisp-vmm has exited (its pidfd is readable). */

@@ -93,6 +93,8 @@ int vm_remove(struct vm *vm, bool force, struct api_request *req, struct wisp_er
 int wispd_recover(struct wispd *d, struct wisp_err *err);
 /* Field 22 of /proc/PID/stat, the process's start time, which tells a reused pid. */
 int read_starttime(int pid, uint64_t *out);
+/* Appends ": " and the last line of the file at path (of its last 255 bytes) to out. */
+void wispd_append_last_line(const char *path, char *out, size_t size);
 void wispd_event(struct wispd *d, const char *vm, const char *kind, const char *detail);
 /* The room for one more VM of `vcpus` vCPUs: 0, or -EMFILE/-EAGAIN naming the limit. */
 int wispd_check_limits(struct wispd *d, unsigned vcpus, struct wisp_err *err);

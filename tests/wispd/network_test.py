@@ -312,8 +312,8 @@ def case_dnsmasq(s):
     s.kill9()
     os.kill(vmm_pid, signal.SIGKILL)
     wait_for("the VM gone", lambda: not alive(vmm_pid))
-    s.start()
-    assert s.vms()["vm"]["state"] == "stopped"
+    s.start()  # (a zombie not yet reaped is reattached, then seen ending at once)
+    wait_for("the VM seen stopped", lambda: s.vms()["vm"]["state"] == "stopped")
     assert not [l for l in s.links() if l.startswith("wt")], s.links()
 
     # In use: refused; --force removes it anyway, and the VM's next start says why it fails.

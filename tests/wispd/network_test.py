@@ -212,8 +212,13 @@ def tap_of(vm_id, i):
 
 
 def vm_id(s, name):
-    """The VM's number: its API socket is run/ID.sock."""
-    return int(os.path.basename(s.vms()[name]["api_sock"]).split(".")[0])
+    """The VM's number in the registry (its taps are wtIDnK)."""
+    import sqlite3
+    db = sqlite3.connect(os.path.join(s.state, "wispd.db"))
+    try:
+        return db.execute("SELECT id FROM vms WHERE name = ?", (name,)).fetchone()[0]
+    finally:
+        db.close()
 
 
 def dhcp_client(s, name, hostname):

@@ -95,8 +95,13 @@ class Setup(wispd_test.Daemon):
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        for pid in processes(self.state):  # wisp-vmm and dnsmasq processes of this test
-            os.kill(pid, signal.SIGKILL)
+        for pid in processes(self.state):  # jailers, wisp-vmm and dnsmasq processes of this test
+            for p in {wispd_test.vmm_of(pid), pid}:  # a jailed VMM first: it outlives its jailer
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        wispd_test.remove_cgroups(self.state)
         for ns in [self.ns] + self.extra_ns:
             sh("ip", "netns", "del", ns, check=False)
 
@@ -396,7 +401,7 @@ def case_linux(s):
     names = ("vm-a", "vm-b")
     for name in names:
         s.wisp("create", name, "--kernel", vmlinux, "--initrd", initrd, "--mem", "128",
-               "--cmdline", f"console=ttyS0 reboot=k panic=-1 acpi=off {extra} -- /bin/sh "
+               "--cmdline", f"console=ttyS0 quiet reboot=k panic=-1 acpi=off {extra} -- /bin/sh "
                             f"/net.sh {name}", "--net", "network=lan", check=0)
     macs = {n: s.vms()[n]["definition"]["nics"][0]["mac"] for n in names}
     assert len(set(macs.values())) == 2 and all(MAC_RE.match(m) for m in macs.values()), macs
@@ -410,7 +415,7 @@ def case_linux(s):
     assert r.returncode == 5 and "in use by 2 VMs" in r.stderr, r.stderr
     try:
         wait_for("both guests to end", lambda: all(v["state"] == "stopped"
-                                                   for v in s.vms().values()), 400)
+                                                   for v in s.vms().values()), 600)
     finally:
         for n in names:
             print(f"--- {n}'s console:\n" + s.wisp("logs", n).stdout[-3000:])

@@ -1,0 +1,161 @@
+/* The VM's cgroups (v1, as on this project's machines): cgroupsPath under each controller the
+ * VM's limits need; the VMM and its threads go in. docs/oci.md, "Resources". */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/cleanup.h"
+#include "common/io.h"
+#include "host.h"
+
+#define CG_ROOT "/sys/fs/cgroup"
+
+static const char *const controllers[] = {"memory", "cpu,cpuacct", "pids", "cpuset"};
+
+static int cg_write(const char *ctrl, const char *path, const char *file, const char *value,
+                    struct wisp_err *err)
+{
+    char p[2 * PATH_MAX];
+    cleanup_close int fd = -1;
+
+    snprintf(p, sizeof(p), CG_ROOT "/%s%s/%s", ctrl, path, file);
+    fd = open(p, O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || wisp_write_all(fd, value, strlen(value)) < 0)
+        return wisp_err_sys(err, errno, "cgroup %s: write '%s'", p, value);
+    return 0;
+}
+
+static int cg_copy(const char *ctrl, const char *path, const char *file, struct wisp_err *err)
+{
+    char p[2 * PATH_MAX], parent[PATH_MAX], buf[256];
+    cleanup_close int fd = -1;
+    ssize_t n;
+
+    snprintf(parent, sizeof(parent), "%s", path);
+    char *slash = strrchr(parent, '/');
+    if (slash)
+        *slash = 0;
+    snprintf(p, sizeof(p), CG_ROOT "/%s%s/%s", ctrl, parent, file);
+    fd = open(p, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || (n = read(fd, buf, sizeof(buf) - 1)) < 0)
+        return wisp_err_sys(err, errno, "cgroup %s", p);
+    buf[n] = 0;
+    if (n == 0 || buf[0] == '\n')
+        return 0;
+    return cg_write(ctrl, path, file, buf, err);
+}
+
+/* mkdir -p of the cgroup (cpuset: each new level gets its parent's cpus and mems). */
+static int cg_make(const char *ctrl, const char *path, struct wisp_err *err)
+{
+    char p[2 * PATH_MAX];
+    size_t base;
+
+    snprintf(p, sizeof(p), CG_ROOT "/%s", ctrl);
+    if (access(p, F_OK) < 0)
+        return -ENOENT; /* the controller is not mounted: skipped */
+    base = strlen(p);
+    snprintf(p + base, sizeof(p) - base, "%s", path);
+    for (char *s = p + base + 1;; s++) {
+        char save = *s;
+        if (save != '/' && save != 0)
+            continue;
+        *s = 0;
+        if (mkdir(p, 0755) == 0) {
+            if (strcmp(ctrl, "cpuset") == 0) {
+                cg_copy(ctrl, p + base, "cpuset.cpus", err);
+                cg_copy(ctrl, p + base, "cpuset.mems", err);
+            }
+        } else if (errno != EEXIST) {
+            return wisp_err_sys(err, errno, "cgroup mkdir %s", p);
+        }
+        *s = save;
+        if (!save)
+            break;
+    }
+    return 0;
+}
+
+int oci_cgroup_setup(const char *path, uint64_t memory_limit, long long cpu_quota,
+                     unsigned long long cpu_period, const char *cpuset, struct wisp_err *err)
+{
+    char v[64];
+    int r;
+
+    if (!path || path[0] != '/')
+        return wisp_err_set(err, EINVAL,
+                            "cgroupsPath '%s': wisp-oci takes a cgroupfs path "
+                            "(/a/b); systemd's slice:prefix:name is not supported",
+                            path ? path : "");
+    if (strstr(path, "/..") || strstr(path, "/./"))
+        return wisp_err_set(err, EINVAL, "cgroupsPath '%s': no . or .. components", path);
+    for (size_t i = 0; i < sizeof(controllers) / sizeof(controllers[0]); i++) {
+        r = cg_make(controllers[i], path, err);
+        if (r < 0 && r != -ENOENT)
+            return r;
+    }
+    if (memory_limit) {
+        snprintf(v, sizeof(v), "%llu", (unsigned long long)memory_limit);
+        if ((r = cg_write("memory", path, "memory.limit_in_bytes", v, err)) < 0)
+            return r;
+    }
+    if (cpu_quota > 0) {
+        snprintf(v, sizeof(v), "%llu", cpu_period ? cpu_period : 100000ull);
+        if ((r = cg_write("cpu,cpuacct", path, "cpu.cfs_period_us", v, err)) < 0)
+            return r;
+        snprintf(v, sizeof(v), "%lld", cpu_quota);
+        if ((r = cg_write("cpu,cpuacct", path, "cpu.cfs_quota_us", v, err)) < 0)
+            return r;
+    }
+    if (cpuset && cpuset[0] && (r = cg_write("cpuset", path, "cpuset.cpus", cpuset, err)) < 0)
+        return r;
+    return 0;
+}
+
+int oci_cgroup_enter(const char *path, pid_t pid, struct wisp_err *err)
+{
+    char v[32], p[PATH_MAX];
+    int r;
+
+    snprintf(v, sizeof(v), "%d", (int)pid);
+    for (size_t i = 0; i < sizeof(controllers) / sizeof(controllers[0]); i++) {
+        snprintf(p, sizeof(p), CG_ROOT "/%s%s", controllers[i], path);
+        if (access(p, F_OK) < 0)
+            continue;
+        if ((r = cg_write(controllers[i], path, "cgroup.procs", v, err)) < 0)
+            return r;
+    }
+    return 0;
+}
+
+void oci_cgroup_remove(const char *path)
+{
+    char p[2 * PATH_MAX];
+
+    if (!path || path[0] != '/')
+        return;
+    for (size_t i = 0; i < sizeof(controllers) / sizeof(controllers[0]); i++) {
+        snprintf(p, sizeof(p), CG_ROOT "/%s%s", controllers[i], path);
+        rmdir(p); /* only the leaf: the parents are the engine's (and may hold others) */
+    }
+}
+
+int oci_cgroup_pids(const char *path, pid_t *pids, int max)
+{
+    char p[2 * PATH_MAX];
+    FILE *f;
+    int n = 0, v;
+
+    snprintf(p, sizeof(p), CG_ROOT "/memory%s/cgroup.procs", path);
+    f = fopen(p, "re");
+    if (!f)
+        return 0;
+    while (n < max && fscanf(f, "%d", &v) == 1)
+        pids[n++] = v;
+    fclose(f);
+    return n;
+}

@@ -1,0 +1,189 @@
+/* A container's VM: sizing from config.json, cgroups, wisp-vmm's command line, the end. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agent/client.h"
+#include "common/cleanup.h"
+#include "oci.h"
+#include "vm.h"
+
+void oci_vsock_path(const struct oci_container *c, char *buf, size_t len)
+{
+    char dir[PATH_MAX];
+
+    oci_container_dir(c->id, dir, sizeof(dir));
+    if (strlen(dir) + sizeof("/vsock.sock") <= sizeof(((struct sockaddr_un *)0)->sun_path))
+        snprintf(buf, len, "%s/vsock.sock", dir);
+    else
+        oci_container_path(c, "vsock.sock", buf, len);
+}
+
+void oci_vm_init(struct oci_vm *vm, const struct oci_container *c)
+{
+    memset(vm, 0, sizeof(*vm));
+    vm->pid = -1;
+    oci_container_dir(c->id, vm->dir, sizeof(vm->dir));
+    oci_vsock_path(c, vm->vsock_path, sizeof(vm->vsock_path));
+}
+
+static void size_vm(struct oci_vm *vm, const struct oci_spec *spec, const struct oci_guest *g)
+{
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+
+    vm->mem_mib = g->mem_mib;
+    if (spec->memory_limit)
+        vm->mem_mib = (unsigned)((spec->memory_limit + (1 << 20) - 1) >> 20) + g->overhead_mib;
+    vm->vcpus = spec->vcpus ? spec->vcpus : g->vcpus;
+    if (online > 0 && vm->vcpus > (unsigned)online)
+        vm->vcpus = (unsigned)online;
+    if (vm->vcpus == 0)
+        vm->vcpus = 1;
+}
+
+int oci_vm_start(struct oci_vm *vm, const struct oci_container *c, const struct oci_spec *spec,
+                 const struct oci_guest *g, struct wisp_err *err)
+{
+    char mem[16], cpus[16], vsock[64], fs[PATH_MAX + 64], net[64], cmdline[2048];
+    char binds[OCI_MAX_BINDS][PATH_MAX + 64];
+    const char *argv[64];
+    int n = 0, r, logfd;
+    json_t *res = json_object_get(json_object_get(spec->config, "linux"), "resources");
+    json_t *cpu = json_object_get(res, "cpu");
+
+    size_vm(vm, spec, g);
+    if (spec->cgroups_path) {
+        uint64_t limit =
+            spec->memory_limit ? ((uint64_t)vm->mem_mib + OCI_VMM_OVERHEAD_MIB) << 20 : 0;
+        r = oci_cgroup_setup(spec->cgroups_path, limit,
+                             json_integer_value(json_object_get(cpu, "quota")),
+                             (unsigned long long)json_integer_value(json_object_get(cpu, "period")),
+                             spec->cpuset, err);
+        if (r < 0)
+            return r;
+        vm->cgroups_path = spec->cgroups_path;
+    }
+    snprintf(mem, sizeof(mem), "%u", vm->mem_mib);
+    snprintf(cpus, sizeof(cpus), "%u", vm->vcpus);
+    snprintf(vsock, sizeof(vsock), "cid=3,uds=vsock.sock");
+    snprintf(fs, sizeof(fs), "tag=rootfs,path=%s%s", spec->rootfs,
+             spec->rootfs_readonly ? ",ro" : "");
+    snprintf(cmdline, sizeof(cmdline), "console=ttyS0 quiet panic=-1 reboot=k %s %s", g->cmdline,
+             OCI_AGENT_CMDLINE);
+    argv[n++] = g->vmm;
+    argv[n++] = "--kernel", argv[n++] = g->kernel;
+    argv[n++] = "--initrd", argv[n++] = g->initramfs;
+    argv[n++] = "--cmdline", argv[n++] = cmdline;
+    argv[n++] = "--mem", argv[n++] = mem;
+    argv[n++] = "--cpus", argv[n++] = cpus;
+    argv[n++] = "--serial", argv[n++] = "file:console.log";
+    argv[n++] = "--vsock", argv[n++] = vsock;
+    argv[n++] = "--fs", argv[n++] = fs;
+    for (unsigned i = 0; i < spec->n_binds; i++) {
+        if (!spec->binds[i].is_dir)
+            continue;
+        snprintf(binds[i], sizeof(binds[i]), "tag=bind%u,path=%s%s", i, spec->binds[i].source,
+                 spec->binds[i].readonly ? ",ro" : "");
+        argv[n++] = "--fs", argv[n++] = binds[i];
+    }
+    if (vm->netif) {
+        snprintf(net, sizeof(net), "tap=%s,mac=%s", vm->netif->tap, vm->netif->mac);
+        argv[n++] = "--net", argv[n++] = net;
+    }
+    argv[n++] = "--api-sock", argv[n++] = "api.sock";
+    argv[n] = NULL;
+
+    logfd = openat(c->dirfd, "vmm.log", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    vm->pid = fork();
+    if (vm->pid < 0)
+        return wisp_err_sys(err, errno, "fork for wisp-vmm");
+    if (vm->pid == 0) {
+        struct wisp_err cerr;
+        sigset_t none;
+        int null = open("/dev/null", O_RDWR);
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* the VM never outlives its monitor */
+        if (vm->cgroups_path && oci_cgroup_enter(vm->cgroups_path, getpid(), &cerr) < 0) {
+            dprintf(logfd, "wisp-oci: %s\n", cerr.msg);
+            _exit(1);
+        }
+        if (fchdir(c->dirfd) < 0)
+            _exit(1);
+        dup2(null, 0);
+        dup2(logfd >= 0 ? logfd : null, 1);
+        dup2(logfd >= 0 ? logfd : null, 2);
+        execv(argv[0], (char *const *)argv);
+        dprintf(2, "wisp-oci: cannot run %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    if (logfd >= 0)
+        close(logfd);
+    oci_debug("container %s: wisp-vmm pid %d, %s MiB, %s vCPUs", c->id, (int)vm->pid, mem, cpus);
+    return 0;
+}
+
+static bool wait_exit(pid_t pid, int ms)
+{
+    for (int i = 0; i < ms / 10; i++) {
+        int st;
+        pid_t w = waitpid(pid, &st, WNOHANG);
+        if (w == pid || (w < 0 && errno == ECHILD))
+            return true;
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return false;
+}
+
+void oci_vm_stop(struct oci_vm *vm, struct wisp_agent *agent)
+{
+    struct wisp_err err;
+
+    if (agent && vm->pid > 0 && waitpid(vm->pid, NULL, WNOHANG) == 0)
+        wisp_agent_shutdown(agent, 1000, wisp_agent_deadline(3000), &err);
+    if (agent)
+        wisp_agent_close(agent);
+    if (vm->pid > 0 && !wait_exit(vm->pid, 3000)) {
+        kill(vm->pid, SIGTERM); /* wisp-vmm ends within 1 s of SIGTERM */
+        if (!wait_exit(vm->pid, 1500)) {
+            kill(vm->pid, SIGKILL);
+            waitpid(vm->pid, NULL, 0);
+        }
+    }
+    vm->pid = -1;
+    if (vm->netif)
+        oci_net_unplumb(vm->netif);
+    if (vm->cgroups_path)
+        oci_cgroup_remove(vm->cgroups_path);
+}
+
+int oci_vm_explain(struct oci_vm *vm, int r, struct wisp_err *err, const char *what)
+{
+    char path[PATH_MAX + 16], line[512] = "", buf[512];
+    int st;
+    FILE *f;
+
+    if (vm->pid <= 0 || waitpid(vm->pid, &st, WNOHANG) != vm->pid)
+        return wisp_err_wrap(err, "%s", what);
+    vm->pid = -1;
+    snprintf(path, sizeof(path), "%s/vmm.log", vm->dir);
+    f = fopen(path, "re");
+    while (f && fgets(buf, sizeof(buf), f))
+        if (buf[0] != '\n')
+            snprintf(line, sizeof(line), "%s", buf);
+    if (f)
+        fclose(f);
+    line[strcspn(line, "\n")] = 0;
+    return wisp_err_set(err, r < 0 ? -r : EIO, "%s: the VM ended (wisp-vmm status %d): %s", what,
+                        WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st),
+                        line[0] ? line : "no message");
+}

@@ -109,6 +109,12 @@ int oci_agent_container_from_spec(const char *id, const struct oci_spec *spec,
     o->c.default_devices = true;
     json_array_foreach(spec->mounts, i, m)
     {
+        const char *type = json_string_value(json_object_get(m, "type"));
+        /* The kit's kernel has neither POSIX message queues nor cgroups (docs/oci.md): the
+         * engines' default /dev/mqueue and /sys/fs/cgroup mounts are left out. */
+        if (type && (strcmp(type, "mqueue") == 0 || strcmp(type, "cgroup") == 0 ||
+                     strcmp(type, "cgroup2") == 0))
+            continue;
         if (nm == WISP_AGENT_MOUNTS_MAX)
             return wisp_err_set(err, E2BIG, "mounts: more than %d", WISP_AGENT_MOUNTS_MAX);
         struct wisp_agent_mount *am = &o->mounts[nm];

@@ -15,6 +15,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include "agent/types.h"
 #include "common/cleanup.h"
 #include "common/io.h"
 #include "host.h"
@@ -177,6 +178,11 @@ int cmd_create(int argc, char **argv)
                         "SystemdCgroup = false; podman: --cgroup-manager cgroupfs)");
     if (!oci_valid_id(id))
         return oci_fail(OCI_EXIT_FAIL, "wisp-oci create failed: invalid container ID format");
+    if (strlen(id) > WISP_AGENT_ID_MAX)
+        return oci_fail(OCI_EXIT_FAIL,
+                        "wisp-oci create failed: container ID longer than %d "
+                        "characters (the guest agent's limit)",
+                        WISP_AGENT_ID_MAX);
     if (!realpath(bundle, real_bundle))
         return oci_fail(OCI_EXIT_FAIL, "wisp-oci create failed: chdir %s: %s", bundle,
                         strerror(errno));

@@ -225,7 +225,8 @@ int cmd_exec(int argc, char **argv)
     if (pid < 0)
         return oci_fail(OCI_EXIT_EXEC_ERR, "exec failed: fork: %s", strerror(errno));
     if (pid == 0) {
-        close(rp[0]);
+        int keep[] = {rp[1], x.pty_slave, c.dirfd};
+        oci_close_other_fds(keep, 3);
         setsid();
         if (x.pty_slave >= 0) {
             int null = open("/dev/null", O_RDWR);

@@ -19,8 +19,8 @@
 #define WISP_PREFIX "/usr/local"
 #endif
 
-/* The agent's initramfs, as guest/agent's meson.build names it. */
-#define AGENT_INITRAMFS "wisp-agent.cpio.gz"
+/* The agent's initramfs, as src/oci/initramfs/meson.build names it. */
+#define AGENT_INITRAMFS "wisp-agent.cpio"
 
 /* guest/kernel/cmdline-extra's options for PVM hosts (the same test: pvm_native=Y). */
 static void host_cmdline_extra(char *buf, size_t len)
@@ -109,7 +109,7 @@ static void from_build_tree(struct oci_guest *g, const char *build)
     struct wisp_err err;
 
     snprintf(g->vmm, sizeof(g->vmm), "%s/src/vmm/wisp-vmm", build);
-    snprintf(g->initramfs, sizeof(g->initramfs), "%s/guest/agent/" AGENT_INITRAMFS, build);
+    snprintf(g->initramfs, sizeof(g->initramfs), "%s/src/oci/initramfs/" AGENT_INITRAMFS, build);
     snprintf(script, sizeof(script), "%s/guest/kernel/build.sh", WISP_SOURCE_ROOT);
     const char *argv[] = {script, "--print-path", NULL};
     if (WISP_SOURCE_ROOT[0] && oci_run_output(argv, &out, &err) == 0) {

@@ -1,5 +1,6 @@
 /* The container's monitor (monitor.h): the VM's network and cgroups, wisp-vmm as its child,
  * the agent's container and process, stdio, signals, the exit status. docs/oci.md, "Processes". */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -168,7 +169,12 @@ static int prepare(struct oci_monitor_args *a, struct oci_vm *vm, struct wisp_ag
     if ((r = oci_vm_start(vm, a->c, a->spec, a->guest, err)) < 0)
         return r;
     json_object_set_new(a->info, "vmm_pid", json_integer(vm->pid));
-    r = wisp_agent_connect(vm->vsock_path, deadline, agent, err);
+    /* In steps, so that a VM that ended is noticed at once instead of at the deadline. */
+    do {
+        r = wisp_agent_connect(vm->vsock_path, wisp_agent_deadline(1000), agent, err);
+        if (r == 0 || !oci_vm_running(vm))
+            break;
+    } while (wisp_agent_deadline(0) < deadline);
     if (r < 0)
         return oci_vm_explain(vm, r, err, "the guest agent did not answer");
     if (have_net) {
@@ -218,6 +224,27 @@ static int prepare(struct oci_monitor_args *a, struct oci_vm *vm, struct wisp_ag
     return r;
 }
 
+/* Closes every fd above 2 but those in keep (an engine's fds that runc's init would not keep
+ * either: they must not stay open in the monitor or the VMM for as long as the container). */
+void oci_close_other_fds(const int *keep, int n)
+{
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    int self = d ? dirfd(d) : -1;
+
+    while (d && (e = readdir(d))) {
+        int fd = atoi(e->d_name), k;
+        if (fd <= 2 || fd == self || e->d_name[0] == '.')
+            continue;
+        for (k = 0; k < n && keep[k] != fd; k++)
+            ;
+        if (k == n)
+            close(fd);
+    }
+    if (d)
+        closedir(d);
+}
+
 /* A monitor's stderr is the container's: its own messages go to --log, else monitor.log. */
 void oci_monitor_log_to_dir(const struct oci_container *c)
 {
@@ -240,6 +267,9 @@ void oci_monitor_main(struct oci_monitor_args *a)
     int status = 0, code, r;
     char *info;
 
+    int keep[] = {a->ready_fd, a->pty_slave, a->c->dirfd};
+
+    oci_close_other_fds(keep, 3);
     setsid();
     if (a->pty_slave >= 0) {
         int null = open("/dev/null", O_RDWR);

@@ -28,6 +28,8 @@ void oci_monitor_main(struct oci_monitor_args *a) __attribute__((noreturn));
 /* A thread that forwards the signals the process gets to the agent's process (and SIGWINCH
  * on pty_slave as a resize); blocks the signals in the calling thread first. */
 void oci_forward_signals(const char *uds, const char *id, const char *exec_id, int pty_slave);
+/* Closes every fd above 2 but those in keep. */
+void oci_close_other_fds(const int *keep, int n);
 /* Points the log at the state directory's monitor.log unless --log names a file. */
 void oci_monitor_log_to_dir(const struct oci_container *c);
 /* pty helpers (cmd_create.c). */

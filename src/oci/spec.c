@@ -216,6 +216,7 @@ static int load_namespaces(json_t *nss, struct oci_spec *s, struct wisp_err *err
  * a file's contents copied in); every other mount is the guest's to make. */
 static int load_mounts(json_t *mounts, struct oci_spec *s, struct wisp_err *err)
 {
+    unsigned dir_binds = 0;
     size_t i;
     json_t *m;
 
@@ -249,13 +250,19 @@ static int load_mounts(json_t *mounts, struct oci_spec *s, struct wisp_err *err)
             json_array_append(s->mounts, m);
             continue;
         }
-        if (!src || stat(src, &st) < 0)
-            return wisp_err_sys(err, errno ? errno : EINVAL, "mounts[%zu]: bind source %s", i,
-                                src ? src : "(none)");
+        if (!src)
+            return wisp_err_set(err, EINVAL, "mounts[%zu]: a bind mount without a source", i);
+        if (stat(src, &st) < 0)
+            return wisp_err_sys(err, errno, "mounts[%zu]: bind source %s", i, src);
         if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode))
             continue; /* device nodes and sockets of the host mean nothing in the guest */
         if (s->n_binds == OCI_MAX_BINDS)
             return wisp_err_set(err, E2BIG, "mounts: more than %d bind mounts", OCI_MAX_BINDS);
+        if (S_ISDIR(st.st_mode) && ++dir_binds > OCI_MAX_DIR_BINDS)
+            return wisp_err_set(err, E2BIG,
+                                "mounts[%zu]: more than %d directory bind mounts (each "
+                                "is a virtio-9p share of the VM)",
+                                i, OCI_MAX_DIR_BINDS);
         struct oci_bind *b = &s->binds[s->n_binds++];
         snprintf(b->source, sizeof(b->source), "%s", src);
         snprintf(b->destination, sizeof(b->destination), "%s", dst);

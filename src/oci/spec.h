@@ -16,7 +16,8 @@ struct oci_bind {
     bool is_dir;
 };
 
-#define OCI_MAX_BINDS 16
+#define OCI_MAX_BINDS     16
+#define OCI_MAX_DIR_BINDS 7 /* wisp-vmm takes 8 virtio-9p shares; the root is one */
 
 struct oci_spec {
     json_t *config;        /* the whole config.json (owned) */

@@ -131,6 +131,20 @@ int oci_vm_start(struct oci_vm *vm, const struct oci_container *c, const struct 
     return 0;
 }
 
+bool oci_vm_running(struct oci_vm *vm)
+{
+    int st;
+
+    if (vm->pid <= 0)
+        return false;
+    if (waitpid(vm->pid, &st, WNOHANG) == vm->pid) {
+        vm->pid = -vm->pid; /* ended: -pid keeps it for the message */
+        vm->status = st;
+        return false;
+    }
+    return true;
+}
+
 static bool wait_exit(pid_t pid, int ms)
 {
     for (int i = 0; i < ms / 10; i++) {
@@ -172,9 +186,9 @@ int oci_vm_explain(struct oci_vm *vm, int r, struct wisp_err *err, const char *w
     int st;
     FILE *f;
 
-    if (vm->pid <= 0 || waitpid(vm->pid, &st, WNOHANG) != vm->pid)
+    if (oci_vm_running(vm) || vm->pid == -1)
         return wisp_err_wrap(err, "%s", what);
-    vm->pid = -1;
+    st = vm->status;
     snprintf(path, sizeof(path), "%s/vmm.log", vm->dir);
     f = fopen(path, "re");
     while (f && fgets(buf, sizeof(buf), f))

@@ -12,9 +12,9 @@
 
 /* How long a boot may take before the agent answers: Linux boots in 15-50 s on this project's
  * nested machines, under load more. */
-#define OCI_BOOT_TIMEOUT_MS (300 * 1000)
+#define OCI_BOOT_TIMEOUT_MS (600 * 1000)
 /* What the kernel command line gives the agent initramfs's init. */
-#define OCI_AGENT_CMDLINE    ""
+#define OCI_AGENT_CMDLINE    "wisp.agent=1"
 #define OCI_VMM_OVERHEAD_MIB 64 /* the VMM's own memory, added to the cgroup's limit */
 
 struct wisp_agent;
@@ -26,6 +26,7 @@ struct oci_vm {
     const struct oci_netif *netif;
     const char *cgroups_path;
     unsigned mem_mib, vcpus;
+    int status; /* wisp-vmm's wait status once it ended (pid < -1 then) */
 };
 
 void oci_vm_init(struct oci_vm *vm, const struct oci_container *c);
@@ -35,6 +36,8 @@ int oci_vm_start(struct oci_vm *vm, const struct oci_container *c, const struct 
 /* Ends the VM (the agent's SHUTDOWN when given, then SIGTERM, SIGKILL), removes the tap and
  * the cgroups. */
 void oci_vm_stop(struct oci_vm *vm, struct wisp_agent *agent);
+/* Whether wisp-vmm still runs (reaps it when it ended). */
+bool oci_vm_running(struct oci_vm *vm);
 /* An agent error while the VM may have ended: says how it ended (wisp-vmm's last line). */
 int oci_vm_explain(struct oci_vm *vm, int r, struct wisp_err *err, const char *what);
 /* The vsock socket's path for a container (short enough for sun_path). */

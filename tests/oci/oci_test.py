@@ -18,6 +18,7 @@
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "api"))
 from apilib import Failure, check, run_in_tmp  # noqa: E402
 
@@ -211,6 +213,16 @@ def main():
     args.oci = os.path.abspath(args.oci)
     fn = {"cli": case_cli}.get(args.case)
     if fn is None:
+        need = {"containerd": ["containerd", "ctr"], "podman": ["podman", "conmon"]}[args.case]
+        missing = [p for p in need if not shutil.which(p)]
+        if missing:
+            print(f"SKIP: {', '.join(missing)} not installed (scripts/debian-packages.txt)")
+            return 77
+        kernel = subprocess.run([os.path.join(REPO, "guest/kernel/build.sh"), "--print-path"],
+                                capture_output=True)
+        if kernel.returncode != 0 and "WISP_OCI_CONFIG" not in os.environ:
+            print("SKIP: the kit's kernel is not built (guest/kernel/build.sh)")
+            return 77
         from oci_engines import CASES  # the cases with real engines
         fn = CASES[args.case]
     return run_in_tmp(fn, args, prefix="wisp-oci-")

@@ -1,0 +1,286 @@
+"""oci_test.py's cases with real engines: a private containerd (its own root, state and
+socket in the test's directory) driven by ctr, and podman with a temporary --root/--runroot,
+each running wisp-oci through the same paths the engines use for runc (containerd's runc v2
+shim: go-runc; podman: conmon). The busybox image is built locally (mkimage.py)."""
+import fcntl
+import json
+import os
+import pty
+import select
+import shutil
+import signal
+import struct
+import subprocess
+import termios
+import threading
+import time
+
+from apilib import Failure, check
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+IMAGE = "localhost/wisp-busybox:latest"
+BOOT_S = 400  # a Linux boot here: 15-50 s idle, minutes under a loaded CI run
+
+
+def run(cmd, timeout=120, **kw):
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+
+
+class Output:
+    """Collects a process's stdout on a thread; wait_for(text) polls it."""
+
+    def __init__(self, proc):
+        self.proc, self.text, self.lock = proc, "", threading.Lock()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self):
+        for line in iter(self.proc.stdout.readline, ""):
+            with self.lock:
+                self.text += line
+
+    def wait_for(self, what, timeout):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            with self.lock:
+                if what in self.text:
+                    return
+            if self.proc.poll() is not None:
+                self.thread.join(2)
+                break
+            time.sleep(0.1)
+        with self.lock:
+            raise Failure(f"{what!r} did not appear (status {self.proc.poll()}): {self.text!r}")
+
+
+def make_image(tmp):
+    path = os.path.join(tmp, "busybox-oci.tar")
+    subprocess.run(["python3", os.path.join(HERE, "mkimage.py"), path, "--name", IMAGE],
+                   check=True)
+    return path
+
+
+def proc_alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
+def parent_comm(pid):
+    with open(f"/proc/{pid}/status") as f:
+        ppid = int([l for l in f if l.startswith("PPid:")][0].split()[1])
+    with open(f"/proc/{ppid}/comm") as f:
+        return f.read().strip()
+
+
+def check_gone(what, state, cgroup_base):
+    """After delete: no monitor, no VMM, no cgroup, no state directory."""
+    wisp = state["wisp"]
+    for name, pid in [("monitor", state["pid"]), ("wisp-vmm", wisp.get("vmm_pid"))]:
+        end = time.monotonic() + 10
+        while pid and proc_alive(pid) and time.monotonic() < end:
+            time.sleep(0.1)
+        check(not pid or not proc_alive(pid), f"{what}: the {name} (pid {pid}) is still there")
+    cg = wisp.get("cgroups_path")
+    if cg:
+        check(not os.path.exists(f"/sys/fs/cgroup/memory{cg}"), f"{what}: cgroup {cg} is left")
+    check(not os.path.exists(cgroup_base), f"{what}: the state directory {cgroup_base} is left")
+
+
+class Containerd:
+    def __init__(self, tmp):
+        self.dir = os.path.join(tmp, "containerd")
+        os.makedirs(self.dir)
+        self.sock = os.path.join(self.dir, "c.sock")
+        cfg = os.path.join(self.dir, "config.toml")
+        with open(cfg, "w") as f:
+            f.write(f"""version = 2
+root = "{self.dir}/root"
+state = "{self.dir}/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.snapshotter.v1.aufs", "io.containerd.internal.v1.opt"]
+[grpc]
+  address = "{self.sock}"
+[ttrpc]
+  address = "{self.sock}.ttrpc"
+[debug]
+  address = "{self.dir}/debug.sock"
+""")
+        self.log = open(os.path.join(self.dir, "containerd.log"), "w")
+        self.proc = subprocess.Popen(["containerd", "--config", cfg], stdout=self.log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        end = time.monotonic() + 30
+        while time.monotonic() < end:
+            if os.path.exists(self.sock) and self.ctr("version").returncode == 0:
+                return
+            time.sleep(0.2)
+        raise Failure("containerd did not start: " + open(self.log.name).read()[-2000:])
+
+    def ctr(self, *args, timeout=120):
+        return run(["ctr", "-a", self.sock] + list(args), timeout=timeout)
+
+    def close(self):
+        # every shim of this containerd (they outlive it otherwise) and the daemon itself
+        for t in self.ctr("task", "ls", "-q").stdout.split():
+            self.ctr("task", "kill", "-s", "KILL", t)
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        # this containerd's shims (their command line names its socket), then its mounts
+        for pid in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    argv = f.read().split(b"\0")
+            except (OSError, ValueError):
+                continue
+            if b"-address" in argv and self.sock.encode() in argv:
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        with open("/proc/self/mountinfo") as f:
+            mounts = [l.split()[4] for l in f if l.split()[4].startswith(self.dir + "/")]
+        for m in sorted(mounts, key=len, reverse=True):
+            subprocess.run(["umount", "-l", m], capture_output=True)
+        self.log.close()
+
+
+def case_containerd(args, tmp):
+    image = make_image(tmp)
+    runc_root = os.path.join(tmp, "wisp-oci")  # the shim adds the namespace: <root>/default
+    root = os.path.join(runc_root, "default")
+    cd = Containerd(tmp)
+    runner = None
+    try:
+        r = cd.ctr("image", "import", image)
+        check(r.returncode == 0, f"ctr image import: {r.stderr}")
+        common = ["--runtime", "io.containerd.runc.v2", "--runc-binary", args.oci,
+                  "--runc-root", runc_root]
+        script = ('echo hello-from-wisp; trap "echo got-term; exit 42" TERM; '
+                  'while :; do sleep 0.2; done')
+        runner = subprocess.Popen(["ctr", "-a", cd.sock, "run", "--rm"] + common +
+                                  [IMAGE, "c1", "sh", "-c", script],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        out = Output(runner)
+        out.wait_for("hello-from-wisp", BOOT_S)
+        st = json.loads(run([args.oci, "--root", root, "state", "c1"]).stdout)
+        check(st["status"] == "running" and st["id"] == "c1", f"state: {st}")
+        check(parent_comm(st["pid"]).startswith("containerd-shim"),
+              f"the monitor's parent is {parent_comm(st['pid'])}, not the shim")
+        # runc's wrong-state errors on a real container
+        r = run([args.oci, "--root", root, "start", "c1"])
+        check(r.returncode == 1 and "cannot start an already running container" in r.stderr,
+              f"start twice: {r.returncode} {r.stderr}")
+        r = run([args.oci, "--root", root, "delete", "c1"])
+        check(r.returncode == 1 and "that is not stopped: running" in r.stderr,
+              f"delete running: {r.returncode} {r.stderr}")
+        # a second process, its output and status
+        r = cd.ctr("task", "exec", "--exec-id", "e1", "c1", "sh", "-c",
+                   "echo from-exec $(hostname); exit 5")
+        check(r.returncode == 5 and "from-exec" in r.stdout,
+              f"ctr task exec: status {r.returncode}, {r.stdout!r} {r.stderr!r}")
+        r = cd.ctr("task", "ps", "c1")
+        check(r.returncode == 0 and str(st["pid"]) in r.stdout, f"ctr task ps: {r.stdout!r}")
+        # SIGTERM reaches the container's trap; ctr reports the status it chose
+        r = cd.ctr("task", "kill", "c1")
+        check(r.returncode == 0, f"ctr task kill: {r.stderr}")
+        status = runner.wait(60)
+        out.thread.join(5)
+        check("got-term" in out.text, f"SIGTERM did not reach the trap: {out.text!r}")
+        check(status == 42, f"ctr run's status {status}, expected 42 ({out.text!r})")
+        check_gone("c1", st, os.path.join(root, "c1"))
+        r = run([args.oci, "--root", root, "state", "c1"])
+        check(r.returncode == 1 and "container does not exist" in r.stderr, "c1 still known")
+
+        # a terminal: ctr run -t under a pty of our own, with its size
+        pid, fd = pty.fork()
+        if pid == 0:
+            fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
+            os.execvp("ctr", ["ctr", "-a", cd.sock, "run", "--rm", "-t"] + common +
+                      [IMAGE, "c2", "sh", "-c", "tty; stty size; exit 3"])
+        text, end = b"", time.monotonic() + BOOT_S
+        while time.monotonic() < end:
+            ready, _, _ = select.select([fd], [], [], 1)
+            if not ready:
+                continue
+            try:
+                data = os.read(fd, 4096)
+            except OSError:
+                break
+            if not data:
+                break
+            text += data
+        _, wstatus = os.waitpid(pid, 0)
+        os.close(fd)
+        check(b"/dev/pts/" in text and b"33 101" in text, f"ctr run -t: {text!r}")
+        check(os.waitstatus_to_exitcode(wstatus) == 3,
+              f"ctr run -t: status {os.waitstatus_to_exitcode(wstatus)}, expected 3")
+        check(not os.path.exists(os.path.join(root, "c2")), "c2's state directory is left")
+    finally:
+        if runner and runner.poll() is None:
+            runner.kill()
+            runner.wait()
+        cd.close()
+
+
+class Podman:
+    def __init__(self, tmp, oci):
+        self.oci_root = os.path.join(tmp, "wisp-oci")
+        self.base = ["podman", "--root", os.path.join(tmp, "proot"),
+                     "--runroot", os.path.join(tmp, "prun"), "--tmpdir", os.path.join(tmp, "ptmp"),
+                     "--runtime", oci, "--runtime-flag", f"root={self.oci_root}",
+                     "--cgroup-manager", "cgroupfs", "--events-backend", "file",
+                     "--storage-driver", "vfs"]
+
+    def __call__(self, *args, timeout=120):
+        return run(self.base + list(args), timeout=timeout)
+
+
+def case_podman(args, tmp):
+    image = make_image(tmp)
+    pm = Podman(tmp, args.oci)
+    runner = None
+    try:
+        r = pm("load", "-i", image)
+        check(r.returncode == 0, f"podman load: {r.stderr}")
+        script = ('echo hello-podman; trap "echo got-usr1" USR1; '
+                  'trap "echo got-term; exit 43" TERM; while :; do sleep 0.2; done')
+        runner = subprocess.Popen(pm.base + ["run", "--rm", "--name", "p1", "--net", "none",
+                                             IMAGE, "sh", "-c", script],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        out = Output(runner)
+        out.wait_for("hello-podman", BOOT_S)
+        cid = pm("inspect", "--format", "{{.Id}}", "p1").stdout.strip()
+        st = json.loads(run([args.oci, "--root", pm.oci_root, "state", cid]).stdout)
+        check(st["status"] == "running", f"state: {st}")
+        check(parent_comm(st["pid"]) == "conmon", f"the monitor's parent: {parent_comm(st['pid'])}")
+        r = pm("exec", "p1", "sh", "-c", "echo from-exec; exit 6")
+        check(r.returncode == 6 and "from-exec" in r.stdout,
+              f"podman exec: {r.returncode} {r.stdout!r} {r.stderr!r}")
+        r = pm("kill", "--signal", "USR1", "p1")
+        check(r.returncode == 0, f"podman kill: {r.stderr}")
+        out.wait_for("got-usr1", 60)
+        r = pm("stop", "-t", "60", "p1")
+        check(r.returncode == 0, f"podman stop: {r.stderr}")
+        status = runner.wait(60)
+        out.thread.join(5)
+        check("got-term" in out.text and status == 43,
+              f"podman run after stop: status {status}, {out.text!r}")
+        check_gone("p1", st, os.path.join(pm.oci_root, cid))
+        r = pm("ps", "-a", "-q")
+        check(r.stdout.strip() == "", f"podman ps -a after --rm: {r.stdout!r}")
+    finally:
+        if runner and runner.poll() is None:
+            runner.kill()
+            runner.wait()
+        pm("rm", "-f", "-a")
+        pm("rmi", "-f", "-a")
+
+
+CASES = {"containerd": case_containerd, "podman": case_podman}

@@ -98,6 +98,26 @@ int oci_container_open(const char *id, struct oci_container *c, struct wisp_err 
     return 0;
 }
 
+/* mkdir -p (runc's MkdirAll of --root). */
+static int mkdir_parents(const char *path)
+{
+    char p[PATH_MAX];
+
+    if (snprintf(p, sizeof(p), "%s", path) >= (int)sizeof(p))
+        return errno = ENAMETOOLONG, -1;
+    for (char *s = p + 1;; s++) {
+        char save = *s;
+        if (save != '/' && save != 0)
+            continue;
+        *s = 0;
+        if (mkdir(p, 0711) < 0 && errno != EEXIST)
+            return -1;
+        *s = save;
+        if (!save)
+            return 0;
+    }
+}
+
 int oci_container_new(const char *id, struct oci_container *c, struct wisp_err *err)
 {
     char path[PATH_MAX];
@@ -105,7 +125,7 @@ int oci_container_new(const char *id, struct oci_container *c, struct wisp_err *
     memset(c, 0, sizeof(*c));
     c->dirfd = c->lockfd = -1;
     snprintf(c->id, sizeof(c->id), "%s", id);
-    if (mkdir(oci_g.root, 0711) < 0 && errno != EEXIST)
+    if (mkdir_parents(oci_g.root) < 0)
         return wisp_err_sys(err, errno, "cannot make the root %s", oci_g.root);
     if (oci_container_dir(id, path, sizeof(path)) < 0)
         return wisp_err_set(err, ENAMETOOLONG, "%s/%s: the path is too long", oci_g.root, id);

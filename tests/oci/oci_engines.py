@@ -19,7 +19,7 @@ from apilib import Failure, check
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 IMAGE = "localhost/wisp-busybox:latest"
-BOOT_S = 400  # a Linux boot here: 15-50 s idle, minutes under a loaded CI run
+BOOT_S = 900  # a Linux boot here: 15-50 s idle, minutes under a loaded CI run
 
 
 def run(cmd, timeout=120, **kw):

@@ -171,6 +171,8 @@ def case_containerd(args, tmp):
         out.wait_for("hello-from-wisp", BOOT_S)
         st = json.loads(run([args.oci, "--root", root, "state", "c1"]).stdout)
         check(st["status"] == "running" and st["id"] == "c1", f"state: {st}")
+        with open(os.path.join(root, "c1", "state.json")) as f:
+            st["wisp"] = json.load(f)["wisp"]  # the VMM's pid, the cgroups path
         check(parent_comm(st["pid"]).startswith("containerd-shim"),
               f"the monitor's parent is {parent_comm(st['pid'])}, not the shim")
         # runc's wrong-state errors on a real container
@@ -259,6 +261,8 @@ def case_podman(args, tmp):
         cid = pm("inspect", "--format", "{{.Id}}", "p1").stdout.strip()
         st = json.loads(run([args.oci, "--root", pm.oci_root, "state", cid]).stdout)
         check(st["status"] == "running", f"state: {st}")
+        with open(os.path.join(pm.oci_root, cid, "state.json")) as f:
+            st["wisp"] = json.load(f)["wisp"]
         check(parent_comm(st["pid"]) == "conmon", f"the monitor's parent: {parent_comm(st['pid'])}")
         r = pm("exec", "p1", "sh", "-c", "echo from-exec; exit 6")
         check(r.returncode == 6 and "from-exec" in r.stdout,

@@ -6,7 +6,7 @@
  * link, symlink, readlink, mknod, readdir, statfs, lock, getlock, flush, unlinkat, and refused
  * requests (a lying size, an unknown type, a name with '/'). With "p9.bench=N" it then reads
  * big.bin N times with msize-sized Treads and prints the TSC cycles per MiB (bench/9p). Prints
- * "p9: ok" and the tag. */
+ * "p9: ok" and the tag; with "p9.hold=1" it then idles until the VM is ended. */
 #include "guest.h"
 #include "virtio.h"
 
@@ -465,4 +465,6 @@ void guest_main(void)
     if (rounds)
         bench(rounds);
     guest_printf("p9: ok tag %s\n", tag);
+    while (guest_cmdline_u64("p9.hold", 0)) /* for the host's API calls (a snapshot refused) */
+        guest_udelay(10000);
 }

@@ -102,6 +102,12 @@ int vm_check_image(const char *what, const char *path, bool read_only, struct wi
  * path_id is not NULL; field names it in err. -EINVAL. */
 int vm_check_id(const char *where, const char *field, const char *id, const char *path_id,
                 struct wisp_err *err);
+/* The virtio-9p shares (api_fs.c), a wisp extension: PUT /fs/{id} {fs_id, tag, path_on_host,
+ * read_only} and --config-file's "fs" array (id: the path's, NULL: the body's); their GET
+ * /vm/config array. */
+int vm_resource_fs(struct vm_config *cfg, const json_t *body, const char *id, const char *where,
+                   struct wisp_err *err);
+json_t *vm_fs_json(const struct vm_config *cfg);
 /* The pmem resource (api_pmem.c): Firecracker's Pmem body of PUT /pmem/{id} and of a
  * --config-file's "pmem" array; id is the path's (NULL: the body's). */
 int vm_resource_pmem(struct vm_config *cfg, const json_t *body, const char *id, const char *where,

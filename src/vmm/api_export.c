@@ -164,6 +164,8 @@ json_t *vm_config_to_json(const struct vm_config *cfg)
     json_object_set_new(o, "network-interfaces", nics);
     if (cfg->rng)
         json_object_set_new(o, "entropy", entropy_json(cfg));
+    if (cfg->nr_fs)
+        json_object_set_new(o, "fs", vm_fs_json(cfg));
     if (cfg->nr_pmems) {
         json_t *pmems = json_array();
         for (unsigned i = 0; pmems && i < cfg->nr_pmems; i++)

@@ -156,20 +156,34 @@ static void api_put_nic(struct api_request *req, void *opaque)
     put_device(req, opaque, false);
 }
 
-static void api_put_pmem(struct api_request *req, void *opaque)
+typedef int (*id_resource_fn)(struct vm_config *cfg, const json_t *body, const char *id,
+                              const char *where, struct wisp_err *err);
+
+/* A pre-boot resource named by the path's {id} (the body's id must be the same). */
+static void put_with_id(struct api_request *req, struct vmm_api *a, const char *what,
+                        id_resource_fn fn)
 {
-    struct vmm_api *a = opaque;
     char where[96];
     snprintf(where, sizeof(where), "PUT %s", api_request_path(req));
     json_t *body;
-    if (!vmm_api_before_start(a, req, "a pmem device") || vmm_api_body(req, where, &body) < 0)
+    if (!vmm_api_before_start(a, req, what) || vmm_api_body(req, where, &body) < 0)
         return;
     struct wisp_err err = {0};
-    if (vm_resource_pmem(a->v->cfg, body, api_request_param(req, "id"), where, &err) < 0)
+    if (fn(a->v->cfg, body, api_request_param(req, "id"), where, &err) < 0)
         vmm_api_fail(req, &err);
     else
         api_reply_empty(req);
     json_decref(body);
+}
+
+static void api_put_pmem(struct api_request *req, void *opaque)
+{
+    put_with_id(req, opaque, "a pmem device", vm_resource_pmem);
+}
+
+static void api_put_fs(struct api_request *req, void *opaque)
+{
+    put_with_id(req, opaque, "a virtio-9p share", vm_resource_fs);
 }
 
 /* The logger may be set at any time (Firecracker's may be set before the start too). */
@@ -234,6 +248,7 @@ static const struct api_route routes[] = {
     {"PUT", "/mmds/config", api_not_supported},
     {"PUT", "/cpu-config", api_not_supported},
     {"PUT", "/pmem/{id}", api_put_pmem},
+    {"PUT", "/fs/{id}", api_put_fs},
     {"PATCH", "/pmem/{id}", api_not_supported},
 };
 

@@ -32,6 +32,11 @@ static int nic(struct vm_config *cfg, const json_t *body, const char *where, str
     return vm_resource_nic(cfg, body, NULL, where, err);
 }
 
+static int fs(struct vm_config *cfg, const json_t *body, const char *where, struct wisp_err *err)
+{
+    return vm_resource_fs(cfg, body, NULL, where, err);
+}
+
 static int pmem(struct vm_config *cfg, const json_t *body, const char *where, struct wisp_err *err)
 {
     return vm_resource_pmem(cfg, body, NULL, where, err);
@@ -58,6 +63,7 @@ static const struct member {
     {"mmds-config", false, NULL, "wisp-vmm has no metadata service (MMDS)"},
     {"cpu-config", false, NULL, "wisp-vmm has no CPU templates"},
     {"pmem", true, pmem, NULL},
+    {"fs", true, fs, NULL},
     {"memory-hotplug", false, NULL, "wisp-vmm has no virtio-mem device"},
 };
 
@@ -138,7 +144,7 @@ int vm_config_load_file(struct vm_config *cfg, const char *path, struct wisp_err
             r = wisp_err_set(err, EINVAL,
                              "%s: unknown member '%.64s' (known: boot-source, machine-config, "
                              "drives, network-interfaces, logger, metrics, entropy, serial, "
-                             "vsock, balloon, pmem, wisp)",
+                             "vsock, balloon, pmem, fs, wisp)",
                              path, key);
             break;
         }

@@ -6,7 +6,11 @@ checks what the guest did: the file it wrote (bytes, mode, xattr), the hard link
 the directory, the symlink, the FIFO, the removed file, and that nothing beside the share
 changed.
 
-    p9_guest_test.py --vmm PATH|qemu --guest ELF [--bench ROUNDS]
+    p9_guest_test.py --vmm PATH|qemu --guest ELF [--bench ROUNDS] [--api]
+
+--api configures the share with PUT /fs/{id} (wrong bodies answered 400 naming the field, the
+share in GET /vm/config), starts the guest, and checks that PUT /snapshot/create of the paused
+VM is refused with the documented message.
 
 --bench reads a 16 MiB file ROUNDS times (Treads of msize) and prints the guest's TSC cycles per
 MiB (bench/9p compares wisp-vmm with QEMU). Exits 0 on success, 1 with a message on failure.
@@ -20,6 +24,10 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from virtio_test import Failure, expect_ok, run  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "api"))
+import apilib  # noqa: E402
 
 TAG = "share9"
 
@@ -67,15 +75,51 @@ def check(share, outside, qemu):
         raise Failure(f"the directory beside the share changed: {os.listdir(outside)}")
 
 
+def api_case(vmm, guest, tmp, share, outside):
+    v = apilib.Vmm(vmm, tmp)
+    try:
+        v.expect("PUT", "/boot-source", {"kernel_image_path": guest, "boot_args": "p9.hold=1"})
+        body = {"fs_id": "data", "tag": TAG, "path_on_host": share}
+        v.expect("PUT", "/fs/data", dict(body, tag="a/b"), 400, "tag")
+        v.expect("PUT", "/fs/data", dict(body, path_on_host=os.path.join(share, "hello.txt")),
+                 400, "not a directory")
+        v.expect("PUT", "/fs/data", dict(body, path_on_host=os.path.join(tmp, "none")), 400,
+                 "path_on_host")
+        v.expect("PUT", "/fs/other", body, 400, "does not match")
+        v.expect("PUT", "/fs/data", dict(body, read_only="yes"), 400, "read_only")
+        v.expect("PUT", "/fs/data", body)
+        v.expect("PUT", "/fs/second", dict(body, fs_id="second"), 400, "another share has the tag")
+        _, cfg = v.req("GET", "/vm/config")
+        want = [{"fs_id": "data", "tag": TAG, "path_on_host": share, "read_only": False}]
+        apilib.check(cfg.get("fs") == want, f"GET /vm/config: fs is {cfg.get('fs')!r}")
+        v.expect("PUT", "/actions", {"action_type": "InstanceStart"})
+        v.wait_console(rf"^p9: ok tag {TAG}$")
+        v.expect("PUT", "/fs/data", body, 400)  # not after the start
+        v.expect("PATCH", "/vm", {"state": "Paused"})
+        v.expect("PUT", "/snapshot/create",
+                 {"snapshot_path": os.path.join(tmp, "s"), "mem_file_path": os.path.join(tmp, "m")},
+                 400, "cannot be snapshotted")
+        apilib.check(not os.path.exists(os.path.join(tmp, "s")), "a snapshot file was written")
+        v.expect("PATCH", "/vm", {"state": "Resumed"})
+    finally:
+        v.stop()
+    check(share, outside, False)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--vmm", required=True, help="path to wisp-vmm, or 'qemu'")
     ap.add_argument("--guest", required=True)
     ap.add_argument("--bench", type=int, default=0)
+    ap.add_argument("--api", action="store_true")
     a = ap.parse_args()
     try:
         with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
             share, outside = prepare(tmp)
+            if a.api:
+                api_case(a.vmm, a.guest, tmp, share, outside)
+                print("ok")
+                return 0
             qemu = ["-fsdev", f"local,id=fs0,path={share},security_model=passthrough",
                     "-device", f"virtio-9p-device,fsdev=fs0,mount_tag={TAG}"]
             cmdline = (f"p9.bench={a.bench} " if a.bench else "") + (
@@ -86,7 +130,7 @@ def main():
             if not re.search(rf"^p9: ok tag {TAG}$", out, re.M):
                 raise Failure(f"the guest did not read the tag {TAG} from the configuration")
             check(share, outside, a.vmm == "qemu")
-    except Failure as e:
+    except (Failure, apilib.Failure) as e:
         print(f"FAIL: {e}", file=sys.stderr)
         return 1
     print("ok")

@@ -41,6 +41,7 @@ int p9_check_tag(const char *tag, const char *where, struct wisp_err *err);
  *                     checked) -> its reply in out (cap bytes, at least P9_HEADER_LEN + 4);
  *                     returns the reply's length. A request that cannot be parsed gets an
  *                     Rlerror (EINVAL, or EPROTO for an unknown type) with its tag.
+ *   p9_server_read_direct  the same for a Tread, into the guest's buffers without a copy
  *   p9_server_reset   forgets the session (every fid closed), as a device reset does
  *   p9_server_msize   the negotiated message size (P9_MAX_MSIZE before Tversion)
  */
@@ -49,6 +50,12 @@ int p9_server_create(struct p9_server **out, const char *path, bool read_only,
                      struct wisp_err *err);
 size_t p9_server_handle(struct p9_server *s, const uint8_t *req, size_t req_len, uint8_t *out,
                         size_t cap);
+/* A Tread of an open file answered straight into in[] (the writable buffers of a chain, cap
+ * bytes in all): the data after the reply's header, then the header. 0 when the request is
+ * something else or fails: then call p9_server_handle() for it. */
+struct iovec;
+size_t p9_server_read_direct(struct p9_server *s, const uint8_t *req, size_t req_len,
+                             const struct iovec *in, unsigned nr_in, size_t cap);
 void p9_server_reset(struct p9_server *s);
 uint32_t p9_server_msize(const struct p9_server *s);
 unsigned p9_server_nr_fids(const struct p9_server *s);

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/sysmacros.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "common/cleanup.h"
@@ -616,6 +617,63 @@ int p9_op_read(struct p9_server *s, struct p9_in *in, struct p9_out *o)
     memcpy(cnt, &le, 4);
     o->len += count;
     return 0;
+}
+
+/* Tread straight into the reply's buffers (virtio_9p.c: no copy through the reply buffer):
+ * the data lands after the 11-byte header of in[], then the header is written. Returns the
+ * reply's length, or 0 when the request is not a well-formed Tread of an open file (the
+ * caller then handles it as any other request, which answers it or its error). */
+size_t p9_server_read_direct(struct p9_server *s, const uint8_t *req, size_t req_len,
+                             const struct iovec *in, unsigned nr_in, size_t cap)
+{
+    struct p9_in m = {.p = req, .left = req_len};
+    uint32_t size = p9_get32(&m);
+    uint8_t type = p9_get8(&m);
+    uint16_t tag = p9_get16(&m);
+    struct p9_fid *f = p9_fid_get(s, p9_get32(&m));
+    uint64_t offset = p9_get64(&m);
+    uint32_t count = p9_get32(&m);
+    if (m.bad || type != P9_TREAD || size != P9_HEADER_LEN + 16 || size > req_len || !f ||
+        f->kind != P9_FID_FILE || f->open_fd < 0 || offset > INT64_MAX || nr_in > 1024)
+        return 0;
+    if (cap > s->msize)
+        cap = s->msize;
+    if (cap < P9_HEADER_LEN + 4)
+        return 0;
+    if (count > cap - P9_HEADER_LEN - 4)
+        count = (uint32_t)(cap - P9_HEADER_LEN - 4);
+    struct iovec v[1024];
+    unsigned n = 0;
+    size_t skip = P9_HEADER_LEN + 4, want = count;
+    for (unsigned i = 0; i < nr_in && want; i++) {
+        size_t len = in[i].iov_len;
+        if (skip >= len) {
+            skip -= len;
+            continue;
+        }
+        len -= skip;
+        if (len > want)
+            len = want;
+        v[n++] = (struct iovec){(uint8_t *)in[i].iov_base + skip, len};
+        want -= len, skip = 0;
+    }
+    ssize_t got = n ? preadv(f->open_fd, v, (int)n, (off_t)offset) : 0;
+    if (got < 0)
+        return 0;
+    uint8_t hdr[P9_HEADER_LEN + 4];
+    struct p9_out o = {.p = hdr, .len = 0, .cap = sizeof(hdr)};
+    p9_put32(&o, (uint32_t)(P9_HEADER_LEN + 4 + got));
+    p9_put8(&o, P9_TREAD + 1);
+    p9_put16(&o, tag);
+    p9_put32(&o, (uint32_t)got);
+    size_t left = sizeof(hdr);
+    const uint8_t *src = hdr;
+    for (unsigned i = 0; i < nr_in && left; i++) {
+        size_t k = in[i].iov_len < left ? in[i].iov_len : left;
+        memcpy(in[i].iov_base, src, k);
+        src += k, left -= k;
+    }
+    return P9_HEADER_LEN + 4 + (size_t)got;
 }
 
 /* Twrite: fid offset count data -> count. */

@@ -3,7 +3,8 @@
  * 9P2000.L server of p9_server.c behind it. Thread model: the queue is served on the device's
  * own I/O thread ("9p-<name>"), one request at a time, so a file system call that blocks holds
  * up only this share, never a vCPU or the main loop. A request's readable buffers are copied
- * into one buffer, the reply is built in another and copied into the writable buffers. */
+ * into one buffer, the reply is built in another and copied into the writable buffers; a
+ * Tread's data is read straight into the writable buffers (p9_server_read_direct). */
 #include <endian.h>
 #include <errno.h>
 #include <linux/virtio_9p.h>
@@ -80,8 +81,11 @@ static void p9_serve(struct virtio_dev *vdev, unsigned queue)
             break;
         size_t len = gather(c.iov, c.nr_out, fs->req, P9_MAX_MSIZE);
         size_t cap = c.in_len < P9_MAX_MSIZE ? (size_t)c.in_len : P9_MAX_MSIZE;
-        size_t n = p9_server_handle(fs->server, fs->req, len, fs->reply, cap);
-        scatter(c.iov + c.nr_out, c.nr_in, fs->reply, n);
+        size_t n = p9_server_read_direct(fs->server, fs->req, len, c.iov + c.nr_out, c.nr_in, cap);
+        if (!n) {
+            n = p9_server_handle(fs->server, fs->req, len, fs->reply, cap);
+            scatter(c.iov + c.nr_out, c.nr_in, fs->reply, n);
+        }
         virtq_push(q, c.head, (uint32_t)n);
         fs->requests++;
         virtio_notify_queue(vdev, q); /* a reply may wake a waiting task at once */

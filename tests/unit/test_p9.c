@@ -470,6 +470,36 @@ static void test_read_only(void **state)
     assert_int_equal(p9_get32(&fx.r), 5);
 }
 
+/* A Tread answered straight into split buffers: the header across the first two, the data
+ * after it; anything else is left to p9_server_handle. */
+static void test_read_direct(void **state)
+{
+    attach(1);
+    assert_int_equal(T(P9_TWALK, "ddws", (uint32_t)1, (uint32_t)2, 1, "hello"), 0);
+    static uint8_t a[5], b[7], c[3];
+    struct iovec in[3] = {{a, sizeof(a)}, {b, sizeof(b)}, {c, sizeof(c)}};
+    build(&fx.req, P9_TREAD, "dqd", (uint32_t)2, (uint64_t)6, (uint32_t)100);
+    assert_int_equal(p9_server_read_direct(fx.s, fx.req.b, fx.req.len, in, 3, 15),
+                     0); /* unopened */
+    assert_int_equal(T(P9_TLOPEN, "dd", (uint32_t)2, (uint32_t)O_RDONLY), 0);
+    build(&fx.req, P9_TREAD, "dqd", (uint32_t)2, (uint64_t)6, (uint32_t)100);
+    size_t n = p9_server_read_direct(fx.s, fx.req.b, fx.req.len, in, 3, 15);
+    assert_int_equal(n, 15); /* 11 of header, 4 of "world" fit */
+    uint8_t all[15];
+    memcpy(all, a, 5);
+    memcpy(all + 5, b, 7);
+    memcpy(all + 12, c, 3);
+    uint32_t size, count;
+    memcpy(&size, all, 4);
+    memcpy(&count, all + 7, 4);
+    assert_int_equal(le32toh(size), 15);
+    assert_int_equal(all[4], P9_TREAD + 1);
+    assert_int_equal(le32toh(count), 4);
+    assert_memory_equal(all + 11, "worl", 4);
+    build(&fx.req, P9_TCLUNK, "d", (uint32_t)2);
+    assert_int_equal(p9_server_read_direct(fx.s, fx.req.b, fx.req.len, in, 3, 15), 0);
+}
+
 int main(void)
 {
     static int ro = 1;
@@ -481,6 +511,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_xattr, setup, teardown),
         cmocka_unit_test_setup_teardown(test_readdir, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_read_direct, setup, teardown),
         cmocka_unit_test_prestate_setup_teardown(test_read_only, setup, teardown, &ro),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -29,6 +29,15 @@ static struct p9_fid *file_fid(struct p9_server *s, uint32_t num)
     return f && f->kind == P9_FID_FILE ? f : NULL;
 }
 
+/* The checks every message with a fid and a name makes, in the order of their errors: a short
+ * message, a bad name (name_r), an unknown fid. */
+static int parsed(const struct p9_in *in, int name_r, const struct p9_fid *f)
+{
+    if (in->bad)
+        return -EINVAL;
+    return name_r < 0 ? name_r : f ? 0 : -EBADF;
+}
+
 static int stat_fd(int fd, struct stat *st)
 {
     return fstatat(fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
@@ -117,12 +126,9 @@ int p9_op_lcreate(struct p9_server *s, struct p9_in *in, struct p9_out *o)
     int r = p9_getname(in, name);
     int flags = (int)p9_get32(in) & (P9_OPEN_FLAGS | O_EXCL);
     uint32_t mode = p9_get32(in), gid = p9_get32(in);
-    if (in->bad)
-        return -EINVAL;
+    r = parsed(in, r, f);
     if (r < 0)
         return r;
-    if (!f)
-        return -EBADF;
     if (f->open_fd >= 0)
         return -EBUSY;
     if (s->read_only)
@@ -178,12 +184,9 @@ int p9_op_symlink(struct p9_server *s, struct p9_in *in, struct p9_out *o)
     uint16_t len;
     const char *target = p9_getstr(in, &len);
     uint32_t gid = p9_get32(in);
-    if (in->bad)
-        return -EINVAL;
+    r = parsed(in, r, f);
     if (r < 0)
         return r;
-    if (!f)
-        return -EBADF;
     if (len == 0 || memchr(target, '\0', len))
         return -EINVAL;
     if (len >= PATH_MAX)
@@ -208,12 +211,9 @@ int p9_op_mknod(struct p9_server *s, struct p9_in *in, struct p9_out *o)
     int r = p9_getname(in, name);
     uint32_t mode = p9_get32(in), major = p9_get32(in), minor = p9_get32(in);
     uint32_t gid = p9_get32(in);
-    if (in->bad)
-        return -EINVAL;
+    r = parsed(in, r, f);
     if (r < 0)
         return r;
-    if (!f)
-        return -EBADF;
     switch (mode & S_IFMT) {
     case S_IFREG:
     case S_IFIFO:
@@ -239,12 +239,9 @@ int p9_op_mkdir(struct p9_server *s, struct p9_in *in, struct p9_out *o)
     char name[256];
     int r = p9_getname(in, name);
     uint32_t mode = p9_get32(in), gid = p9_get32(in);
-    if (in->bad)
-        return -EINVAL;
+    r = parsed(in, r, f);
     if (r < 0)
         return r;
-    if (!f)
-        return -EBADF;
     if (s->read_only)
         return -EROFS;
     if (mkdirat(f->fd, name, mode & 07777) < 0)

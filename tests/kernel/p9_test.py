@@ -29,27 +29,12 @@ import tempfile
 import threading
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 450
 MSIZE = 262144
 
 
-class Failure(Exception):
-    pass
-
-
-def kernel_dir():
-    p = subprocess.run([os.path.join(REPO, "guest/kernel/build.sh"), "--print-path"],
-                       capture_output=True, text=True)
-    path = p.stdout.strip()
-    if p.returncode != 0 or not os.path.isfile(os.path.join(path, "vmlinux")):
-        raise Failure(f"the guest kernel is not built ({path or '?'}/vmlinux); run "
-                      "guest/kernel/build.sh (scripts/test does)")
-    return path
-
-
-def cmdline_extra():
-    return subprocess.run([os.path.join(REPO, "guest/kernel/cmdline-extra")],
-                          capture_output=True, text=True, check=True).stdout.strip()
+from devices_test import Failure, cmdline_extra, kernel_dir  # noqa: E402  (the kit's kernel)
 
 
 def make_root(tmp, init, helper):

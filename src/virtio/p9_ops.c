@@ -136,7 +136,10 @@ int p9_op_lcreate(struct p9_server *s, struct p9_in *in, struct p9_out *o)
     cleanup_free char *path = p9_join(f->path, name);
     if (!path)
         return -ENAMETOOLONG;
-    cleanup_close int fd = p9_open_beneath(f->fd, name, (flags & ~O_DIRECTORY) | O_CREAT, mode);
+    /* always a new file (O_EXCL): an existing name, a FIFO or a device node the guest made
+     * there, is never opened on the host (EEXIST), and nothing blocks (O_NONBLOCK) */
+    cleanup_close int fd =
+        p9_open_beneath(f->fd, name, (flags & ~O_DIRECTORY) | O_CREAT | O_EXCL | O_NONBLOCK, mode);
     if (fd < 0)
         return fd;
     struct stat st;

@@ -331,6 +331,12 @@ static void test_files(void **state)
     assert_int_equal(T(P9_TWALK, "ddws", (uint32_t)1, (uint32_t)5, 1, "fifo"), 0);
     assert_int_equal(T(P9_TLOPEN, "dd", (uint32_t)5, (uint32_t)O_RDONLY),
                      EINVAL); /* never opened on the host */
+    /* nor by a create of its name (a FIFO without a reader would block the server) */
+    assert_int_equal(T(P9_TWALK, "ddw", (uint32_t)1, (uint32_t)6, 0), 0);
+    assert_int_equal(T(P9_TLCREATE, "dsddd", (uint32_t)6, "fifo", (uint32_t)O_WRONLY,
+                       (uint32_t)0600, (uint32_t)0),
+                     EEXIST);
+    assert_int_equal(T(P9_TCLUNK, "d", (uint32_t)6), 0);
     assert_int_equal(T(P9_TSTATFS, "d", (uint32_t)1), 0);
     assert_int_equal(T(P9_TFSYNC, "dd", (uint32_t)2, (uint32_t)1), 0);
     assert_int_equal(T(P9_TLOCK, "dbdqqds", (uint32_t)2, 1, (uint32_t)0, (uint64_t)0, (uint64_t)0,

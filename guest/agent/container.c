@@ -190,7 +190,7 @@ static int mount_one(int rootfd, const struct wisp_agent_mount *mt, struct wisp_
     cleanup_close int fd = -1;
 
     if (strcmp(type, "9p") == 0)
-        snprintf(data, sizeof(data), "trans=virtio,version=9p2000.L");
+        snprintf(data, sizeof(data), "trans=virtio,version=9p2000.L,msize=262144");
     if (mount_options(mt->options, mt->noptions, &flags, &prop, data, sizeof(data)) < 0)
         return wisp_err_set(err, E2BIG, "mount on %s: options too long", mt->destination);
     bind |= (flags & MS_BIND) != 0;
@@ -276,7 +276,8 @@ static int mount_root(struct container *c, const struct wisp_agent_container *sp
     if (mkdir(c->root, 0755) < 0 && errno != EEXIST)
         return wisp_err_sys(err, errno, "mkdir %s", c->root);
     if (spec->rootfs_tag) {
-        if (mount(spec->rootfs_tag, c->root, "9p", 0, "trans=virtio,version=9p2000.L") < 0)
+        if (mount(spec->rootfs_tag, c->root, "9p", 0,
+                  "trans=virtio,version=9p2000.L,msize=262144") < 0)
             return wisp_err_sys(err, errno, "mount the 9p tag '%s' as the root", spec->rootfs_tag);
     } else if (mount(spec->rootfs_path, c->root, NULL, MS_BIND | MS_REC, NULL) < 0) {
         return wisp_err_sys(err, errno, "bind %s as the root", spec->rootfs_path);

@@ -64,9 +64,10 @@ class Agent:
 
     def run(self, *args, stdin=None, timeout=120, ok=(0,)):
         cmd = [self.ctl, "--vsock", self.uds, "--timeout", str(timeout), *args]
+        t0 = time.monotonic()
         p = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=timeout + 30)
-        print(f"$ wisp-agentctl {' '.join(args)} -> {p.returncode}\n{p.stdout}{p.stderr}",
-              end="", flush=True)
+        print(f"$ wisp-agentctl {' '.join(args)} -> {p.returncode} "
+              f"({time.monotonic() - t0:.1f} s)\n{p.stdout}{p.stderr}", end="", flush=True)
         if ok is not None and p.returncode not in ok:
             raise Failure(f"wisp-agentctl {' '.join(args)}: status {p.returncode}: "
                           f"{p.stderr.strip()}")
@@ -268,9 +269,7 @@ def check_signal(a):
 
 def check_9p(a, share):
     a.run("container-create", "c9", "--rootfs-tag", "ctr", "--mount", "proc:proc:/proc")
-    a.run("create", "c9", "--", "sleep", "1000")
-    a.run("start", "c9")
-    p = a.run("run", "c9", "--exec-id", "r", "--env", "PATH=/bin", "--", "sh", "-c",
+    p = a.run("run", "c9", "--env", "PATH=/bin", "--", "sh", "-c",
               "read -r l </hello9p.txt; echo \"9p $l\"; echo written-in-guest >/from-guest.txt")
     expect("9p hello over 9p" in p.stdout, f"the 9p root's file: {p.stdout!r}")
     with open(os.path.join(share, "from-guest.txt")) as f:

@@ -13,6 +13,7 @@ host with wisp-agentctl over virtio-vsock. One boot carries every check (a Linux
     start (ps shows the agent's fork, then "sleep 1000");
   - an exec'd process: stdout, stderr, exit status 3, env, cwd, uid, gid, groups, umask,
     rlimits and no_new_privs as given; the mounts and the hostname as seen from inside;
+  - stdin: the host's bytes reach `cat` and its end of file ends it;
   - setup errors come back: a missing executable, a second container of the same id, start of a
     started process, an unknown container;
   - a pty: `stty size` prints the size given at create, then the size a RESIZE set;
@@ -212,6 +213,12 @@ def check_identity(a):
     expect(p.stderr.strip() == "to stderr", f"stderr was {p.stderr!r}")
 
 
+def check_stdin(a):
+    data = "line one\nline two from the host's stdin\n"
+    p = a.run("run", "c1", "--exec-id", "in1", "--stdin", "--", "cat", stdin=data)
+    expect(p.stdout == data, f"stdin through cat came back as {p.stdout!r}")
+
+
 def check_errors(a):
     p = a.run("create", "c1", "--exec-id", "bad", "--", "/bin/nonexistent", ok=(1,))
     expect("executable '/bin/nonexistent'" in p.stderr and "No such file" in p.stderr,
@@ -302,6 +309,7 @@ def main():
                 check_network(a)
                 init_pid = check_create_start(a)
                 check_identity(a)
+                check_stdin(a)
                 check_errors(a)
                 check_pty(a, init_pid)
                 check_signal(a)

@@ -140,7 +140,15 @@ void oci_cgroup_remove(const char *path)
         return;
     for (size_t i = 0; i < sizeof(controllers) / sizeof(controllers[0]); i++) {
         snprintf(p, sizeof(p), CG_ROOT "/%s%s", controllers[i], path);
-        rmdir(p); /* only the leaf: the parents are the engine's (and may hold others) */
+        /* The leaf, then each parent that is empty now (runc's MkdirAll makes them again);
+         * one that holds another container's cgroup stays (rmdir fails with EBUSY). */
+        size_t base = strlen(CG_ROOT) + 1 + strlen(controllers[i]);
+        while (strlen(p) > base && rmdir(p) == 0) {
+            char *slash = strrchr(p, '/');
+            if (!slash || (size_t)(slash - p) <= base)
+                break;
+            *slash = 0;
+        }
     }
 }
 

@@ -285,6 +285,13 @@ def case_podman(args, tmp):
             runner.wait()
         pm("rm", "-f", "-a")
         pm("rmi", "-f", "-a")
+        # podman's cgroupfs manager leaves conmon's cgroup behind (empty once conmon ended)
+        for ctrl in ["memory", "cpu,cpuacct", "pids", "cpuset"]:
+            for d in ["libpod_parent/conmon", "libpod_parent"]:
+                try:
+                    os.rmdir(f"/sys/fs/cgroup/{ctrl}/{d}")
+                except OSError:
+                    pass
 
 
 CASES = {"containerd": case_containerd, "podman": case_podman}

@@ -95,6 +95,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--oci", required=True)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--wisp-runs", type=int, default=1, help="wisp-oci's runs (each a boot)")
     ap.add_argument("--idle", default="1,10")
     ap.add_argument("--wisp-idle", default="1")
     args = ap.parse_args()
@@ -103,24 +104,26 @@ def main():
         with open(runsc, "w") as f:  # runsc needs its own network off outside a netns
             f.write('#!/bin/sh\nexec /usr/bin/runsc --network=none "$@"\n')
         os.chmod(runsc, 0o755)
-        runtimes = [("runc", "/usr/sbin/runc", args.idle), ("runsc", runsc, args.idle),
-                    ("wisp-oci (cold boot)", os.path.abspath(args.oci), args.wisp_idle)]
+        runtimes = [("runc", "/usr/sbin/runc", args.idle, args.runs),
+                    ("runsc", runsc, args.idle, args.runs),
+                    ("wisp-oci (cold boot)", os.path.abspath(args.oci), args.wisp_idle,
+                     args.wisp_runs)]
         image = make_image(tmp)
         cd = Containerd(tmp)
         try:
             cd.ctr("image", "import", image)
             times = {}
             print(f"{'runtime':24} {'ctr run -> exit (median)':>26} {'runs':>5}")
-            for label, binary, _ in runtimes:
+            for label, binary, _, runs in runtimes:
                 root = os.path.join(tmp, "root-" + label.split()[0])
-                t = [time_run(cd, binary, root, f"t{i}") for i in range(args.runs)]
+                t = [time_run(cd, binary, root, f"t{i}") for i in range(runs)]
                 times[label] = statistics.median(t)
                 print(f"{label:24} {times[label] * 1000:23.0f} ms {len(t):5}")
             base = times["runc"]
             for label in times:
                 print(f"  {label}: {times[label] / base:.1f}x runc")
             print(f"\n{'runtime':24} {'N':>4} {'PSS per idle container':>24}")
-            for label, binary, ns in runtimes:
+            for label, binary, ns, _ in runtimes:
                 root = os.path.join(tmp, "root-" + label.split()[0])
                 for n in [int(x) for x in ns.split(",") if x]:
                     mib = idle_memory(cd, binary, root, n, "idle")

@@ -161,7 +161,7 @@ def case_containerd(args, tmp):
         r = cd.ctr("image", "import", image)
         check(r.returncode == 0, f"ctr image import: {r.stderr}")
         common = ["--runtime", "io.containerd.runc.v2", "--runc-binary", args.oci,
-                  "--runc-root", runc_root]
+                  "--runc-root", runc_root, "--fifo-dir", os.path.join(tmp, "fifo")]
         script = ('echo hello-from-wisp; trap "echo got-term; exit 42" TERM; '
                   'while :; do sleep 0.2; done')
         runner = subprocess.Popen(["ctr", "-a", cd.sock, "run", "--rm"] + common +

@@ -16,48 +16,27 @@
    one vCPU, the same RAM, the same guest): host memory per VM, each side's MemAvailable drop.
 """
 import argparse
-import http.client
 import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "wispd"))
+import wispd_api  # noqa: E402
+from wispd_api import mem_available_kib  # noqa: E402
+
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-class UnixHTTP(http.client.HTTPConnection):
-    def __init__(self, path):
-        super().__init__("localhost", timeout=120)
-        self.path = path
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.connect(self.path)
-
-
 def call(sock, method, path, body=None, raw=False):
-    c = UnixHTTP(sock)
-    c.request(method, path, body=json.dumps(body) if body is not None else "")
-    r = c.getresponse()
-    data = r.read()
-    c.close()
-    if r.status >= 300:
-        raise RuntimeError(f"{method} {path}: {r.status} {data!r}")
-    if raw:
-        return data
-    return json.loads(data) if data else None
-
-
-def mem_available_kib():
-    for line in open("/proc/meminfo"):
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1])
+    return wispd_api.call(sock, method, path, body, raw, timeout=120)
 
 
 def cpu_s(pid):

@@ -11,41 +11,13 @@ pair is printed for VM #1, #10, #100, #1000 and as medians of windows, with the 
 MemAvailable drop over N.
 """
 import argparse
-import http.client
-import json
 import os
-import socket
 import statistics
 import subprocess
 import tempfile
 import time
 
-
-class UnixHTTP(http.client.HTTPConnection):
-    def __init__(self, path):
-        super().__init__("localhost", timeout=60)
-        self.path = path
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.connect(self.path)
-
-
-def call(sock, method, path, body=None):
-    c = UnixHTTP(sock)
-    c.request(method, path, body=json.dumps(body) if body is not None else "")
-    r = c.getresponse()
-    data = r.read()
-    c.close()
-    if r.status >= 300:
-        raise RuntimeError(f"{method} {path}: {r.status} {data!r}")
-    return json.loads(data) if data else None
-
-
-def mem_available_kib():
-    for line in open("/proc/meminfo"):
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1])
+from wispd_api import call, mem_available_kib
 
 
 def pss_kib(pid):

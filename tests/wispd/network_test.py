@@ -464,10 +464,7 @@ def main():
         try:
             globals()["case_" + A.case](s)
         except BaseException:
-            log = os.path.join(tmp, "wispd.log")
-            if os.path.exists(log):
-                sys.stderr.write("--- wispd.log (last 40 lines)\n" +
-                                 "".join(open(log).readlines()[-40:]))
+            wispd_test.print_log_tail(tmp)
             raise
         finally:
             s.close()

@@ -163,6 +163,13 @@ def wait_for(what, fn, timeout=20):
     raise AssertionError("timed out waiting for " + what)
 
 
+def print_log_tail(tmp):
+    """After a failure: the last 40 lines of TMP/wispd.log on stderr, if there is one."""
+    log = os.path.join(tmp, "wispd.log")
+    if os.path.exists(log):
+        sys.stderr.write("--- wispd.log (last 40 lines)\n" + "".join(open(log).readlines()[-40:]))
+
+
 def case_lifecycle(d):
     d.start()
     d.define("a", check=0)
@@ -462,10 +469,7 @@ def main_with(cases, daemon_class):
         try:
             cases["case_" + A.case.replace("-", "_")](d)
         except BaseException:
-            log = os.path.join(tmp, "wispd.log")
-            if os.path.exists(log):
-                sys.stderr.write("--- wispd.log (last 40 lines)\n" +
-                                 "".join(open(log).readlines()[-40:]))
+            print_log_tail(tmp)
             raise
         finally:
             if d.proc and d.proc.poll() is None:

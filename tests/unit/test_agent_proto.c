@@ -222,6 +222,23 @@ static void raw_u32(struct raw *r, uint16_t tag, uint32_t v)
     raw_field(r, tag, b, 4);
 }
 
+/* r emptied, then the fields of a valid PROCESS_CREATE: container c1's init (exec id ""), sh. */
+static void raw_process(struct raw *r)
+{
+    r->len = 0;
+    raw_str(r, WT_CONTAINER, "c1");
+    raw_str(r, WT_EXEC_ID, "");
+    raw_str(r, WT_ARG, "sh");
+}
+
+/* r emptied, then the fields of a valid CONTAINER_CREATE: container c1, rootfs /r. */
+static void raw_container(struct raw *r)
+{
+    r->len = 0;
+    raw_str(r, WT_CONTAINER, "c1");
+    raw_str(r, WT_ROOTFS_PATH, "/r");
+}
+
 /* A START request's ids, then `extra` fields; decodes and expects errnum with `msg` in it. */
 static void expect_refused(uint16_t type, const struct raw *r, int errnum, const char *msg)
 {
@@ -296,10 +313,7 @@ static void test_message_checks(void **state)
     raw_str(&r, WT_CWD, "tmp");
     expect_refused(WA_PROCESS_CREATE, &r, EINVAL, "not absolute");
 
-    r.len = 0;
-    raw_str(&r, WT_CONTAINER, "c1");
-    raw_str(&r, WT_EXEC_ID, "");
-    raw_str(&r, WT_ARG, "sh");
+    raw_process(&r);
     raw_str(&r, WT_ENV, "=x");
     expect_refused(WA_PROCESS_CREATE, &r, EINVAL, "NAME=value");
 
@@ -333,17 +347,13 @@ static void test_nested_checks(void **state)
 {
     struct raw r = {0}, inner = {0};
 
-    raw_str(&r, WT_CONTAINER, "c1");
-    raw_str(&r, WT_EXEC_ID, "");
-    raw_str(&r, WT_ARG, "sh");
+    raw_process(&r);
     raw_str(&inner, WT_RLIMIT_TYPE, "RLIMIT_NOFILE");
     raw_field(&r, WT_RLIMIT, inner.data, (uint32_t)inner.len);
     expect_refused(WA_PROCESS_CREATE, &r, EPROTO, "rlimit without");
 
-    r.len = inner.len = 0;
-    raw_str(&r, WT_CONTAINER, "c1");
-    raw_str(&r, WT_EXEC_ID, "");
-    raw_str(&r, WT_ARG, "sh");
+    raw_process(&r);
+    inner.len = 0;
     raw_str(&inner, WT_RLIMIT_TYPE, "RLIMIT_BOGUS");
     raw_field(&inner, WT_SOFT, "\0\0\0\0\0\0\0\0", 8);
     raw_field(&inner, WT_HARD, "\0\0\0\0\0\0\0\0", 8);
@@ -362,17 +372,15 @@ static void test_nested_checks(void **state)
     raw_field(&r, WT_ROUTE, inner.data, (uint32_t)inner.len);
     expect_refused(WA_NETWORK, &r, EINVAL, "not an address");
 
-    r.len = inner.len = 0;
-    raw_str(&r, WT_CONTAINER, "c1");
-    raw_str(&r, WT_ROOTFS_PATH, "/r");
+    raw_container(&r);
+    inner.len = 0;
     raw_str(&inner, WT_MOUNT_TYPE, "proc");
     raw_str(&inner, WT_DESTINATION, "proc");
     raw_field(&r, WT_MOUNT, inner.data, (uint32_t)inner.len);
     expect_refused(WA_CONTAINER_CREATE, &r, EINVAL, "not absolute");
 
-    r.len = inner.len = 0; /* a nested field cut inside */
-    raw_str(&r, WT_CONTAINER, "c1");
-    raw_str(&r, WT_ROOTFS_PATH, "/r");
+    raw_container(&r); /* a nested field cut inside */
+    inner.len = 0;
     raw_str(&inner, WT_MOUNT_TYPE, "proc");
     raw_field(&r, WT_MOUNT, inner.data, (uint32_t)inner.len - 1);
     expect_refused(WA_CONTAINER_CREATE, &r, EPROTO, "only");

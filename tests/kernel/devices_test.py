@@ -203,11 +203,16 @@ class TcpPeer:
                     self.received += chunk
             for _ in range(200):  # the guest's nc -l starts right after its nc exits
                 try:
-                    with socket.create_connection((GUEST_IP, PORT_TO_GUEST), timeout=10) as c:
-                        c.sendall(self.sent)
-                    return
+                    c = socket.create_connection((GUEST_IP, PORT_TO_GUEST), timeout=10)
                 except OSError:
                     threading.Event().wait(0.5)
+                    continue
+                # connected: a send that stalls (the guest's kernel is slow under PVM) is an
+                # error of its own, never a reason to connect again (nc -l took one connection)
+                with c:
+                    c.settimeout(TIMEOUT)
+                    c.sendall(self.sent)
+                return
             self.error = "could not connect to the guest's nc -l"
         except OSError as e:
             self.error = str(e)

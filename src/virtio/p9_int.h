@@ -136,6 +136,11 @@ struct p9_server {
 
 /* p9_server.c */
 struct p9_fid *p9_fid_get(struct p9_server *s, uint32_t num);
+/* The fid if it is one of a file (P9_FID_FILE), else NULL. */
+struct p9_fid *p9_file_fid(struct p9_server *s, uint32_t num);
+/* The checks every message with a fid and a name makes, in the order of their errors: a short
+ * message (-EINVAL), a bad name (name_r), an unknown fid (f NULL: -EBADF). */
+int p9_parsed(const struct p9_in *in, int name_r, const struct p9_fid *f);
 /* A new fid numbered num (-EBADF if taken, -EMFILE past P9_MAX_FIDS); fd and path owned. */
 int p9_fid_add(struct p9_server *s, uint32_t num, struct p9_fid **out);
 void p9_fid_remove(struct p9_server *s, struct p9_fid *f);

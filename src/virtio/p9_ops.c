@@ -23,21 +23,6 @@
 #define P9_OPEN_FLAGS                                                                              \
     (O_ACCMODE | O_TRUNC | O_APPEND | O_DSYNC | O_SYNC | O_DIRECTORY | O_LARGEFILE)
 
-static struct p9_fid *file_fid(struct p9_server *s, uint32_t num)
-{
-    struct p9_fid *f = p9_fid_get(s, num);
-    return f && f->kind == P9_FID_FILE ? f : NULL;
-}
-
-/* The checks every message with a fid and a name makes, in the order of their errors: a short
- * message, a bad name (name_r), an unknown fid. */
-static int parsed(const struct p9_in *in, int name_r, const struct p9_fid *f)
-{
-    if (in->bad)
-        return -EINVAL;
-    return name_r < 0 ? name_r : f ? 0 : -EBADF;
-}
-
 static int stat_fd(int fd, struct stat *st)
 {
     return fstatat(fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
@@ -60,7 +45,7 @@ static void give_away(struct p9_server *s, int dir, const char *name, uint32_t u
 /* Tstatfs: fid -> type bsize blocks bfree bavail files ffree fsid namelen. */
 int p9_op_statfs(struct p9_server *s, struct p9_in *in, struct p9_out *o)
 {
-    struct p9_fid *f = file_fid(s, p9_get32(in));
+    struct p9_fid *f = p9_file_fid(s, p9_get32(in));
     if (in->bad)
         return -EINVAL;
     if (!f)
@@ -90,7 +75,7 @@ static bool writes(int flags)
 /* Tlopen: fid flags -> qid iounit. Only regular files and directories are opened. */
 int p9_op_lopen(struct p9_server *s, struct p9_in *in, struct p9_out *o)
 {
-    struct p9_fid *f = file_fid(s, p9_get32(in));
+    struct p9_fid *f = p9_file_fid(s, p9_get32(in));
     int flags = (int)p9_get32(in) & P9_OPEN_FLAGS;
     if (in->bad)
         return -EINVAL;
@@ -121,12 +106,12 @@ int p9_op_lopen(struct p9_server *s, struct p9_in *in, struct p9_out *o)
 /* Tlcreate: dfid name flags mode gid -> qid iounit; the fid becomes the new file, open. */
 int p9_op_lcreate(struct p9_server *s, struct p9_in *in, struct p9_out *o)
 {
-    struct p9_fid *f = file_fid(s, p9_get32(in));
+    struct p9_fid *f = p9_file_fid(s, p9_get32(in));
     char name[256];
     int r = p9_getname(in, name);
     int flags = (int)p9_get32(in) & (P9_OPEN_FLAGS | O_EXCL);
     uint32_t mode = p9_get32(in), gid = p9_get32(in);
-    r = parsed(in, r, f);
+    r = p9_parsed(in, r, f);
     if (r < 0)
         return r;
     if (f->open_fd >= 0)
@@ -181,13 +166,13 @@ static int put_made(struct p9_out *o, int dir, const char *name)
  * resolved here. */
 int p9_op_symlink(struct p9_server *s, struct p9_in *in, struct p9_out *o)
 {
-    struct p9_fid *f = file_fid(s, p9_get32(in));
+    struct p9_fid *f = p9_file_fid(s, p9_get32(in));
     char name[256];
     int r = p9_getname(in, name);
     uint16_t len;
     const char *target = p9_getstr(in, &len);
     uint32_t gid = p9_get32(in);
-    r = parsed(in, r, f);
+    r = p9_parsed(in, r, f);
     if (r < 0)
         return r;
     if (len == 0 || memchr(target, '\0', len))
@@ -209,12 +194,12 @@ int p9_op_symlink(struct p9_server *s, struct p9_in *in, struct p9_out *o)
  * opens them as its own devices); the server never opens one (p9_reopen). */
 int p9_op_mknod(struct p9_server *s, struct p9_in *in, struct p9_out *o)
 {
-    struct p9_fid *f = file_fid(s, p9_get32(in));
+    struct p9_fid *f = p9_file_fid(s, p9_get32(in));
     char name[256];
     int r = p9_getname(in, name);
     uint32_t mode = p9_get32(in), major = p9_get32(in), minor = p9_get32(in);
     uint32_t gid = p9_get32(in);
-    r = parsed(in, r, f);
+    r = p9_parsed(in, r, f);
     if (r < 0)
         return r;
     switch (mode & S_IFMT) {
@@ -238,11 +223,11 @@ int p9_op_mknod(struct p9_server *s, struct p9_in *in, struct p9_out *o)
 /* Tmkdir: dfid name mode gid -> qid. */
 int p9_op_mkdir(struct p9_server *s, struct p9_in *in, struct p9_out *o)
 {
-    struct p9_fid *f = file_fid(s, p9_get32(in));
+    struct p9_fid *f = p9_file_fid(s, p9_get32(in));
     char name[256];
     int r = p9_getname(in, name);
     uint32_t mode = p9_get32(in), gid = p9_get32(in);
-    r = parsed(in, r, f);
+    r = p9_parsed(in, r, f);
     if (r < 0)
         return r;
     if (s->read_only)
@@ -286,8 +271,8 @@ static int fid_parent(struct p9_server *s, const struct p9_fid *f, char name[256
 /* Trename: fid dfid name (the older form of Trenameat). */
 int p9_op_rename(struct p9_server *s, struct p9_in *in, struct p9_out *o)
 {
-    struct p9_fid *f = file_fid(s, p9_get32(in));
-    struct p9_fid *d = file_fid(s, p9_get32(in));
+    struct p9_fid *f = p9_file_fid(s, p9_get32(in));
+    struct p9_fid *d = p9_file_fid(s, p9_get32(in));
     char name[256], old[256];
     int r = p9_getname(in, name);
     if (in->bad)
@@ -318,10 +303,10 @@ int p9_op_rename(struct p9_server *s, struct p9_in *in, struct p9_out *o)
 /* Trenameat: olddirfid oldname newdirfid newname. */
 int p9_op_renameat(struct p9_server *s, struct p9_in *in, struct p9_out *o)
 {
-    struct p9_fid *od = file_fid(s, p9_get32(in));
+    struct p9_fid *od = p9_file_fid(s, p9_get32(in));
     char oldname[256], newname[256];
     int r1 = p9_getname(in, oldname);
-    struct p9_fid *nd = file_fid(s, p9_get32(in));
+    struct p9_fid *nd = p9_file_fid(s, p9_get32(in));
     int r2 = p9_getname(in, newname);
     if (in->bad)
         return -EINVAL;
@@ -337,7 +322,7 @@ int p9_op_renameat(struct p9_server *s, struct p9_in *in, struct p9_out *o)
 /* Tunlinkat: dirfid name flags (AT_REMOVEDIR). */
 int p9_op_unlinkat(struct p9_server *s, struct p9_in *in, struct p9_out *o)
 {
-    struct p9_fid *d = file_fid(s, p9_get32(in));
+    struct p9_fid *d = p9_file_fid(s, p9_get32(in));
     char name[256];
     int r = p9_getname(in, name);
     uint32_t flags = p9_get32(in);
@@ -381,8 +366,8 @@ int p9_op_remove(struct p9_server *s, struct p9_in *in, struct p9_out *o)
 /* Tlink: dfid fid name. */
 int p9_op_link(struct p9_server *s, struct p9_in *in, struct p9_out *o)
 {
-    struct p9_fid *d = file_fid(s, p9_get32(in));
-    struct p9_fid *f = file_fid(s, p9_get32(in));
+    struct p9_fid *d = p9_file_fid(s, p9_get32(in));
+    struct p9_fid *f = p9_file_fid(s, p9_get32(in));
     char name[256];
     int r = p9_getname(in, name);
     if (in->bad)
@@ -405,7 +390,7 @@ int p9_op_link(struct p9_server *s, struct p9_in *in, struct p9_out *o)
 /* Treadlink: fid -> target. */
 int p9_op_readlink(struct p9_server *s, struct p9_in *in, struct p9_out *o)
 {
-    struct p9_fid *f = file_fid(s, p9_get32(in));
+    struct p9_fid *f = p9_file_fid(s, p9_get32(in));
     if (in->bad)
         return -EINVAL;
     if (!f)
@@ -426,7 +411,7 @@ int p9_op_readlink(struct p9_server *s, struct p9_in *in, struct p9_out *o)
  * mtime ctime btime gen data_version (the basic set, always). */
 int p9_op_getattr(struct p9_server *s, struct p9_in *in, struct p9_out *o)
 {
-    struct p9_fid *f = file_fid(s, p9_get32(in));
+    struct p9_fid *f = p9_file_fid(s, p9_get32(in));
     (void)p9_get64(in);
     if (in->bad)
         return -EINVAL;
@@ -488,7 +473,7 @@ static struct timespec set_time(uint32_t valid, uint32_t bit, uint32_t set_bit, 
 /* Tsetattr: fid valid mode uid gid size atime_sec atime_nsec mtime_sec mtime_nsec. */
 int p9_op_setattr(struct p9_server *s, struct p9_in *in, struct p9_out *o)
 {
-    struct p9_fid *f = file_fid(s, p9_get32(in));
+    struct p9_fid *f = p9_file_fid(s, p9_get32(in));
     uint32_t valid = p9_get32(in), mode = p9_get32(in), uid = p9_get32(in), gid = p9_get32(in);
     uint64_t size = p9_get64(in), as = p9_get64(in), ans = p9_get64(in), ms = p9_get64(in);
     uint64_t mns = p9_get64(in);
@@ -532,7 +517,7 @@ int p9_op_setattr(struct p9_server *s, struct p9_in *in, struct p9_out *o)
 /* Tfsync: fid datasync. */
 int p9_op_fsync(struct p9_server *s, struct p9_in *in, struct p9_out *o)
 {
-    struct p9_fid *f = file_fid(s, p9_get32(in));
+    struct p9_fid *f = p9_file_fid(s, p9_get32(in));
     uint32_t datasync = p9_get32(in);
     if (in->bad)
         return -EINVAL;
@@ -545,7 +530,7 @@ int p9_op_fsync(struct p9_server *s, struct p9_in *in, struct p9_out *o)
  * kernel's own (as QEMU's server does): always granted here, no host lock taken. */
 int p9_op_lock(struct p9_server *s, struct p9_in *in, struct p9_out *o)
 {
-    struct p9_fid *f = file_fid(s, p9_get32(in));
+    struct p9_fid *f = p9_file_fid(s, p9_get32(in));
     uint8_t type = p9_get8(in);
     (void)p9_get32(in);
     (void)p9_get64(in);
@@ -564,7 +549,7 @@ int p9_op_lock(struct p9_server *s, struct p9_in *in, struct p9_out *o)
 /* Tgetlock: fid type start length proc_id client_id -> the same with type UNLCK. */
 int p9_op_getlock(struct p9_server *s, struct p9_in *in, struct p9_out *o)
 {
-    struct p9_fid *f = file_fid(s, p9_get32(in));
+    struct p9_fid *f = p9_file_fid(s, p9_get32(in));
     uint8_t type = p9_get8(in);
     uint64_t start = p9_get64(in), length = p9_get64(in);
     uint32_t proc_id = p9_get32(in);

@@ -69,6 +69,19 @@ struct p9_fid *p9_fid_get(struct p9_server *s, uint32_t num)
     return NULL;
 }
 
+struct p9_fid *p9_file_fid(struct p9_server *s, uint32_t num)
+{
+    struct p9_fid *f = p9_fid_get(s, num);
+    return f && f->kind == P9_FID_FILE ? f : NULL;
+}
+
+int p9_parsed(const struct p9_in *in, int name_r, const struct p9_fid *f)
+{
+    if (in->bad)
+        return -EINVAL;
+    return name_r < 0 ? name_r : f ? 0 : -EBADF;
+}
+
 int p9_fid_add(struct p9_server *s, uint32_t num, struct p9_fid **out)
 {
     if (num == P9_NOFID || p9_fid_get(s, num))

@@ -77,16 +77,12 @@ static int get_value(int fd, const char *name, uint8_t **out, uint64_t *out_len)
  * list of names) with Tread. */
 int p9_op_xattrwalk(struct p9_server *s, struct p9_in *in, struct p9_out *o)
 {
-    struct p9_fid *f = p9_fid_get(s, p9_get32(in));
+    struct p9_fid *f = p9_file_fid(s, p9_get32(in));
     uint32_t newnum = p9_get32(in);
     char name[256];
-    int r = get_xattr_name(in, name, true);
-    if (in->bad)
-        return -EINVAL;
+    int r = p9_parsed(in, get_xattr_name(in, name, true), f);
     if (r < 0)
         return r;
-    if (!f || f->kind != P9_FID_FILE)
-        return -EBADF;
     uint8_t *buf = NULL;
     uint64_t len = 0;
     if (S_ISREG(f->mode) || S_ISDIR(f->mode)) {
@@ -116,17 +112,14 @@ int p9_op_xattrwalk(struct p9_server *s, struct p9_in *in, struct p9_out *o)
  * Twrite; Tclunk sets it (size 0: removes the attribute, as QEMU's server does). */
 int p9_op_xattrcreate(struct p9_server *s, struct p9_in *in, struct p9_out *o)
 {
-    struct p9_fid *f = p9_fid_get(s, p9_get32(in));
+    struct p9_fid *f = p9_file_fid(s, p9_get32(in));
     char name[256];
     int r = get_xattr_name(in, name, false);
     uint64_t size = p9_get64(in);
     uint32_t flags = p9_get32(in);
-    if (in->bad)
-        return -EINVAL;
+    r = p9_parsed(in, r, f);
     if (r < 0)
         return r;
-    if (!f || f->kind != P9_FID_FILE)
-        return -EBADF;
     if (f->open_fd >= 0)
         return -EBUSY;
     if (flags & ~(uint32_t)(XATTR_CREATE | XATTR_REPLACE))

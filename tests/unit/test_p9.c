@@ -372,6 +372,16 @@ static void test_xattr(void **state)
     assert_int_equal(T(P9_TXATTRWALK, "dds", (uint32_t)2, (uint32_t)4, ""), 0);
     assert_int_equal(p9_get64(&fx.r), 7);
     assert_int_equal(T(P9_TXATTRWALK, "dds", (uint32_t)2, (uint32_t)5, "trusted.x"), EOPNOTSUPP);
+    /* the checks' order: a short message, then the name, then the fid (3 is an xattr's) */
+    assert_int_equal(T(P9_TXATTRWALK, "dd", (uint32_t)99, (uint32_t)5), EINVAL);
+    assert_int_equal(T(P9_TXATTRWALK, "dds", (uint32_t)99, (uint32_t)5, "trusted.x"), EOPNOTSUPP);
+    assert_int_equal(T(P9_TXATTRWALK, "dds", (uint32_t)99, (uint32_t)5, "user.k"), EBADF);
+    assert_int_equal(T(P9_TXATTRWALK, "dds", (uint32_t)3, (uint32_t)5, "user.k"), EBADF);
+    assert_int_equal(T(P9_TXATTRCREATE, "dsq", (uint32_t)2, "user.k", (uint64_t)1), EINVAL);
+    assert_int_equal(T(P9_TXATTRCREATE, "dsqd", (uint32_t)99, "", (uint64_t)1, (uint32_t)0),
+                     EINVAL);
+    assert_int_equal(T(P9_TXATTRCREATE, "dsqd", (uint32_t)3, "user.k", (uint64_t)1, (uint32_t)0),
+                     EBADF);
     assert_int_equal(
         T(P9_TXATTRCREATE, "dsqd", (uint32_t)2, "user.big", (uint64_t)1 << 40, (uint32_t)0), E2BIG);
     /* a value shorter than announced is not set */

@@ -101,6 +101,8 @@ class Setup(wispd_test.Daemon):
                     os.kill(p, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+        for pid in wispd_test.console_writers(self.state):
+            os.kill(pid, signal.SIGKILL)
         wispd_test.remove_cgroups(self.state)
         for ns in [self.ns] + self.extra_ns:
             sh("ip", "netns", "del", ns, check=False)

@@ -84,6 +84,11 @@ int vmm_privileges_drop(struct vmm_privileges *p, struct wisp_err *err)
     /* Each of glibc's set*id calls signals every thread and waits for it (~45 us per thread
      * under nested KVM: docs/benchmarks.md), so none is made that changes nothing: no
      * supplementary group (the usual root), no setgroups. */
+    /* a credential change clears the parent-death signal (wisp-jailer sets one, so that its
+     * VMM ends with it): kept across the drop */
+    int death_sig = 0;
+    if (prctl(PR_GET_PDEATHSIG, &death_sig, 0, 0, 0) < 0)
+        return wisp_err_sys(err, errno, "--uid: PR_GET_PDEATHSIG");
     int groups = getgroups(0, NULL);
     if (groups < 0)
         return wisp_err_sys(err, errno, "--gid: getgroups");
@@ -100,6 +105,8 @@ int vmm_privileges_drop(struct vmm_privileges *p, struct wisp_err *err)
      * thread only, with the raw call: every thread made the same change) */
     if (syscall(SYS_setresuid, 0, 0, 0) == 0)
         return wisp_err_set(err, EPERM, "--uid: the process could become root again");
+    if (death_sig && prctl(PR_SET_PDEATHSIG, (unsigned long)death_sig, 0, 0, 0) < 0)
+        return wisp_err_sys(err, errno, "--uid: PR_SET_PDEATHSIG");
     p->dropped = true;
     return 0;
 }

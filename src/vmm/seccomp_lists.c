@@ -4,6 +4,7 @@
 #include <linux/if_tun.h>
 #include <linux/kvm.h>
 #include <linux/seccomp.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 
 #define N(a) (unsigned)(sizeof(a) / sizeof((a)[0]))
@@ -299,6 +300,8 @@ static const struct seccomp_rule main_rules[] = {
     ANY("setgroups", "rare: --uid when root has supplementary groups (privileges.c)"),
     ANY("prlimit64", "rare: a virtio-9p share raises RLIMIT_NOFILE (each fid holds an fd)"),
     ANY("capset", "--uid (privileges.c)"),
+    {"prctl", SC_ARG0, PR_GET_PDEATHSIG, "--uid: the parent-death signal the drop clears"},
+    {"prctl", SC_ARG0, PR_SET_PDEATHSIG, "rare: --uid: wisp-jailer's parent-death signal re-armed"},
     ANY("capget", "--uid (privileges.c)"),
     ANY("memfd_create", "guest memory on a memfd (mem_backend memfd, hugetlbfs)"),
     ANY("ftruncate", "the memfd's size"),

@@ -322,8 +322,12 @@ def case_dnsmasq(s):
     s.wisp("start", "vm", check=0)
     vmm_pid = s.vms()["vm"]["pid"]
     s.kill9()
+    inner = wispd_test.vmm_of(vmm_pid)  # the jailer's wisp-vmm
+    assert inner != vmm_pid, "the VM runs jailed"
     os.kill(vmm_pid, signal.SIGKILL)
     wait_for("the VM gone", lambda: not alive(vmm_pid))
+    # its VMM ends with it (a parent-death signal): no cgroups here to find an orphan by
+    wait_for("the jailed VMM gone with its jailer", lambda: not alive(inner))
     s.start()  # (a zombie not yet reaped is reattached, then seen ending at once)
     wait_for("the VM seen stopped", lambda: s.vms()["vm"]["state"] == "stopped")
     assert not [l for l in s.links() if l.startswith("wt")], s.links()

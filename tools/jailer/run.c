@@ -143,6 +143,10 @@ static int child_main(void *unused)
     if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
         child_fail("close_range");
     char *envp[] = {NULL};
+    /* the VMM ends with its jailer, whoever kills the jailer: without cgroups nothing else
+     * would find it (wisp-vmm re-arms this after its --uid drop, which clears it) */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+        child_fail("PR_SET_PDEATHSIG");
     sigprocmask(SIG_SETMASK, &child.mask, NULL);
     execve(child.argv[0], child.argv, envp);
     child_fail(o->exec_file);

@@ -110,8 +110,7 @@ def vmm_processes(state_dir):
 
 def console_writers(state_dir):
     """The processes whose stdout is a console log of this state directory: every wisp-vmm of
-    it, found even when its jailer is gone (a jailed VMM outlives a killed jailer, and with no
-    cgroups, as under `ip netns exec`, wispd cannot find it: docs/wispd.md, "Not built yet")."""
+    it, found even when its jailer is gone: a last resort, for a test that failed half-way."""
     out = []
     logs = os.path.join(state_dir, "logs") + "/"
     for p in os.listdir("/proc"):

@@ -119,9 +119,24 @@ def snapshot_counter(c, name, extra=()):
     pause(v)
     snap, mem = c.path(name + ".snap"), c.path(name + ".mem")
     snapshot(v, snap, mem)
+    settle(v)
     if v.end() != 0:
         raise Failure("the snapshotted VM did not end with status 0 on SIGTERM")
     return v.stdout(), snap, mem  # all it printed: it was paused since
+
+
+def settle(v, quiet=0.5, timeout=20):
+    """Waits until a paused VM's output stops growing: its console writer has written what the
+    guest printed before the pause. A stopping wisp-vmm drains its writer for a bounded time
+    only (it must end within a second), and a writer slowed down (under strace, as
+    seccomp-coverage runs this) could otherwise lose the last line to the check."""
+    deadline = time.monotonic() + timeout
+    last, since = v.stdout(), time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - since < quiet:
+        time.sleep(0.05)
+        now = v.stdout()
+        if now != last:
+            last, since = now, time.monotonic()
 
 
 def case_count(c):

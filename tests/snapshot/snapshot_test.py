@@ -96,7 +96,9 @@ def expect_sequence(before, after, what):
     if n != list(range(len(n))) or len(n) < 2:
         bad = next((i for i, x in enumerate(n) if x != i), None)
         raise Failure(f"{what}: the counting is not continuous (at index {bad}: "
-                      f"{n[max(0, (bad or 0) - 3):(bad or 0) + 3]})")
+                      f"{n[max(0, (bad or 0) - 3):(bad or 0) + 3]}); the end of the first "
+                      f"VM's output: {before[-60:]!r}, the start of the second's: "
+                      f"{after[:60]!r}")
     last_before = counts(before)[-1]
     print(f"{what}: {last_before + 1} counted before the snapshot, continued to {n[-1]}")
     return last_before

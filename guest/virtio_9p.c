@@ -6,7 +6,12 @@
  * link, symlink, readlink, mknod, readdir, statfs, lock, getlock, flush, unlinkat, and refused
  * requests (a lying size, an unknown type, a name with '/'). With "p9.bench=N" it then reads
  * big.bin N times with msize-sized Treads and prints the TSC cycles per MiB (bench/9p). Prints
- * "p9: ok" and the tag; with "p9.hold=1" it then idles until the VM is ended. */
+ * "p9: ok" and the tag; with "p9.hold=1" it then idles until the VM is ended.
+ *
+ * With "p9.clone=MS" (tests/virtio/p9_guest_test.py --snapshot) it only sets the device up,
+ * prints "p9: ready" and waits MS ms with no fid (the host snapshots it meanwhile), then
+ * attaches, prints the first line of hello.txt ("p9: hello LINE") and the result of creating
+ * made.txt ("p9: create 0" or the errno), and idles holding its fids. */
 #include "guest.h"
 #include "virtio.h"
 
@@ -442,6 +447,46 @@ static void bench(uint64_t rounds)
     clunk(6);
 }
 
+static void clone_case(uint64_t ms)
+{
+    guest_printf("p9: ready\n");
+    for (uint64_t i = 0; i < ms; i++)
+        guest_udelay(1000); /* a restore under PVM sees the host's TSC: the wait is over */
+    begin(P9_TVERSION);
+    put32(MSIZE);
+    puts9("9P2000.L");
+    GUEST_ASSERT_EQ(rpc(), 0);
+    begin(P9_TATTACH);
+    put32(0);
+    put32(~0u);
+    puts9("root");
+    puts9("");
+    put32(0);
+    GUEST_ASSERT_EQ(rpc(), 0);
+    static const char *const hello[] = {"hello.txt"};
+    GUEST_ASSERT_EQ(walk(0, 1, 1, hello), 0);
+    lopen(1, 0);
+    uint8_t *data;
+    uint32_t n = read_at(1, 0, 200, &data);
+    char line[201];
+    uint32_t k = 0;
+    while (k < n && data[k] != '\n')
+        line[k] = (char)data[k], k++;
+    line[k] = 0;
+    guest_printf("p9: hello %s\n", line);
+    static const char *const none[] = {"x"};
+    GUEST_ASSERT_EQ(walk(0, 2, 0, none), 0); /* a fid of the root to create in */
+    begin(P9_TLCREATE);
+    put32(2);
+    puts9("made.txt");
+    put32(01 | 0100); /* O_WRONLY | O_CREAT */
+    put32(0644);
+    put32(0);
+    guest_printf("p9: create %u\n", (unsigned)rpc());
+    for (;;)
+        guest_udelay(10000);
+}
+
 void guest_main(void)
 {
     struct gvirtio_dev d;
@@ -458,6 +503,9 @@ void guest_main(void)
     gvirtio_driver_ok(&d);
     req = gvirtio_alloc(MSIZE, 4096);
     rep = gvirtio_alloc(MSIZE, 4096);
+    uint64_t clone_ms = guest_cmdline_u64("p9.clone", 0);
+    if (clone_ms)
+        clone_case(clone_ms);
     session();
     files();
     directory();

@@ -4,7 +4,13 @@
  * own I/O thread ("9p-<name>"), one request at a time, so a file system call that blocks holds
  * up only this share, never a vCPU or the main loop. A request's readable buffers are copied
  * into one buffer, the reply is built in another and copied into the writable buffers; a
- * Tread's data is read straight into the writable buffers (p9_server_read_direct). */
+ * Tread's data is read straight into the writable buffers (p9_server_read_direct).
+ *
+ * Snapshots (docs/9p.md, "Snapshots"): a share is saved while its session holds no fid (the
+ * guest's driver probed the device but nothing is mounted, or everything was unmounted): the
+ * transport and the queue are saved, the session is not (without a fid the next request can
+ * only be a Tversion or a Tattach, which start anew). A fid is an open host file descriptor,
+ * which a snapshot cannot carry: with any, the snapshot is refused. */
 #include <endian.h>
 #include <errno.h>
 #include <linux/virtio_9p.h>
@@ -126,10 +132,34 @@ static void p9_reset(struct virtio_dev *vdev)
     (void)evloop_call_sync(fs->loop, p9_reset_in_loop, fs);
 }
 
+/* The queue is served one request at a time on the I/O thread: once virtio_serve_stop()
+ * returns nothing is in flight, and the session is only read here while nothing serves it. */
+static int p9_quiesce(struct virtio_dev *vdev, struct wisp_err *err)
+{
+    struct virtio_9p *fs = (struct virtio_9p *)vdev;
+    virtio_serve_stop(vdev);
+    unsigned fids = p9_server_nr_fids(fs->server);
+    if (fids)
+        return wisp_err_set(err, EBUSY,
+                            "a virtio-9p share cannot be snapshotted while the guest holds "
+                            "%u fid%s on it (they are open host file descriptors): take the "
+                            "snapshot before the guest mounts tag %s, or after it unmounts it",
+                            fids, fids == 1 ? "" : "s", fs->p->tag);
+    return 0;
+}
+
+static int p9_resume(struct virtio_dev *vdev, struct wisp_err *err)
+{
+    struct virtio_9p *fs = (struct virtio_9p *)vdev;
+    return virtio_serve_start(vdev, fs->loop, p9_serve, err);
+}
+
 static const struct virtio_dev_ops p9_ops = {
     .config_read = p9_config_read,
     .activate = p9_activate,
     .reset = p9_reset,
+    .quiesce = p9_quiesce,
+    .resume = p9_resume,
 };
 
 static int p9_realize(struct device *dev, struct wisp_err *err)
@@ -183,16 +213,6 @@ static void p9_teardown(struct device *dev)
     dev->state = NULL;
 }
 
-/* Snapshots are refused: the session's fids are host file descriptors, which a snapshot file
- * cannot carry (docs/9p.md). */
-static int p9_quiesce(struct device *dev, struct wisp_err *err)
-{
-    return wisp_err_set(err, EOPNOTSUPP,
-                        "%s: a VM with a virtio-9p share cannot be snapshotted (its open files "
-                        "are host file descriptors)",
-                        dev->name);
-}
-
 const struct device_ops virtio_9p_device_ops = {
     .type = "virtio-9p",
     .realize = p9_realize,
@@ -200,5 +220,8 @@ const struct device_ops virtio_9p_device_ops = {
     .mmio_read = virtio_mmio_read,
     .mmio_write = virtio_mmio_write,
     .teardown = p9_teardown,
-    .quiesce = p9_quiesce,
+    .quiesce = virtio_mmio_quiesce,
+    .resume = virtio_mmio_resume,
+    .save = virtio_mmio_save,
+    .load = virtio_mmio_load,
 };

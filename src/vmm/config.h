@@ -156,6 +156,15 @@ void vm_balloon_config_read(struct vm_config *cfg, struct state_reader *r);
 /* The pmem devices' part, after the balloon's (api_pmem.c): tagged 'P', absent reads as none. */
 void vm_pmem_config_write(const struct vm_config *cfg, struct state_writer *w);
 void vm_pmem_config_read(struct vm_config *cfg, struct state_reader *r);
+/* The virtio-9p shares' part, after the pmem devices' (api_fs.c): tagged 'F', absent reads as
+ * none. */
+void vm_fs_config_write(const struct vm_config *cfg, struct state_writer *w);
+void vm_fs_config_read(struct vm_config *cfg, struct state_reader *r);
+/* fs_overrides at a snapshot's load: the share named by fs_id (or, when NULL, by its tag) gets
+ * the directory `path` (checked: a directory), and read_only when it is 0 or 1 (-1: the
+ * snapshot's). Returns the share's index, or -errno. */
+int vm_fs_override(struct vm_config *cfg, const char *fs_id, const char *tag, const char *path,
+                   int read_only, struct wisp_err *err);
 /* The name of pmem device i (its id, or pmemN) into buf. */
 const char *vm_pmem_name(const struct vm_config *cfg, unsigned i, char *buf, size_t len);
 /* --mem-backend's value (anon, memfd, file=PATH, hugetlbfs[=MOUNT]) into cfg->mem; `where`

@@ -38,6 +38,16 @@ struct snapshot_drive_override {
     const char *path_on_host; /* the image this restored VM uses instead */
 };
 
+/* wisp's extension: a virtio-9p share of the snapshot serves another directory (a clone's own
+ * root). The snapshot holds no fid of the share (docs/9p.md), so nothing the guest has open
+ * refers to the old directory. */
+struct snapshot_fs_override {
+    const char *fs_id;        /* the share's id, or NULL: then */
+    const char *tag;          /* its tag (exactly one of the two) */
+    const char *path_on_host; /* the directory the share serves instead */
+    int read_only;            /* 0 or 1; -1: as the snapshot's */
+};
+
 #define SNAPSHOT_MAX_OVERRIDES 16
 
 struct snapshot_load_params {
@@ -51,6 +61,8 @@ struct snapshot_load_params {
     unsigned nr_overrides;
     struct snapshot_drive_override drive_overrides[SNAPSHOT_MAX_OVERRIDES];
     unsigned nr_drive_overrides;
+    struct snapshot_fs_override fs_overrides[SNAPSHOT_MAX_OVERRIDES];
+    unsigned nr_fs_overrides;
     /* vsock_override {uds_path}: the clone's own socket; NULL: the snapshot's */
     const char *vsock_uds_path;
     /* vsock_override {guest_cid} (wisp's): the clone's own cid; 0: the snapshot's */

@@ -1,6 +1,6 @@
 /* The API's snapshot routes (docs/api.md, docs/snapshot.md) with Firecracker's bodies:
  * PUT /snapshot/create (answered when both files are written) and PUT /snapshot/load, plus
- * wisp's extension drive_overrides. */
+ * wisp's extensions drive_overrides and fs_overrides. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,11 +107,45 @@ static int read_overrides(const json_t *list, const char *what, const char *key,
     return 0;
 }
 
+/* fs_overrides [{fs_id | tag, path_on_host, read_only}]. */
+static int read_fs_overrides(const json_t *list, struct snapshot_load_params *p,
+                             struct wisp_err *err)
+{
+    if (!list)
+        return 0;
+    if (json_array_size(list) > SNAPSHOT_MAX_OVERRIDES)
+        return wisp_err_set(err, EINVAL, "PUT /snapshot/load: fs_overrides: more than %u entries",
+                            SNAPSHOT_MAX_OVERRIDES);
+    for (size_t i = 0; i < json_array_size(list); i++) {
+        char where[96];
+        snprintf(where, sizeof(where), "PUT /snapshot/load: fs_overrides[%zu]", i);
+        const json_t *o = json_array_get(list, i);
+        if (!json_is_object(o))
+            return wisp_err_set(err, EINVAL, "%s: %s, not an object", where, api_json_type_name(o));
+        struct snapshot_fs_override *ov = &p->fs_overrides[i];
+        bool ro = false;
+        const struct api_json_field f[] = {
+            {"fs_id", API_JSON_STRING, false, &ov->fs_id, NULL, 0},
+            {"tag", API_JSON_STRING, false, &ov->tag, NULL, 0},
+            {"path_on_host", API_JSON_STRING, true, &ov->path_on_host, NULL, 0},
+            {"read_only", API_JSON_BOOL, false, &ro, NULL, 0},
+        };
+        int r = api_json_read(o, where, f, sizeof(f) / sizeof(f[0]), err);
+        if (r < 0)
+            return r;
+        if (!ov->fs_id == !ov->tag)
+            return wisp_err_set(err, EINVAL, "%s: exactly one of fs_id and tag", where);
+        ov->read_only = json_object_get(o, "read_only") ? ro : -1;
+        p->nr_fs_overrides = (unsigned)i + 1;
+    }
+    return 0;
+}
+
 static int read_load(const json_t *body, struct snapshot_load_params *p, struct wisp_err *err)
 {
     static const char where[] = "PUT /snapshot/load";
     const char *mem_file = NULL;
-    json_t *backend = NULL, *nets = NULL, *drives = NULL, *vsock = NULL;
+    json_t *backend = NULL, *nets = NULL, *drives = NULL, *vsock = NULL, *fs = NULL;
     bool diff = false;
     const struct api_json_field f[] = {
         {"snapshot_path", API_JSON_STRING, true, &p->snapshot_path, NULL, 0},
@@ -124,6 +158,7 @@ static int read_load(const json_t *body, struct snapshot_load_params *p, struct 
         {"network_overrides", API_JSON_ARRAY, false, &nets, NULL, 0},
         {"vsock_override", API_JSON_OBJECT, false, &vsock, NULL, 0},
         {"drive_overrides", API_JSON_ARRAY, false, &drives, NULL, 0}, /* wisp's */
+        {"fs_overrides", API_JSON_ARRAY, false, &fs, NULL, 0},        /* wisp's */
     };
     int r = api_json_read(body, where, f, sizeof(f) / sizeof(f[0]), err);
     p->track_dirty_pages |= diff; /* Firecracker's older name */
@@ -154,6 +189,8 @@ static int read_load(const json_t *body, struct snapshot_load_params *p, struct 
                            &p->nr_drive_overrides, err);
     for (unsigned i = 0; r == 0 && i < p->nr_drive_overrides; i++)
         p->drive_overrides[i] = (struct snapshot_drive_override){ids[i], paths[i]};
+    if (r == 0)
+        r = read_fs_overrides(fs, p, err);
     return r;
 }
 

@@ -1,6 +1,6 @@
 /* The machine's configuration in a snapshot (docs/snapshot.md, section CONF): what the guest
- * sees of it (memory, vCPUs, the console device, rng, drives, NICs with their MACs), so that a
- * restore builds the same machine. Read back with the checks the command line makes. */
+ * sees of it (memory, vCPUs, the console device, rng, drives, NICs with their MACs, shares), so
+ * that a restore builds the same machine. Read back with the checks the command line makes. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,6 +76,7 @@ int snapshot_config_write(const struct vm_config *cfg, const struct machine *m,
     }
     vm_balloon_config_write(cfg, w);
     vm_pmem_config_write(cfg, w);
+    vm_fs_config_write(cfg, w);
     vm_vsock_config_write(cfg, w);
     return state_writer_error(w, "configuration", err);
 }
@@ -183,9 +184,10 @@ int snapshot_config_read(struct vm_config *cfg, struct state_reader *r, struct w
         read_nic(cfg, &cfg->nics[i], r);
     vm_balloon_config_read(cfg, r);
     vm_pmem_config_read(cfg, r);
+    vm_fs_config_read(cfg, r);
     vm_vsock_config_read(cfg, r);
     if (r->bad) {
-        cfg->nr_drives = cfg->nr_nics = cfg->nr_pmems = 0;
+        cfg->nr_drives = cfg->nr_nics = cfg->nr_pmems = cfg->nr_fs = 0;
         return state_reader_done(r, "configuration", err);
     }
     int ret = state_reader_done(r, "configuration", err);

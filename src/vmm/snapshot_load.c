@@ -59,6 +59,7 @@ static int check_fresh(const struct vmm *v, struct wisp_err *err)
                        : c->nr_drives   ? "drives"
                        : c->nr_nics     ? "network interfaces"
                        : c->rng         ? "an entropy device"
+                       : c->nr_fs       ? "virtio-9p shares"
                        : c->test_socket ? "--test-socket"
                                         : NULL;
     if (what)
@@ -75,6 +76,17 @@ static int check_params(const struct snapshot_load_params *p, struct wisp_err *e
         return wisp_err_set(err, EINVAL, "snapshot_path: missing");
     if (!p->backend_path || !*p->backend_path)
         return wisp_err_set(err, EINVAL, "mem_backend: backend_path: missing");
+    if (p->nr_fs_overrides > SNAPSHOT_MAX_OVERRIDES)
+        return wisp_err_set(err, EINVAL, "fs_overrides: more than %u", SNAPSHOT_MAX_OVERRIDES);
+    for (unsigned i = 0; i < p->nr_fs_overrides; i++) {
+        const struct snapshot_fs_override *o = &p->fs_overrides[i];
+        if (!o->fs_id == !o->tag || (o->fs_id && !*o->fs_id) || (o->tag && !*o->tag) ||
+            !o->path_on_host || !*o->path_on_host || o->read_only < -1 || o->read_only > 1)
+            return wisp_err_set(err, EINVAL,
+                                "fs_overrides[%u]: one of fs_id and tag, and path_on_host, are "
+                                "required",
+                                i);
+    }
     if (p->nr_overrides > SNAPSHOT_MAX_OVERRIDES || p->nr_drive_overrides > SNAPSHOT_MAX_OVERRIDES)
         return wisp_err_set(err, EINVAL, "%s: more than %u",
                             p->nr_overrides > SNAPSHOT_MAX_OVERRIDES ? "network_overrides"
@@ -122,6 +134,24 @@ static int apply_drive_overrides(struct vm_config *cfg, const struct snapshot_lo
     return 0;
 }
 
+/* Each share at most once: two overrides of one share are refused. */
+static int apply_fs_overrides(struct vm_config *cfg, const struct snapshot_load_params *p,
+                              struct wisp_err *err)
+{
+    bool done[VMM_MAX_FS] = {false};
+    for (unsigned o = 0; o < p->nr_fs_overrides; o++) {
+        const struct snapshot_fs_override *ov = &p->fs_overrides[o];
+        int i = vm_fs_override(cfg, ov->fs_id, ov->tag, ov->path_on_host, ov->read_only, err);
+        if (i < 0)
+            return i;
+        if (done[i])
+            return wisp_err_set(err, EINVAL, "fs_overrides: share %s is overridden twice",
+                                cfg->fs[i].tag);
+        done[i] = true;
+    }
+    return 0;
+}
+
 static int apply_overrides(struct vm_config *cfg, const struct snapshot_load_params *p,
                            struct wisp_err *err)
 {
@@ -143,7 +173,8 @@ static int apply_overrides(struct vm_config *cfg, const struct snapshot_load_par
         if (!(cfg->nics[i].tap = vm_config_strdup(cfg, ov->host_dev_name, err)))
             return -ENOMEM;
     }
-    return apply_drive_overrides(cfg, p, err);
+    int r = apply_drive_overrides(cfg, p, err);
+    return r < 0 ? r : apply_fs_overrides(cfg, p, err);
 }
 
 /* The machine: the snapshot's guest side, this process's host side (console, --debug, ...). */

@@ -182,7 +182,7 @@ const char vmm_usage_text[] =
     "S,\n"
     "    \"mem_backend\": {\"backend_type\": \"File\", \"backend_path\": M}, \"resume_vm\": true}\n"
     "    (memory mapped MAP_PRIVATE, shared by every clone; Uffd: a page-fault handler), with\n"
-    "    network_overrides and drive_overrides for clones; diff snapshots with\n"
+    "    network_overrides, drive_overrides and fs_overrides for clones; diff snapshots with\n"
     "    track_dirty_pages. See docs/snapshot.md.\n"
     "\n"
     "ENVIRONMENT\n"

@@ -12,6 +12,11 @@ changed.
 share in GET /vm/config), starts the guest, and checks that PUT /snapshot/create of the paused
 VM is refused with the documented message.
 
+--snapshot snapshots the guest with its share set up and no fid (p9.clone), checks that the
+source, once it attached, is refused a snapshot (it holds fids), that bad fs_overrides are 400s
+naming what is wrong, and that clones restored with fs_overrides each serve their own directory
+(read-write, and read-only: the guest's create gets EROFS).
+
 --bench reads a 16 MiB file ROUNDS times (Treads of msize) and prints the guest's TSC cycles per
 MiB (bench/9p compares wisp-vmm with QEMU). Exits 0 on success, 1 with a message on failure.
 """
@@ -106,16 +111,96 @@ def api_case(vmm, guest, tmp, share, outside):
     check(share, outside, False)
 
 
+def clone_dir(tmp, name, line):
+    d = os.path.join(tmp, name)
+    os.mkdir(d)
+    with open(os.path.join(d, "hello.txt"), "w") as f:
+        f.write(line + "\n")
+    return d
+
+
+def snapshot_case(vmm, guest, tmp, share):
+    snap, mem = os.path.join(tmp, "p9.snap"), os.path.join(tmp, "p9.mem")
+    v = apilib.Vmm(vmm, tmp, name="src")
+    try:
+        v.expect("PUT", "/boot-source", {"kernel_image_path": guest, "boot_args": "p9.clone=3000"})
+        v.expect("PUT", "/fs/root", {"fs_id": "root", "tag": TAG, "path_on_host": share})
+        v.expect("PUT", "/actions", {"action_type": "InstanceStart"})
+        v.wait_console(r"^p9: ready$")
+        v.expect("PATCH", "/vm", {"state": "Paused"})
+        v.expect("PUT", "/snapshot/create", {"snapshot_path": snap, "mem_file_path": mem})
+        # the source goes on, attaches: now it holds fids, and a snapshot is refused
+        v.expect("PATCH", "/vm", {"state": "Resumed"})
+        v.wait_console(r"^p9: create 0$")
+        apilib.check(re.search(r"^p9: hello hello from the host$", v.out(), re.M),
+                     f"the source read another hello.txt: {v.out()!r}")
+        v.expect("PATCH", "/vm", {"state": "Paused"})
+        bad = os.path.join(tmp, "refused")
+        v.expect("PUT", "/snapshot/create", {"snapshot_path": bad, "mem_file_path": bad + ".mem"},
+                 400, ["cannot be snapshotted while the guest holds", f"tag {TAG}"])
+        apilib.check(not os.path.exists(bad), "a refused snapshot left its file")
+    finally:
+        v.stop()
+    one = clone_dir(tmp, "one", "clone one")
+    two = clone_dir(tmp, "two", "clone two")
+    load = {"snapshot_path": snap, "mem_backend": {"backend_type": "File", "backend_path": mem},
+            "resume_vm": True}
+    c1 = apilib.Vmm(vmm, tmp, name="c1")
+    c2 = None
+    try:
+        for ov, what in [
+                ([{"fs_id": "nope", "path_on_host": one}], "fs_id nope: the snapshot has no such"),
+                ([{"tag": "nope", "path_on_host": one}], "tag nope: the snapshot has no such"),
+                ([{"fs_id": "root", "tag": TAG, "path_on_host": one}], "exactly one of fs_id"),
+                ([{"fs_id": "root"}], "path_on_host"),
+                ([{"fs_id": "root", "path_on_host": os.path.join(tmp, "none")}], "none"),
+                ([{"fs_id": "root", "path_on_host": os.path.join(one, "hello.txt")}],
+                 "is not a directory"),
+                ([{"fs_id": "root", "path_on_host": one, "read_only": "yes"}], "read_only"),
+                ([{"fs_id": "root", "path_on_host": one}, {"tag": TAG, "path_on_host": two}],
+                 "overridden twice"),
+                ("x", "fs_overrides")]:
+            c1.expect("PUT", "/snapshot/load", dict(load, fs_overrides=ov), 400, what)
+        c1.expect("PUT", "/snapshot/load",
+                  dict(load, fs_overrides=[{"fs_id": "root", "path_on_host": one}]))
+        c2 = apilib.Vmm(vmm, tmp, name="c2")
+        c2.expect("PUT", "/snapshot/load",
+                  dict(load, fs_overrides=[{"tag": TAG, "path_on_host": two, "read_only": True}]))
+        c1.wait_console(r"^p9: create \d+$")
+        c2.wait_console(r"^p9: create \d+$")
+        for c, line, status in [(c1, "clone one", 0), (c2, "clone two", 30)]:
+            out = c.out()
+            apilib.check(re.search(rf"^p9: hello {line}$", out, re.M),
+                         f"the clone did not read its own share ({line}): {out!r}")
+            apilib.check(re.search(rf"^p9: create {status}$", out, re.M),
+                         f"the clone's create: not {status}: {out!r}")
+        _, cfg = c2.req("GET", "/vm/config")
+        apilib.check(cfg.get("fs") == [{"fs_id": "root", "tag": TAG, "path_on_host": two,
+                                        "read_only": True}], f"GET /vm/config: {cfg.get('fs')}")
+    finally:
+        c1.stop()
+        if c2:
+            c2.stop()
+    apilib.check(os.path.exists(os.path.join(one, "made.txt")), "clone one's file is missing")
+    apilib.check(not os.path.exists(os.path.join(two, "made.txt")), "a read-only share changed")
+    apilib.check(os.path.exists(os.path.join(share, "made.txt")), "the source's file is missing")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--vmm", required=True, help="path to wisp-vmm, or 'qemu'")
     ap.add_argument("--guest", required=True)
     ap.add_argument("--bench", type=int, default=0)
     ap.add_argument("--api", action="store_true")
+    ap.add_argument("--snapshot", action="store_true")
     a = ap.parse_args()
     try:
         with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
             share, outside = prepare(tmp)
+            if a.snapshot:
+                snapshot_case(a.vmm, a.guest, tmp, share)
+                print("ok")
+                return 0
             if a.api:
                 api_case(a.vmm, a.guest, tmp, share, outside)
                 print("ok")

@@ -568,10 +568,11 @@ json_t *placement_host_json(const struct wispd *d)
     json_t *dirs = json_array();
     for (unsigned i = 0; i < CGROUP_V1_MAX && p->cg_dirs[i][0]; i++)
         json_array_append_new(dirs, json_string(p->cg_dirs[i]));
-    return json_pack("{s:s, s:o, s:o, s:s, s:b, s:s}", "cgroups",
+    return json_pack("{s:s, s:s, s:o, s:o, s:s, s:b, s:s}", "cgroups",
                      p->cg_mode == CGROUP_V2   ? "v2"
                      : p->cg_mode == CGROUP_V1 ? "v1"
                                                : "off",
+                     "favordynmods", p->cg_mode == CGROUP_OFF ? "off (no cgroups)" : p->dynmods,
                      "cgroup_dirs", dirs, "numa_nodes", nodes, "numa",
                      p->numa.nr_nodes > 1 ? "each VM on one node unless placement.numa says"
                                           : "one node: placement on a node is a no-op",

@@ -66,6 +66,11 @@ struct wispd_place {
     char cg_dirs[CGROUP_V1_MAX][PATH_MAX];
     unsigned cg_mask[CGROUP_V1_MAX]; /* the controllers (bit i of cgroup_names[]) each dir has */
     unsigned cg_have;                /* every controller available */
+    /* favordynmods (cgroup.c): off by --no-favor-dynmods; the detached mount that holds it
+     * (-1: none); what it is, for GET /v1/limits */
+    bool no_dynmods;
+    int dynmods_fd;
+    const char *dynmods;
     struct numa_topology numa;
     bool jail; /* VMs start in wisp-jailer unless their definition says "jail": false */
     char *jailer;

@@ -3,6 +3,8 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,10 +13,22 @@
 
 #include "common/cleanup.h"
 
+/* Checkpoints: at most this long after a commit, the WAL is fsynced and copied into the
+ * database file (docs/wispd.md, "Durability"). */
+#define CHECKPOINT_INTERVAL_MS 1000
+
 struct registry {
     sqlite3 *db;
     char *path;
     int64_t events_since_trim;
+    /* The checkpointer: its own connection on its own thread, so that no fsync runs on
+     * wispd's loop. `dirty` counts commits since its last pass; `stop` ends it. */
+    pthread_t ckpt_thread;
+    bool ckpt_running, stop;
+    uint64_t dirty, checkpoints;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    sqlite3 *ckpt_db;
 };
 
 /* Each migration takes the schema from version i to i + 1; a new column or table is a new
@@ -121,6 +135,76 @@ static int migrate(struct registry *r, struct wisp_err *err)
     return exec(r, "COMMIT", err);
 }
 
+/* The checkpointer's loop: a PASSIVE checkpoint (the WAL fsynced, its pages copied into the
+ * database file, that fsynced: it never blocks the loop's writers or readers) once a commit
+ * waited CHECKPOINT_INTERVAL_MS, and a last one at the end. */
+static void *checkpointer(void *opaque)
+{
+    struct registry *r = opaque;
+    pthread_mutex_lock(&r->lock);
+    for (;;) {
+        while (!r->dirty && !r->stop)
+            pthread_cond_wait(&r->wake, &r->lock);
+        if (!r->stop) { /* let commits gather: one fsync for all of them */
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += (CHECKPOINT_INTERVAL_MS % 1000) * 1000000L;
+            ts.tv_sec += CHECKPOINT_INTERVAL_MS / 1000 + ts.tv_nsec / 1000000000L;
+            ts.tv_nsec %= 1000000000L;
+            while (!r->stop && pthread_cond_timedwait(&r->wake, &r->lock, &ts) != ETIMEDOUT) {
+            }
+        }
+        bool stop = r->stop, dirty = r->dirty != 0;
+        r->dirty = 0;
+        pthread_mutex_unlock(&r->lock);
+        if (dirty) {
+            int rc =
+                sqlite3_wal_checkpoint_v2(r->ckpt_db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+            if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+                fprintf(stderr, "wispd: %s: checkpoint: %s\n", r->path, sqlite3_errmsg(r->ckpt_db));
+        }
+        pthread_mutex_lock(&r->lock);
+        r->checkpoints++;
+        if (stop)
+            break;
+    }
+    pthread_mutex_unlock(&r->lock);
+    return NULL;
+}
+
+/* A commit happened: the checkpointer makes it durable against a power cut within
+ * CHECKPOINT_INTERVAL_MS (plus the fsyncs' time). */
+static void committed(struct registry *r)
+{
+    if (!r->ckpt_running)
+        return;
+    pthread_mutex_lock(&r->lock);
+    if (!r->dirty++)
+        pthread_cond_signal(&r->wake);
+    pthread_mutex_unlock(&r->lock);
+}
+
+static int start_checkpointer(struct registry *r, struct wisp_err *err)
+{
+    if (sqlite3_open_v2(r->path, &r->ckpt_db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
+            SQLITE_OK ||
+        sqlite3_exec(r->ckpt_db, "PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 1000", NULL,
+                     NULL, NULL) != SQLITE_OK)
+        return wisp_err_set(err, EIO, "%s: the checkpointer's connection: %s", r->path,
+                            sqlite3_errmsg(r->ckpt_db));
+    pthread_mutex_init(&r->lock, NULL);
+    pthread_cond_init(&r->wake, NULL);
+    sigset_t all, old;
+    sigfillset(&all); /* the signals stay wispd's main thread's (its signalfd) */
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int e = pthread_create(&r->ckpt_thread, NULL, checkpointer, r);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (e)
+        return wisp_err_sys(err, e, "%s: the checkpointer's thread", r->path);
+    r->ckpt_running = true;
+    return 0;
+}
+
 int registry_open(struct registry **out, const char *dir, struct wisp_err *err)
 {
     struct registry *r = calloc(1, sizeof(*r));
@@ -132,16 +216,22 @@ int registry_open(struct registry **out, const char *dir, struct wisp_err *err)
     if (sqlite3_open_v2(r->path, &r->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
         SQLITE_OK)
         ret = db_error(r, err, "opening");
-    /* WAL: a commit is one append to the log, readers never block the writer. FULL: the log is
-     * fsync()ed at every commit, so an answered define survives a power cut too, not only a
-     * kill -9 of wispd (which NORMAL would already survive). */
+    /* WAL with synchronous = NORMAL: a commit is one write() appending to the log, with no
+     * fsync, so it is in the kernel's page cache when wispd answers: it survives any crash or
+     * kill -9 of wispd. The log is fsynced by the checkpointer (its own thread and connection,
+     * never wispd's loop; automatic checkpoints on the loop are off), at most
+     * CHECKPOINT_INTERVAL_MS after a commit: a power cut or kernel crash loses at most the
+     * commits of that last interval, never the file's consistency. */
     if (ret == 0)
         ret = exec(r,
-                   "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; "
-                   "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 1000",
+                   "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; "
+                   "PRAGMA wal_autocheckpoint = 0; PRAGMA foreign_keys = ON; "
+                   "PRAGMA busy_timeout = 1000",
                    err);
     if (ret == 0)
         ret = migrate(r, err);
+    if (ret == 0)
+        ret = start_checkpointer(r, err);
     if (ret < 0) {
         registry_close(r);
         return ret;
@@ -154,12 +244,22 @@ void registry_close(struct registry *r)
 {
     if (!r)
         return;
-    sqlite3_close(r->db);
+    if (r->ckpt_running) {
+        pthread_mutex_lock(&r->lock);
+        r->stop = true;
+        pthread_cond_signal(&r->wake);
+        pthread_mutex_unlock(&r->lock);
+        pthread_join(r->ckpt_thread, NULL);
+    }
+    sqlite3_close(r->ckpt_db);
+    sqlite3_close(r->db); /* the last connection: a final checkpoint, the WAL removed */
     free(r->path);
     free(r);
 }
 
 /* Prepares sql, binds the arguments ('i' int64, 't' text, 'u' uint64 as int64), steps once. */
+static void committed(struct registry *r);
+
 static int run(struct registry *r, struct wisp_err *err, const char *what, const char *sql,
                const char *types, ...)
 {
@@ -181,6 +281,7 @@ static int run(struct registry *r, struct wisp_err *err, const char *what, const
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE)
         return db_error(r, err, what);
+    committed(r);
     return 0;
 }
 

@@ -31,7 +31,9 @@ struct registry_row {
     int64_t created_ms;
 };
 
-/* Opens (creating) DIR/wispd.db: WAL, synchronous=FULL, foreign keys, the schema migrated. */
+/* Opens (creating) DIR/wispd.db: WAL, synchronous=NORMAL (a commit survives a crash of wispd;
+ * a thread of its own checkpoints, fsyncing, within 1 s of a commit: docs/wispd.md,
+ * "Durability"), foreign keys, the schema migrated. */
 int registry_open(struct registry **out, const char *dir, struct wisp_err *err);
 void registry_close(struct registry *r);
 

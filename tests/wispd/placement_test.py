@@ -111,6 +111,11 @@ def case_cgroups(d):
         assert not os.path.exists(c), c
     lim = json.loads(d.wisp("limits", "--json", check=0).stdout)["placement"]
     assert lim["cgroups"] == "v1" and lim["jail"], lim
+    # favordynmods (docs/wispd.md, "cgroups"): on while wispd runs, through its hidden named
+    # hierarchy, which every process's /proc/PID/cgroup lists while it exists
+    assert lim["favordynmods"].startswith("on"), lim
+    if "held by wispd" in lim["favordynmods"]:
+        assert "name=wisp-dynmods:" in read(f"/proc/{d.proc.pid}/cgroup"), lim
     parents = lim["cgroup_dirs"]
     if len(lim["numa_nodes"]) == 1:
         assert "no-op" in lim["numa"], lim

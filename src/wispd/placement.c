@@ -293,6 +293,9 @@ static void build_argv(struct wispd *d, struct vm *vm, struct argv_builder *b)
         json_array_foreach(json_object_get(def, "drives"), i, item)
             jail_file(b, vm, json_string_value(json_object_get(item, "path")), "drive",
                       json_string_value(json_object_get(item, "id")));
+        json_array_foreach(json_object_get(def, "pmem"), i, item)
+            jail_file(b, vm, json_string_value(json_object_get(item, "path")), "pmem",
+                      json_string_value(json_object_get(item, "id")));
         if (vm->restore_state) { /* a restore or a clone (clone.c) loads these */
             jail_file(b, vm, vm->restore_state, "snapshot", "state");
             jail_file(b, vm, vm->restore_mem, "snapshot", "memory");
@@ -306,6 +309,10 @@ static void build_argv(struct wispd *d, struct vm *vm, struct argv_builder *b)
         arg(b, "%s", vm->api_sock);
         arg(b, "--id");
         arg(b, "%s", vm->name);
+    }
+    if (json_is_true(json_object_get(def, "ksm"))) { /* a restore too (it has no machine-config) */
+        arg(b, "--ksm");
+        arg(b, "on");
     }
     arg(b, "--console-log-max"); /* console.c's bound of the console log */
     arg(b, "%llu", (unsigned long long)d->console_log_max);

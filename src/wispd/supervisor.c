@@ -381,8 +381,28 @@ static size_t build_requests(const struct vm *vm, struct vmm_request *r, size_t 
     json_decref(boot);
     json_t *mc = json_pack("{s:O, s:O}", "vcpu_count", json_object_get(def, "vcpus"),
                            "mem_size_mib", json_object_get(def, "memory_mib"));
+    if (json_is_true(json_object_get(def, "ksm")))
+        json_object_set_new(mc, "ksm", json_true());
     r[n++] = (struct vmm_request){"PUT", strdup("/machine-config"), json_dumps(mc, 0)};
     json_decref(mc);
+    json_array_foreach(json_object_get(def, "pmem"), i, item)
+    {
+        if (n + 4 >= max)
+            break;
+        const char *id = json_string_value(json_object_get(item, "id"));
+        json_t *pm = json_pack("{s:s, s:s, s:b}", "id", id, "path_on_host",
+                               placement_path(vm, "pmem", id,
+                                              json_string_value(json_object_get(item, "path")), jp,
+                                              sizeof(jp)),
+                               "root_device", json_is_true(json_object_get(item, "root")));
+        if (json_object_get(item, "mode"))
+            json_object_set(pm, "mode", json_object_get(item, "mode"));
+        char *path;
+        if (asprintf(&path, "/pmem/%s", id) < 0)
+            path = NULL;
+        r[n++] = (struct vmm_request){"PUT", path, json_dumps(pm, 0)};
+        json_decref(pm);
+    }
     json_array_foreach(json_object_get(def, "drives"), i, item)
     {
         if (n + 4 >= max)

@@ -43,6 +43,29 @@ static int check_list(json_t *list, const char *what, const struct api_json_fiel
     return 0;
 }
 
+/* pmem[]: an absolute path (wispd runs wisp-vmm from its state directory, and a jail links
+ * it in), mode ro, cow or rw (wisp-vmm's; the file itself is checked by wisp-vmm at the start),
+ * at most 8 devices (wisp-vmm's limit). */
+static int check_pmem(json_t *pmem, struct wisp_err *err)
+{
+    size_t i;
+    json_t *item;
+    if (json_array_size(pmem) > 8)
+        return wisp_err_set(err, EINVAL, "definition: pmem: at most 8 devices");
+    json_array_foreach(pmem, i, item)
+    {
+        const char *path = json_string_value(json_object_get(item, "path"));
+        const char *mode = json_string_value(json_object_get(item, "mode"));
+        if (path[0] != '/')
+            return wisp_err_set(err, EINVAL, "definition: pmem[%zu]: path: '%s' is not absolute", i,
+                                path);
+        if (mode && strcmp(mode, "ro") && strcmp(mode, "cow") && strcmp(mode, "rw"))
+            return wisp_err_set(
+                err, EINVAL, "definition: pmem[%zu]: mode: '%.16s' is not ro, cow or rw", i, mode);
+    }
+    return 0;
+}
+
 int vmdef_parse(const char *text, size_t len, json_t **out, struct wisp_err *err)
 {
     json_t *def;
@@ -53,8 +76,8 @@ int vmdef_parse(const char *text, size_t len, json_t **out, struct wisp_err *err
                *policy = NULL;
     uint64_t vcpus = 1, mem = 128, stop_timeout = 10;
     json_t *drives = NULL, *nics = NULL, *vsock = NULL, *balloon = NULL, *placement = NULL,
-           *limits = NULL;
-    bool jail = true;
+           *limits = NULL, *pmem = NULL;
+    bool jail = true, ksm = false;
     const struct api_json_field fields[] = {
         {.name = "name", .type = API_JSON_STRING, .required = true, .out = &name},
         {.name = "vcpus", .type = API_JSON_UINT, .required = false, .out = &vcpus, .max = 1024},
@@ -67,6 +90,8 @@ int vmdef_parse(const char *text, size_t len, json_t **out, struct wisp_err *err
         {.name = "initrd", .type = API_JSON_STRING, .required = false, .out = &initrd},
         {.name = "cmdline", .type = API_JSON_STRING, .required = false, .out = &cmdline},
         {.name = "drives", .type = API_JSON_ARRAY, .required = false, .out = &drives},
+        {.name = "pmem", .type = API_JSON_ARRAY, .required = false, .out = &pmem},
+        {.name = "ksm", .type = API_JSON_BOOL, .required = false, .out = &ksm},
         {.name = "nics", .type = API_JSON_ARRAY, .required = false, .out = &nics},
         {.name = "console", .type = API_JSON_STRING, .required = false, .out = &console},
         {.name = "vsock", .type = API_JSON_OBJECT, .required = false, .out = &vsock},
@@ -118,8 +143,18 @@ int vmdef_parse(const char *text, size_t len, json_t **out, struct wisp_err *err
     };
     if (ret == 0 && drives)
         ret = check_list(drives, "drives", drive_fields, ARRAY_SIZE(drive_fields), err);
+    static const struct api_json_field pmem_fields[] = {
+        {.name = "id", .type = API_JSON_STRING, .required = true},
+        {.name = "path", .type = API_JSON_STRING, .required = true},
+        {.name = "mode", .type = API_JSON_STRING, .required = false},
+        {.name = "root", .type = API_JSON_BOOL, .required = false},
+    };
     if (ret == 0 && nics)
         ret = check_list(nics, "nics", nic_fields, ARRAY_SIZE(nic_fields), err);
+    if (ret == 0 && pmem)
+        ret = check_list(pmem, "pmem", pmem_fields, ARRAY_SIZE(pmem_fields), err);
+    if (ret == 0 && pmem)
+        ret = check_pmem(pmem, err);
     if (ret == 0 && nics)
         ret = netdef_check_nics(nics, err);
     if (ret < 0) {

@@ -246,6 +246,18 @@ def console_says(d, name, command, needle):
     return got
 
 
+def vmm_get(sock, path):
+    """GET PATH on a VM's wisp-vmm API socket: its JSON."""
+    c = socket.socket(socket.AF_UNIX)
+    c.connect(sock)
+    c.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    got = b""
+    while b := c.recv(65536):
+        got += b
+    c.close()
+    return json.loads(got.split(b"\r\n\r\n", 1)[1])
+
+
 def case_clone(d):
     d.start()
     d.define("a", stop_timeout_s=0, memory_mib=40, check=0)  # the guest's fill area is at 32 MiB
@@ -300,15 +312,25 @@ def case_clone(d):
     for i in (1, 2):
         vs = vms[f"v-{i}"]["definition"]["vsock"]
         assert vs["guest_cid"] == 7 + i and vs["uds_path"] == "/v.sock", vs  # the jail's path
-        c = socket.socket(socket.AF_UNIX)
-        c.connect(vms[f"v-{i}"]["api_sock"])
-        c.sendall(b"GET /vm/config HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        got = b""
-        while b := c.recv(65536):
-            got += b
-        c.close()
-        conf = json.loads(got.split(b"\r\n\r\n", 1)[1])
+        conf = vmm_get(vms[f"v-{i}"]["api_sock"], "/vm/config")
         assert conf["vsock"]["guest_cid"] == 7 + i, conf["vsock"]
+    # ksm and an ro pmem image: the boot's and the clones' wisp-vmm have both (the clones' by
+    # --ksm on, as a restore sends no machine-config; the pmem device from the snapshot)
+    pm = os.path.join(d.tmp, "shared.img")
+    open(pm, "wb").truncate(2 << 20)
+    d.define("k", stop_timeout_s=0, ksm=True, pmem=[{"id": "pm0", "path": pm, "mode": "ro"}],
+             check=0)
+    d.wisp("start", "k", check=0)
+    d.wisp("clone", "k", "--count", "1", check=0)
+    for n in ("k", "k-1"):
+        conf = vmm_get(d.vms()[n]["api_sock"], "/vm/config")
+        assert conf["machine-config"]["ksm"] is True, (n, conf["machine-config"])
+        assert [(p["id"], p["mode"]) for p in conf["pmem"]] == [("pm0", "ro")], (n, conf["pmem"])
+    for bad, words in (([{"id": "p", "path": "rel"}], "not absolute"),
+                       ([{"id": "p", "path": pm, "mode": "wo"}], "not ro, cow or rw"),
+                       ([{"id": "p"}], "path")):
+        r = d.define("kb", pmem=bad)
+        assert r.returncode != 0 and words in r.stderr, (bad, r.stderr)
     # refusals
     assert d.wisp("clone", "a", "--count", "2", "--prefix", "c").returncode == 5  # c-1 exists
     assert d.wisp("clone", "a", "--count", "0").returncode == 2

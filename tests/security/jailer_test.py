@@ -217,7 +217,7 @@ def case_whole(a, tmp):
         mac = "02:00:00:00:00:10"
         p = start(jailer_cmd(a, base, "vm-3", [net + ":/guest.elf", disk + ":/disk.raw"],
                              ["--kernel", "/guest.elf", "--serial", "stdio", "--cmdline",
-                              f"net.peer={PEER_MAC} net.mac0={mac} net.pings=4",
+                              f"net.peer={PEER_MAC} net.retry=1 net.mac0={mac} net.pings=4",
                               "--net", f"tap=wj0,mac={mac}", "--drive", "path=/disk.raw"],
                              ["--netns", ns.path]))
         code, out, _ = finish(p)

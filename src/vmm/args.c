@@ -2,6 +2,7 @@
 #include "vmm/args.h"
 
 #include <errno.h>
+#include <linux/capability.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -325,6 +326,45 @@ static int parse_gid(const char *v, struct vm_config *args, struct wisp_err *err
     return parse_unprivileged_id("--gid", v, &args->privileges.gid, err);
 }
 
+static const struct {
+    const char *name;
+    int cap;
+} keepable[] = {
+    {"chown", CAP_CHOWN},
+    {"dac_override", CAP_DAC_OVERRIDE},
+    {"dac_read_search", CAP_DAC_READ_SEARCH},
+    {"fowner", CAP_FOWNER},
+    {"fsetid", CAP_FSETID},
+};
+
+/* --keep-caps: only capabilities a file server needs (docs/security.md). */
+static int parse_caps(const char *v, uint64_t *caps, struct wisp_err *err)
+{
+    *caps = 0;
+    for (const char *p = v; *p;) {
+        size_t n = strcspn(p, ","), i;
+        for (i = 0; i < sizeof(keepable) / sizeof(keepable[0]); i++)
+            if (strlen(keepable[i].name) == n && !strncmp(p, keepable[i].name, n))
+                break;
+        if (i == sizeof(keepable) / sizeof(keepable[0]))
+            return wisp_err_set(err, EINVAL,
+                                "--keep-caps: '%.*s' is not one of chown, dac_override, "
+                                "dac_read_search, fowner, fsetid",
+                                (int)n, p);
+        *caps |= 1ULL << keepable[i].cap;
+        p += n + (p[n] == ',');
+    }
+    if (!*caps)
+        return wisp_err_set(err, EINVAL, "--keep-caps: no capability named");
+    return 0;
+}
+
+/* --keep-caps: file capabilities kept as UID (a jailed file server: wisp-oci's 9p rootfs). */
+static int parse_keep_caps(const char *v, struct vm_config *args, struct wisp_err *err)
+{
+    return parse_caps(v, &args->privileges.keep_caps, err);
+}
+
 static int set_help(const char *v, struct vm_config *args, struct wisp_err *err)
 {
     args->action = VMM_HELP;
@@ -430,6 +470,7 @@ static const struct option options[] = {
     {"--seccomp", NULL, OPT_VALUE, parse_seccomp},
     {"--uid", NULL, OPT_VALUE, parse_uid},
     {"--gid", NULL, OPT_VALUE, parse_gid},
+    {"--keep-caps", NULL, OPT_VALUE, parse_keep_caps},
     {"--help", "-h", OPT_FLAG, set_help},
     {"--version", "-V", OPT_FLAG, set_version},
 };
@@ -480,6 +521,8 @@ static int check_combination(const struct vm_config *args, struct wisp_err *err)
     if (args->privileges.has_uid != args->privileges.has_gid)
         return wisp_err_set(err, EINVAL, "%s: missing (--uid and --gid go together)",
                             args->privileges.has_uid ? "--gid" : "--uid");
+    if (args->privileges.keep_caps && !args->privileges.drop)
+        return wisp_err_set(err, EINVAL, "--keep-caps: only with --uid and --gid");
     if (!args->kernel && !args->test_socket && !args->api.api_sock)
         return wisp_err_set(err, EINVAL,
                             "--kernel: missing (the kernel to boot is required, from --kernel, "

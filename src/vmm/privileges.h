@@ -12,7 +12,8 @@ struct vmm_privileges {
     bool drop; /* both --uid and --gid were given */
     bool has_uid, has_gid;
     uint32_t uid, gid;
-    bool dropped; /* vmm_privileges_drop() ran */
+    uint64_t keep_caps; /* --keep-caps: the file capabilities kept as UID (a bit per CAP_*) */
+    bool dropped;       /* vmm_privileges_drop() ran */
 };
 
 /*
@@ -26,9 +27,13 @@ struct vmm_privileges {
  *                             run, or as soon as the API socket listens when the VM starts
  *                             later): setgroups([]), setresgid, setresuid (every thread, glibc),
  *                             then no capability left; idempotent
+ * With keep_caps (--keep-caps) the drop is made in vmm_privileges_prepare() instead, while the
+ * process has one thread (capabilities are per thread): every thread starts as UID with exactly
+ * keep_caps in its permitted, effective and bounding sets, so that what is opened before the
+ * drop is opened as UID too (wisp-jailer's nodes and wisp-oci's tap are UID's).
  * Both do nothing unless p->drop.
  */
-int vmm_privileges_prepare(const struct vmm_privileges *p, struct wisp_err *err);
+int vmm_privileges_prepare(struct vmm_privileges *p, struct wisp_err *err);
 int vmm_privileges_drop(struct vmm_privileges *p, struct wisp_err *err);
 
 #endif

@@ -268,6 +268,13 @@ def case_hostile(a, tmp):
     expect_usage(jailer_cmd(a, base, "vm-1", [], vmm_args, ["--cgroup-version", "3"]),
                  "--cgroup-version", "a cgroup version")
     nothing_left(base, "vm-1")
+    expect_usage(jailer_cmd(a, base, "vm-1", [], vmm_args, ["--mount-proc"]),
+                 "--mount-proc: only with --new-pid-ns", "--mount-proc without --new-pid-ns")
+    expect_usage(jailer_cmd(a, base, "vm-1", [], vmm_args, ["--keep-caps", "CAP_SYS_ADMIN"]),
+                 "--keep-caps", "a --keep-caps that is not a list of names")
+    expect_usage(jailer_cmd(a, base, "vm-1", [], vmm_args, ["--ro-file", "/dev/null"]),
+                 "--ro-file /dev/null: not a regular file", "a --ro-file of a character device")
+    nothing_left(base, "vm-1")
 
 
 CASES = {"whole": case_whole, "hostile": case_hostile}

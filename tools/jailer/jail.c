@@ -65,17 +65,24 @@ static int jail_parent_dir(int root_fd, const char *jail_path, const char **last
     return fd;
 }
 
-/* A file made available at jail_path: a hard link, or (on another file system) an empty file
- * the child bind-mounts the host file onto. */
-static int place_file(int root_fd, const struct jail_file *f, bool *bind, struct wisp_err *err)
+/* A file made available at jail_path: a hard link, or (on another file system, read-only, a
+ * directory, or under --keep-caps: a VMM that keeps CAP_DAC_OVERRIDE/CAP_FOWNER could write or
+ * chmod a linked inode, the exec file's among them) an empty file or directory the child
+ * bind-mounts the host's onto. */
+static int place_file(int root_fd, const struct jail_file *f, bool no_links, bool *bind,
+                      struct wisp_err *err)
 {
     const char *name = NULL;
     int dir = jail_parent_dir(root_fd, f->jail_path, &name, err);
     if (dir < 0)
         return dir;
-    int r = linkat(AT_FDCWD, f->host, dir, name, 0) < 0 ? -errno : 0;
+    int r = f->ro || f->dir || no_links                   ? -EXDEV
+            : linkat(AT_FDCWD, f->host, dir, name, 0) < 0 ? -errno
+                                                          : 0;
     *bind = r == -EXDEV;
-    if (*bind) {
+    if (*bind && f->dir) {
+        r = mkdirat(dir, name, 0755) < 0 ? -errno : 0;
+    } else if (*bind) {
         int fd = openat(dir, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
         r = fd < 0 ? -errno : 0;
         if (fd >= 0)
@@ -180,9 +187,15 @@ int jail_build(struct jail *j, const struct jail_options *o, struct wisp_err *er
                 ? wisp_err_sys(err, errno, "chown %s", j->root)
                 : 0;
     for (unsigned i = 0; r == 0 && i < o->nr_files; i++)
-        r = place_file(root_fd, &o->files[i], &j->bind[i], err);
+        r = place_file(root_fd, &o->files[i], o->keep_caps != NULL, &j->bind[i], err);
     if (r == 0)
         r = device_dir(j, root_fd, err);
+    if (r == 0 && o->mount_proc) { /* the child's mount point */
+        int proc = subdir(root_fd, "proc", "/proc in the jail", NULL, err);
+        r = proc < 0 ? proc : 0;
+        if (proc >= 0)
+            close(proc);
+    }
     close(root_fd);
     return r;
 }

@@ -18,6 +18,8 @@ struct jail_file {
     const char *host;      /* the file to make available */
     const char *jail_path; /* absolute inside the jail, "/" + basename(host) by default */
     bool bind;             /* on another file system: bind-mounted in the jail's namespace */
+    bool ro;               /* --ro-file: always a read-only bind mount, never a hard link */
+    bool dir;              /* a directory: always a bind mount (nosuid, nodev) */
 };
 
 struct jail_cgroup_setting {
@@ -26,8 +28,10 @@ struct jail_cgroup_setting {
 
 struct jail_options {
     const char *id, *exec_file, *exec_name, *base_dir, *netns, *parent_cgroup;
+    const char *keep_caps; /* --keep-caps: passed on to wisp-vmm; no hard link is made then */
     uint32_t uid, gid;
     bool has_uid, has_gid, daemonize, new_pid_ns;
+    bool mount_proc;    /* --mount-proc: /proc in the jail, its pids only (subset=pid) */
     int cgroup_version; /* 1 or 2 */
     struct jail_file files[JAIL_MAX_FILES];
     unsigned nr_files;

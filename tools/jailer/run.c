@@ -81,9 +81,23 @@ static void child_enter(const struct jail *j, const struct jail_options *o)
     for (unsigned i = 0; i < o->nr_files; i++) {
         char target[8192];
         snprintf(target, sizeof(target), "%s%s", j->root, o->files[i].jail_path);
-        if (j->bind[i] && mount(o->files[i].host, target, NULL, MS_BIND, NULL) < 0)
-            child_fail(o->files[i].host);
+        const struct jail_file *f = &o->files[i];
+        if (j->bind[i] && mount(f->host, target, NULL, MS_BIND | (f->dir ? MS_REC : 0), NULL) < 0)
+            child_fail(f->host);
+        /* a directory: nothing in it runs or opens a host device; read-only: not even with
+         * CAP_DAC_OVERRIDE (--keep-caps) */
+        unsigned long flags = (f->ro ? MS_RDONLY : 0) | (f->dir ? MS_NOSUID | MS_NODEV : 0);
+        if (j->bind[i] && flags &&
+            mount(NULL, target, NULL, MS_BIND | MS_REMOUNT | flags, NULL) < 0)
+            child_fail(f->host);
     }
+    /* the VMM's own pids only (the pid namespace of --new-pid-ns), nothing of /proc/sys or
+     * the host's: a 9p server reopens files through /proc/self/fd */
+    char proc[4200];
+    snprintf(proc, sizeof(proc), "%s/proc", j->root);
+    if (o->mount_proc && mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                               "subset=pid,hidepid=invisible") < 0)
+        child_fail("--mount-proc: a proc file system (subset=pid) at the jail's /proc");
     const char *failed = jail_make_devices(j, o);
     if (failed)
         child_fail(failed);
@@ -109,7 +123,7 @@ static char **vmm_argv(const struct jail_options *o, struct wisp_err *err)
     snprintf(uid, sizeof(uid), "%u", o->uid);
     snprintf(gid, sizeof(gid), "%u", o->gid);
     snprintf(path, sizeof(path), "/%s", o->exec_name);
-    char **argv = calloc((size_t)o->nr_vmm_args + 8, sizeof(*argv));
+    char **argv = calloc((size_t)o->nr_vmm_args + 10, sizeof(*argv));
     if (!argv) {
         wisp_err_set(err, ENOMEM, "out of memory");
         return NULL;
@@ -124,6 +138,10 @@ static char **vmm_argv(const struct jail_options *o, struct wisp_err *err)
     argv[n++] = uid;
     argv[n++] = "--gid";
     argv[n++] = gid;
+    if (o->keep_caps) {
+        argv[n++] = "--keep-caps";
+        argv[n++] = (char *)o->keep_caps;
+    }
     return argv;
 }
 

@@ -53,10 +53,22 @@ static const char usage_text[] =
     "    --daemonize             detach: stdio to /dev/null, a new session; the jailer exits 0\n"
     "                            once the VMM runs, and its reaper removes the jail later\n"
     "    --new-pid-ns            the VMM is pid 1 of a new pid namespace\n"
+    "    --mount-proc            (wisp) a proc file system at the jail's /proc showing only the\n"
+    "                            pids of that namespace (subset=pid, hidepid=invisible): for a\n"
+    "                            9p share (reopens files by /proc/self/fd); needs --new-pid-ns\n"
     "    --file HOST[:JAILPATH]  (wisp) make HOST available at JAILPATH (default /<basename>):\n"
     "                            a hard link, or a bind mount across file systems; repeatable.\n"
     "                            Ownership is HOST's: the VMM opens it after its drop only if\n"
-    "                            UID may (what it opens before, it opens as root)\n"
+    "                            UID may (what it opens before, it opens as root). A directory\n"
+    "                            is always bind-mounted (nosuid, nodev)\n"
+    "    --ro-file HOST[:JAILPATH]\n"
+    "                            (wisp) the same, always a read-only bind mount (never a hard\n"
+    "                            link: writes fail even with CAP_DAC_OVERRIDE)\n"
+    "    --keep-caps CAP,...     (wisp) passed on to wisp-vmm: it becomes UID before opening\n"
+    "                            anything and keeps exactly these file capabilities (chown,\n"
+    "                            dac_override, dac_read_search, fowner, fsetid: a 9p share\n"
+    "                            served as UID). No hard link is made then: the exec file is\n"
+    "                            a read-only bind mount, each --file a bind mount\n"
     "    -h, --help              print this text and exit\n"
     "\n"
     "EXIT STATUS\n"
@@ -84,10 +96,11 @@ static bool jail_path_ok(const char *p)
     }
 }
 
-static int add_file(struct jail_options *o, const char *v, struct wisp_err *err)
+static int add_file(struct jail_options *o, const char *v, bool ro, struct wisp_err *err)
 {
+    const char *opt = ro ? "--ro-file" : "--file";
     if (o->nr_files == JAIL_MAX_FILES)
-        return wisp_err_set(err, EINVAL, "--file: more than %d files", JAIL_MAX_FILES - 1);
+        return wisp_err_set(err, EINVAL, "%s: more than %d files", opt, JAIL_MAX_FILES - 1);
     char *copy = strdup(v);
     if (!copy)
         return wisp_err_set(err, ENOMEM, "out of memory");
@@ -107,15 +120,18 @@ static int add_file(struct jail_options *o, const char *v, struct wisp_err *err)
         f->jail_path = p;
     }
     if (!jail_path_ok(f->jail_path))
-        return wisp_err_set(err, EINVAL,
-                            "--file %s: '%s' is not an absolute path without '.' or '..'", v,
-                            f->jail_path);
+        return wisp_err_set(err, EINVAL, "%s %s: '%s' is not an absolute path without '.' or '..'",
+                            opt, v, f->jail_path);
     struct stat st;
     if (stat(f->host, &st) < 0)
-        return wisp_err_sys(err, errno, "--file %s", f->host);
-    if (!S_ISREG(st.st_mode) && !S_ISSOCK(st.st_mode) && !S_ISBLK(st.st_mode))
+        return wisp_err_sys(err, errno, "%s %s", opt, f->host);
+    if (!S_ISREG(st.st_mode) && !S_ISSOCK(st.st_mode) && !S_ISBLK(st.st_mode) &&
+        !S_ISDIR(st.st_mode))
         return wisp_err_set(err, EINVAL,
-                            "--file %s: not a regular file, a socket or a block device", f->host);
+                            "%s %s: not a regular file, a socket, a block device or a directory",
+                            opt, f->host);
+    f->ro = ro;
+    f->dir = S_ISDIR(st.st_mode);
     o->nr_files++;
     return 0;
 }
@@ -174,6 +190,8 @@ static int parse_option(int argc, char **argv, int *i, struct jail_options *o, s
         return o->daemonize = true, 0;
     if (!strcmp(a, "--new-pid-ns"))
         return o->new_pid_ns = true, 0;
+    if (!strcmp(a, "--mount-proc"))
+        return o->mount_proc = true, 0;
     char *v = value_of(argc, argv, i, err);
     if (!v)
         return -EINVAL;
@@ -196,8 +214,14 @@ static int parse_option(int argc, char **argv, int *i, struct jail_options *o, s
     else if (!strcmp(a, "--resource-limit"))
         return add_limit(o, v, err);
     else if (!strcmp(a, "--file"))
-        return add_file(o, v, err);
-    else if (!strcmp(a, "--cgroup-version")) {
+        return add_file(o, v, false, err);
+    else if (!strcmp(a, "--ro-file"))
+        return add_file(o, v, true, err);
+    else if (!strcmp(a, "--keep-caps")) {
+        if (!v[0] || strspn(v, "abcdefghijklmnopqrstuvwxyz_,") != strlen(v))
+            return wisp_err_set(err, EINVAL, "--keep-caps '%s': not a list of capability names", v);
+        o->keep_caps = v; /* wisp-vmm checks the names */
+    } else if (!strcmp(a, "--cgroup-version")) {
         if (strcmp(v, "1") && strcmp(v, "2"))
             return wisp_err_set(err, EINVAL, "--cgroup-version: '%s' is not 1 or 2", v);
         o->cgroup_version = v[0] - '0';
@@ -247,6 +271,9 @@ static int check_options(struct jail_options *o, struct wisp_err *err)
                             o->exec_file);
     if (!o->parent_cgroup)
         o->parent_cgroup = o->exec_name;
+    if (o->mount_proc && !o->new_pid_ns)
+        return wisp_err_set(err, EINVAL,
+                            "--mount-proc: only with --new-pid-ns (else it shows the host's pids)");
     if (o->netns && (stat(o->netns, &st) < 0))
         return wisp_err_sys(err, errno, "--netns %s", o->netns);
     if (mkdir(o->base_dir, 0755) < 0 && errno != EEXIST)
@@ -261,7 +288,8 @@ static int check_options(struct jail_options *o, struct wisp_err *err)
     if (!p)
         return wisp_err_set(err, ENOMEM, "out of memory");
     sprintf(p, "/%s", o->exec_name);
-    o->files[0] = (struct jail_file){.host = o->exec_file, .jail_path = p};
+    /* under --keep-caps the VMM could write a linked or rw-bound inode: a read-only bind */
+    o->files[0] = (struct jail_file){.host = o->exec_file, .jail_path = p, .ro = !!o->keep_caps};
     o->nr_files++;
     return 0;
 }

@@ -150,7 +150,7 @@ static int net_load(struct virtio_dev *vdev, struct state_reader *r, struct wisp
     const struct virtio_net *n = (const struct virtio_net *)vdev;
     uint8_t mac[6];
     state_get_bytes(r, mac, sizeof(mac));
-    if (!r->bad && memcmp(mac, n->config, 6))
+    if (!r->bad && memcmp(mac, n->config, 6) && !n->p->mac_override)
         return wisp_err_set(err, EINVAL, "the MAC differs from the snapshot's NIC");
     return 0;
 }

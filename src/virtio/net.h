@@ -24,6 +24,9 @@ struct virtio_net_params {
     const char *tap; /* the tap device's name (an existing one, or created when wisp-vmm may) */
     uint8_t mac[6];
     bool mac_given; /* false: a locally administered MAC derived from the name and the tap */
+    /* a restore's network_overrides gave another MAC than the snapshot's (a clone's own): the
+     * device's config space has it, the guest's driver still uses the one it read at probe */
+    bool mac_override;
     enum virtio_net_vhost vhost;
     uint64_t rx_bps, tx_bps;     /* token-bucket limits, frame bytes/s (0 = none) */
     uint64_t rx_burst, tx_burst; /* bytes the bucket holds (0: a tenth of a second's worth) */
@@ -32,6 +35,9 @@ struct virtio_net_params {
     uint64_t rx_ops_burst, tx_ops_burst; /* frames the bucket holds (0: a tenth of a second's) */
     uint64_t rx_bps_once, tx_bps_once, rx_ops_once, tx_ops_once; /* one-time bursts */
 };
+
+/* "02:00:00:00:00:01": 0, or -EINVAL (not 17 bytes of hex pairs, or a multicast address). */
+int virtio_net_parse_mac(const char *s, uint8_t mac[6]);
 
 /* One direction's limits (the matching fields of virtio_net_params). */
 struct virtio_net_rate {

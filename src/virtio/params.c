@@ -144,7 +144,7 @@ int virtio_blk_params_parse(const char *spec, char *buf, struct virtio_blk_param
     return check_limits(&p->limits, err);
 }
 
-static int parse_mac(const char *s, uint8_t mac[6])
+int virtio_net_parse_mac(const char *s, uint8_t mac[6])
 {
     unsigned v[6];
     char end;
@@ -168,7 +168,7 @@ static int net_key(struct virtio_net_params *p, const struct kv_item *kv, struct
     } else if (!strcmp(kv->key, "id")) {
         p->id = kv->value;
     } else if (!strcmp(kv->key, "mac")) {
-        if (parse_mac(kv->value, p->mac) < 0)
+        if (virtio_net_parse_mac(kv->value, p->mac) < 0)
             return wisp_err_set(err, EINVAL,
                                 "--net: mac: '%s' is not a unicast address like "
                                 "02:00:00:00:00:01",

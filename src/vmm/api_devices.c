@@ -291,18 +291,6 @@ int vm_resource_drive(struct vm_config *cfg, const json_t *body, const char *id,
 
 /* ---- network interfaces ---------------------------------------------------------------- */
 
-static int parse_mac(const char *s, uint8_t mac[6])
-{
-    unsigned v[6];
-    char end;
-    if (strlen(s) != 17 ||
-        sscanf(s, "%2x:%2x:%2x:%2x:%2x:%2x%c", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &end) != 6)
-        return -EINVAL;
-    for (int i = 0; i < 6; i++)
-        mac[i] = (uint8_t)v[i];
-    return mac[0] & 1 ? -EINVAL : 0; /* a multicast address cannot be a NIC's */
-}
-
 struct nic_body {
     const char *id, *tap, *mac;
     json_t *rx, *tx;
@@ -360,7 +348,7 @@ static int nic_params(const struct nic_body *b, const char *where, struct virtio
     char w[160];
     *p = (struct virtio_net_params){.vhost = VIRTIO_NET_VHOST_OFF};
     *x = (struct vm_nic_api){.has_rx = b->has_rx, .has_tx = b->has_tx};
-    if (b->mac && parse_mac(b->mac, p->mac) < 0)
+    if (b->mac && virtio_net_parse_mac(b->mac, p->mac) < 0)
         return wisp_err_set(err, EINVAL,
                             "%s: guest_mac: '%.40s' is not a unicast address like "
                             "02:00:00:00:00:01",

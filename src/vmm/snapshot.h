@@ -28,6 +28,7 @@ enum snapshot_mem_backend {
 struct snapshot_net_override {
     const char *iface_id;      /* a NIC of the snapshot */
     const char *host_dev_name; /* the tap this restored VM uses instead */
+    const char *guest_mac;     /* NULL, or the MAC its device offers instead (a clone's own) */
 };
 
 /* wisp's extension: a drive of the snapshot opens another image (a clone's own qcow2 overlay

@@ -80,9 +80,11 @@ static int read_backend(const json_t *backend, const char *mem_file, const char 
     return r;
 }
 
-/* network_overrides [{iface_id, host_dev_name}] and drive_overrides [{drive_id, path_on_host}]. */
+/* network_overrides [{iface_id, host_dev_name, guest_mac}] and drive_overrides [{drive_id,
+ * path_on_host}]: opt, when not NULL, names an optional third string (opts[i] NULL without). */
 static int read_overrides(const json_t *list, const char *what, const char *key, const char *value,
-                          const char **keys, const char **values, unsigned *n, struct wisp_err *err)
+                          const char *opt, const char **keys, const char **values,
+                          const char **opts, unsigned *n, struct wisp_err *err)
 {
     if (!list)
         return 0;
@@ -98,8 +100,11 @@ static int read_overrides(const json_t *list, const char *what, const char *key,
         const struct api_json_field f[] = {
             {key, API_JSON_STRING, true, &keys[i], NULL, 0},
             {value, API_JSON_STRING, true, &values[i], NULL, 0},
+            {opt, API_JSON_STRING, false, opt ? &opts[i] : NULL, NULL, 0},
         };
-        int r = api_json_read(o, where, f, 2, err);
+        if (opt)
+            opts[i] = NULL;
+        int r = api_json_read(o, where, f, opt ? 3 : 2, err);
         if (r < 0)
             return r;
         *n = (unsigned)i + 1;
@@ -179,14 +184,15 @@ static int read_load(const json_t *body, struct snapshot_load_params *p, struct 
     if (r == 0)
         r = read_backend(backend, mem_file, where, p, err);
     const char *ids[SNAPSHOT_MAX_OVERRIDES], *paths[SNAPSHOT_MAX_OVERRIDES];
+    const char *macs[SNAPSHOT_MAX_OVERRIDES];
     if (r == 0)
-        r = read_overrides(nets, "network_overrides", "iface_id", "host_dev_name", ids, paths,
-                           &p->nr_overrides, err);
+        r = read_overrides(nets, "network_overrides", "iface_id", "host_dev_name", "guest_mac", ids,
+                           paths, macs, &p->nr_overrides, err);
     for (unsigned i = 0; r == 0 && i < p->nr_overrides; i++)
-        p->overrides[i] = (struct snapshot_net_override){ids[i], paths[i]};
+        p->overrides[i] = (struct snapshot_net_override){ids[i], paths[i], macs[i]};
     if (r == 0)
-        r = read_overrides(drives, "drive_overrides", "drive_id", "path_on_host", ids, paths,
-                           &p->nr_drive_overrides, err);
+        r = read_overrides(drives, "drive_overrides", "drive_id", "path_on_host", NULL, ids, paths,
+                           NULL, &p->nr_drive_overrides, err);
     for (unsigned i = 0; r == 0 && i < p->nr_drive_overrides; i++)
         p->drive_overrides[i] = (struct snapshot_drive_override){ids[i], paths[i]};
     if (r == 0)

@@ -172,6 +172,16 @@ static int apply_overrides(struct vm_config *cfg, const struct snapshot_load_par
                                 ov->host_dev_name);
         if (!(cfg->nics[i].tap = vm_config_strdup(cfg, ov->host_dev_name, err)))
             return -ENOMEM;
+        uint8_t mac[6];
+        if (ov->guest_mac && virtio_net_parse_mac(ov->guest_mac, mac) < 0)
+            return wisp_err_set(err, EINVAL,
+                                "network_overrides: iface_id %s: guest_mac '%s' is not a "
+                                "unicast MAC (02:00:00:00:00:01)",
+                                ov->iface_id, ov->guest_mac);
+        if (ov->guest_mac && memcmp(mac, cfg->nics[i].mac, 6)) {
+            memcpy(cfg->nics[i].mac, mac, 6);
+            cfg->nics[i].mac_override = true;
+        }
     }
     int r = apply_drive_overrides(cfg, p, err);
     return r < 0 ? r : apply_fs_overrides(cfg, p, err);

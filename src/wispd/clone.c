@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 #include "api/json.h"
 #include "common/cleanup.h"
 #include "network.h"
+#include "overlay.h"
 #include "placement.h"
 #include "registry.h"
 #include "vmmclient.h"
@@ -56,8 +58,13 @@ size_t clone_restore_requests(const struct vm *vm, struct vmm_request *r, size_t
     size_t i;
     char tap[16];
     json_array_foreach(json_object_get(vm->def, "nics"), i, item)
-        json_array_append_new(nets, json_pack("{s:O, s:s}", "iface_id", json_object_get(item, "id"),
-                                              "host_dev_name", net_nic_tap(vm, i, item, tap)));
+    {
+        json_t *o = json_pack("{s:O, s:s}", "iface_id", json_object_get(item, "id"),
+                              "host_dev_name", net_nic_tap(vm, i, item, tap));
+        if (json_object_get(item, "mac")) /* a clone's own (define_from), else the snapshot's */
+            json_object_set(o, "guest_mac", json_object_get(item, "mac"));
+        json_array_append_new(nets, o);
+    }
     json_array_foreach(json_object_get(vm->def, "drives"), i, item) json_array_append_new(
         drives, json_pack("{s:O, s:s}", "drive_id", json_object_get(item, "id"), "path_on_host",
                           placement_path(
@@ -89,6 +96,7 @@ struct snap_job {
     char name[72];
     char state[PATH_MAX], mem[PATH_MAX], def[PATH_MAX];
     bool resume;             /* it was running: resumed after */
+    bool hold;               /* left paused after it (clone.c resumes it: writable drives) */
     struct api_request *req; /* POST .../snapshot: answered at the end */
     struct clone_job *clone; /* or a clone's first step */
 };
@@ -166,7 +174,7 @@ static int snapshot_start(struct vm *vm, struct snap_job *j, struct wisp_err *er
     if (j->resume)
         r[n++] = (struct vmm_request){"PATCH", strdup("/vm"), strdup("{\"state\": \"Paused\"}")};
     r[n++] = (struct vmm_request){"PUT", strdup("/snapshot/create"), json_dumps(body, 0)};
-    if (j->resume)
+    if (j->resume && !j->hold)
         r[n++] = (struct vmm_request){"PATCH", strdup("/vm"), strdup("{\"state\": \"Resumed\"}")};
     json_decref(body);
     return vmm_client_run(&vm->client, vm->d->loop, vm->api_sock, r, n, 0, SNAPSHOT_TIMEOUT_MS,
@@ -220,10 +228,10 @@ void clone_h_snapshot(struct api_request *req, void *opaque)
 /* ---- restore --------------------------------------------------------------------------- */
 
 /* Defines a VM from a definition with another name (and the host resources that must be its
- * own: taps, vsock path; clone number `index` > 0 also its vsock cid: the source's + index);
- * *out the new VM. */
+ * own: taps, vsock path; clone number `index` > 0 also its vsock cid, the source's + index, and
+ * a new MAC for each NIC, allocated as a define's); *out the new VM. */
 static int define_from(struct wispd *d, json_t *src, const char *name, unsigned index,
-                       struct vm **out, struct wisp_err *err)
+                       const char *overlay_dir, struct vm **out, struct wisp_err *err)
 {
     json_t *def = json_deep_copy(src), *item;
     if (!def)
@@ -235,11 +243,24 @@ static int define_from(struct wispd *d, json_t *src, const char *name, unsigned 
         h = h * 33 + (unsigned char)*p;
     json_array_foreach(json_object_get(def, "nics"), i, item)
     {
+        if (index)
+            json_object_del(item, "mac"); /* net_vm_define() allocates the clone's own */
         if (json_object_get(item, "network"))
-            continue; /* wispd makes its tap (network.h); its MAC is the snapshot's */
+            continue; /* wispd makes its tap (network.h) */
         char tap[32]; /* at most 15 bytes (IFNAMSIZ): wc, 8 hex digits, n, the index */
         snprintf(tap, sizeof(tap), "wc%08xn%u", h, (unsigned)(i % 100));
         json_object_set_new(item, "tap", json_string(tap));
+    }
+    json_array_foreach(json_object_get(def, "drives"), i, item)
+    {
+        if (!overlay_dir || json_is_true(json_object_get(item, "read_only")))
+            continue; /* read-only drives are shared */
+        char overlay[PATH_MAX], backing[PATH_MAX];
+        overlay_paths(overlay_dir, name, json_string_value(json_object_get(item, "id")), overlay,
+                      backing, sizeof(overlay));
+        json_object_set_new(item, "path", json_string(overlay));
+        json_object_set_new(item, "format", json_string("qcow2"));
+        json_object_set_new(item, "backing", json_string(backing));
     }
     json_t *vsock = json_object_get(def, "vsock");
     /* a jailed VM's uds_path is its jail's (each jail has its own): it stays */
@@ -254,10 +275,12 @@ static int define_from(struct wispd *d, json_t *src, const char *name, unsigned 
             json_object_set_new(vsock, "guest_cid",
                                 json_integer(3 + (cid - 3 + index) % 0xfffffffcll));
     }
-    cleanup_free char *text = json_dumps(def, JSON_SORT_KEYS | JSON_COMPACT);
+    int ret = index ? net_vm_define(d, def, err) : 0;
+    cleanup_free char *text = ret == 0 ? json_dumps(def, JSON_SORT_KEYS | JSON_COMPACT) : NULL;
     json_t *checked = NULL;
     int64_t id;
-    int ret = text ? vmdef_parse(text, strlen(text), &checked, err)
+    if (ret == 0)
+        ret = text ? vmdef_parse(text, strlen(text), &checked, err)
                    : wisp_err_set(err, ENOMEM, "out of memory");
     json_decref(def);
     if (ret == 0 && wispd_find(d, name))
@@ -310,7 +333,7 @@ void clone_h_restore(struct api_request *req, void *opaque)
                                "snapshot)",
                                defp, je.text);
         else
-            ret = define_from(d, def, name, 0, &vm, &err);
+            ret = define_from(d, def, name, 0, NULL, &vm, &err);
         json_decref(def);
     }
     if (ret == 0)
@@ -339,6 +362,13 @@ struct clone_job {
     int64_t t0_ms, snap_ms;
     struct snap_job *snap;
     char state[PATH_MAX], mem[PATH_MAX];
+    /* writable drives (overlay.c): the source stays paused until the copies and the overlays
+     * are made in dir */
+    unsigned nr_writable;
+    bool source_running;
+    int64_t source_id;
+    char dir[PATH_MAX];
+    struct overlay_job ov;
     json_t *def;     /* the source's definition */
     json_t *results; /* [{name, state, error?}] */
     struct api_stream *st;
@@ -412,23 +442,73 @@ static void clone_started(struct vm *vm, void *opaque, bool ok, const char *msg)
         job_finish(cj, NULL);
 }
 
+static void start_clones(struct clone_job *cj);
+
+/* The source, held paused for the overlays, runs on (unless it went meanwhile). */
+static void resume_source(struct clone_job *cj)
+{
+    struct vm *vm = wispd_find(cj->d, cj->source);
+    if (!cj->source_running || !vm || vm->id != cj->source_id || vm->state != VM_RUNNING)
+        return;
+    struct vmm_request r = {"PATCH", strdup("/vm"), strdup("{\"state\": \"Resumed\"}")};
+    (void)vmm_client_run(NULL, cj->d->loop, vm->api_sock, &r, 1, 0, 5000, ignore_done, NULL, NULL);
+}
+
+static void overlays_done(struct overlay_job *ov, bool ok, const char *msg)
+{
+    struct clone_job *cj = (struct clone_job *)((char *)ov - offsetof(struct clone_job, ov));
+    resume_source(cj);
+    if (!ok) {
+        job_finish(cj, msg);
+        return;
+    }
+    start_clones(cj);
+}
+
 static void clone_snapshot_done(struct clone_job *cj, bool ok, const char *msg)
 {
     cj->snap = NULL;
     cj->snap_ms = registry_now_ms() - cj->t0_ms;
     if (!ok) {
+        if (cj->nr_writable)
+            resume_source(cj);
         job_finish(cj, msg);
         return;
     }
-    job_line(cj, json_pack("{s:s, s:s, s:I}", "snapshot", cj->state, "memory", cj->mem,
-                           "snapshot_ms", (json_int_t)cj->snap_ms));
+    if (cj->nr_writable) {
+        struct vm *vm = wispd_find(cj->d, cj->source);
+        struct wisp_err err = {0};
+        cj->ov = (struct overlay_job){.def = cj->def,
+                                      .img = cj->d->img_path,
+                                      .dir = cj->dir,
+                                      .prefix = cj->prefix,
+                                      .count = cj->count,
+                                      .chown = cj->d->place.jail &&
+                                               !json_is_false(json_object_get(cj->def, "jail")),
+                                      .uid = cj->d->place.jail_uid,
+                                      .gid = cj->d->place.jail_gid,
+                                      .done = overlays_done};
+        if (!vm || overlay_job_start(cj->d, &cj->ov, &err) < 0) {
+            resume_source(cj);
+            job_finish(cj, vm ? err.msg : "the source was removed");
+        }
+        return;
+    }
+    start_clones(cj);
+}
+
+static void start_clones(struct clone_job *cj)
+{
+    job_line(cj, json_pack("{s:s, s:s, s:I, s:i}", "snapshot", cj->state, "memory", cj->mem,
+                           "snapshot_ms", (json_int_t)cj->snap_ms, "overlays",
+                           (int)(cj->nr_writable * cj->count)));
     /* every clone defined and started now; each start runs on the loop by itself */
     for (unsigned i = 1; i <= cj->count; i++) {
         char name[160];
         snprintf(name, sizeof(name), "%s-%u", cj->prefix, i);
         struct wisp_err err = {0};
         struct vm *vm = NULL;
-        int ret = define_from(cj->d, cj->def, name, i, &vm, &err);
+        int ret = define_from(cj->d, cj->def, name, i, cj->nr_writable ? cj->dir : NULL, &vm, &err);
         if (ret == 0)
             ret = set_restore(vm, cj->state, cj->mem, &err);
         if (ret == 0) {
@@ -480,7 +560,7 @@ void clone_h_clone(struct api_request *req, void *opaque)
     struct wisp_err err = {0};
     size_t len;
     const char *text = api_request_body(req, &len);
-    json_t *body = NULL, *item;
+    json_t *body = NULL;
     uint64_t count = 0;
     const char *prefix = NULL;
     const struct api_json_field f[] = {
@@ -491,13 +571,9 @@ void clone_h_clone(struct api_request *req, void *opaque)
         ret = api_json_read(body, "clone", f, 2, &err);
     if (ret == 0 && count < 1)
         ret = wisp_err_set(&err, EINVAL, "clone: count: at least 1");
-    size_t i;
-    json_array_foreach(json_object_get(vm->def, "drives"), i,
-                       item) if (ret == 0 && !json_is_true(json_object_get(item, "read_only")))
-        ret = wisp_err_set(&err, ENOTSUP,
-                           "clone: %s: drive '%s' is writable: the clones and %s would write one "
-                           "image (clone VMs whose drives are read-only)",
-                           vm->name, json_string_value(json_object_get(item, "id")), vm->name);
+    unsigned nr_writable = 0;
+    if (ret == 0) /* writable drives: an overlay per clone (overlay.c) */
+        ret = overlay_check(vm, &nr_writable, &err);
     struct clone_job *cj = ret == 0 ? calloc(1, sizeof(*cj)) : NULL;
     if (ret == 0 && !cj)
         ret = wisp_err_set(&err, ENOMEM, "out of memory");
@@ -506,6 +582,9 @@ void clone_h_clone(struct api_request *req, void *opaque)
         snprintf(cj->prefix, sizeof(cj->prefix), "%.60s", prefix ? prefix : vm->name);
         cj->d = d;
         cj->count = (unsigned)count;
+        cj->nr_writable = nr_writable;
+        cj->source_running = vm->state == VM_RUNNING;
+        cj->source_id = vm->id;
         cj->t0_ms = registry_now_ms();
         cj->def = json_incref(vm->def);
         cj->results = json_array();
@@ -535,6 +614,8 @@ void clone_h_clone(struct api_request *req, void *opaque)
         snapshot_files(dir, j->state, j->mem, j->def, sizeof(j->state), &err);
         snprintf(cj->state, sizeof(cj->state), "%s", j->state);
         snprintf(cj->mem, sizeof(cj->mem), "%s", j->mem);
+        snprintf(cj->dir, sizeof(cj->dir), "%s", dir);
+        j->hold = nr_writable > 0;
         j->clone = cj;
         cj->snap = j;
         ret = snapshot_start(vm, j, &err);

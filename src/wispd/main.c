@@ -95,21 +95,22 @@ static void raise_limits(void)
                                : "");
 }
 
-static char *default_vmm(void)
+/* A program beside wispd, or in a build tree ../SUB/NAME, else /usr/bin/NAME. */
+static char *default_tool(const char *name, const char *sub)
 {
-    char exe[PATH_MAX];
+    char exe[PATH_MAX], *p;
     ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-    if (n <= 0)
-        return strdup("/usr/bin/wisp-vmm");
-    exe[n] = '\0';
-    char *dir = dirname(exe), *p;
-    if (asprintf(&p, "%s/wisp-vmm", dir) >= 0 && access(p, X_OK) == 0)
-        return p;
-    free(p);
-    if (asprintf(&p, "%s/../vmm/wisp-vmm", dir) >= 0 && access(p, X_OK) == 0)
-        return p;
-    free(p);
-    return strdup("/usr/bin/wisp-vmm");
+    if (n > 0) {
+        exe[n] = '\0';
+        char *dir = dirname(exe);
+        if (asprintf(&p, "%s/%s", dir, name) >= 0 && access(p, X_OK) == 0)
+            return p;
+        free(p);
+        if (asprintf(&p, "%s/../%s/%s", dir, sub, name) >= 0 && access(p, X_OK) == 0)
+            return p;
+        free(p);
+    }
+    return asprintf(&p, "/usr/bin/%s", name) >= 0 ? p : NULL;
 }
 
 static int make_dirs(const char *state_dir, const char *sock, struct wisp_err *err)
@@ -199,7 +200,8 @@ int main(int argc, char **argv)
         return 2;
     }
     if (!d.vmm_path)
-        d.vmm_path = default_vmm();
+        d.vmm_path = default_tool("wisp-vmm", "vmm");
+    d.img_path = default_tool("wisp-img", "img"); /* clones' overlays (overlay.c) */
     d.state_dir = realpath(state_dir, NULL);
     signal(SIGPIPE, SIG_IGN);
     raise_limits();

@@ -291,8 +291,13 @@ static void build_argv(struct wispd *d, struct vm *vm, struct argv_builder *b)
         if (json_object_get(def, "initrd"))
             jail_file(b, vm, json_string_value(json_object_get(def, "initrd")), "initrd", NULL);
         json_array_foreach(json_object_get(def, "drives"), i, item)
-            jail_file(b, vm, json_string_value(json_object_get(item, "path")), "drive",
-                      json_string_value(json_object_get(item, "id")));
+        {
+            const char *id = json_string_value(json_object_get(item, "id"));
+            jail_file(b, vm, json_string_value(json_object_get(item, "path")), "drive", id);
+            if (json_object_get(item, "backing")) /* its header names "backing-ID" */
+                jail_file(b, vm, json_string_value(json_object_get(item, "backing")), "backing",
+                          id);
+        }
         json_array_foreach(json_object_get(def, "pmem"), i, item)
             jail_file(b, vm, json_string_value(json_object_get(item, "path")), "pmem",
                       json_string_value(json_object_get(item, "id")));

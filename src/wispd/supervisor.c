@@ -18,6 +18,7 @@
 #include "common/cleanup.h"
 #include "common/evloop.h"
 #include "network.h"
+#include "overlay.h"
 #include "registry.h"
 #include "vmmclient.h"
 #include "wispd.h"
@@ -695,7 +696,8 @@ int vm_remove(struct vm *vm, bool force, struct api_request *req, struct wisp_er
     snprintf(log_path, sizeof(log_path), "%s/logs/%lld.vmm.log", d->state_dir, (long long)vm->id);
     unlink(log_path);
     console_vm_removed(vm);
-    cgroup_vm_remove(d, vm); /* if the end's removal found it busy */
+    overlay_vm_removed(d, vm); /* a clone's own overlays */
+    cgroup_vm_remove(d, vm);   /* if the end's removal found it busy */
     wispd_event(d, vm->name, "remove", "");
     for (unsigned i = 0; i < vm->nr_waiters; i++)
         api_reply_empty(vm->waiters[i]);

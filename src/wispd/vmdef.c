@@ -134,6 +134,8 @@ int vmdef_parse(const char *text, size_t len, json_t **out, struct wisp_err *err
         {.name = "root", .type = API_JSON_BOOL, .required = false},
         {.name = "read_only", .type = API_JSON_BOOL, .required = false},
         {.name = "format", .type = API_JSON_STRING, .required = false},
+        /* a qcow2 image's backing file (a clone's overlay: overlay.c), put beside it in a jail */
+        {.name = "backing", .type = API_JSON_STRING, .required = false},
     };
     static const struct api_json_field nic_fields[] = {
         {.name = "id", .type = API_JSON_STRING, .required = true},

@@ -186,8 +186,7 @@ static void start_request(struct vmm_client *c)
         if ((e == ENOENT || e == ECONNREFUSED || e == EAGAIN) && now < c->connect_deadline_ns) {
             /* A VMM's socket appears a few ms after its fork: tried every 0.25 ms for the
              * first 20 ms (a failed connect costs ~10 us of the loop), then every 2 ms. */
-            evloop_timer_arm(c->timer, now - c->connect_start_ns < 20000000 ? 250000 : 2000000,
-                             0);
+            evloop_timer_arm(c->timer, now - c->connect_start_ns < 20000000 ? 250000 : 2000000, 0);
             return;
         }
         finish(c, -e, "%s: connecting: %s", c->addr.sun_path, strerror(e));

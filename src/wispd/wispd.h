@@ -61,6 +61,7 @@ struct wispd {
     struct registry *reg;
     char *state_dir;
     char *vmm_path;
+    char *img_path; /* wisp-img: the overlays of clones with writable drives (overlay.c) */
     struct api_server *server;
     struct vm *hash[VM_HASH_SIZE];
     struct netstate *net; /* networks and MACs (network.h) */

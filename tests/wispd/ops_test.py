@@ -341,15 +341,94 @@ def case_clone(d):
     assert d.wisp("snapshot", "b", snap).returncode == 5
     r = d.wisp("restore", "z", os.path.join(d.tmp, "nosnap"))
     assert r.returncode == 1 and "nosnap" in r.stderr, r.stderr
-    img = os.path.join(d.tmp, "disk.img")
-    open(img, "wb").truncate(1 << 20)
-    os.chown(img, 10100, 10100)  # a jailed VMM opens its drives as the jail's uid (docs/wispd.md)
-    d.define("w", stop_timeout_s=0, drives=[{"id": "rootfs", "path": img, "root": True}], check=0)
-    d.wisp("start", "w", check=0)
-    r = d.wisp("clone", "w", "--count", "1")
-    assert r.returncode == 1 and "writable" in r.stderr, r.stderr
     kinds = [json.loads(l)["kind"] for l in d.wisp("events", "--json", check=0).stdout.splitlines()]
     assert "snapshot" in kinds
+    for n in list(d.vms()):
+        d.wisp("rm", "-f", n, check=0)
+    d.stop()
+
+
+def api_get(sock, path):
+    c = socket.socket(socket.AF_UNIX)
+    c.connect(sock)
+    c.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    got = b""
+    while b := c.recv(65536):
+        got += b
+    c.close()
+    return json.loads(got.split(b"\r\n\r\n", 1)[1])
+
+
+def case_clone_own(d):
+    """What each clone gets of its own (docs/wispd.md, "Snapshots and clones"): a new MAC per
+    NIC (its definition's, and its device's through the restore's network override), and for a
+    writable drive a qcow2 overlay on a copy of the source's image as the snapshot saw it: the
+    kit's snapshot_blk guest, cloned in the middle of its writes, finishes them in each clone
+    and verifies every block (the early ones read through the overlay's backing file), while
+    the source writes on in its own image. Jailed (the default) and unjailed."""
+    d.start()
+    # MACs: an unjailed VM (wisp-vmm makes the clones' taps itself) with two NICs
+    d.define("m", stop_timeout_s=0, jail=False, check=0,
+             nics=[{"id": "net0", "tap": "wdfm0"}, {"id": "net1", "tap": "wdfm1"}])
+    d.wisp("start", "m", check=0)
+    src = [n["mac"] for n in d.vms()["m"]["definition"]["nics"]]
+    d.wisp("clone", "m", "--count", "3", check=0)
+    vms = d.vms()
+    seen = set(src)
+    for i in (1, 2, 3):
+        v = vms[f"m-{i}"]
+        macs = [n["mac"] for n in v["definition"]["nics"]]
+        assert len(macs) == 2 and not seen & set(macs), (macs, seen)
+        seen |= set(macs)
+        conf = api_get(v["api_sock"], "/vm/config")  # the restored device offers the new MAC
+        got = {n["iface_id"]: n["guest_mac"] for n in conf["network-interfaces"]}
+        assert got == {"net0": macs[0], "net1": macs[1]}, (got, macs)
+    for n in list(d.vms()):
+        d.wisp("rm", "-f", n, check=0)
+    blk = os.path.join(os.path.dirname(wt.A.guest), "snapshot_blk.elf")
+    for jail in (True, False):
+        name = "bj" if jail else "bn"
+        img = os.path.join(d.tmp, name + ".img")
+        open(img, "wb").truncate(2 << 20)  # the guest's 400 blocks of 4 KiB, and room
+        os.chown(img, 10100, 10100)  # a jailed VMM opens its drives as the jail's uid
+        d.define(name, stop_timeout_s=0, jail=jail, kernel=blk, memory_mib=32,
+                 cmdline="blk.delay_us=1500 blk.blocks=400", drives=[{"id": "rootfs", "path": img}], check=0)
+        d.wisp("start", name, check=0)
+        wait_for(name + " writing",
+                 lambda: "blk wrote 100" in d.wisp("logs", name, check=0).stdout, 20)
+        out = d.wisp("clone", name, "--count", "2", "--json", check=0).stdout
+        summary = json.loads(out)
+        assert summary["running"] == 2, summary
+        vms = d.vms()
+        for i in (1, 2):
+            dr = vms[f"{name}-{i}"]["definition"]["drives"][0]
+            assert dr["path"].endswith(f"/{name}-{i}.rootfs.qcow2") and dr["format"] == "qcow2"
+            head = open(dr["path"], "rb").read(4096)
+            assert head[:4] == b"QFI\xfb" and b"backing-rootfs" in head, head[:64]
+            assert dr["backing"] == os.path.join(os.path.dirname(dr["path"]), "backing-rootfs")
+        for v in [name, f"{name}-1", f"{name}-2"]:  # each finishes and verifies all its blocks
+            wait_for(v + " verified", lambda: "blk verified 400"
+                     in d.wisp("logs", v, check=0).stdout, 60)
+            wait_for(v + " ended", lambda: d.vms()[v]["state"] == "stopped", 10)
+            assert d.vms()[v]["last_exit"] == "exited with status 0", d.vms()[v]
+        # the clones wrote into their overlays, not into the source's image or the copy
+        for i in (1, 2):
+            assert os.path.getsize(vms[f"{name}-{i}"]["definition"]["drives"][0]["path"]) > 256 << 10
+        d.wisp("rm", f"{name}-1", check=0)  # a removed clone's overlay goes with it
+        assert not os.path.exists(vms[f"{name}-1"]["definition"]["drives"][0]["path"])
+    # a qcow2 source with a backing file of its own is refused, naming it
+    base = os.path.join(d.tmp, "base.img")
+    open(base, "wb").truncate(1 << 20)
+    top = os.path.join(d.tmp, "top.qcow2")
+    img_tool = os.path.join(os.path.dirname(wt.A.wispd), "..", "img", "wisp-img")
+    subprocess.run([img_tool, "create", "-f", "qcow2", "-b", base, "-F", "raw", top], check=True,
+                   capture_output=True)
+    os.chown(top, 10100, 10100)
+    os.chown(base, 10100, 10100)
+    d.define("q", stop_timeout_s=0, jail=False, drives=[{"id": "rootfs", "path": top}], check=0)
+    d.wisp("start", "q", check=0)
+    r = d.wisp("clone", "q", "--count", "1")
+    assert r.returncode == 1 and "backing file of its own" in r.stderr, r.stderr
     for n in list(d.vms()):
         d.wisp("rm", "-f", n, check=0)
     d.stop()

@@ -391,13 +391,13 @@ int cmd_stats(int argc, char **argv)
                    JSON_INDENT(2));
         putchar('\n');
     } else if (json_array_size(all)) {
-        printf("%-20s %10s %11s %21s %21s\n", "NAME", "CPU", "MEMORY", "BLOCK READ/WRITTEN",
-               "NET RX/TX");
+        printf("%-20s %10s %11s %21s %21s %15s\n", "NAME", "CPU", "MEMORY", "BLOCK READ/WRITTEN",
+               "NET RX/TX", "BALLOON");
         size_t k;
         json_t *j;
         json_array_foreach(all, k, j)
         {
-            char mem[32], br[32], bw[32], rx[32], tx[32], b2[72], n2[72];
+            char mem[32], br[32], bw[32], rx[32], tx[32], b2[72], n2[72], bl[40] = "-";
             human(mem, sizeof(mem), (double)get_int(j, "memory", "bytes"));
             human(br, sizeof(br), (double)get_int(j, "block", "read_bytes"));
             human(bw, sizeof(bw), (double)get_int(j, "block", "write_bytes"));
@@ -405,8 +405,13 @@ int cmd_stats(int argc, char **argv)
             human(tx, sizeof(tx), (double)get_int(j, "net", "tx_bytes"));
             snprintf(b2, sizeof(b2), "%s / %s", br, bw);
             snprintf(n2, sizeof(n2), "%s / %s", rx, tx);
-            printf("%-20s %9.2fs %11s %21s %21s\n", json_string_value(json_object_get(j, "name")),
-                   (double)get_int(j, "cpu", "usage_ns") / 1e9, mem, b2, n2);
+            if (json_object_get(j, "balloon")) /* the automatic balloon: target/actual */
+                snprintf(bl, sizeof(bl), "%lld/%lld MiB",
+                         (long long)get_int(j, "balloon", "target_mib"),
+                         (long long)get_int(j, "balloon", "actual_mib"));
+            printf("%-20s %9.2fs %11s %21s %21s %15s\n",
+                   json_string_value(json_object_get(j, "name")),
+                   (double)get_int(j, "cpu", "usage_ns") / 1e9, mem, b2, n2, bl);
         }
     }
     json_decref(all);
@@ -882,14 +887,16 @@ static const struct {
     {"events",
      "usage: wisp events [-f] [--json]\n\n"
      "wispd's newest events (at most 1000): number, VM, kind (define, start, stop, crash,\n"
-     "restart, pause, resume, reattach, snapshot, remove) and detail. -f then follows the\n"
+     "restart, pause, resume, reattach, snapshot, remove, balloon, pressure) and detail. -f then "
+     "follows the\n"
      "event stream as events happen. --json: one JSON object a line (id, time_ms, vm, kind,\n"
      "event).\n" EXIT_TEXT},
     {"stats",
      "usage: wisp stats [--json] NAME...\n\n"
      "Each running VM's CPU time, memory, block bytes read and written and net bytes\n"
      "received and sent: CPU and memory from the VM's own cgroup when it has one, else from\n"
-     "its process; I/O from wisp-vmm's counters. --json: the object of GET\n"
+     "its process; I/O from wisp-vmm's counters; for a VM in balloon auto mode its balloon's\n"
+     "target and actual size (docs/memory.md). --json: the object of GET\n"
      "/v1/vms/NAME/stats (an array for several names).\n" EXIT_TEXT},
     {"snapshot",
      "usage: wisp snapshot NAME DIR|FILE\n\n"

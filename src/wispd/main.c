@@ -19,6 +19,7 @@
 #include "common/evloop.h"
 #include "common/parse.h"
 #include "network.h"
+#include "reclaim.h"
 #include "registry.h"
 #include "wispd.h"
 
@@ -26,6 +27,7 @@ static const char usage[] =
     "usage: wispd [--socket PATH] [--state-dir DIR] [--vmm PATH] [--console-log-max SIZE]\n"
     "             [--cgroups MODE] [--no-favor-dynmods] [--no-jail] [--jailer PATH]\n"
     "             [--jail-uid UID] [--jail-gid GID]\n"
+    "             [--reclaim off|KEY=VALUE,...]\n"
     "\n"
     "The wisp daemon: keeps VM definitions in DIR/wispd.db (SQLite), starts each VM as its own\n"
     "wisp-vmm process, supervises it and serves the REST API (docs/wispd.md) on PATH. Runs in\n"
@@ -55,6 +57,19 @@ static const char usage[] =
     "  --jailer PATH     the wisp-jailer (default: beside wispd, or ../../tools/wisp-jailer)\n"
     "  --jail-uid UID, --jail-gid GID\n"
     "                    the unprivileged ids jailed VMMs run as (default 10100)\n"
+    "  --reclaim off|KEY=VALUE,...\n"
+    "                    the automatic balloon of VMs whose definition has \"balloon\":\n"
+    "                    {\"auto\": true} (docs/memory.md): under host memory pressure their\n"
+    "                    balloons are inflated, idle guests first, and deflated when a guest\n"
+    "                    needs memory or the pressure is over. Keys (defaults): psi=PATH\n"
+    "                    (/proc/pressure/memory; off: MemAvailable only), high=PCT (10) and\n"
+    "                    low=PCT (1): PSI some avg10 from which pressure starts and below\n"
+    "                    which it ends, calm_s=S (30): how long below low, avail_low_pct (10)\n"
+    "                    and avail_high_pct (20): the same with MemAvailable without PSI,\n"
+    "                    interval_ms (2000): the tick, step_mib (64): MiB per tick for all\n"
+    "                    VMs, holdoff_s (60): no inflate after a guest needed memory,\n"
+    "                    window_s (60): a guest's recent available memory, trigger_stall_ms\n"
+    "                    (200): the PSI trigger's stall in 2 s. off: no automatic balloon\n"
     "  -h, --help        this text\n"
     "\n"
     "Exit status: 0 after SIGTERM/SIGINT, 1 when it cannot start, 2 for usage errors.\n";
@@ -149,6 +164,7 @@ int main(int argc, char **argv)
                                          {"jailer", required_argument, NULL, 'j'},
                                          {"jail-uid", required_argument, NULL, 'u'},
                                          {"jail-gid", required_argument, NULL, 'g'},
+                                         {"reclaim", required_argument, NULL, 'r'},
                                          {"help", no_argument, NULL, 'h'},
                                          {0}};
     const char *sock = "/run/wisp/wispd.sock", *state_dir = "/var/lib/wisp";
@@ -157,6 +173,8 @@ int main(int argc, char **argv)
     uint32_t jail_ids[2] = {10100, 10100};
     static struct wispd d; /* large (placement's paths): not on the stack */
     struct wisp_err err = {0};
+    struct reclaim_config reclaim;
+    reclaim_config_defaults(&reclaim);
     d.console_log_max = 1 << 20;
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -180,6 +198,11 @@ int main(int argc, char **argv)
             d.place.no_dynmods = true;
         else if (c == 'j')
             jailer = optarg;
+        else if (c == 'r' && reclaim_parse_options(&reclaim, optarg, &err) < 0) {
+            fprintf(stderr, "wispd: %s\n", err.msg);
+            return 2;
+        } else if (c == 'r')
+            continue;
         else if ((c == 'u' || c == 'g') &&
                  parse_unprivileged_id(c == 'u' ? "--jail-uid" : "--jail-gid", optarg,
                                        &jail_ids[c == 'g'], &err) < 0) {
@@ -230,6 +253,8 @@ int main(int argc, char **argv)
     if (ret == 0)
         ret = net_init(&d, &err); /* before the VMs: their taps need the bridges */
     if (ret == 0)
+        ret = reclaim_init(&d, &reclaim, &err); /* before the VMs: a reattached one joins it */
+    if (ret == 0)
         ret = wispd_recover(&d, &err);
     if (ret == 0) {
         unlink(sock);                  /* a wispd killed with -9 leaves its socket behind */
@@ -251,6 +276,7 @@ int main(int argc, char **argv)
             vm->nr_waiters = 0;
     d.nr_event_waiters = 0;
     console_shutdown(&d);
+    reclaim_fini(&d);
     api_server_destroy(d.server);
     registry_close(d.reg);
     cgroups_fini(&d.place);

@@ -11,6 +11,7 @@
 #include "api/http.h"
 #include "common/cleanup.h"
 #include "network.h"
+#include "reclaim.h"
 #include "registry.h"
 #include "wispd.h"
 
@@ -224,6 +225,7 @@ void wispd_events_notify(struct wispd *d)
 static const struct api_route routes[] = {
     {"GET", "/v1/version", h_version},
     {"GET", "/v1/limits", h_limits},
+    {"GET", "/v1/reclaim", reclaim_h_get},
     {"GET", "/v1/vms", h_list},
     {"POST", "/v1/vms", h_define},
     {"GET", "/v1/vms/{name}", h_show},

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "api/http.h"
+#include "reclaim.h"
 #include "registry.h"
 #include "vmmclient.h"
 #include "wispd.h"
@@ -177,6 +178,9 @@ static void stats_done(void *opaque, int status, const char *message)
             member(n, "rx_bytes_count"), "tx_bytes", member(n, "tx_bytes_count"), "rx_packets",
             member(n, "rx_packets_count"), "tx_packets", member(n, "tx_packets_count"),
             "rx_dropped", member(n, "rx_dropped"), "tx_dropped", member(n, "tx_dropped"));
+        json_t *balloon = reclaim_vm_json(vm); /* the automatic balloon's view */
+        if (balloon)
+            json_object_set_new(j, "balloon", balloon);
         if (vmm)
             json_object_set_new(j, "vmm", vmm);
         else

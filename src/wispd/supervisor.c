@@ -19,6 +19,7 @@
 #include "common/evloop.h"
 #include "network.h"
 #include "overlay.h"
+#include "reclaim.h"
 #include "registry.h"
 #include "vmmclient.h"
 #include "wispd.h"
@@ -229,6 +230,7 @@ static void vm_exited(void *opaque, uint32_t events)
     vm->pidfd = -1;
     vmm_client_cancel(vm->client);
     vm->client = NULL;
+    reclaim_vm_ended(vm);
     vm_timer_drop(vm); /* inside its own callback is fine (evloop.h) */
     unlink(vm->api_sock);
     placement_release(vm); /* its cgroups, a jail its jailer left */
@@ -339,6 +341,7 @@ static void vm_free(struct vm *vm)
         }
     d->nr_vms--;
     net_vm_removed(vm);
+    reclaim_vm_ended(vm);
     evloop_source_remove(vm->timer);
     start_notify(vm, false, "removed");
     json_decref(vm->def);
@@ -448,8 +451,7 @@ static size_t build_requests(const struct vm *vm, struct vmm_request *r, size_t 
         r[n++] = (struct vmm_request){"PUT", strdup("/vsock"),
                                       json_dumps(json_object_get(def, "vsock"), 0)};
     if (json_object_get(def, "balloon"))
-        r[n++] = (struct vmm_request){"PUT", strdup("/balloon"),
-                                      json_dumps(json_object_get(def, "balloon"), 0)};
+        r[n++] = (struct vmm_request){"PUT", strdup("/balloon"), reclaim_vmm_balloon_body(def)};
     r[n++] = (struct vmm_request){"PUT", strdup("/actions"),
                                   strdup("{\"action_type\": \"InstanceStart\"}")};
     return n;
@@ -477,6 +479,7 @@ static void start_done(void *opaque, int status, const char *message)
         return;
     }
     wispd_event(vm->d, vm->name, "start", "");
+    reclaim_vm_running(vm);
     reply_waiters(vm, 200, NULL);
     start_notify(vm, true, "");
 }
@@ -776,6 +779,7 @@ static int recover_row(const struct registry_row *row, void *opaque)
         placement_kill(vm);
     } else {
         wispd_event(d, vm->name, "reattach", "");
+        reclaim_vm_running(vm);
     }
     return 0;
 }

@@ -6,6 +6,7 @@
 #include "api/json.h"
 #include "common/cleanup.h"
 #include "netdef.h"
+#include "reclaim.h"
 #include "wispd.h"
 
 static bool name_ok(const char *n)
@@ -167,7 +168,8 @@ int vmdef_parse(const char *text, size_t len, json_t **out, struct wisp_err *err
     json_object_set_new(def, "memory_mib", json_integer((json_int_t)mem));
     json_object_set_new(def, "restart_policy", json_string(policy ? policy : "no"));
     json_object_set_new(def, "stop_timeout_s", json_integer((json_int_t)stop_timeout));
-    if (placement_check(def, err) < 0) { /* placement, limits, jail (placement.c) */
+    if (placement_check(def, err) < 0 ||   /* placement, limits, jail (placement.c) */
+        reclaim_check_def(def, err) < 0) { /* the balloon's auto mode (reclaim_policy.c) */
         json_decref(def);
         return -EINVAL;
     }

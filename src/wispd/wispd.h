@@ -52,7 +52,8 @@ struct vm {
     void *on_start_opaque;
     struct api_request *waiters[VM_MAX_WAITERS];
     unsigned nr_waiters;
-    struct vm_place place; /* this run's cgroups, NUMA node, jail (placement.h) */
+    struct vm_place place;      /* this run's cgroups, NUMA node, jail (placement.h) */
+    struct vm_reclaim *reclaim; /* reclaim.c: while it runs in balloon auto mode */
     struct vm *hash_next;
 };
 
@@ -75,6 +76,7 @@ struct wispd {
     int64_t event_after[64];
     unsigned nr_event_waiters;
     struct event_stream *event_streams; /* events.c: GET /v1/events?follow=1 */
+    struct reclaim *reclaim;            /* reclaim.c: the automatic balloon (NULL: off) */
 };
 
 const char *vm_state_name(enum vm_state s);

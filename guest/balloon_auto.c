@@ -31,10 +31,8 @@
 #define VEC_BALLOON       0x1d
 #define VEC_SPURIOUS      0x1f
 #define VEC_HALT          6
-#define UART_RBR          0
 #define UART_IER          1
 #define UART_MCR          4
-#define UART_LSR          5
 
 __asm__(".text\n"
         "auto_halt_stub:\n"
@@ -112,12 +110,7 @@ static void send_stats(void)
 
 static void send_pfns(struct gvirtq *q, unsigned n)
 {
-    struct gbuf b = {pfns, n * 4};
-    uint16_t head;
-    uint32_t len;
-    GUEST_ASSERT(gvirtq_add(q, &b, 1, 0) >= 0);
-    gvirtq_kick(q);
-    GUEST_ASSERT(gvirtq_wait_used(q, &head, &len, 10000));
+    GUEST_ASSERT(gvirtq_send_wait(q, pfns, n * 4, 10000));
 }
 
 /* Moves the balloon to `target` pages: inflating from the area's bottom up, deflating from the
@@ -194,16 +187,8 @@ void guest_main(void)
     for (;;) {
         uint16_t head;
         uint32_t got;
-        while (inb(GUEST_PORT_COM1 + UART_LSR) & 0x01) {
-            char c = (char)inb(GUEST_PORT_COM1 + UART_RBR);
-            if (c == '\n' || c == '\r') {
-                line[len] = '\0';
-                command(line);
-                len = 0;
-            } else if (len < sizeof(line) - 1) {
-                line[len++] = c;
-            }
-        }
+        while (guest_com1_line(line, sizeof(line), &len))
+            command(line);
         gvirtio_write32(&dev, 0x064, gvirtio_read32(&dev, 0x060)); /* InterruptACK */
         uint32_t target = gvirtio_config32(&dev, 0);
         if (target > area_pages)

@@ -26,10 +26,8 @@
 #define VEC_HALT     6 /* #UD */
 #define VEC_SPURIOUS 0x1f
 #define AREA         (32ull << 20)
-#define UART_RBR     0
 #define UART_IER     1
 #define UART_MCR     4
-#define UART_LSR     5
 
 __asm__(".text\n"
         ".globl idle_halt_stub\n"
@@ -137,16 +135,8 @@ void guest_main(void)
         print_lines(0);
     guest_printf("idle: ready\n");
     for (;;) {
-        while (inb(GUEST_PORT_COM1 + UART_LSR) & 0x01) {
-            char c = (char)inb(GUEST_PORT_COM1 + UART_RBR);
-            if (c == '\n' || c == '\r') {
-                line[len] = '\0';
-                command(line);
-                len = 0;
-            } else if (len < sizeof(line) - 1) {
-                line[len++] = c;
-            }
-        }
+        while (guest_com1_line(line, sizeof(line), &len))
+            command(line);
         sleep_until_irq();
     }
 }

@@ -46,12 +46,7 @@ static void send_stats(void)
 /* One buffer of page numbers through q, waited for. */
 static void send_pfns(struct gvirtq *q, const uint32_t *pfns, unsigned n)
 {
-    struct gbuf b = {pfns, n * 4};
-    uint16_t head;
-    uint32_t len;
-    GUEST_ASSERT(gvirtq_add(q, &b, 1, 0) >= 0);
-    gvirtq_kick(q);
-    GUEST_ASSERT(gvirtq_wait_used(q, &head, &len, 10000));
+    GUEST_ASSERT(gvirtq_send_wait(q, pfns, n * 4, 10000));
 }
 
 static bool page_is_zero(uint64_t pfn)

@@ -93,6 +93,9 @@ static inline void cpuid(uint32_t leaf, uint32_t subleaf, uint32_t r[4])
 
 /* ---- serial console (COM1) ---- */
 void guest_putc(char c);
+/* Reads what COM1 has received without waiting, into line[*len] (at most size - 1 bytes kept):
+ * true when a line ended (CR or LF), which is then in line, NUL-terminated, and *len is 0 again. */
+bool guest_com1_line(char *line, unsigned size, unsigned *len);
 void guest_puts(const char *s); /* no newline added */
 /* printf subset: %d %i %u %x %X %p %s %c %%, with l/ll/z, width, '0' and '-' flags. */
 int guest_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -1,4 +1,5 @@
-/* Serial output on COM1 and a small printf for the test-guest kit. */
+/* Serial output on COM1 (and its input, a line at a time) and a small printf for the test-guest
+ * kit. */
 #include "guest.h"
 #include "kit.h"
 
@@ -27,6 +28,21 @@ void guest_putc(char c)
     guest_lock(&print_lock);
     serial_write(&c, 1);
     guest_unlock(&print_lock);
+}
+
+bool guest_com1_line(char *line, unsigned size, unsigned *len)
+{
+    while (inb(GUEST_PORT_COM1 + 5) & 0x01) { /* LSR: data ready */
+        char c = (char)inb(GUEST_PORT_COM1);
+        if (c == '\n' || c == '\r') {
+            line[*len] = '\0';
+            *len = 0;
+            return true;
+        }
+        if (*len < size - 1)
+            line[(*len)++] = c;
+    }
+    return false;
 }
 
 void guest_puts(const char *s)

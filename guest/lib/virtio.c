@@ -315,6 +315,17 @@ bool gvirtq_wait_used(struct gvirtq *q, uint16_t *head, uint32_t *len, unsigned 
     return false;
 }
 
+bool gvirtq_send_wait(struct gvirtq *q, const void *addr, uint32_t len, unsigned timeout_ms)
+{
+    struct gbuf b = {addr, len};
+    uint16_t head;
+    uint32_t used;
+    if (gvirtq_add(q, &b, 1, 0) < 0)
+        return false;
+    gvirtq_kick(q);
+    return gvirtq_wait_used(q, &head, &used, timeout_ms);
+}
+
 /* ---- interrupts through the IOAPIC and LAPIC -------------------------------------------- */
 
 static void ioapic_write(unsigned reg, uint32_t v)

@@ -83,6 +83,10 @@ bool gvirtq_get_used(struct gvirtq *q, uint16_t *head, uint32_t *len);
 /* Polls for a used element for up to timeout_ms; false on timeout. */
 bool gvirtq_wait_used(struct gvirtq *q, uint16_t *head, uint32_t *len, unsigned timeout_ms);
 
+/* One device-readable buffer added, the device notified and its use waited for (up to
+ * timeout_ms); false on a full queue or a timeout. */
+bool gvirtq_send_wait(struct gvirtq *q, const void *addr, uint32_t len, unsigned timeout_ms);
+
 /* Zeroed memory from the kit's pool (page-aligned when align is 4096); never freed. */
 void *gvirtio_alloc(uint64_t size, uint64_t align);
 

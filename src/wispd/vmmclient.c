@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -19,7 +20,7 @@ struct vmm_client {
     struct evloop *loop;
     struct sockaddr_un addr;
     struct vmm_request *reqs;
-    size_t n, cur;
+    size_t n, cur, sent; /* requests, answers had, requests sent */
     unsigned timeout_ms;
     uint64_t connect_start_ns, connect_deadline_ns;
     vmm_client_done_fn done;
@@ -93,18 +94,77 @@ static void finish(struct vmm_client *c, int status, const char *fmt, ...)
 
 static void start_request(struct vmm_client *c);
 
-/* The whole answer is in: "HTTP/1.1 NNN ..." and a JSON body with fault_message on errors. */
-static void answer_complete(struct vmm_client *c)
+/* The requests go on one keep-alive connection: every one but the last is sent at once
+ * (pipelined: wisp-vmm's HTTP server answers them in order), the last (InstanceStart, a resume)
+ * only once all of those were answered 2xx, with "Connection: close". A start is then two
+ * round trips whatever the number of devices. */
+static int queue_request(struct vmm_client *c, size_t i)
+{
+    const struct vmm_request *r = &c->reqs[i];
+    size_t blen = r->body ? strlen(r->body) : 0;
+    char *text;
+    int len = asprintf(&text,
+                       "%s %s HTTP/1.1\r\nHost: localhost\r\nConnection: %s\r\n"
+                       "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+                       r->method, r->path, i + 1 == c->n ? "close" : "keep-alive", blen,
+                       r->body ? r->body : "");
+    if (len < 0)
+        return -ENOMEM;
+    char *out = realloc(c->out, c->out_len + (size_t)len);
+    if (!out) {
+        free(text);
+        return -ENOMEM;
+    }
+    memcpy(out + c->out_len, text, (size_t)len);
+    free(text);
+    c->out = out;
+    c->out_len += (size_t)len;
+    c->sent = i + 1;
+    return 0;
+}
+
+/* The length of the first whole answer in c->in ("HTTP/1.1 NNN", headers, a body of its
+ * Content-Length; none for 204 and 304), 0 while it is not all in; at_eof: the rest is its
+ * body. -1: an answer this client cannot delimit. */
+static long answer_length(const struct vmm_client *c, bool at_eof)
+{
+    const char *end = memmem(c->in, c->in_len, "\r\n\r\n", 4);
+    if (!end)
+        return 0;
+    size_t head = (size_t)(end - c->in) + 4;
+    unsigned status = 0;
+    sscanf(c->in, "HTTP/1.%*d %u", &status);
+    long body = -1;
+    for (const char *l = memchr(c->in, '\n', head); l && l < end; l = memchr(l + 1, '\n', head)) {
+        if (!strncasecmp(l + 1, "Content-Length:", 15)) {
+            char *e;
+            unsigned long v = strtoul(l + 16, &e, 10);
+            if (v > MAX_ANSWER)
+                return -1;
+            body = (long)v;
+        }
+    }
+    if (body < 0 && (status == 204 || status == 304))
+        body = 0;
+    if (body < 0) /* no length: the last answer, up to the end of the connection */
+        return at_eof && c->cur + 1 == c->n ? (long)c->in_len : 0;
+    return head + (size_t)body <= c->in_len ? (long)(head + (size_t)body) : 0;
+}
+
+/* One whole answer of length len is at the start of c->in: a 2xx goes on, anything else ends
+ * the client with wisp-vmm's fault_message. false when the client has finished. */
+static bool answer_complete(struct vmm_client *c, size_t len)
 {
     const struct vmm_request *r = &c->reqs[c->cur];
-    c->in[c->in_len] = '\0';
+    char save = c->in[len];
+    c->in[len] = '\0';
     unsigned status = 0;
     if (sscanf(c->in, "HTTP/1.%*d %u", &status) != 1) {
         finish(c, -EPROTO, "%s %s: the answer is not HTTP", r->method, r->path);
-        return;
+        return false;
     }
+    const char *body = strstr(c->in, "\r\n\r\n");
     if (status / 100 != 2) {
-        const char *body = strstr(c->in, "\r\n\r\n");
         const char *fault = body ? body + 4 : "";
         json_t *j = body ? json_loads(body + 4, 0, NULL) : NULL;
         if (j && json_is_string(json_object_get(j, "fault_message")))
@@ -113,18 +173,26 @@ static void answer_complete(struct vmm_client *c)
         snprintf(msg, sizeof(msg), "%s", fault);
         json_decref(j);
         finish(c, -EIO, "wisp-vmm: %s %s: %u: %s", r->method, r->path, status, msg);
-        return;
+        return false;
     }
-    if (c->answer && c->cur + 1 == c->n) {
-        const char *body = strstr(c->in, "\r\n\r\n");
+    if (c->answer && c->cur + 1 == c->n)
         *c->answer = strdup(body ? body + 4 : "");
-    }
-    close_conn(c);
+    c->in[len] = save;
+    memmove(c->in, c->in + len, c->in_len - len);
+    c->in_len -= len;
     if (++c->cur == c->n) {
         finish(c, 0, NULL);
-        return;
+        return false;
     }
-    start_request(c);
+    evloop_timer_arm(c->timer, (uint64_t)c->timeout_ms * 1000000, 0);
+    if (c->cur == c->sent) { /* the batch is answered: the last request */
+        if (queue_request(c, c->sent) < 0) {
+            finish(c, -ENOMEM, "out of memory");
+            return false;
+        }
+        evloop_fd_modify(c->fd_src, EPOLLOUT | EPOLLIN);
+    }
+    return true;
 }
 
 static void conn_ready(void *opaque, uint32_t events)
@@ -139,8 +207,10 @@ static void conn_ready(void *opaque, uint32_t events)
         }
         if (w > 0)
             c->out_off += (size_t)w;
-        if (c->out_off == c->out_len)
+        if (c->out_off == c->out_len) {
+            c->out_off = c->out_len = 0;
             evloop_fd_modify(c->fd_src, EPOLLIN);
+        }
         return;
     }
     ssize_t rd = read(c->fd, c->in + c->in_len, MAX_ANSWER - c->in_len);
@@ -152,8 +222,17 @@ static void conn_ready(void *opaque, uint32_t events)
         return;
     }
     c->in_len += (size_t)rd;
-    if (rd == 0 || c->in_len == MAX_ANSWER)
-        answer_complete(c);
+    for (;;) {
+        long len = answer_length(c, rd == 0);
+        if (len < 0 || (len == 0 && (rd == 0 || c->in_len == MAX_ANSWER))) {
+            finish(c, -EPROTO, "%s %s: %s", c->reqs[c->cur].method, c->reqs[c->cur].path,
+                   rd == 0 ? "wisp-vmm closed the connection before its answer"
+                           : "an answer too long or without a length");
+            return;
+        }
+        if (len == 0 || !answer_complete(c, (size_t)len))
+            return;
+    }
 }
 
 static void timer_fired(void *opaque)
@@ -170,9 +249,9 @@ static void timer_fired(void *opaque)
            c->reqs[c->cur].path, c->timeout_ms);
 }
 
+/* Connects (retrying while the socket may still appear) and sends the batch. */
 static void start_request(struct vmm_client *c)
 {
-    const struct vmm_request *r = &c->reqs[c->cur];
     c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (c->fd < 0) {
         finish(c, -errno, "socket: %s", strerror(errno));
@@ -192,19 +271,12 @@ static void start_request(struct vmm_client *c)
         finish(c, -e, "%s: connecting: %s", c->addr.sun_path, strerror(e));
         return;
     }
-    size_t blen = r->body ? strlen(r->body) : 0;
-    int len = asprintf(&c->out,
-                       "%s %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
-                       "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
-                       r->method, r->path, blen, r->body ? r->body : "");
-    if (len < 0) {
-        c->out = NULL;
-        finish(c, -ENOMEM, "out of memory");
-        return;
-    }
-    c->out_len = (size_t)len;
-    c->out_off = 0;
-    c->in_len = 0;
+    c->out_len = c->out_off = c->in_len = 0;
+    for (size_t i = 0; i < (c->n > 1 ? c->n - 1 : 1); i++)
+        if (queue_request(c, i) < 0) {
+            finish(c, -ENOMEM, "out of memory");
+            return;
+        }
     if (evloop_add_fd(c->loop, c->fd, EPOLLOUT, conn_ready, c, &c->fd_src, NULL) < 0) {
         finish(c, -ENOMEM, "the event loop refused the connection");
         return;

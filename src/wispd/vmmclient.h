@@ -1,6 +1,6 @@
 /* A non-blocking HTTP client for wisp-vmm's API socket (docs/api.md) on wispd's event loop:
- * a short sequence of requests, one connection each, with a deadline, so that a hung wisp-vmm
- * costs wispd a timer and an fd, never a blocked loop. */
+ * a short sequence of requests on one connection (all but the last pipelined), with a deadline,
+ * so that a hung wisp-vmm costs wispd a timer and an fd, never a blocked loop. */
 #ifndef WISP_WISPD_VMMCLIENT_H
 #define WISP_WISPD_VMMCLIENT_H
 
@@ -23,9 +23,11 @@ struct vmm_request {
 typedef void (*vmm_client_done_fn)(void *opaque, int status, const char *message);
 
 /*
- * Sends reqs[0..n) to the socket at `path` one after the other. Until `connect_wait_ms` has
- * passed the socket may not exist yet (a wisp-vmm just started): connecting is retried every
- * 2 ms. Each request must be answered within `timeout_ms`. Takes the paths and bodies even on
+ * Sends reqs[0..n) to the socket at `path` on one connection: reqs[0..n-1) at once (answered in
+ * order), reqs[n-1] once each of those got a 2xx answer (so a start's InstanceStart never
+ * follows a refused configuration). Until `connect_wait_ms` has passed the socket may not exist
+ * yet (a wisp-vmm just started): connecting is retried every 0.25 ms, after 20 ms every 2 ms.
+ * Each answer must come within `timeout_ms` of the one before. Takes the paths and bodies even on
  * failure. *out (optional) is valid until done runs or vmm_client_cancel().
  */
 int vmm_client_run(struct vmm_client **out, struct evloop *loop, const char *path,

@@ -379,7 +379,7 @@ int reclaim_check_def(json_t *def, struct wisp_err *err)
         return wisp_err_set(err, EINVAL,
                             "definition: balloon: auto needs the guest's statistics: "
                             "stats_polling_interval_s must be at least 1");
-    if (amount + min > mem)
+    if (min > mem || amount > mem - min)
         return wisp_err_set(err, EINVAL,
                             "definition: balloon: amount_mib %llu and auto_min_mib %llu are more "
                             "than memory_mib %llu",

@@ -112,6 +112,13 @@ def case_auto(d):
     text = d.wisp("stats", "idle", check=0).stdout
     assert "BALLOON" in text and "80/80 MiB" in text, text
 
+    # a wispd killed with -9 and started again reads the reattached VM's balloon from its VMM
+    d.kill9()
+    d.start()
+    wait_for("the balloon read again", lambda: (lambda b: b and b["target_mib"] == 80 and
+                                                 b["actual_mib"] == 80)(balloon(d, "idle")))
+    assert d.vms()["idle"]["pid"] == vms["idle"]["pid"]
+
     # the guest's own pressure: it uses 60 MiB, its available memory falls to nothing: wispd
     # gives back until it has half its margin again, and holds it off the host's side
     say(d, "idle", "use 60", "auto: use 60")

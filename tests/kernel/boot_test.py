@@ -21,6 +21,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import guest_shell  # noqa: E402  (the guest scripts' retry)
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # Linux reserves memory the VMM offered (kernel image, struct pages, page tables, initramfs
@@ -36,15 +39,7 @@ E820_TOLERANCE_MIB = 1
 # (dmesg | grep) sometimes dies with SIGSEGV in a TLS access (docs/guest-kernel.md).
 # Each external command is therefore retried (visibly, on stderr) when it dies by a signal;
 # a wrong answer is never retried.
-GUEST_SCRIPT = r"""
-retry() {
-    for try in 1 2 3; do
-        "$@"; rc=$?
-        [ $rc -lt 128 ] && return $rc
-        echo "wisp-test: '$1' died with status $rc (PVM TLS crash), try $try" >&2
-    done
-    return $rc
-}
+GUEST_SCRIPT = guest_shell.retry("wisp-test") + r"""
 echo "wisp-test: marker $1"
 read -r online </sys/devices/system/cpu/online
 echo "wisp-test: cpus $(retry grep -c ^processor /proc/cpuinfo) online $online"

@@ -35,6 +35,8 @@ import threading
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(REPO, "tests", "virtio"))
 import netns  # noqa: E402  (the virtio tests' namespace and bridge)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import guest_shell  # noqa: E402  (the guest script's retry)
 
 GUEST_IP = "198.51.100.2"
 GUEST_MAC = "02:00:00:00:02:02"
@@ -48,15 +50,7 @@ APPLETS = "sh,cat,ls,mount,umount,ip,ping,nc,md5sum,head,dd,od,echo,sync,readlin
 # The guest's script (busybox sh). Few processes (each costs seconds under PVM's emulator);
 # every line the host checks starts with "wisp-dev:". Commands that die by a signal (PVM's busybox
 # TLS crash, docs/guest-kernel.md) are retried; wrong answers never are.
-GUEST_SCRIPT = r"""
-retry() {
-    for try in 1 2 3; do
-        "$@"; rc=$?
-        [ $rc -lt 128 ] && return $rc
-        echo "wisp-dev: '$1' died with status $rc, try $try" >&2
-    done
-    return $rc
-}
+GUEST_SCRIPT = guest_shell.retry("wisp-dev") + r"""
 echo "wisp-dev: start $1"
 for d in /sys/bus/virtio/devices/*; do
     read -r id <$d/device

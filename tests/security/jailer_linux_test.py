@@ -27,6 +27,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO, "tests", "kernel"))
+import guest_shell  # noqa: E402  (the guest script's retry)
 import devices_test as dt  # noqa: E402  (the kit's kernel, images, command line)
 import jailer_test as jt  # noqa: E402  (the walls as the ring-3 jailer test checks them)
 
@@ -36,14 +37,7 @@ TAP, TAP_IP, GUEST_IP = "wjl0", "198.51.100.1", "198.51.100.2"
 CGROUP = "/sys/fs/cgroup/cpu/wisp-vmm/linux-1"
 TIMEOUT = 540  # a Linux boot takes 15-60 s idle here, over 300 s under a load of 10
 
-SCRIPT = r"""
-retry() {
-    for try in 1 2 3; do
-        "$@"; rc=$?
-        [ $rc -lt 128 ] && return $rc
-    done
-    return $rc
-}
+SCRIPT = guest_shell.retry("wisp-jail") + r"""
 mkdir -p /mnt/a
 retry mount -t ext4 /dev/vda /mnt/a && echo "wisp-jail: vda $(cat /mnt/a/hello.txt)"
 retry umount /mnt/a

@@ -25,6 +25,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(REPO, "tests", "kernel"))
+import guest_shell  # noqa: E402  (the guest script's retry)
 import wispd_test  # noqa: E402  (its Daemon, wait_for, alive)
 from wispd_test import alive, wait_for  # noqa: E402
 
@@ -362,15 +364,7 @@ def case_dnsmasq(s):
 
 # --- the kit's Linux (two boots at once) ---
 
-GUEST_SCRIPT = r"""
-retry() {
-    for try in 1 2 3; do
-        "$@"; rc=$?
-        [ $rc -lt 128 ] && return $rc
-        echo "wisp-net: '$1' died with status $rc, try $try" >&2
-    done
-    return $rc
-}
+GUEST_SCRIPT = guest_shell.retry("wisp-net") + r"""
 echo "wisp-net: start $1 $(cat /sys/class/net/eth0/address)"
 retry ip link set eth0 up
 retry udhcpc -i eth0 -n -q -f -t 20 -T 3 -s /udhcpc.sh -x hostname:$1 || exit 3

@@ -6,6 +6,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "reclaim.h"
 #include "wispd.h"
 
 /* A wisp-vmm's threads beyond its vCPUs: main, logger, serial, block and net I/O threads. */
@@ -59,8 +60,9 @@ int wispd_check_limits(struct wispd *d, unsigned vcpus, struct wisp_err *err)
 {
     struct rlimit nofile;
     getrlimit(RLIMIT_NOFILE, &nofile);
-    unsigned long need =
-        (unsigned long)d->base_fds + (d->nr_live + 1ul) * FDS_PER_VM + FDS_AT_START;
+    /* a VM in balloon auto mode: one more, its balloon's request (reclaim.c) */
+    unsigned long need = (unsigned long)d->base_fds + (d->nr_live + 1ul) * FDS_PER_VM +
+                         FDS_AT_START + reclaim_nr_vms(d);
     if (need > nofile.rlim_cur)
         return wisp_err_set(err, EMFILE,
                             "the next VM would pass wispd's open-file limit (RLIMIT_NOFILE %lu, "
@@ -100,7 +102,8 @@ json_t *wispd_limits_json(struct wispd *d)
     struct rlimit nofile, nproc;
     getrlimit(RLIMIT_NOFILE, &nofile);
     getrlimit(RLIMIT_NPROC, &nproc);
-    long left = (long)nofile.rlim_cur - d->base_fds - FDS_AT_START - (long)d->nr_live * FDS_PER_VM;
+    long left = (long)nofile.rlim_cur - d->base_fds - FDS_AT_START - (long)d->nr_live * FDS_PER_VM -
+                (long)reclaim_nr_vms(d);
     return json_pack("{s:{s:I, s:I, s:I, s:I}, s:{s:I, s:I, s:b}, s:{s:I, s:I, s:I}, s:I, s:I, "
                      "s:I, s:o}",
                      "nofile", "soft", (json_int_t)nofile.rlim_cur, "hard",

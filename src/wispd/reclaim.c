@@ -415,6 +415,11 @@ void reclaim_vm_running(struct vm *vm)
     send_requests(vr, false, 0); /* its balloon as it is: a reattached VM may be inflated */
 }
 
+unsigned reclaim_nr_vms(const struct wispd *d)
+{
+    return d->reclaim ? d->reclaim->nr_vms : 0;
+}
+
 void reclaim_vm_ended(struct vm *vm)
 {
     struct vm_reclaim *vr = vm->reclaim;

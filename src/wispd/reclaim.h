@@ -132,6 +132,8 @@ void reclaim_fini(struct wispd *d);
  * (malloc'd JSON text). */
 char *reclaim_vmm_balloon_body(const json_t *def);
 void reclaim_vm_running(struct vm *vm);
+/* The running VMs in auto mode (each may hold one more fd: its balloon's request). */
+unsigned reclaim_nr_vms(const struct wispd *d);
 void reclaim_vm_ended(struct vm *vm);
 /* The "balloon" member of GET /v1/vms/{name}/stats, or NULL for a VM not in auto mode. */
 json_t *reclaim_vm_json(const struct vm *vm);

@@ -14,6 +14,7 @@
 
 #include "common/chardev.h"
 #include "common/evloop.h"
+#include "virtio/balloon.h"
 #include "virtio/blk.h"
 #include "virtio/net.h"
 #include "virtio/pmem.h"
@@ -144,6 +145,20 @@ static json_t *memory_metrics(const struct vm_config *cfg)
                      (json_int_t)(resident * 4));
 }
 
+/* The balloon, when the VM has one (docs/memory.md): its target and the guest's actual size now
+ * (not counters), so that a metrics reader sees what the balloon holds back. */
+static void balloon_metrics(struct vmm *v, json_t *line)
+{
+    struct device *dev = v->cfg->balloon ? device_list_find(&v->m.devices, "balloon0") : NULL;
+    if (!dev)
+        return;
+    struct virtio_balloon_stats s;
+    virtio_balloon_get_stats(dev, &s);
+    json_object_set_new(line, "balloon",
+                        json_pack("{s:I,s:I}", "target_mib", (json_int_t)(s.target_pages >> 8),
+                                  "actual_mib", (json_int_t)(s.actual_pages >> 8)));
+}
+
 static json_t *metrics_line(struct vmm_metrics *mt)
 {
     struct timespec ts;
@@ -155,6 +170,7 @@ static json_t *metrics_line(struct vmm_metrics *mt)
         block_metrics(mt->v, mt->blk_last, line, block);
         net_metrics(mt->v, mt->net_last, line, net);
         pmem_metrics(mt->v, mt->pmem_last, line);
+        balloon_metrics(mt->v, line);
     }
     json_object_set_new(line, "block", block);
     json_object_set_new(line, "net", net);
@@ -172,6 +188,7 @@ json_t *vmm_metrics_totals(struct vmm *v)
         block_metrics(v, NULL, line, block);
         net_metrics(v, NULL, line, net);
         pmem_metrics(v, NULL, line);
+        balloon_metrics(v, line);
     }
     json_object_set_new(line, "block", block);
     json_object_set_new(line, "net", net);

@@ -111,6 +111,10 @@ def case_auto(d):
     assert not [e for e in events(d, "balloon") if e["vm"] == "off"]
     text = d.wisp("stats", "idle", check=0).stdout
     assert "BALLOON" in text and "80/80 MiB" in text, text
+    # wisp-vmm's metrics (GET /wisp/metrics, in the stats' vmm) carry every balloon's target
+    for n, want in (("idle", 80), ("off", 0)):
+        m = json.loads(d.wisp("stats", "--json", n, check=0).stdout)["vmm"]["balloon"]
+        assert m == {"target_mib": want, "actual_mib": want}, (n, m)
 
     # a wispd killed with -9 and started again reads the reattached VM's balloon from its VMM
     d.kill9()

@@ -33,6 +33,7 @@ struct vm_reclaim {
     struct vmm_client *client; /* a request under way */
     char *answer;
     bool have_answer, have_stats, settled, fresh, oom_deflated;
+    bool failing; /* its last request failed (said once on stderr until one succeeds) */
     uint32_t target_mib, actual_mib;
     uint64_t free_mib, available_mib, stats_updates;
     uint64_t mark_change, mark_settle; /* stats_updates at the last new target, at settling */
@@ -155,8 +156,10 @@ static void request_done(void *opaque, int status, const char *message)
     vr->answer = NULL;
     if (s)
         take_stats(vr, s);
-    else if (!vr->r->warned)
-        fprintf(stderr, "wispd: reclaim: %s: %s\n", vr->vm->name, message);
+    else if (!vr->failing)
+        fprintf(stderr, "wispd: reclaim: %s: %s\n", vr->vm->name,
+                message && message[0] ? message : "no statistics in the answer");
+    vr->failing = !s;
     json_decref(s);
 }
 

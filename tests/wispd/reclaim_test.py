@@ -10,6 +10,7 @@ deflates. The real /proc/pressure/memory gets a PSI trigger.
 """
 import json
 import os
+import signal
 import sys
 import time
 
@@ -144,6 +145,16 @@ def case_auto(d):
     say(d, "idle", "oom 32", "auto: oom deflated to 12288")
     wait_for("the target follows the guest", lambda: balloon(d, "idle")["target_mib"] == 48)
     assert [e for e in events(d, "balloon") if "deflated on OOM" in e["event"]]
+
+    # a hung VMM costs its request's deadline and a line in the log, never wispd's loop
+    os.kill(vmm, signal.SIGSTOP)
+    try:
+        wait_for("the request's deadline", lambda: "wispd: reclaim: idle: " in
+                 open(os.path.join(d.tmp, "wispd.log")).read(), 10)
+        assert snaplib.api(d.sock, "GET", "/v1/reclaim", timeout=5)[0] == 200
+        assert d.vms()["off"]["state"] == "running"
+    finally:
+        os.kill(vmm, signal.SIGCONT)
 
     # the pressure ends: after calm_s the balloon goes back to amount_mib (0)
     open(psi, "w").write(CALM)

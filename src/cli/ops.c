@@ -916,6 +916,13 @@ static const struct {
      "clones). VMs with a writable drive are refused.\n" EXIT_TEXT},
     {"limits", "usage: wisp limits\n\nThe host limits the next VM could hit (open files, threads, "
                "pids), with what is\nin use (docs/wispd.md, \"Limits\").\n" EXIT_TEXT},
+    {"reclaim",
+     "usage: wisp reclaim\n\n"
+     "The automatic balloon (docs/memory.md): where wispd reads the host's memory pressure\n"
+     "(a PSI trigger, a PSI file, or MemAvailable), whether the host is under pressure, the\n"
+     "level and thresholds, and each running VM in balloon auto mode with its target, actual\n"
+     "size, floor, margin, free and available memory and last change (GET /v1/reclaim; JSON\n"
+     "always).\n" EXIT_TEXT},
 };
 
 const char *cli_verb_help(const char *verb)

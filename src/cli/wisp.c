@@ -58,6 +58,7 @@ static const char usage[] =
     "    events [-f]              the events: define, start, stop, crash, restart, ...\n"
     "    stats NAME...            CPU, memory, block and net I/O\n"
     "    limits                   the host limits the next VM could hit\n"
+    "    reclaim                  the automatic balloon: host pressure, the VMs' targets\n"
     "  Snapshots\n"
     "    snapshot NAME DIR|FILE   save a running or paused VM\n"
     "    restore NAME FROM        start NAME from a snapshot (defines NAME if needed)\n"
@@ -395,6 +396,9 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "limits"))
         return ac != 1 ? cli_usage_error("limits: unexpected argument '%s'", av[1])
                        : call("GET", "/v1/limits", NULL, show_raw);
+    if (!strcmp(cmd, "reclaim"))
+        return ac != 1 ? cli_usage_error("reclaim: unexpected argument '%s'", av[1])
+                       : call("GET", "/v1/reclaim", NULL, show_raw);
     static const struct {
         const char *verb;
         int (*fn)(int argc, char **argv);

@@ -36,7 +36,9 @@ struct vm_reclaim {
     bool failing; /* its last request failed (said once on stderr until one succeeds) */
     uint32_t target_mib, actual_mib;
     uint64_t free_mib, available_mib, stats_updates;
-    uint64_t mark_change, mark_settle; /* stats_updates at the last new target, at settling */
+    /* stats_updates at the last new target, while actual was not the target, when actual last
+     * moved: only statistics counted after these describe the balloon as it is */
+    uint64_t mark_change, mark_settle, mark_actual;
     struct reclaim_window window;
     int64_t holdoff_until_ms, next_poll_ms, updated_ms;
     char last[200]; /* the last change, for the stats */
@@ -127,6 +129,8 @@ static void take_stats(struct vm_reclaim *vr, json_t *s)
     vr->oom_deflated =
         vr->have_answer && target == vr->target_mib && actual < vr->actual_mib && actual < target;
     bool new_stats = updates > vr->stats_updates;
+    if (vr->have_answer && actual != vr->actual_mib)
+        vr->mark_actual = updates; /* the guest may have counted before it moved */
     vr->target_mib = target;
     vr->actual_mib = actual;
     vr->stats_updates = updates;
@@ -143,7 +147,7 @@ static void take_stats(struct vm_reclaim *vr, json_t *s)
     if (actual != target)
         vr->mark_settle = updates;
     vr->settled = actual == target && updates > vr->mark_settle;
-    vr->fresh = updates > vr->mark_change;
+    vr->fresh = updates > vr->mark_change && updates > vr->mark_actual;
     vr->updated_ms = now;
 }
 

@@ -74,7 +74,8 @@ struct reclaim_view {
     uint32_t actual_mib;    /* the guest driver's actual */
     bool have_stats;        /* the guest sent statistics */
     bool settled;           /* actual == target and statistics arrived since */
-    bool fresh;             /* statistics arrived since the last new target */
+    bool fresh;             /* statistics arrived since the last new target and since actual
+                             * last moved (so they count the balloon as it is) */
     bool oom_deflated;      /* actual fell below the target with no new target: the guest
                              * took pages back (deflate_on_oom) */
     uint64_t free_mib;      /* the guest's free memory, latest */

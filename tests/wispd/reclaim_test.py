@@ -162,9 +162,11 @@ def case_auto(d):
         balloon(d, "idle")), 20)
     over = events(d, "pressure")[-1]["event"]
     assert over == "host memory pressure over: some avg10 low for 1 s", over
-    r = snaplib.api(d.sock, "GET", "/v1/reclaim")[1]
+    r = json.loads(d.wisp("reclaim", check=0).stdout)
     assert not r["pressure"] and r["level"] == "low" and [v["name"] for v in r["vms"]] == \
         ["idle"], r
+    assert d.wisp("reclaim", "x").returncode == 2 and "usage: wisp reclaim" in \
+        d.wisp("help", "reclaim").stdout + d.wisp("reclaim", "--help").stdout
     s = snaplib.api(off_sock, "GET", "/balloon/statistics")[1]
     assert s["target_mib"] == 0 and s["wisp"]["inflated_pages"] == 0, s
     for e in events(d, "balloon"):

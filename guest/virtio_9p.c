@@ -187,7 +187,8 @@ static uint32_t read_at(uint32_t fid, uint64_t off, uint32_t count, uint8_t **da
     return n;
 }
 
-static void session(void)
+/* Tversion and Tattach of fid 0 to the share's root; the reply's qid is next to read. */
+static void attach(void)
 {
     begin(P9_TVERSION);
     put32(MSIZE);
@@ -202,6 +203,11 @@ static void session(void)
     puts9("");
     put32(0);
     GUEST_ASSERT_EQ(rpc(), 0);
+}
+
+static void session(void)
+{
+    attach();
     uint8_t t;
     uint64_t root = qid(&t);
     GUEST_ASSERT_EQ(t, 0x80);
@@ -452,17 +458,7 @@ static void clone_case(uint64_t ms)
     guest_printf("p9: ready\n");
     for (uint64_t i = 0; i < ms; i++)
         guest_udelay(1000); /* a restore under PVM sees the host's TSC: the wait is over */
-    begin(P9_TVERSION);
-    put32(MSIZE);
-    puts9("9P2000.L");
-    GUEST_ASSERT_EQ(rpc(), 0);
-    begin(P9_TATTACH);
-    put32(0);
-    put32(~0u);
-    puts9("root");
-    puts9("");
-    put32(0);
-    GUEST_ASSERT_EQ(rpc(), 0);
+    attach();
     static const char *const hello[] = {"hello.txt"};
     GUEST_ASSERT_EQ(walk(0, 1, 1, hello), 0);
     lopen(1, 0);

@@ -259,35 +259,11 @@ int cmd_delete(int argc, char **argv)
 /* PATCH /vm on wisp-vmm's API socket (docs/api.md), answered 204. */
 static int vm_patch_state(struct oci_container *c, const char *state, struct wisp_err *err)
 {
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    struct timeval tv = {10, 0};
-    char body[64], req[256], resp[512];
-    cleanup_close int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    size_t got = 0;
-    int n;
+    char sock[PATH_MAX], body[64];
 
-    oci_container_path(c, "api.sock", sa.sun_path, sizeof(sa.sun_path));
-    if (s < 0 || connect(s, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-        return wisp_err_sys(err, errno, "the VM's API socket");
-    setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    oci_container_path(c, "api.sock", sock, sizeof(sock));
     snprintf(body, sizeof(body), "{\"state\": \"%s\"}", state);
-    n = snprintf(req, sizeof(req),
-                 "PATCH /vm HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
-                 "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
-                 strlen(body), body);
-    if (wisp_write_all(s, req, (size_t)n) < 0)
-        return wisp_err_sys(err, errno, "the VM's API socket: write");
-    while (got < sizeof(resp) - 1) {
-        ssize_t k = read(s, resp + got, sizeof(resp) - 1 - got);
-        if (k <= 0)
-            break;
-        got += (size_t)k;
-    }
-    resp[got] = 0;
-    if (strncmp(resp, "HTTP/1.1 204", 12) != 0)
-        return wisp_err_set(err, EIO, "PATCH /vm %s: %s", state,
-                            got ? resp : "no answer from wisp-vmm");
-    return 0;
+    return oci_vmm_api(sock, "PATCH", "/vm", body, 10, err);
 }
 
 static int pause_resume(int argc, char **argv, bool pause)

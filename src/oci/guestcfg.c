@@ -108,17 +108,21 @@ static void from_build_tree(struct oci_guest *g, const char *build)
     cleanup_free char *out = NULL;
     struct wisp_err err;
 
-    snprintf(g->vmm, sizeof(g->vmm), "%s/src/vmm/wisp-vmm", build);
-    snprintf(g->initramfs, sizeof(g->initramfs), "%s/src/oci/initramfs/" AGENT_INITRAMFS, build);
+    if (!g->vmm[0])
+        snprintf(g->vmm, sizeof(g->vmm), "%s/src/vmm/wisp-vmm", build);
+    if (!g->initramfs[0])
+        snprintf(g->initramfs, sizeof(g->initramfs), "%s/src/oci/initramfs/" AGENT_INITRAMFS,
+                 build);
     snprintf(script, sizeof(script), "%s/guest/kernel/build.sh", WISP_SOURCE_ROOT);
     const char *argv[] = {script, "--print-path", NULL};
-    if (WISP_SOURCE_ROOT[0] && oci_run_output(argv, &out, &err) == 0) {
+    if (!g->kernel[0] && WISP_SOURCE_ROOT[0] && oci_run_output(argv, &out, &err) == 0) {
         out[strcspn(out, "\n")] = 0;
         snprintf(g->kernel, sizeof(g->kernel), "%s/bzImage", out);
         if (!exists(g->kernel))
             snprintf(g->kernel, sizeof(g->kernel), "%s/vmlinux", out);
     }
-    snprintf(g->source, sizeof(g->source), "the build tree %s", build);
+    if (!g->source[0])
+        snprintf(g->source, sizeof(g->source), "the build tree %s", build);
 }
 
 int oci_guest_find(struct oci_guest *g, struct wisp_err *err)
@@ -131,30 +135,33 @@ int oci_guest_find(struct oci_guest *g, struct wisp_err *err)
     g->mem_mib = 128;
     g->vcpus = 1;
     g->overhead_mib = 64;
+    g->template_on = true; /* docs/oci.md "Templates": off only when oci.json says so */
     snprintf(g->cache_dir, sizeof(g->cache_dir), "/var/cache/wisp-oci");
     host_cmdline_extra(g->cmdline, sizeof(g->cmdline));
     snprintf(self, sizeof(self), "%s", oci_g.self);
     dir = dirname(self); /* .../src/oci or <prefix>/bin */
     if (!cfg)
         cfg = "/etc/wisp/oci.json";
-    if (access(cfg, F_OK) == 0) {
-        if ((r = from_file(g, cfg, err)) < 0)
-            return r;
+    /* the file's keys first; what it leaves out comes from where wisp-oci lies */
+    if (access(cfg, F_OK) == 0 && (r = from_file(g, cfg, err)) < 0)
+        return r;
+    char build[PATH_MAX];
+    snprintf(build, sizeof(build), "%s/../..", dir);
+    up = realpath(build, NULL);
+    if (strstr(dir, "/src/oci") && up) {
+        from_build_tree(g, up);
     } else {
-        char build[PATH_MAX];
-        snprintf(build, sizeof(build), "%s/../..", dir);
-        up = realpath(build, NULL);
-        if (strstr(dir, "/src/oci") && up) {
-            from_build_tree(g, up);
-        } else {
+        if (!g->vmm[0])
             snprintf(g->vmm, sizeof(g->vmm), "%s/wisp-vmm", dir);
+        if (!g->kernel[0])
             snprintf(g->kernel, sizeof(g->kernel), "%s/../share/wisp/oci/vmlinux", dir);
+        if (!g->initramfs[0])
             snprintf(g->initramfs, sizeof(g->initramfs), "%s/../share/wisp/oci/" AGENT_INITRAMFS,
                      dir);
+        if (!g->source[0])
             snprintf(g->source, sizeof(g->source), "the install prefix of %s", oci_g.self);
-        }
-        free(up);
     }
+    free(up);
     if (!g->vmm[0])
         snprintf(g->vmm, sizeof(g->vmm), "%s/wisp-vmm", dir);
     if (!exists(g->vmm))

@@ -177,6 +177,18 @@ static int prepare(struct oci_monitor_args *a, struct oci_vm *vm, struct wisp_ag
     } while (wisp_agent_deadline(0) < deadline);
     if (r < 0)
         return oci_vm_explain(vm, r, err, "the guest agent did not answer");
+    if (vm->template_pending) { /* the agent is up, nothing mounted: this VM is the template */
+        wisp_agent_close(*agent);
+        *agent = NULL;
+        oci_vm_template_commit(vm, a->c);
+        if ((r = wisp_agent_connect(vm->vsock_path, deadline, agent, err)) < 0)
+            return oci_vm_explain(vm, r, err, "the guest agent did not answer after the snapshot");
+    }
+    json_object_set_new(a->info, "restored", json_boolean(vm->restored));
+    if (vm->restored) /* the host's part of a start; the rest is the guest's (docs/oci.md) */
+        json_object_set_new(a->info, "restore_us", json_integer(vm->restore_us));
+    if (vm->tmpl.dir[0])
+        json_object_set_new(a->info, "template", json_string(vm->tmpl.dir));
     if (have_net) {
         oci_agent_network_from_netif(&nif, &net);
         if ((r = wisp_agent_network(*agent, &net.n, deadline, err)) < 0)

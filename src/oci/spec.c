@@ -256,6 +256,16 @@ static int load_mounts(json_t *mounts, struct oci_spec *s, struct wisp_err *err)
             return wisp_err_sys(err, errno, "mounts[%zu]: bind source %s", i, src);
         if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode))
             continue; /* device nodes and sockets of the host mean nothing in the guest */
+        if (S_ISDIR(st.st_mode) && strcmp(dst, "/dev/shm") == 0) {
+            /* podman's /dev/shm, a host tmpfs bound in: shared memory cannot cross the VM's
+             * boundary, so the guest gets a tmpfs of its own (and the VM fits a template) */
+            json_t *shm =
+                json_pack("{s:s,s:s,s:s,s:[s,s,s,s]}", "destination", dst, "type", "tmpfs",
+                          "source", "shm", "options", "nosuid", "noexec", "nodev", "mode=1777");
+            if (!shm || json_array_append_new(s->mounts, shm) < 0)
+                return wisp_err_set(err, ENOMEM, "out of memory");
+            continue;
+        }
         if (s->n_binds == OCI_MAX_BINDS)
             return wisp_err_set(err, E2BIG, "mounts: more than %d bind mounts", OCI_MAX_BINDS);
         if (S_ISDIR(st.st_mode) && ++dir_binds > OCI_MAX_DIR_BINDS)

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -13,7 +15,9 @@
 
 #include "agent/client.h"
 #include "common/cleanup.h"
+#include "common/io.h"
 #include "oci.h"
+#include "template.h"
 #include "vm.h"
 
 void oci_vsock_path(const struct oci_container *c, char *buf, size_t len)
@@ -49,59 +53,56 @@ static void size_vm(struct oci_vm *vm, const struct oci_spec *spec, const struct
         vm->vcpus = 1;
 }
 
-int oci_vm_start(struct oci_vm *vm, const struct oci_container *c, const struct oci_spec *spec,
-                 const struct oci_guest *g, struct wisp_err *err)
+void oci_vm_cmdline(const struct oci_guest *g, char *buf, size_t len)
 {
-    char mem[16], cpus[16], vsock[64], fs[PATH_MAX + 64], net[64], cmdline[2048];
-    char binds[OCI_MAX_BINDS][PATH_MAX + 64];
-    const char *argv[64];
-    int n = 0, r, logfd;
-    json_t *res = json_object_get(json_object_get(spec->config, "linux"), "resources");
-    json_t *cpu = json_object_get(res, "cpu");
-
-    size_vm(vm, spec, g);
-    if (spec->cgroups_path) {
-        uint64_t limit =
-            spec->memory_limit ? ((uint64_t)vm->mem_mib + OCI_VMM_OVERHEAD_MIB) << 20 : 0;
-        r = oci_cgroup_setup(spec->cgroups_path, limit,
-                             json_integer_value(json_object_get(cpu, "quota")),
-                             (unsigned long long)json_integer_value(json_object_get(cpu, "period")),
-                             spec->cpuset, err);
-        if (r < 0)
-            return r;
-        vm->cgroups_path = spec->cgroups_path;
-    }
-    snprintf(mem, sizeof(mem), "%u", vm->mem_mib);
-    snprintf(cpus, sizeof(cpus), "%u", vm->vcpus);
-    snprintf(vsock, sizeof(vsock), "cid=3,uds=vsock.sock");
-    snprintf(fs, sizeof(fs), "tag=rootfs,path=%s%s", spec->rootfs,
-             spec->rootfs_readonly ? ",ro" : "");
-    snprintf(cmdline, sizeof(cmdline), "console=ttyS0 quiet panic=-1 reboot=k %s %s", g->cmdline,
+    snprintf(buf, len, "console=ttyS0 quiet panic=-1 reboot=k %s %s", g->cmdline,
              OCI_AGENT_CMDLINE);
-    argv[n++] = g->vmm;
-    argv[n++] = "--kernel", argv[n++] = g->kernel;
-    argv[n++] = "--initrd", argv[n++] = g->initramfs;
-    argv[n++] = "--cmdline", argv[n++] = cmdline;
-    argv[n++] = "--mem", argv[n++] = mem;
-    argv[n++] = "--cpus", argv[n++] = cpus;
-    argv[n++] = "--serial", argv[n++] = "file:console.log";
-    argv[n++] = "--vsock", argv[n++] = vsock;
-    argv[n++] = "--fs", argv[n++] = fs;
-    for (unsigned i = 0; i < spec->n_binds; i++) {
-        if (!spec->binds[i].is_dir)
-            continue;
-        snprintf(binds[i], sizeof(binds[i]), "tag=bind%u,path=%s%s", i, spec->binds[i].source,
-                 spec->binds[i].readonly ? ",ro" : "");
-        argv[n++] = "--fs", argv[n++] = binds[i];
-    }
-    if (vm->netif) {
-        snprintf(net, sizeof(net), "tap=%s,mac=%s", vm->netif->tap, vm->netif->mac);
-        argv[n++] = "--net", argv[n++] = net;
-    }
-    argv[n++] = "--api-sock", argv[n++] = "api.sock";
-    argv[n] = NULL;
+}
 
-    logfd = openat(c->dirfd, "vmm.log", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+int oci_vmm_api(const char *sock, const char *method, const char *path, const char *body,
+                int timeout_s, struct wisp_err *err)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    struct timeval tv = {timeout_s, 0};
+    char head[512], resp[1024];
+    cleanup_close int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    size_t got = 0;
+    int n;
+
+    if (strlen(sock) >= sizeof(sa.sun_path))
+        return wisp_err_set(err, ENAMETOOLONG, "the VM's API socket %s: too long a path", sock);
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock);
+    if (s < 0 || connect(s, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+        return wisp_err_sys(err, errno, "the VM's API socket");
+    setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    n = snprintf(head, sizeof(head),
+                 "%s %s HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                 "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+                 method, path, strlen(body));
+    if (wisp_write_all(s, head, (size_t)n) < 0 || wisp_write_all(s, body, strlen(body)) < 0)
+        return wisp_err_sys(err, errno, "the VM's API socket: write");
+    while (got < sizeof(resp) - 1) {
+        ssize_t k = read(s, resp + got, sizeof(resp) - 1 - got);
+        if (k <= 0)
+            break;
+        got += (size_t)k;
+    }
+    resp[got] = 0;
+    if (strncmp(resp, "HTTP/1.1 204", 12) != 0) {
+        const char *msg = strstr(resp, "\r\n\r\n");
+        return wisp_err_set(err, EIO, "%s %s: %s", method, path,
+                            !got  ? "no answer from wisp-vmm"
+                            : msg ? msg + 4
+                                  : resp);
+    }
+    return 0;
+}
+
+/* wisp-vmm in the container's cgroups and state directory, ending with the monitor. */
+static int spawn(struct oci_vm *vm, const struct oci_container *c, const char *const *argv,
+                 struct wisp_err *err)
+{
+    int logfd = openat(c->dirfd, "vmm.log", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     vm->pid = fork();
     if (vm->pid < 0)
         return wisp_err_sys(err, errno, "fork for wisp-vmm");
@@ -127,8 +128,162 @@ int oci_vm_start(struct oci_vm *vm, const struct oci_container *c, const struct 
     }
     if (logfd >= 0)
         close(logfd);
+    return 0;
+}
+
+/* A template applies to a VM without a NIC and without shares beside the root (the template's
+ * machine has exactly one share, `rootfs`, and no NIC: docs/oci.md "Templates"). */
+static bool template_fits(const struct oci_vm *vm, const struct oci_spec *spec,
+                          const struct oci_guest *g)
+{
+    if (!g->template_on || vm->netif)
+        return false;
+    for (unsigned i = 0; i < spec->n_binds; i++)
+        if (spec->binds[i].is_dir)
+            return false;
+    return true;
+}
+
+static void end_vmm(struct oci_vm *vm)
+{
+    if (vm->pid > 0) {
+        kill(vm->pid, SIGKILL);
+        waitpid(vm->pid, NULL, 0);
+    }
+    vm->pid = -1;
+}
+
+/* wisp-vmm restoring the template, with the container's root and vsock socket. */
+static int restore(struct oci_vm *vm, const struct oci_container *c, const struct oci_spec *spec,
+                   const struct oci_template *t, struct wisp_err *err)
+{
+    const char *argv[] = {t->g->vmm,    "--serial", "file:console.log",
+                          "--api-sock", "api.sock", NULL};
+    char api[PATH_MAX + 16];
+    int r = spawn(vm, c, argv, err);
+    json_t *body;
+    char *text;
+
+    if (r < 0)
+        return r;
+    snprintf(api, sizeof(api), "%s/api.sock", vm->dir);
+    for (int i = 0; access(api, F_OK) < 0; i++) {
+        struct timespec ts = {0, 2 * 1000 * 1000};
+        if (!oci_vm_running(vm) || i == 2500)
+            return oci_vm_explain(vm, -EIO, err, "wisp-vmm made no API socket");
+        nanosleep(&ts, NULL);
+    }
+    body = json_pack("{s:s,s:{s:s,s:s},s:b,s:{s:s},s:[{s:s,s:s,s:b}]}", "snapshot_path", t->state,
+                     "mem_backend", "backend_type", "File", "backend_path", t->mem, "resume_vm", 1,
+                     "vsock_override", "uds_path", "vsock.sock", "fs_overrides", "tag", "rootfs",
+                     "path_on_host", spec->rootfs, "read_only", spec->rootfs_readonly);
+    text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (!text)
+        return wisp_err_set(err, ENOMEM, "out of memory");
+    r = oci_vmm_api(api, "PUT", "/snapshot/load", text, 60, err);
+    free(text);
+    return r;
+}
+
+int oci_vm_start(struct oci_vm *vm, const struct oci_container *c, const struct oci_spec *spec,
+                 const struct oci_guest *g, struct wisp_err *err)
+{
+    char mem[16], cpus[16], vsock[64], fs[PATH_MAX + 64], net[64], cmdline[2048];
+    char binds[OCI_MAX_BINDS][PATH_MAX + 64];
+    const char *argv[64];
+    int n = 0, r;
+    json_t *res = json_object_get(json_object_get(spec->config, "linux"), "resources");
+    json_t *cpu = json_object_get(res, "cpu");
+
+    size_vm(vm, spec, g);
+    if (spec->cgroups_path) {
+        uint64_t limit =
+            spec->memory_limit ? ((uint64_t)vm->mem_mib + OCI_VMM_OVERHEAD_MIB) << 20 : 0;
+        r = oci_cgroup_setup(spec->cgroups_path, limit,
+                             json_integer_value(json_object_get(cpu, "quota")),
+                             (unsigned long long)json_integer_value(json_object_get(cpu, "period")),
+                             spec->cpuset, err);
+        if (r < 0)
+            return r;
+        vm->cgroups_path = spec->cgroups_path;
+    }
+    snprintf(mem, sizeof(mem), "%u", vm->mem_mib);
+    snprintf(cpus, sizeof(cpus), "%u", vm->vcpus);
+    oci_vm_cmdline(g, cmdline, sizeof(cmdline));
+    if (template_fits(vm, spec, g)) {
+        struct oci_template *t = &vm->tmpl;
+        struct wisp_err terr = {0};
+        /* a template that does not load is discarded: then this VM boots and becomes it */
+        r = oci_template_identity(t, g, vm->mem_mib, vm->vcpus, cmdline, &terr);
+        for (int attempt = 0; r == 0 && attempt < 2; attempt++) {
+            if ((r = oci_template_lookup(t, &terr)) <= 0) {
+                vm->template_pending = r == 0;
+                break;
+            }
+            struct timespec t0, t1;
+            clock_gettime(CLOCK_MONOTONIC, &t0);
+            if ((r = restore(vm, c, spec, t, &terr)) == 0) {
+                clock_gettime(CLOCK_MONOTONIC, &t1);
+                vm->restore_us =
+                    (t1.tv_sec - t0.tv_sec) * 1000000ll + (t1.tv_nsec - t0.tv_nsec) / 1000;
+                vm->restored = true;
+                oci_debug("container %s: wisp-vmm pid %d restored template %s", c->id, (int)vm->pid,
+                          t->dir);
+                return 0;
+            }
+            end_vmm(vm);
+            unlinkat(c->dirfd, "api.sock", 0); /* the next wisp-vmm makes them anew */
+            unlinkat(c->dirfd, "vsock.sock", 0);
+            oci_logf("warning", "container %s: the template did not load: %s", c->id, terr.msg);
+            oci_template_discard(t);
+            r = 0;
+        }
+        if (r < 0)
+            oci_logf("warning", "container %s: no template (%s): a cold boot", c->id, terr.msg);
+    }
+    snprintf(vsock, sizeof(vsock), "cid=3,uds=vsock.sock");
+    snprintf(fs, sizeof(fs), "tag=rootfs,path=%s%s", spec->rootfs,
+             spec->rootfs_readonly ? ",ro" : "");
+    argv[n++] = g->vmm;
+    argv[n++] = "--kernel", argv[n++] = g->kernel;
+    argv[n++] = "--initrd", argv[n++] = g->initramfs;
+    argv[n++] = "--cmdline", argv[n++] = cmdline;
+    argv[n++] = "--mem", argv[n++] = mem;
+    argv[n++] = "--cpus", argv[n++] = cpus;
+    argv[n++] = "--serial", argv[n++] = "file:console.log";
+    argv[n++] = "--vsock", argv[n++] = vsock;
+    argv[n++] = "--fs", argv[n++] = fs;
+    for (unsigned i = 0; i < spec->n_binds; i++) {
+        if (!spec->binds[i].is_dir)
+            continue;
+        snprintf(binds[i], sizeof(binds[i]), "tag=bind%u,path=%s%s", i, spec->binds[i].source,
+                 spec->binds[i].readonly ? ",ro" : "");
+        argv[n++] = "--fs", argv[n++] = binds[i];
+    }
+    if (vm->netif) {
+        snprintf(net, sizeof(net), "tap=%s,mac=%s", vm->netif->tap, vm->netif->mac);
+        argv[n++] = "--net", argv[n++] = net;
+    }
+    argv[n++] = "--api-sock", argv[n++] = "api.sock";
+    argv[n] = NULL;
+    if ((r = spawn(vm, c, argv, err)) < 0)
+        return r;
     oci_debug("container %s: wisp-vmm pid %d, %s MiB, %s vCPUs", c->id, (int)vm->pid, mem, cpus);
     return 0;
+}
+
+void oci_vm_template_commit(struct oci_vm *vm, const struct oci_container *c)
+{
+    char api[PATH_MAX];
+    struct wisp_err err = {0};
+
+    if (!vm->template_pending)
+        return;
+    vm->template_pending = false;
+    oci_container_path(c, "api.sock", api, sizeof(api));
+    if (oci_template_commit(&vm->tmpl, api, &err) < 0)
+        oci_logf("warning", "container %s: %s", c->id, err.msg);
 }
 
 bool oci_vm_running(struct oci_vm *vm)
@@ -174,6 +329,9 @@ void oci_vm_stop(struct oci_vm *vm, struct wisp_agent *agent)
         }
     }
     vm->pid = -1;
+    if (vm->template_pending)
+        oci_template_abandon(&vm->tmpl);
+    vm->template_pending = false;
     if (vm->netif)
         oci_net_unplumb(vm->netif);
     if (vm->cgroups_path)

@@ -9,6 +9,7 @@
 #include "host.h"
 #include "spec.h"
 #include "state.h"
+#include "template.h"
 
 /* How long a boot may take before the agent answers: Linux boots in 15-50 s on this project's
  * nested machines, under load more. */
@@ -26,20 +27,38 @@ struct oci_vm {
     const struct oci_netif *netif;
     const char *cgroups_path;
     unsigned mem_mib, vcpus;
-    int status; /* wisp-vmm's wait status once it ended (pid < -1 then) */
+    int status;    /* wisp-vmm's wait status once it ended (pid < -1 then) */
+    bool restored; /* from a template (docs/oci.md "Templates"), not booted */
+    /* booted to become the template (its flock held): oci_vm_template_commit() once the agent
+     * answered and before the container's root is mounted */
+    bool template_pending;
+    long long restore_us; /* wisp-vmm started to its PUT /snapshot/load answered */
+    struct oci_template tmpl;
 };
 
 void oci_vm_init(struct oci_vm *vm, const struct oci_container *c);
-/* Sizes the VM from the spec, makes its cgroups and starts wisp-vmm. */
+/* Sizes the VM from the spec, makes its cgroups and starts wisp-vmm: restoring the template of
+ * its guest configuration when templates are on and it fits (built first if there is none),
+ * else booting. */
 int oci_vm_start(struct oci_vm *vm, const struct oci_container *c, const struct oci_spec *spec,
                  const struct oci_guest *g, struct wisp_err *err);
 /* Ends the VM (the agent's SHUTDOWN when given, then SIGTERM, SIGKILL), removes the tap and
  * the cgroups. */
 void oci_vm_stop(struct oci_vm *vm, struct wisp_agent *agent);
+/* A VM booted to become the template: paused, snapshotted and resumed now (the agent answered,
+ * nothing is mounted on its shares: no connection to the agent may be open). A failure is
+ * logged: the container goes on without a template. */
+void oci_vm_template_commit(struct oci_vm *vm, const struct oci_container *c);
 /* Whether wisp-vmm still runs (reaps it when it ended). */
 bool oci_vm_running(struct oci_vm *vm);
 /* An agent error while the VM may have ended: says how it ended (wisp-vmm's last line). */
 int oci_vm_explain(struct oci_vm *vm, int r, struct wisp_err *err, const char *what);
+/* The guest kernel's command line (the same for a template and a cold boot). */
+void oci_vm_cmdline(const struct oci_guest *g, char *buf, size_t len);
+/* One request on a wisp-vmm API socket, which must answer 204 within timeout_s; else -EIO with
+ * wisp-vmm's answer (its fault_message) in err. */
+int oci_vmm_api(const char *sock, const char *method, const char *path, const char *body,
+                int timeout_s, struct wisp_err *err);
 /* The vsock socket's path for a container (short enough for sun_path). */
 void oci_vsock_path(const struct oci_container *c, char *buf, size_t len);
 

@@ -264,6 +264,7 @@ def case_podman(args, tmp):
         with open(os.path.join(pm.oci_root, cid, "state.json")) as f:
             st["wisp"] = json.load(f)["wisp"]
         check(parent_comm(st["pid"]) == "conmon", f"the monitor's parent: {parent_comm(st['pid'])}")
+        print(f"p1: restored from a template: {st['wisp'].get('restored')}")
         r = pm("exec", "p1", "sh", "-c", "echo from-exec; exit 6")
         check(r.returncode == 6 and "from-exec" in r.stdout,
               f"podman exec: {r.returncode} {r.stdout!r} {r.stderr!r}")
@@ -294,4 +295,82 @@ def case_podman(args, tmp):
                     pass
 
 
-CASES = {"containerd": case_containerd, "podman": case_podman}
+def wisp_info(root, cid):
+    with open(os.path.join(root, cid, "state.json")) as f:
+        return json.load(f)["wisp"]
+
+
+def case_template(args, tmp):
+    """VM templates (docs/oci.md "Templates"), in the default cache the other engine tests
+    share: two containers of one template, running side by side, each with its own root; a
+    damaged template is never used: of two creates started together one boots (the cold-boot
+    path) and becomes the new template while the other waits for it (flock) and restores it."""
+    image = make_image(tmp)
+    runc_root = os.path.join(tmp, "wisp-oci")
+    root = os.path.join(runc_root, "default")
+    cd = Containerd(tmp)
+    runners, outs = {}, {}
+    common = ["--runtime", "io.containerd.runc.v2", "--runc-binary", args.oci,
+              "--runc-root", runc_root, "--fifo-dir", os.path.join(tmp, "fifo")]
+
+    def start(cid):
+        script = (f"echo {cid} > /mine-{cid}; echo {cid}-ready; "
+                  "while [ ! -e /go ]; do sleep 0.2; done; echo files: /mine-*; "
+                  "while :; do sleep 1; done")
+        runners[cid] = subprocess.Popen(["ctr", "-a", cd.sock, "run", "--rm"] + common +
+                                        [IMAGE, cid, "sh", "-c", script],
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        text=True)
+        outs[cid] = Output(runners[cid])
+
+    def rootfs(cid):
+        return json.loads(run([args.oci, "--root", root, "state", cid]).stdout)["rootfs"]
+
+    try:
+        r = cd.ctr("image", "import", image)
+        check(r.returncode == 0, f"ctr image import: {r.stderr}")
+        start("a")
+        outs["a"].wait_for("a-ready", BOOT_S)
+        start("b")
+        outs["b"].wait_for("b-ready", BOOT_S)
+        ia, ib = wisp_info(root, "a"), wisp_info(root, "b")
+        check(ib.get("restored") is True, f"b was not restored from the template: {ib}")
+        check(ia.get("template") == ib.get("template"), f"a and b: other templates {ia} {ib}")
+        for cid in ["a", "b"]:
+            mine = sorted(f for f in os.listdir(rootfs(cid)) if f.startswith("mine-"))
+            check(mine == [f"mine-{cid}"], f"{cid}'s root holds {mine}")
+            open(os.path.join(rootfs(cid), "go"), "w").close()
+        for cid in ["a", "b"]:
+            outs[cid].wait_for(f"files: /mine-{cid}\n", 300)
+        state = os.path.join(ib["template"], "state")
+        old = os.stat(state).st_ino
+        with open(state, "r+b") as f:  # the same size: only the load's checksum can tell
+            f.seek(os.path.getsize(state) // 2)
+            f.write(b"\xde\xad\xbe\xef" * 4)
+        for cid in ["a", "b"]:
+            cd.ctr("task", "kill", "-s", "KILL", cid)
+            runners[cid].wait(60)
+        start("c")
+        start("d")
+        for cid in ["c", "d"]:
+            outs[cid].wait_for(f"{cid}-ready", BOOT_S)
+        got = sorted([wisp_info(root, "c").get("restored"), wisp_info(root, "d").get("restored")])
+        check(got == [False, True], f"after the damage: restored {got}, expected one boot and "
+              "one restore")
+        check(os.stat(state).st_ino != old and
+              os.path.exists(os.path.join(ib["template"], "template.json")),
+              "the damaged template was not replaced")
+        for cid in ["c", "d"]:
+            cd.ctr("task", "kill", "-s", "KILL", cid)
+            check(runners[cid].wait(60) == 137, f"{cid}: ctr run's status after SIGKILL")
+        for cid in "abcd":
+            check(not os.path.exists(os.path.join(root, cid)), f"{cid}'s state directory is left")
+    finally:
+        for p in runners.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        cd.close()
+
+
+CASES = {"containerd": case_containerd, "podman": case_podman, "template": case_template}

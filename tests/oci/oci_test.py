@@ -208,12 +208,13 @@ def case_cli(args, tmp):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--oci", required=True)
-    ap.add_argument("--case", required=True, choices=["cli", "containerd", "podman"])
+    ap.add_argument("--case", required=True, choices=["cli", "containerd", "podman", "template"])
     args = ap.parse_args()
     args.oci = os.path.abspath(args.oci)
     fn = {"cli": case_cli}.get(args.case)
     if fn is None:
-        need = {"containerd": ["containerd", "ctr"], "podman": ["podman", "conmon"]}[args.case]
+        need = {"containerd": ["containerd", "ctr"], "podman": ["podman", "conmon"],
+                "template": ["containerd", "ctr"]}[args.case]
         missing = [p for p in need if not shutil.which(p)]
         if missing:
             print(f"SKIP: {', '.join(missing)} not installed (scripts/debian-packages.txt)")

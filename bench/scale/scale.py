@@ -404,9 +404,11 @@ def main():
         if "clones" not in skip:
             k = clones(a, tmp)
             s = k["summary"]
+            errs = sorted({c.get("error", "")[:160] for c in s.get("clones", []) if c.get("error")})
             print(f"\nclones: {k['count']} from one snapshot in {k['wall_s']:.2f} s: "
                   f"{s.get('running')} running, {s.get('failed')} failed, snapshot "
-                  f"{s.get('snapshot_ms')} ms, {s.get('clones_per_s')} clones/s")
+                  f"{s.get('snapshot_ms')} ms, {s.get('clones_per_s', 0):.1f} clones/s"
+                  + (f"; errors: {errs[:3]}" if errs else ""))
         if "floor" not in skip:
             f = floor_memory(a, tmp, a.floor_n)
             print(f"\nmemory floor ({a.floor_n} VMs of the tiny guest, {a.mem} MiB), charged to "

@@ -107,6 +107,48 @@ def meminfo():
     return out
 
 
+class Memcg:
+    """A v1 memory cgroup below the benchmark's own, holding the benchmark and so every process
+    it starts (wispd and its VMs, QEMU, httpd): its usage counts their pages, the page cache
+    they brought in first and the kernel memory made for them (page tables, KVM's structures,
+    stacks), and nothing of the other sessions on the machine, unlike `free`."""
+
+    def __init__(self):
+        self.path = None
+        rel = next((l.split(":", 2)[2].strip() for l in open("/proc/self/cgroup")
+                    if l.split(":")[1] == "memory"), None)
+        root = "/sys/fs/cgroup/memory"
+        if rel is None or not os.path.isdir(root):
+            log("no v1 memory cgroup here: the cgroup column stays empty")
+            return
+        self.parent = os.path.join(root + rel.rstrip("/"))
+        self.path = os.path.join(self.parent, f"wisp-density-{os.getpid()}")
+        os.mkdir(self.path)
+        with open(os.path.join(self.path, "cgroup.procs"), "w") as f:
+            f.write(str(os.getpid()))
+
+    def kib(self):
+        if not self.path:
+            return 0
+        return int(open(os.path.join(self.path, "memory.usage_in_bytes")).read()) // 1024
+
+    def close(self):
+        if not self.path:
+            return
+        with open(os.path.join(self.parent, "cgroup.procs"), "w") as f:
+            f.write(str(os.getpid()))
+        for _ in range(50):
+            try:
+                os.rmdir(self.path)
+                return
+            except OSError:
+                time.sleep(0.2)
+        log(f"could not remove {self.path}")
+
+
+MEMCG = None
+
+
 def used_kib():
     """`free`'s "used" (procps-ng 4: total - available), KiB."""
     m = meminfo()
@@ -270,7 +312,8 @@ def kernel_cmdline(dax, devices=""):
             f" -- /bin/sh /srv.sh")
 
 
-def wait_line(path, pattern, timeout, what):
+def wait_line(path, pattern, timeout, what, skip=None):
+    """The first match of pattern in the file (after the first match of skip, when given)."""
     t0 = time.monotonic()
     rx = re.compile(pattern, re.M)
     while time.monotonic() - t0 < timeout:
@@ -278,6 +321,9 @@ def wait_line(path, pattern, timeout, what):
             text = open(path, errors="replace").read().replace("\r\n", "\n")
         except OSError:
             text = ""
+        if skip:
+            k = re.search(skip, text, re.M)
+            text = text[k.end():] if k else ""
         m = rx.search(text)
         if m:
             return m
@@ -351,11 +397,13 @@ class Wispd:
             self.proc.kill()
 
 
-def lease_of(console, timeout, what, required=True):
+def lease_of(console, timeout, what, required=True, after=False):
     """The address the guest's udhcpc got (its script prints it on the console); None for a
-    clone that got none in time (counted as not serving) unless required."""
+    clone that got none in time (counted as not serving) unless required; after: only a line
+    after the console's first "no lease" counts."""
     try:
-        m = wait_line(console, r"^density: (lease (\S+)|no lease.*)$", timeout, what)
+        m = wait_line(console, r"^density: (lease (\S+)|no lease.*)$", timeout, what,
+                      skip=r"^density: no lease.*$" if after else None)
     except RuntimeError:
         if required:
             raise
@@ -374,8 +422,10 @@ def steps(label, counts, kind, add, pids, remove, ns, results):
     given its own MAC and name on its console, checked to serve its page, and the host's memory
     measured at each N with KSM off and then on (the same instances: ksmd merges, is measured,
     then unmerges them before the next N); what their removal frees at the end."""
-    ksm_mode("off")
+    if A.ksm != ["untouched"]:
+        ksm_mode("off")
     base = settle(False, quiet_s=5, limit_s=60)
+    base_cg = MEMCG.kib()
     rows = {"off": [], "on": []}
     names, ips, t_all = [], {}, time.monotonic()
     try:
@@ -385,29 +435,38 @@ def steps(label, counts, kind, add, pids, remove, ns, results):
             restore_s = time.monotonic() - t0
             for name, _, type_ in new:
                 type_(f"c {mac_of(int(name[1:]), kind)} {name}\n")
-            for name, console, _ in new:
+            for name, console, type_ in new:
                 ips[name] = lease_of(console, A.clone_timeout, f"{label}: {name}", False)
+                if not ips[name]:  # a guest starved of CPU misses udhcpc's timeouts: once more
+                    type_(f"c {mac_of(int(name[1:]), kind)} {name}\n")
+                    ips[name] = lease_of(console, A.clone_timeout, f"{label}: {name} (again)",
+                                         False, after=True)
             up_s = time.monotonic() - t0
             names += [x[0] for x in new]
             bad = [nm for nm, a in ips.items() if not a or not check_serves(ns, a, nm)]
-            for ksm in A.ksm:
+            for ksm in (["off"] if A.ksm == ["untouched"] else A.ksm):
                 if ksm != "off":
                     ksm_mode(ksm)
                 used = settle(ksm == "on")
+                cg = MEMCG.kib() - base_cg
                 row = {"n": n, "used_kib": used - base, "per_vm_kib": (used - base) / n,
+                       "cg_kib": cg, "cg_per_vm_kib": cg / n,
                        "pss_kib": pss_kib(pids()), "restore_s": restore_s, "up_s": up_s,
                        "failed": bad, "pages_sharing": int(open(f"{KSM}/pages_sharing").read())}
                 row["pss_per_vm_kib"] = row["pss_kib"] / n
                 rows[ksm].append(row)
                 results["series"][f"{label}, KSM {ksm}"] = rows[ksm]
                 save(results)
-                log(f"{label}, KSM {ksm}: N={n}: used +{row['used_kib'] / 1024:.1f} MiB "
+                log(f"{label}, KSM {ksm}: N={n}: cgroup {cg / n / 1024:.2f} MiB each, "
+                    f"used +{row['used_kib'] / 1024:.1f} MiB "
                     f"({row['per_vm_kib'] / 1024:.2f} MiB each), Pss "
                     f"{row['pss_per_vm_kib'] / 1024:.2f} MiB each, {len(new)} started in "
                     f"{restore_s:.1f} s, up in {up_s:.1f} s, serving {n - len(bad)}/{n}, "
                     f"pages_sharing {row['pages_sharing']}")
             if "on" in A.ksm:
                 ksm_mode("off")
+            if A.ksm == ["untouched"]:
+                log(f"{label}: KSM left as it is (QEMU with mem-merge=off: never merged)")
     finally:
         before = settle(False)
         remove()
@@ -475,7 +534,7 @@ class Qemu:
         sh("ip", "-n", ns.name, "link", "set", self.tap, "master", f"wb-{NET}", "up")
         cmd = ["ip", "netns", "exec", ns.name, A.qemu, "-enable-kvm", "-M",
                "microvm,x-option-roms=off,isa-serial=on,rtc=off,pit=off,pic=off,acpi=off,"
-               "auto-kernel-cmdline=off",
+               "auto-kernel-cmdline=off" + (",mem-merge=off" if A.ksm == ["untouched"] else ""),
                "-cpu", "host,-arch-capabilities", "-m", str(GUEST_MIB), "-nographic",
                "-nodefaults", "-no-reboot",
                "-chardev", f"socket,id=con,path={self.sock},server=on,wait=off,logfile={self.log}",
@@ -576,6 +635,7 @@ def floor_pass(d, tmp, results):
     www = os.path.join(tmp, "floor")
     procs, rows = [], []
     base = settle(False, quiet_s=5, limit_s=60)
+    base_cg = MEMCG.kib()
     try:
         for n in A.steps:
             for i in range(len(procs) + 1, n + 1):
@@ -592,13 +652,15 @@ def floor_pass(d, tmp, results):
             bad = [i for i in range(1, n + 1)
                    if not check_serves(d.ns, GATEWAY, f"p{i}", port=20000 + i)]
             used = settle(False)
+            cg = MEMCG.kib() - base_cg
             row = {"n": n, "used_kib": used - base, "per_vm_kib": (used - base) / n,
+                   "cg_kib": cg, "cg_per_vm_kib": cg / n,
                    "pss_kib": pss_kib([p.pid for p in procs]), "failed": bad}
             row["pss_per_vm_kib"] = row["pss_kib"] / n
             rows.append(row)
             results["series"]["busybox httpd processes"] = rows
             save(results)
-            log(f"processes: N={n}: used +{row['used_kib'] / 1024:.1f} MiB, Pss "
+            log(f"processes: N={n}: cgroup {cg / n:.0f} KiB each, used +{row['used_kib'] / 1024:.1f} MiB, Pss "
                 f"{row['pss_per_vm_kib']:.0f} KiB each, serving {n - len(bad)}/{n}")
     finally:
         before = settle(False)
@@ -614,11 +676,12 @@ def floor_pass(d, tmp, results):
 def report(results):
     print("\nHost memory against N (used: free's used over the baseline; Pss: the instances' "
           "processes)")
-    print(f"{'series':34} {'N':>4} {'used MiB':>9} {'MiB/inst':>9} {'Pss MiB/inst':>12} "
-          f"{'up s':>6} {'serving':>8}")
+    print(f"{'series':34} {'N':>4} {'cgroup MiB/inst':>15} {'used MiB':>9} {'MiB/inst':>9} "
+          f"{'Pss MiB/inst':>12} {'up s':>6} {'serving':>8}")
     for key, rows in results["series"].items():
         for r in rows:
-            print(f"{key:34} {r['n']:4d} {r['used_kib'] / 1024:9.1f} {r['per_vm_kib'] / 1024:9.2f} "
+            print(f"{key:34} {r['n']:4d} {r.get('cg_per_vm_kib', 0) / 1024:15.2f} "
+                  f"{r['used_kib'] / 1024:9.1f} {r['per_vm_kib'] / 1024:9.2f} "
                   f"{r['pss_per_vm_kib'] / 1024:12.2f} {r.get('up_s', 0):6.1f} "
                   f"{r['n'] - len(r['failed']):4d}/{r['n']}")
     if results.get("freed"):
@@ -633,19 +696,16 @@ def report(results):
         return next((r for r in s.get(key, []) if r["n"] == n), None)
     top = max(A.steps)
     floor = at("busybox httpd processes", top)
+    qtop = max(A.qemu_steps)
     for key in [k for k in s if k.startswith("wisp")]:
         w = at(key, top)
-        q = next((at(k, max(A.qemu_steps)) for k in s if k.startswith("qemu") and
-                  k.endswith(key.split(",")[-1])), None)
-        if w and q:
-            ratios[f"qemu / {key} (used per VM, QEMU at N={max(A.qemu_steps)})"] = \
-                q["per_vm_kib"] / max(w["per_vm_kib"], 1)
-            ratios[f"qemu / {key} (Pss per VM)"] = q["pss_per_vm_kib"] / max(w["pss_per_vm_kib"], 1)
-        if w and floor:
-            ratios[f"{key} / processes (used per instance, N={top})"] = \
-                w["per_vm_kib"] / max(floor["per_vm_kib"], 1)
-            ratios[f"{key} / processes (Pss per instance)"] = \
-                w["pss_per_vm_kib"] / max(floor["pss_per_vm_kib"], 1)
+        q = at(f"qemu, KSM {key.split('KSM ')[-1]}", qtop)
+        for fig, name in (("cg_per_vm_kib", "cgroup"), ("pss_per_vm_kib", "Pss")):
+            if w and q and w.get(fig):
+                ratios[f"qemu (N={qtop}) / {key} (N={top}), {name} per instance"] = \
+                    q[fig] / w[fig]
+            if w and floor and floor.get(fig):
+                ratios[f"{key} / processes (N={top}), {name} per instance"] = w[fig] / floor[fig]
     results["ratios"] = ratios
     print("\nRatios (targets at N = 100 with KSM and DAX: QEMU / wisp >= 10, wisp / processes "
           "<= 2)")
@@ -656,23 +716,25 @@ def report(results):
 
 
 def plot(results, png):
+    os.makedirs(os.path.dirname(os.path.abspath(png)), exist_ok=True)
     dat = os.path.join(os.path.dirname(os.path.abspath(png)), "density.dat")
     keys = list(results["series"])
     with open(dat, "w") as f:
         for k in keys:
             f.write(f"# {k}\n")
             for r in results["series"][k]:
-                f.write(f"{r['n']} {r['used_kib'] / 1024:.2f} {r['per_vm_kib'] / 1024:.3f}\n")
+                f.write(f"{r['n']} {r.get('cg_per_vm_kib', 0) / 1024:.3f} "
+                        f"{r['per_vm_kib'] / 1024:.3f} {r['pss_per_vm_kib'] / 1024:.3f}\n")
             f.write("\n\n")
-    plots = ", ".join(f"'{dat}' index {i} using 1:3 with linespoints title '{k}'"
+    plots = ", ".join(f"'{dat}' index {i} using 1:2 with linespoints title '{k}'"
                       for i, k in enumerate(keys))
     script = f"""set terminal png size 1000,600
 set output '{png}'
-set title 'Host memory per instance (free: used / N), busybox httpd sites, 128 MiB guests'
+set title 'Host memory per instance (memory cgroup usage / N), busybox httpd sites'
 set xlabel 'instances N'
 set ylabel 'MiB per instance'
 set logscale y
-set key outside right
+set key top right
 set grid
 plot {plots}
 """
@@ -691,7 +753,10 @@ def main():
     ap.add_argument("--steps", default="1,10,25,50,100")
     ap.add_argument("--qemu-steps", help="default: --steps")
     ap.add_argument("--passes", default="floor,wisp,wisp-dax,qemu")
-    ap.add_argument("--ksm", default="off,on")
+    ap.add_argument("--ksm", default="off,on",
+                    help="off,on; or `untouched`: KSM's settings are not changed and QEMU runs "
+                         "with mem-merge=off (its pages are never merged), for a QEMU pass "
+                         "beside another run that switches KSM; its series is KSM off")
     ap.add_argument("--ksm-pages", type=int, default=4000, help="pages_to_scan while KSM is on")
     ap.add_argument("--boot-timeout", type=int, default=900)
     ap.add_argument("--clone-timeout", type=int, default=600)
@@ -725,6 +790,8 @@ def main():
     results = {"series": {}, "steps": A.steps, "qemu_steps": A.qemu_steps,
                "guest_mib": GUEST_MIB, "started": time.strftime("%Y-%m-%d %H:%M:%S UTC",
                                                                 time.gmtime())}
+    global MEMCG
+    MEMCG = Memcg()
     tmp = tempfile.mkdtemp(prefix="density-", dir="/var/tmp")
     ns = Netns()
     d = None
@@ -744,11 +811,13 @@ def main():
         if d:
             d.close()
         ns.close()
-        if ksm_saved["run"] == "0":
-            ksm_set(2)  # unmerge what this run merged, then stop
-            time.sleep(2)
-        ksm_set(ksm_saved["run"], pages_to_scan=ksm_saved["pages_to_scan"],
-                sleep_millisecs=ksm_saved["sleep_millisecs"])
+        MEMCG.close()
+        if A.ksm != ["untouched"]:
+            if ksm_saved["run"] == "0":
+                ksm_set(2)  # unmerge what this run merged, then stop
+                time.sleep(2)
+            ksm_set(ksm_saved["run"], pages_to_scan=ksm_saved["pages_to_scan"],
+                    sleep_millisecs=ksm_saved["sleep_millisecs"])
         results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
         save(results)
         shutil.rmtree(tmp, ignore_errors=True)

@@ -246,18 +246,6 @@ def console_says(d, name, command, needle):
     return got
 
 
-def vmm_get(sock, path):
-    """GET PATH on a VM's wisp-vmm API socket: its JSON."""
-    c = socket.socket(socket.AF_UNIX)
-    c.connect(sock)
-    c.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-    got = b""
-    while b := c.recv(65536):
-        got += b
-    c.close()
-    return json.loads(got.split(b"\r\n\r\n", 1)[1])
-
-
 def case_clone(d):
     d.start()
     d.define("a", stop_timeout_s=0, memory_mib=40, check=0)  # the guest's fill area is at 32 MiB
@@ -312,7 +300,7 @@ def case_clone(d):
     for i in (1, 2):
         vs = vms[f"v-{i}"]["definition"]["vsock"]
         assert vs["guest_cid"] == 7 + i and vs["uds_path"] == "/v.sock", vs  # the jail's path
-        conf = vmm_get(vms[f"v-{i}"]["api_sock"], "/vm/config")
+        conf = api_get(vms[f"v-{i}"]["api_sock"], "/vm/config")
         assert conf["vsock"]["guest_cid"] == 7 + i, conf["vsock"]
     # ksm and an ro pmem image: the boot's and the clones' wisp-vmm have both (the clones' by
     # --ksm on, as a restore sends no machine-config; the pmem device from the snapshot)
@@ -323,7 +311,7 @@ def case_clone(d):
     d.wisp("start", "k", check=0)
     d.wisp("clone", "k", "--count", "1", check=0)
     for n in ("k", "k-1"):
-        conf = vmm_get(d.vms()[n]["api_sock"], "/vm/config")
+        conf = api_get(d.vms()[n]["api_sock"], "/vm/config")
         assert conf["machine-config"]["ksm"] is True, (n, conf["machine-config"])
         assert [(p["id"], p["mode"]) for p in conf["pmem"]] == [("pm0", "ro")], (n, conf["pmem"])
     for bad, words in (([{"id": "p", "path": "rel"}], "not absolute"),

@@ -147,6 +147,8 @@ def main():
             print(f"{'runtime':24} {'ctr run -> exit (median)':>26} {'runs':>5}")
             for label, binary, _, runs in runtimes:
                 root = os.path.join(tmp, "root-" + label.split()[0])
+                if not runs:
+                    continue
                 templates("template" in label)
                 if "template" in label:
                     time_run(cd, binary, root, "warm")  # builds the template if there is none

@@ -264,7 +264,7 @@ static int vm_patch_state(struct oci_container *c, const char *state, struct wis
 {
     char sock[PATH_MAX], body[64];
 
-    oci_container_path(c, "api.sock", sock, sizeof(sock));
+    oci_vm_file(c, oci_vm_jail_root(c), "api.sock", sock, sizeof(sock));
     snprintf(body, sizeof(body), "{\"state\": \"%s\"}", state);
     return oci_vmm_api(sock, "PATCH", "/vm", body, 10, err);
 }

@@ -61,6 +61,12 @@ static int from_file(struct oci_guest *g, const char *path, struct wisp_err *err
             dst = g->initramfs;
         else if (strcmp(k, "vmm") == 0)
             dst = g->vmm;
+        else if (strcmp(k, "jailer") == 0)
+            dst = g->jailer;
+        else if (strcmp(k, "jail_uid") == 0)
+            num = &g->jail_uid;
+        else if (strcmp(k, "jail_gid") == 0)
+            num = &g->jail_gid;
         else if (strcmp(k, "cache_dir") == 0)
             dst = g->cache_dir;
         else if (strcmp(k, "cmdline") == 0)
@@ -73,12 +79,14 @@ static int from_file(struct oci_guest *g, const char *path, struct wisp_err *err
             num = &g->overhead_mib;
         else if (strcmp(k, "template") == 0 && json_is_boolean(v))
             g->template_on = json_is_true(v);
+        else if (strcmp(k, "jail") == 0 && json_is_boolean(v))
+            g->jail = json_is_true(v);
         else {
             json_decref(j);
             return wisp_err_set(err, EINVAL,
                                 "%s: unknown key '%s' (known: kernel, initramfs, "
                                 "vmm, cmdline, memory_mib, vcpus, overhead_mib, template, "
-                                "cache_dir)",
+                                "cache_dir, jail, jailer, jail_uid, jail_gid)",
                                 path, k);
         }
         if (dst && !json_is_string(v)) {
@@ -110,6 +118,8 @@ static void from_build_tree(struct oci_guest *g, const char *build)
 
     if (!g->vmm[0])
         snprintf(g->vmm, sizeof(g->vmm), "%s/src/vmm/wisp-vmm", build);
+    if (!g->jailer[0])
+        snprintf(g->jailer, sizeof(g->jailer), "%s/tools/wisp-jailer", build);
     if (!g->initramfs[0])
         snprintf(g->initramfs, sizeof(g->initramfs), "%s/src/oci/initramfs/" AGENT_INITRAMFS,
                  build);
@@ -136,6 +146,8 @@ int oci_guest_find(struct oci_guest *g, struct wisp_err *err)
     g->vcpus = 1;
     g->overhead_mib = 64;
     g->template_on = true; /* docs/oci.md "Templates": off only when oci.json says so */
+    g->jail = true;
+    g->jail_uid = g->jail_gid = OCI_JAIL_ID;
     snprintf(g->cache_dir, sizeof(g->cache_dir), "/var/cache/wisp-oci");
     host_cmdline_extra(g->cmdline, sizeof(g->cmdline));
     snprintf(self, sizeof(self), "%s", oci_g.self);
@@ -164,6 +176,13 @@ int oci_guest_find(struct oci_guest *g, struct wisp_err *err)
     free(up);
     if (!g->vmm[0])
         snprintf(g->vmm, sizeof(g->vmm), "%s/wisp-vmm", dir);
+    if (!g->jailer[0])
+        snprintf(g->jailer, sizeof(g->jailer), "%s/wisp-jailer", dir);
+    if (g->jail && !exists(g->jailer))
+        return wisp_err_set(err, ENOENT,
+                            "the guest (from %s): wisp-jailer %s not found (or \"jail\": false "
+                            "in oci.json)",
+                            g->source, g->jailer);
     if (!exists(g->vmm))
         return wisp_err_set(err, ENOENT, "the guest (from %s): wisp-vmm %s not found", g->source,
                             g->vmm);

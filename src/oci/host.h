@@ -12,6 +12,9 @@
 
 #include "common/err.h"
 
+/* The jailed VMM's default user and group (oci.json's jail_uid, jail_gid). */
+#define OCI_JAIL_ID 10200
+
 struct oci_guest {
     char vmm[PATH_MAX]; /* wisp-vmm */
     char kernel[PATH_MAX];
@@ -21,6 +24,9 @@ struct oci_guest {
     unsigned vcpus;           /* default vCPUs without a CPU limit */
     unsigned overhead_mib;    /* guest memory added to a container's memory limit */
     bool template_on;
+    bool jail;                   /* the VMM through wisp-jailer (default; "jail": false) */
+    char jailer[PATH_MAX];       /* wisp-jailer */
+    unsigned jail_uid, jail_gid; /* the jailed VMM's user and group */
     char cache_dir[PATH_MAX];
     char source[PATH_MAX]; /* where these came from, for messages */
 };
@@ -40,6 +46,7 @@ struct oci_netif {
     char route_gw[32][64];
     unsigned n_routes;
     char tap[16];
+    long tap_uid, tap_gid; /* the tap's owner (the jailed VMM's user), -1: root's */
 };
 
 /* In the current network namespace: finds the interface; returns 0 with *found false when the

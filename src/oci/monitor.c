@@ -141,6 +141,9 @@ static int setup_network(struct oci_monitor_args *a, struct oci_netif *nif, bool
         return wisp_err_sys(err, errno, "network namespace %s", a->spec->netns_path);
     if ((r = oci_net_probe(nif, have, err)) < 0)
         return r;
+    /* a jailed VMM opens the tap as its user (without CAP_NET_ADMIN): the tap is the user's */
+    nif->tap_uid = a->guest->jail ? (long)a->guest->jail_uid : -1;
+    nif->tap_gid = a->guest->jail ? (long)a->guest->jail_gid : -1;
     if (*have && (r = oci_net_plumb(nif, err)) < 0)
         return r;
     if (*have) {
@@ -292,7 +295,9 @@ void oci_monitor_main(struct oci_monitor_args *a)
     }
     block_signals(&set); /* before any child: they unblock what they need */
     oci_monitor_log_to_dir(a->c);
-    oci_vm_init(&vm, a->c);
+    oci_vm_init(&vm, a->c, a->guest);
+    if (vm.jail_root[0])
+        json_object_set_new(a->info, "jail_root", json_string(vm.jail_root));
     r = prepare(a, &vm, &agent, &io, &err);
     if (r < 0) {
         report(a->ready_fd, "error %s\n", err.msg);

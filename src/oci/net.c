@@ -100,12 +100,17 @@ int oci_net_probe(struct oci_netif *nif, bool *found, struct wisp_err *err)
 
 int oci_net_plumb(struct oci_netif *nif, struct wisp_err *err)
 {
-    char mtu[16];
+    char mtu[16], uid[24], gid[24];
     int r;
 
     snprintf(nif->tap, sizeof(nif->tap), "%s", OCI_TAP_NAME);
     snprintf(mtu, sizeof(mtu), "%u", nif->mtu ? nif->mtu : 1500);
-    const char *add[] = {"ip", "tuntap", "add", "dev", nif->tap, "mode", "tap", NULL};
+    const char *add[] = {"ip",  "tuntap", "add", "dev",   nif->tap, "mode",
+                         "tap", "user",   uid,   "group", gid,      NULL};
+    snprintf(uid, sizeof(uid), "%ld", nif->tap_uid);
+    snprintf(gid, sizeof(gid), "%ld", nif->tap_gid);
+    if (nif->tap_uid < 0)
+        add[7] = NULL; /* root's */
     const char *up[] = {"ip", "link", "set", nif->tap, "mtu", mtu, "up", NULL};
     const char *q1[] = {"tc", "qdisc", "add", "dev", nif->name, "ingress", NULL};
     const char *f1[] = {"tc",       "filter", "add",    "dev",      nif->name, "parent", "ffff:",

@@ -195,7 +195,44 @@ static void prune(const struct oci_template *t)
         closedir(d);
 }
 
-int oci_template_commit(struct oci_template *t, const char *api, struct wisp_err *err)
+#define JAIL_STATE "template.state" /* a jailed VMM's snapshot, in its root */
+#define JAIL_MEM   "template.mem"
+
+/* A jailed VMM's snapshot file out of its jail (root/name, the VMM's user's) into the cache:
+ * a rename on one file system, else a copy; the jail's copy goes either way. */
+static int move_out(const char *root, const char *name, const char *to, struct wisp_err *err)
+{
+    char from[TPATH];
+    int r = 0;
+
+    snprintf(from, sizeof(from), "%s/%s", root, name);
+    if (rename(from, to) == 0)
+        return 0;
+    if (errno != EXDEV) {
+        r = -errno;
+    } else {
+        cleanup_close int in = open(from, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        cleanup_close int out =
+            in < 0 ? -1 : open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        struct stat st;
+        r = in < 0 || out < 0 || fstat(in, &st) < 0 ? -errno : 0;
+        for (off_t left = r == 0 ? st.st_size : 0; left > 0;) {
+            ssize_t n = copy_file_range(in, NULL, out, NULL, (size_t)left, 0);
+            if (n <= 0) {
+                r = n < 0 ? -errno : -EIO;
+                break;
+            }
+            left -= n;
+        }
+    }
+    unlink(from);
+    if (r < 0 && err)
+        wisp_err_sys(err, -r, "template: moving %s to %s", from, to);
+    return r;
+}
+
+int oci_template_commit(struct oci_template *t, const char *api, const char *jail_root,
+                        struct wisp_err *err)
 {
     char tmp[PATH_MAX + 64], state[TPATH], mem[TPATH], path[TPATH];
     json_t *j;
@@ -210,7 +247,11 @@ int oci_template_commit(struct oci_template *t, const char *api, struct wisp_err
     }
     snprintf(state, sizeof(state), "%s/state", tmp);
     snprintf(mem, sizeof(mem), "%s/mem", tmp);
-    j = json_pack("{s:s,s:s}", "snapshot_path", state, "mem_file_path", mem);
+    /* a jailed VMM writes into its own root (nothing of the cache is in its reach, before or
+     * after: a template is every later container's guest), and the files are moved here */
+    j = jail_root
+            ? json_pack("{s:s,s:s}", "snapshot_path", "/" JAIL_STATE, "mem_file_path", "/" JAIL_MEM)
+            : json_pack("{s:s,s:s}", "snapshot_path", state, "mem_file_path", mem);
     body = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     r = body ? oci_vmm_api(api, "PATCH", "/vm", "{\"state\": \"Paused\"}", 10, err)
@@ -222,6 +263,12 @@ int oci_template_commit(struct oci_template *t, const char *api, struct wisp_err
             r = wisp_err_set(err, EIO, "template: the VM did not resume: %s", rerr.msg);
     }
     free(body);
+    if (jail_root) {
+        int r1 = move_out(jail_root, JAIL_STATE, state, r == 0 ? err : NULL);
+        int r2 = move_out(jail_root, JAIL_MEM, mem, r == 0 && r1 == 0 ? err : NULL);
+        if (r == 0)
+            r = r1 < 0 ? r1 : r2;
+    }
     off_t state_bytes = file_size(state), mem_bytes = file_size(mem);
     if (r == 0 && (state_bytes <= 0 || mem_bytes != (off_t)t->mem_mib << 20))
         r = wisp_err_set(err, EIO, "template: wisp-vmm wrote no complete snapshot in %s", tmp);

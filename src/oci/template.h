@@ -32,7 +32,10 @@ int oci_template_identity(struct oci_template *t, const struct oci_guest *g, uns
  * rootfs share, calls oci_template_commit() with the VM's API socket (pause, snapshot, resume),
  * or oci_template_abandon(). */
 int oci_template_lookup(struct oci_template *t, struct wisp_err *err);
-int oci_template_commit(struct oci_template *t, const char *api_sock, struct wisp_err *err);
+/* jail_root: a jailed VMM's root on the host (it writes the snapshot there, and it is moved
+ * into the cache), or NULL. */
+int oci_template_commit(struct oci_template *t, const char *api_sock, const char *jail_root,
+                        struct wisp_err *err);
 void oci_template_abandon(struct oci_template *t);
 /* The template did not load: it goes (if it is still the one found), the next get rebuilds. */
 void oci_template_discard(const struct oci_template *t);

@@ -20,23 +20,51 @@
 #include "template.h"
 #include "vm.h"
 
-void oci_vsock_path(const struct oci_container *c, char *buf, size_t len)
+void oci_vm_file(const struct oci_container *c, const char *jail_root, const char *name, char *buf,
+                 size_t len)
 {
-    char dir[PATH_MAX];
+    char dir[PATH_MAX], rel[PATH_MAX];
 
+    snprintf(rel, sizeof(rel), "%s%s%s", jail_root ? jail_root : "", jail_root ? "/" : "", name);
     oci_container_dir(c->id, dir, sizeof(dir));
-    if (strlen(dir) + sizeof("/vsock.sock") <= sizeof(((struct sockaddr_un *)0)->sun_path))
-        snprintf(buf, len, "%s/vsock.sock", dir);
+    if (strlen(dir) + strlen(rel) + 2 <= sizeof(((struct sockaddr_un *)0)->sun_path))
+        snprintf(buf, len, "%s/%s", dir, rel);
     else
-        oci_container_path(c, "vsock.sock", buf, len);
+        oci_container_path(c, rel, buf, len);
 }
 
-void oci_vm_init(struct oci_vm *vm, const struct oci_container *c)
+const char *oci_vm_jail_root(const struct oci_container *c)
+{
+    const char *r =
+        json_string_value(json_object_get(json_object_get(c->state, "wisp"), "jail_root"));
+    /* wisp-oci's own file, in a root-only directory: still, nothing but a relative path */
+    return r && r[0] != '/' && !strstr(r, "..") ? r : NULL;
+}
+
+void oci_vsock_path(const struct oci_container *c, char *buf, size_t len)
+{
+    oci_vm_file(c, oci_vm_jail_root(c), "vsock.sock", buf, len);
+}
+
+void oci_vm_init(struct oci_vm *vm, const struct oci_container *c, const struct oci_guest *g)
 {
     memset(vm, 0, sizeof(*vm));
     vm->pid = -1;
     oci_container_dir(c->id, vm->dir, sizeof(vm->dir));
-    oci_vsock_path(c, vm->vsock_path, sizeof(vm->vsock_path));
+    if (g->jail) {
+        const char *slash = strrchr(g->vmm, '/');
+        snprintf(vm->jail_root, sizeof(vm->jail_root), "%.255s/" OCI_JAIL_NAME "/root",
+                 slash ? slash + 1 : g->vmm);
+    }
+    oci_vm_file(c, vm->jail_root[0] ? vm->jail_root : NULL, "vsock.sock", vm->vsock_path,
+                sizeof(vm->vsock_path));
+}
+
+/* A file the VMM makes in its working directory, for this process (the monitor). */
+static void vm_file(const struct oci_vm *vm, const struct oci_container *c, const char *name,
+                    char *buf, size_t len)
+{
+    oci_vm_file(c, vm->jail_root[0] ? vm->jail_root : NULL, name, buf, len);
 }
 
 static void size_vm(struct oci_vm *vm, const struct oci_spec *spec, const struct oci_guest *g)
@@ -103,6 +131,62 @@ int oci_vmm_api(const char *sock, const char *method, const char *path, const ch
     return 0;
 }
 
+/* wisp-jailer's part of the command line (docs/security.md, "wisp-oci's jail"): the jail in
+ * the state directory (<dir>/<exec-name>/vm/root), the kernel and initramfs (or a template's
+ * snapshot) bound read-only, the rootfs and bind shares bound at /rootfs and /bindN
+ * (read-only when the spec says so), a pid namespace with its own /proc (the 9p server reopens
+ * files through /proc/self/fd), and the file capabilities the 9p server needs: to serve a
+ * writable share as UID, CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER and CAP_FSETID; read-only
+ * shares only, CAP_DAC_READ_SEARCH. wisp-vmm's own arguments follow the "--". */
+struct jail_argv {
+    char uid[16], gid[16], kernel[PATH_MAX + 16], initrd[PATH_MAX + 16];
+    char rootfs[PATH_MAX + 16], binds[OCI_MAX_BINDS][PATH_MAX + 16];
+    char state[PATH_MAX + 64], mem[PATH_MAX + 64];
+};
+
+static int jail_args(const struct oci_vm *vm, const struct oci_spec *spec,
+                     const struct oci_guest *g, const struct oci_template *restore_of,
+                     struct jail_argv *j, const char **argv)
+{
+    bool writable = !spec->rootfs_readonly;
+    int n = 0;
+
+    snprintf(j->uid, sizeof(j->uid), "%u", g->jail_uid);
+    snprintf(j->gid, sizeof(j->gid), "%u", g->jail_gid);
+    snprintf(j->rootfs, sizeof(j->rootfs), "%s:/rootfs", spec->rootfs);
+    argv[n++] = g->jailer;
+    argv[n++] = "--id", argv[n++] = OCI_JAIL_NAME;
+    argv[n++] = "--exec-file", argv[n++] = g->vmm;
+    argv[n++] = "--uid", argv[n++] = j->uid;
+    argv[n++] = "--gid", argv[n++] = j->gid;
+    argv[n++] = "--chroot-base-dir", argv[n++] = vm->dir;
+    argv[n++] = "--new-pid-ns";
+    argv[n++] = "--mount-proc";
+    if (restore_of) {
+        snprintf(j->state, sizeof(j->state), "%s:" OCI_JAIL_TEMPLATE_STATE, restore_of->state);
+        snprintf(j->mem, sizeof(j->mem), "%s:" OCI_JAIL_TEMPLATE_MEM, restore_of->mem);
+        argv[n++] = "--ro-file", argv[n++] = j->state;
+        argv[n++] = "--ro-file", argv[n++] = j->mem;
+    } else {
+        snprintf(j->kernel, sizeof(j->kernel), "%s:/vmlinux", g->kernel);
+        snprintf(j->initrd, sizeof(j->initrd), "%s:/initrd", g->initramfs);
+        argv[n++] = "--ro-file", argv[n++] = j->kernel;
+        argv[n++] = "--ro-file", argv[n++] = j->initrd;
+    }
+    argv[n++] = spec->rootfs_readonly ? "--ro-file" : "--file", argv[n++] = j->rootfs;
+    for (unsigned i = 0; i < spec->n_binds; i++) {
+        if (!spec->binds[i].is_dir)
+            continue;
+        snprintf(j->binds[i], sizeof(j->binds[i]), "%s:/bind%u", spec->binds[i].source, i);
+        argv[n++] = spec->binds[i].readonly ? "--ro-file" : "--file", argv[n++] = j->binds[i];
+        writable |= !spec->binds[i].readonly;
+    }
+    argv[n++] = "--keep-caps";
+    argv[n++] = writable ? OCI_JAIL_CAPS_RW : OCI_JAIL_CAPS_RO;
+    argv[n++] = "--";
+    return n;
+}
+
 /* wisp-vmm in the container's cgroups and state directory, ending with the monitor. */
 static int spawn(struct oci_vm *vm, const struct oci_container *c, const char *const *argv,
                  struct wisp_err *err)
@@ -149,39 +233,51 @@ static bool template_fits(const struct oci_vm *vm, const struct oci_spec *spec,
     return true;
 }
 
+static bool wait_exit(pid_t pid, int ms);
+
 static void end_vmm(struct oci_vm *vm)
 {
-    if (vm->pid > 0) {
+    /* SIGTERM first: a jailer forwards it and removes the jail (the next one makes it anew) */
+    if (vm->pid > 0 && (kill(vm->pid, SIGTERM) < 0 || !wait_exit(vm->pid, 3000))) {
         kill(vm->pid, SIGKILL);
         waitpid(vm->pid, NULL, 0);
     }
     vm->pid = -1;
 }
 
-/* wisp-vmm restoring the template, with the container's root and vsock socket. */
+/* wisp-vmm restoring the template, with the container's root and vsock socket (jailed: the
+ * snapshot and the root bound into the jail, named as the jail sees them). */
 static int restore(struct oci_vm *vm, const struct oci_container *c, const struct oci_spec *spec,
                    const struct oci_template *t, struct wisp_err *err)
 {
-    const char *argv[] = {t->g->vmm,    "--serial", "file:console.log",
-                          "--api-sock", "api.sock", NULL};
+    const char *argv[48];
+    struct jail_argv jail;
+    bool jailed = t->g->jail;
     char api[PATH_MAX + 16];
-    int r = spawn(vm, c, argv, err);
+    int n = jailed ? jail_args(vm, spec, t->g, t, &jail, argv) : 0, r;
     json_t *body;
     char *text;
 
-    if (r < 0)
+    if (!jailed)
+        argv[n++] = t->g->vmm;
+    argv[n++] = "--serial", argv[n++] = "file:console.log";
+    argv[n++] = "--api-sock", argv[n++] = "api.sock";
+    argv[n] = NULL;
+    if ((r = spawn(vm, c, argv, err)) < 0)
         return r;
-    snprintf(api, sizeof(api), "%s/api.sock", vm->dir);
+    vm_file(vm, c, "api.sock", api, sizeof(api));
     for (int i = 0; access(api, F_OK) < 0; i++) {
         struct timespec ts = {0, 2 * 1000 * 1000};
         if (!oci_vm_running(vm) || i == 2500)
             return oci_vm_explain(vm, -EIO, err, "wisp-vmm made no API socket");
         nanosleep(&ts, NULL);
     }
-    body = json_pack("{s:s,s:{s:s,s:s},s:b,s:{s:s},s:[{s:s,s:s,s:b}]}", "snapshot_path", t->state,
-                     "mem_backend", "backend_type", "File", "backend_path", t->mem, "resume_vm", 1,
-                     "vsock_override", "uds_path", "vsock.sock", "fs_overrides", "tag", "rootfs",
-                     "path_on_host", spec->rootfs, "read_only", spec->rootfs_readonly);
+    body = json_pack("{s:s,s:{s:s,s:s},s:b,s:{s:s},s:[{s:s,s:s,s:b}]}", "snapshot_path",
+                     jailed ? OCI_JAIL_TEMPLATE_STATE : t->state, "mem_backend", "backend_type",
+                     "File", "backend_path", jailed ? OCI_JAIL_TEMPLATE_MEM : t->mem, "resume_vm",
+                     1, "vsock_override", "uds_path", "vsock.sock", "fs_overrides", "tag", "rootfs",
+                     "path_on_host", jailed ? "/rootfs" : spec->rootfs, "read_only",
+                     spec->rootfs_readonly);
     text = body ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
     if (!text)
@@ -194,9 +290,10 @@ static int restore(struct oci_vm *vm, const struct oci_container *c, const struc
 int oci_vm_start(struct oci_vm *vm, const struct oci_container *c, const struct oci_spec *spec,
                  const struct oci_guest *g, struct wisp_err *err)
 {
-    char mem[16], cpus[16], vsock[64], fs[PATH_MAX + 64], net[64], cmdline[2048];
+    char mem[16], cpus[16], vsock[64], fs[PATH_MAX + 64], net[64], cmdline[2048], api[PATH_MAX];
     char binds[OCI_MAX_BINDS][PATH_MAX + 64];
-    const char *argv[64];
+    struct jail_argv jail;
+    const char *argv[64 + 4 * OCI_MAX_BINDS];
     int n = 0, r;
     json_t *res = json_object_get(json_object_get(spec->config, "linux"), "resources");
     json_t *cpu = json_object_get(res, "cpu");
@@ -238,8 +335,10 @@ int oci_vm_start(struct oci_vm *vm, const struct oci_container *c, const struct 
                 return 0;
             }
             end_vmm(vm);
-            unlinkat(c->dirfd, "api.sock", 0); /* the next wisp-vmm makes them anew */
-            unlinkat(c->dirfd, "vsock.sock", 0);
+            vm_file(vm, c, "api.sock", api, sizeof(api)); /* the next wisp-vmm makes them anew */
+            unlink(api);
+            vm_file(vm, c, "vsock.sock", api, sizeof(api));
+            unlink(api);
             oci_logf("warning", "container %s: the template did not load: %s", c->id, terr.msg);
             oci_template_discard(t);
             r = 0;
@@ -248,11 +347,14 @@ int oci_vm_start(struct oci_vm *vm, const struct oci_container *c, const struct 
             oci_logf("warning", "container %s: no template (%s): a cold boot", c->id, terr.msg);
     }
     snprintf(vsock, sizeof(vsock), "cid=3,uds=vsock.sock");
-    snprintf(fs, sizeof(fs), "tag=rootfs,path=%s%s", spec->rootfs,
+    snprintf(fs, sizeof(fs), "tag=rootfs,path=%s%s", g->jail ? "/rootfs" : spec->rootfs,
              spec->rootfs_readonly ? ",ro" : "");
-    argv[n++] = g->vmm;
-    argv[n++] = "--kernel", argv[n++] = g->kernel;
-    argv[n++] = "--initrd", argv[n++] = g->initramfs;
+    if (g->jail)
+        n = jail_args(vm, spec, g, NULL, &jail, argv);
+    else
+        argv[n++] = g->vmm;
+    argv[n++] = "--kernel", argv[n++] = g->jail ? "/vmlinux" : g->kernel;
+    argv[n++] = "--initrd", argv[n++] = g->jail ? "/initrd" : g->initramfs;
     argv[n++] = "--cmdline", argv[n++] = cmdline;
     argv[n++] = "--mem", argv[n++] = mem;
     argv[n++] = "--cpus", argv[n++] = cpus;
@@ -262,8 +364,12 @@ int oci_vm_start(struct oci_vm *vm, const struct oci_container *c, const struct 
     for (unsigned i = 0; i < spec->n_binds; i++) {
         if (!spec->binds[i].is_dir)
             continue;
-        snprintf(binds[i], sizeof(binds[i]), "tag=bind%u,path=%s%s", i, spec->binds[i].source,
-                 spec->binds[i].readonly ? ",ro" : "");
+        if (g->jail)
+            snprintf(binds[i], sizeof(binds[i]), "tag=bind%u,path=/bind%u%s", i, i,
+                     spec->binds[i].readonly ? ",ro" : "");
+        else
+            snprintf(binds[i], sizeof(binds[i]), "tag=bind%u,path=%s%s", i, spec->binds[i].source,
+                     spec->binds[i].readonly ? ",ro" : "");
         argv[n++] = "--fs", argv[n++] = binds[i];
     }
     if (vm->netif) {
@@ -274,7 +380,8 @@ int oci_vm_start(struct oci_vm *vm, const struct oci_container *c, const struct 
     argv[n] = NULL;
     if ((r = spawn(vm, c, argv, err)) < 0)
         return r;
-    oci_debug("container %s: wisp-vmm pid %d, %s MiB, %s vCPUs", c->id, (int)vm->pid, mem, cpus);
+    oci_debug("container %s: %s pid %d, %s MiB, %s vCPUs", c->id,
+              g->jail ? "wisp-jailer" : "wisp-vmm", (int)vm->pid, mem, cpus);
     return 0;
 }
 
@@ -286,8 +393,10 @@ void oci_vm_template_commit(struct oci_vm *vm, const struct oci_container *c)
     if (!vm->template_pending)
         return;
     vm->template_pending = false;
-    oci_container_path(c, "api.sock", api, sizeof(api));
-    if (oci_template_commit(&vm->tmpl, api, &err) < 0)
+    char root[PATH_MAX + 320];
+    vm_file(vm, c, "api.sock", api, sizeof(api));
+    snprintf(root, sizeof(root), "%s/%s", vm->dir, vm->jail_root);
+    if (oci_template_commit(&vm->tmpl, api, vm->jail_root[0] ? root : NULL, &err) < 0)
         oci_logf("warning", "container %s: %s", c->id, err.msg);
 }
 

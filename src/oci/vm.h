@@ -17,6 +17,14 @@
 /* What the kernel command line gives the agent initramfs's init. */
 #define OCI_AGENT_CMDLINE    "wisp.agent=1"
 #define OCI_VMM_OVERHEAD_MIB 64 /* the VMM's own memory, added to the cgroup's limit */
+/* The jail: wisp-jailer's id, and the VMM's files beneath the state directory. */
+#define OCI_JAIL_NAME "vm"
+/* The file capabilities a jailed VMM keeps (docs/security.md, "wisp-oci's jail"). */
+#define OCI_JAIL_CAPS_RW "chown,dac_override,fowner,fsetid"
+#define OCI_JAIL_CAPS_RO "dac_read_search"
+/* A template's snapshot in a restoring VMM's jail (read-only binds). */
+#define OCI_JAIL_TEMPLATE_STATE "/template.state"
+#define OCI_JAIL_TEMPLATE_MEM   "/template.mem"
 
 struct wisp_agent;
 
@@ -24,6 +32,7 @@ struct oci_vm {
     pid_t pid;
     char dir[PATH_MAX];        /* the state directory (the VMM's cwd) */
     char vsock_path[PATH_MAX]; /* the VM's vsock socket, short enough for sun_path */
+    char jail_root[300];       /* jailed: the jail's root relative to dir, else "" */
     const struct oci_netif *netif;
     const char *cgroups_path;
     unsigned mem_mib, vcpus;
@@ -36,7 +45,7 @@ struct oci_vm {
     struct oci_template tmpl;
 };
 
-void oci_vm_init(struct oci_vm *vm, const struct oci_container *c);
+void oci_vm_init(struct oci_vm *vm, const struct oci_container *c, const struct oci_guest *g);
 /* Sizes the VM from the spec, makes its cgroups and starts wisp-vmm: restoring the template of
  * its guest configuration when templates are on and it fits (built first if there is none),
  * else booting. */
@@ -61,5 +70,11 @@ int oci_vmm_api(const char *sock, const char *method, const char *path, const ch
                 int timeout_s, struct wisp_err *err);
 /* The vsock socket's path for a container (short enough for sun_path). */
 void oci_vsock_path(const struct oci_container *c, char *buf, size_t len);
+/* A file wisp-vmm makes in its working directory (vsock.sock, api.sock): the state directory,
+ * or the jail's root (jail_root, relative to it); a path short enough for sun_path. */
+void oci_vm_file(const struct oci_container *c, const char *jail_root, const char *name, char *buf,
+                 size_t len);
+/* state.json's jail root of a jailed container's VM, or NULL. */
+const char *oci_vm_jail_root(const struct oci_container *c);
 
 #endif

@@ -12,6 +12,8 @@
               then a -t terminal
   podman      podman --runtime wisp-oci with a temporary --root/--runroot: run --rm, exec,
               kill, stop, the exit status; cleanup
+  netns       no engine: create/start in a netns and veth the test makes, jailed: the
+              network both ways, the jail seen through /proc, chown in the rootfs; cleanup
 
   oci_test.py --oci build/src/oci/wisp-oci --case CASE
 """
@@ -208,13 +210,16 @@ def case_cli(args, tmp):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--oci", required=True)
-    ap.add_argument("--case", required=True, choices=["cli", "containerd", "podman", "template"])
+    ap.add_argument("--case", required=True,
+                    choices=["cli", "containerd", "podman", "template", "netns"])
+    ap.add_argument("--no-jail", action="store_true",
+                    help="netns: skip the jail's checks (a wisp-oci run with \"jail\": false)")
     args = ap.parse_args()
     args.oci = os.path.abspath(args.oci)
     fn = {"cli": case_cli}.get(args.case)
     if fn is None:
         need = {"containerd": ["containerd", "ctr"], "podman": ["podman", "conmon"],
-                "template": ["containerd", "ctr"]}[args.case]
+                "template": ["containerd", "ctr"], "netns": ["ip", "tc", "busybox"]}[args.case]
         missing = [p for p in need if not shutil.which(p)]
         if missing:
             print(f"SKIP: {', '.join(missing)} not installed (scripts/debian-packages.txt)")
@@ -225,7 +230,8 @@ def main():
             print("SKIP: the kit's kernel is not built (guest/kernel/build.sh)")
             return 77
         from oci_engines import CASES  # the cases with real engines
-        fn = CASES[args.case]
+        from oci_netns import CASES as NETNS_CASES
+        fn = {**CASES, **NETNS_CASES}[args.case]
     return run_in_tmp(fn, args, prefix="wisp-oci-")
 
 

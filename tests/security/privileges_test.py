@@ -15,7 +15,10 @@ Cases:
   api     --api-sock: dropped as soon as the socket listens, before any client; what the API
           opens later is opened as the user: a root-only image is refused with a message naming
           it, the user's own image is used (PATCH /drives media change), the VM ends with 0
-  usage   --uid without --gid, --uid 0, a non-numeric id: status 2 and the option named
+  usage   --uid without --gid, --uid 0, a non-numeric id, --keep-caps without --uid or with a
+          capability that is not a file capability: status 2 and the option named; then
+          --keep-caps chown,fowner: every thread of the VMM (API socket listening) is the
+          user with exactly CAP_CHOWN and CAP_FOWNER effective, permitted and bounding
 """
 import argparse
 import os
@@ -170,11 +173,41 @@ def case_api(vmm, guest, tmp):
 def case_usage(vmm, guest, tmp):
     for args, want in ((["--uid", "5"], "--gid: missing"), (["--gid", "5"], "--uid: missing"),
                        (["--uid", "0", "--gid", "5"], "--uid: 0 is root's"),
-                       (["--uid", "5", "--gid", "x"], "--gid: 'x' is not a numeric id")):
+                       (["--uid", "5", "--gid", "x"], "--gid: 'x' is not a numeric id"),
+                       (["--keep-caps", "chown"], "--keep-caps: only with --uid and --gid"),
+                       (DROP + ["--keep-caps", "chown,sys_admin"],
+                        "--keep-caps: 'sys_admin' is not one of")):
         p = subprocess.run([vmm, "--api-sock", os.path.join(tmp, "s")] + args,
                            capture_output=True, text=True, timeout=10)
         check(p.returncode == 2 and want in p.stderr,
               f"{args}: status {p.returncode}, stderr {p.stderr!r}; expected 2 and {want!r}")
+    # with --keep-caps everything is opened as the user: the socket's directory is the user's
+    os.chmod(tmp, 0o755)
+    own = os.path.join(tmp, "keep")
+    os.mkdir(own)
+    os.chown(own, UID, GID)
+    sock = os.path.join(own, "keep.sock")
+    p = subprocess.Popen([vmm, "--api-sock", sock] + DROP + ["--keep-caps", "chown,fowner"],
+                         stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while not os.path.exists(sock) and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        check(p.poll() is None and os.path.exists(sock), f"wisp-vmm --keep-caps: {p.returncode}")
+        want = (1 << 0) | (1 << 3)  # CAP_CHOWN, CAP_FOWNER
+        for tid in os.listdir(f"/proc/{p.pid}/task"):
+            st = proc_status(f"{p.pid}/task/{tid}")
+            got = {c: int(st[c], 16) for c in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")}
+            check(st["Uid"].split() == [str(UID)] * 4 and
+                  got == {"CapInh": 0, "CapPrm": want, "CapEff": want, "CapBnd": want,
+                          "CapAmb": 0} and st["NoNewPrivs"] == "1",
+                  f"--keep-caps chown,fowner: thread {tid}: Uid {st['Uid']}, {got}")
+        p.send_signal(signal.SIGTERM)
+        check(p.wait(5) == 0, f"--keep-caps: status {p.returncode} after SIGTERM")
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
 
 
 CASES = {"status": case_status, "blk": case_blk, "net": case_net, "api": case_api,

@@ -13,6 +13,7 @@ import subprocess
 import time
 
 from apilib import Failure, check
+from oci_engines import proc_alive
 
 BOOT_S = 900  # a Linux boot here: 15-50 s idle, minutes under a loaded CI run
 HOST_IP, GUEST_IP = "198.51.100.1", "198.51.100.2"
@@ -118,14 +119,6 @@ def wait_text(path, what, timeout, proc=None):
             break
         time.sleep(0.2)
     raise Failure(f"{what!r} did not appear in the container's output: {text!r}")
-
-
-def proc_alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except FileNotFoundError:
-        return False
 
 
 def check_jail(vmm, netns, jail_root):

@@ -231,14 +231,72 @@ def case_containerd(args, tmp):
         cd.close()
 
 
+# podman's default network ("podman", what `podman run` uses without --network): a CNI bridge as
+# Debian's 87-podman-bridge.conflist makes it, in a private --network-config-dir, on a test
+# subnet (203.0.113.0/24) and without its masquerade and firewall plugins: the test touches
+# neither the machine's uplink nor its firewall. The bridge plugin's isGateway turns on
+# ip_forward, which the test puts back as it was.
+PODMAN_GW, PODMAN_PORT = "203.0.113.1", 7103
+
+
+def podman_network(tmp):
+    d = os.path.join(tmp, "cni")
+    os.makedirs(d)
+    bridge = f"wisp-pbr{os.getpid() % 10000}"
+    conf = {"cniVersion": "0.4.0", "name": "podman", "plugins": [
+        {"type": "bridge", "bridge": bridge, "isGateway": True, "ipMasq": False,
+         "hairpinMode": True,
+         "ipam": {"type": "host-local", "dataDir": os.path.join(tmp, "cni-ipam"),
+                  "routes": [{"dst": "0.0.0.0/0"}],
+                  "ranges": [[{"subnet": "203.0.113.0/24", "gateway": PODMAN_GW}]]}}]}
+    with open(os.path.join(d, "87-podman-bridge.conflist"), "w") as f:
+        json.dump(conf, f)
+    return d, bridge
+
+
+class GatewayListener:
+    """A TCP listener on the bridge's gateway address (the host's side of podman's network):
+    what the container sends over one connection."""
+
+    def __init__(self):
+        import socket
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((PODMAN_GW, PODMAN_PORT))
+        self.sock.listen(1)
+        self.sock.settimeout(BOOT_S)  # the guest connects once told to
+        self.got = None
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        try:
+            c, _ = self.sock.accept()
+            c.settimeout(60)
+            data = b""
+            while not data.endswith(b"\n"):
+                d = c.recv(100)
+                if not d:
+                    break
+                data += d
+            c.close()
+            self.got = data.decode()
+        except OSError:
+            pass
+
+    def close(self):
+        self.sock.close()
+
+
 class Podman:
-    def __init__(self, tmp, oci):
+    def __init__(self, tmp, oci, net_dir=None):
         self.oci_root = os.path.join(tmp, "wisp-oci")
         self.base = ["podman", "--root", os.path.join(tmp, "proot"),
                      "--runroot", os.path.join(tmp, "prun"), "--tmpdir", os.path.join(tmp, "ptmp"),
                      "--runtime", oci, "--runtime-flag", f"root={self.oci_root}",
                      "--cgroup-manager", "cgroupfs", "--events-backend", "file",
-                     "--storage-driver", "vfs"]
+                     "--storage-driver", "vfs"] + (
+                         ["--network-config-dir", net_dir] if net_dir else [])
 
     def __call__(self, *args, timeout=120):
         return run(self.base + list(args), timeout=timeout)
@@ -246,18 +304,36 @@ class Podman:
 
 def case_podman(args, tmp):
     image = make_image(tmp)
-    pm = Podman(tmp, args.oci)
-    runner = None
+    net_dir, bridge = podman_network(tmp)
+    with open("/proc/sys/net/ipv4/ip_forward") as f:
+        ip_forward = f.read().strip()
+    pm = Podman(tmp, args.oci, net_dir)
+    runner = listener = None
+    netns_before = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
     try:
         r = pm("load", "-i", image)
         check(r.returncode == 0, f"podman load: {r.stderr}")
-        script = ('echo hello-podman; trap "echo got-usr1" USR1; '
+        # the bridge exists once the network is first used: podman makes it at the container's
+        # start, so the listener binds the gateway address after an address is there
+        script = ('GW=$(ip -4 route | awk \'/^default/ {print $3}\'); echo "gateway $GW"; '
+                  'ping -c 2 -W 10 "$GW" >/dev/null && echo ping-ok; '
+                  'while [ ! -e /tmp/go ] && [ "$n" != 600 ]; do n=$((n+1)); sleep 0.2; done; '
+                  f'echo from-podman | nc -w 300 "$GW" {PODMAN_PORT} && echo tcp-done; '
+                  'echo hello-podman; trap "echo got-usr1" USR1; '
                   'trap "echo got-term; exit 43" TERM; while :; do sleep 0.2; done')
-        runner = subprocess.Popen(pm.base + ["run", "--rm", "--name", "p1", "--net", "none",
+        runner = subprocess.Popen(pm.base + ["run", "--rm", "--name", "p1",
                                              IMAGE, "sh", "-c", script],
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         out = Output(runner)
-        out.wait_for("hello-podman", BOOT_S)
+        out.wait_for("ping-ok", BOOT_S)
+        check(f"gateway {PODMAN_GW}" in out.text, f"the guest's default route: {out.text!r}")
+        listener = GatewayListener()
+        r = pm("exec", "p1", "touch", "/tmp/go")
+        check(r.returncode == 0, f"podman exec touch: {r.stderr}")
+        out.wait_for("hello-podman", 120)
+        listener.thread.join(60)
+        check(listener.got == "from-podman\n" and "tcp-done" in out.text,
+              f"the gateway's listener got {listener.got!r}; the container: {out.text!r}")
         cid = pm("inspect", "--format", "{{.Id}}", "p1").stdout.strip()
         st = json.loads(run([args.oci, "--root", pm.oci_root, "state", cid]).stdout)
         check(st["status"] == "running", f"state: {st}")
@@ -280,12 +356,22 @@ def case_podman(args, tmp):
         check_gone("p1", st, os.path.join(pm.oci_root, cid))
         r = pm("ps", "-a", "-q")
         check(r.stdout.strip() == "", f"podman ps -a after --rm: {r.stdout!r}")
+        # the engine's namespace (podman's netns-UUID) went with the container, and with it
+        # wisp-oci's tap and tc filters
+        left = {n for n in (set(os.listdir("/run/netns")) if os.path.isdir("/run/netns")
+                            else set()) - netns_before if n.startswith("netns-")}
+        check(not left, f"podman's network namespaces left: {left}")
     finally:
+        if listener:
+            listener.close()
         if runner and runner.poll() is None:
             runner.kill()
             runner.wait()
         pm("rm", "-f", "-a")
         pm("rmi", "-f", "-a")
+        subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+        with open("/proc/sys/net/ipv4/ip_forward", "w") as f:
+            f.write(ip_forward)
         # podman's cgroupfs manager leaves conmon's cgroup behind (empty once conmon ended)
         for ctrl in ["memory", "cpu,cpuacct", "pids", "cpuset"]:
             for d in ["libpod_parent/conmon", "libpod_parent"]:

@@ -29,7 +29,7 @@ ip -o link show eth0 | grep -q "link/ether $WANT_MAC" && echo MAC-OK
 ip -o -4 addr show eth0 | grep -q "inet {GUEST_IP}/24" && echo ADDR-OK
 ip -4 route | grep -q "default via {HOST_IP}" && echo ROUTE-OK
 ping -c 2 -W 10 {HOST_IP} >/dev/null && echo PING-OK
-echo guest-to-host | nc -w 30 {HOST_IP} {OUT_PORT} && echo TCP-OUT-DONE
+echo guest-to-host | nc -w 300 {HOST_IP} {OUT_PORT} && echo TCP-OUT-DONE
 touch /made-in-guest && chown 1234:4321 /made-in-guest && mkdir /dir-in-guest &&
   chown 55:66 /dir-in-guest && echo CHOWN-OK
 echo LISTENING

@@ -208,6 +208,17 @@ static int remove_below(int dirfd)
     return r;
 }
 
+void oci_container_remove_subdir(const struct oci_container *c, const char *name)
+{
+    int fd = openat(c->dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+    if (fd < 0)
+        return;
+    remove_below(fd);
+    close(fd);
+    unlinkat(c->dirfd, name, AT_REMOVEDIR);
+}
+
 int oci_container_remove(struct oci_container *c, struct wisp_err *err)
 {
     char path[PATH_MAX];

@@ -26,6 +26,9 @@ int oci_container_save(struct oci_container *c, struct wisp_err *err);
 void oci_container_close(struct oci_container *c);
 /* Removes the directory and everything in it (no symlink followed); closes c. */
 int oci_container_remove(struct oci_container *c, struct wisp_err *err);
+/* Removes the directory name of the state directory with all in it (no symlink followed): what
+ * a jailer killed with SIGKILL left. */
+void oci_container_remove_subdir(const struct oci_container *c, const char *name);
 
 /* The status now: "created", "running", "paused" as recorded while the monitor lives, else
  * "stopped" (a monitor that is gone, a zombie, or a pid reused since: start time differs).

@@ -235,12 +235,17 @@ static bool template_fits(const struct oci_vm *vm, const struct oci_spec *spec,
 
 static bool wait_exit(pid_t pid, int ms);
 
-static void end_vmm(struct oci_vm *vm)
+static void end_vmm(struct oci_vm *vm, const struct oci_container *c)
 {
     /* SIGTERM first: a jailer forwards it and removes the jail (the next one makes it anew) */
     if (vm->pid > 0 && (kill(vm->pid, SIGTERM) < 0 || !wait_exit(vm->pid, 3000))) {
         kill(vm->pid, SIGKILL);
         waitpid(vm->pid, NULL, 0);
+        if (vm->jail_root[0]) { /* what the killed jailer left: <exec-name>/ */
+            char top[300];
+            snprintf(top, sizeof(top), "%.*s", (int)strcspn(vm->jail_root, "/"), vm->jail_root);
+            oci_container_remove_subdir(c, top);
+        }
     }
     vm->pid = -1;
 }
@@ -334,7 +339,7 @@ int oci_vm_start(struct oci_vm *vm, const struct oci_container *c, const struct 
                           t->dir);
                 return 0;
             }
-            end_vmm(vm);
+            end_vmm(vm, c);
             vm_file(vm, c, "api.sock", api, sizeof(api)); /* the next wisp-vmm makes them anew */
             unlink(api);
             vm_file(vm, c, "vsock.sock", api, sizeof(api));

@@ -422,6 +422,19 @@ def case_template(args, tmp):
         ia, ib = wisp_info(root, "a"), wisp_info(root, "b")
         check(ib.get("restored") is True, f"b was not restored from the template: {ib}")
         check(ia.get("template") == ib.get("template"), f"a and b: other templates {ia} {ib}")
+        # the restored VMM is jailed as a booted one (docs/security.md "wisp-oci's jail"): the
+        # template's files read-only in its root, the cache out of its reach
+        from oci_netns import JAIL_CAPS, find_vmm, status_fields
+        vmm = find_vmm(json.loads(run([args.oci, "--root", root, "state", "b"]).stdout)["pid"])
+        st = status_fields(vmm) if vmm else {}
+        check(vmm and st["Seccomp"] == "2" and st["NoNewPrivs"] == "1" and
+              int(st["CapEff"], 16) == JAIL_CAPS and st["Uid"].split()[0] != "0" and
+              os.readlink(f"/proc/{vmm}/ns/mnt") != os.readlink("/proc/self/ns/mnt") and
+              sorted(os.listdir(f"/proc/{vmm}/root")) ==
+              ["api.sock", "console.log", "dev", "proc", "rootfs", "template.mem",
+               "template.state", "vsock.sock", "wisp-vmm"],
+              f"b's restored wisp-vmm {vmm}: not jailed as documented: {st} "
+              f"{os.listdir(f'/proc/{vmm}/root') if vmm else ''}")
         for cid in ["a", "b"]:
             mine = sorted(f for f in os.listdir(rootfs(cid)) if f.startswith("mine-"))
             check(mine == [f"mine-{cid}"], f"{cid}'s root holds {mine}")

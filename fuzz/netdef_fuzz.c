@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "api/json.h"
+#include "fuzz_text.h"
 #include "wispd/netdef.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -36,11 +37,9 @@ static void bare(const char *s)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (size < 1 || size > 4096)
+    char *text = fuzz_text(data, size, 4096);
+    if (!text)
         return 0;
-    char *text = malloc(size);
-    memcpy(text, data + 1, size - 1);
-    text[size - 1] = '\0';
     struct wisp_err err = {0};
     json_t *j = NULL;
     if (data[0] % 3 == 0 && api_json_parse_object(text, size - 1, "network", &j, &err) == 0) {

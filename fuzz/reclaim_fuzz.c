@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "api/json.h"
+#include "fuzz_text.h"
 #include "wispd/reclaim.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -101,11 +102,9 @@ static void views(const uint8_t *p, size_t size)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (size < 1 || size > 4096)
+    char *text = fuzz_text(data, size, 4096);
+    if (!text)
         return 0;
-    char *text = malloc(size);
-    memcpy(text, data + 1, size - 1);
-    text[size - 1] = '\0';
     double avg10;
     uint64_t avail, total;
     struct reclaim_config c;

@@ -356,8 +356,10 @@ int reclaim_check_def(json_t *def, struct wisp_err *err)
     bool has_amount, has_stats, has_min, has_margin;
     if (margin < 16)
         margin = 16;
-    if (min > mem)
+    if (min > mem) /* the defaults fit the VM: an explicit value above memory_mib is refused */
         min = mem;
+    if (margin > mem)
+        margin = mem;
     if (a && !json_is_boolean(a))
         return wisp_err_set(err, EINVAL, "definition: balloon: auto: true or false");
     int ret = def_uint(b, "amount_mib", mem, &has_amount, &amount, err);

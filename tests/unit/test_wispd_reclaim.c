@@ -310,6 +310,14 @@ static void test_definition(void **state)
     assert_int_equal(json_integer_value(json_object_get(b, "auto_margin_mib")), 16);
     assert_false(json_is_true(json_object_get(b, "deflate_on_oom")));
     json_decref(def);
+    /* a guest smaller than the default floor and margin: both become its memory, and what
+     * was filled in checks again (reclaim_fuzz found a margin of 16 above a 12 MiB guest) */
+    assert_int_equal(check("{\"memory_mib\": 12, \"balloon\": {\"auto\": true}}", &def, &err), 0);
+    b = json_object_get(def, "balloon");
+    assert_int_equal(json_integer_value(json_object_get(b, "auto_min_mib")), 12);
+    assert_int_equal(json_integer_value(json_object_get(b, "auto_margin_mib")), 12);
+    assert_int_equal(reclaim_check_def(def, &err), 0);
+    json_decref(def);
     /* no auto: left to wisp-vmm as it is */
     assert_int_equal(check("{\"memory_mib\": 64, \"balloon\": {\"amount_mib\": 8}}", &def, &err),
                      0);

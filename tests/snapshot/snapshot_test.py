@@ -85,6 +85,7 @@ def pause(v):
 
 def counts(text):
     """The numbers of the whole "count N" lines (a last line still being printed is left out)."""
+    text = text.replace("\r\n", "\n")  # a "\r" and its "\n" may be on either side of a snapshot
     whole = text[:text.rfind("\n") + 1]
     return [int(n) for n in re.findall(r"^count (\d+)$", whole, re.M)]
 

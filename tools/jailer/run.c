@@ -17,10 +17,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "jail.h"
+#include "jail/jail.h"
 
 #define NSFS_MAGIC_NUMBER 0x6e736673
-#define DEFAULT_NOFILE    2048
 
 int jailer_run(const struct jail_options *o, struct wisp_err *err, bool *usage);
 
@@ -48,101 +47,9 @@ static struct {
 
 static void child_fail(const char *what)
 {
-    fprintf(stderr, "wisp-jailer: %s: %s\n", what, strerror(errno));
+    jail_fail("wisp-jailer", what);
     child.failed = 1;
     _exit(1);
-}
-
-static void child_limits(const struct jail_options *o)
-{
-    bool nofile_given = false; /* a no-file given replaces the default (under a lower hard
-                                  limit, without CAP_SYS_RESOURCE, the default cannot be set) */
-    for (unsigned i = 0; i < o->nr_limits; i++)
-        nofile_given |= o->limits[i].resource == RLIMIT_NOFILE;
-    struct rlimit nofile = {DEFAULT_NOFILE, DEFAULT_NOFILE};
-    if (!nofile_given && setrlimit(RLIMIT_NOFILE, &nofile) < 0)
-        child_fail("setrlimit no-file");
-    for (unsigned i = 0; i < o->nr_limits; i++) {
-        struct rlimit l = {o->limits[i].value, o->limits[i].value};
-        if (setrlimit(o->limits[i].resource, &l) < 0)
-            child_fail("--resource-limit");
-    }
-}
-
-/* In its new mount namespace (made by the clone): the jail bind-mounted onto itself, the files
- * that could not be linked bind-mounted in, the tmpfs /dev, then pivot_root into it and the old
- * root detached. */
-static void child_enter(const struct jail *j, const struct jail_options *o)
-{
-    if (mount(NULL, "/", NULL, MS_SLAVE | MS_REC, NULL) < 0)
-        child_fail("mount / MS_SLAVE|MS_REC");
-    if (mount(j->root, j->root, NULL, MS_BIND | MS_REC, NULL) < 0)
-        child_fail("bind mount of the jail's root");
-    for (unsigned i = 0; i < o->nr_files; i++) {
-        char target[8192];
-        snprintf(target, sizeof(target), "%s%s", j->root, o->files[i].jail_path);
-        const struct jail_file *f = &o->files[i];
-        if (j->bind[i] && mount(f->host, target, NULL, MS_BIND | (f->dir ? MS_REC : 0), NULL) < 0)
-            child_fail(f->host);
-        /* a directory: nothing in it runs or opens a host device; read-only: not even with
-         * CAP_DAC_OVERRIDE (--keep-caps) */
-        unsigned long flags = (f->ro ? MS_RDONLY : 0) | (f->dir ? MS_NOSUID | MS_NODEV : 0);
-        if (j->bind[i] && flags &&
-            mount(NULL, target, NULL, MS_BIND | MS_REMOUNT | flags, NULL) < 0)
-            child_fail(f->host);
-    }
-    /* the VMM's own pids only (the pid namespace of --new-pid-ns), nothing of /proc/sys or
-     * the host's: a 9p server reopens files through /proc/self/fd */
-    char proc[4200];
-    snprintf(proc, sizeof(proc), "%s/proc", j->root);
-    if (o->mount_proc && mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                               "subset=pid,hidepid=invisible") < 0)
-        child_fail("--mount-proc: a proc file system (subset=pid) at the jail's /proc");
-    const char *failed = jail_make_devices(j, o);
-    if (failed)
-        child_fail(failed);
-    if (o->daemonize) {
-        int null = open("/dev/null", O_RDWR);
-        if (null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(null, 2) < 0)
-            child_fail("/dev/null");
-        close(null);
-    }
-    if (chdir(j->root) < 0 || syscall(SYS_pivot_root, ".", ".") < 0)
-        child_fail("pivot_root into the jail");
-    if (umount2(".", MNT_DETACH) < 0 || chdir("/") < 0)
-        child_fail("detaching the host's root");
-    if (sethostname(o->id, strlen(o->id)) < 0)
-        child_fail("sethostname");
-}
-
-/* wisp-vmm's command line: /<exec-name> --id ID [args...] --uid UID --gid GID (made by the
- * jailer before the clone; lives until the jailer exits). */
-static char **vmm_argv(const struct jail_options *o, struct wisp_err *err)
-{
-    static char uid[16], gid[16], path[300];
-    snprintf(uid, sizeof(uid), "%u", o->uid);
-    snprintf(gid, sizeof(gid), "%u", o->gid);
-    snprintf(path, sizeof(path), "/%s", o->exec_name);
-    char **argv = calloc((size_t)o->nr_vmm_args + 10, sizeof(*argv));
-    if (!argv) {
-        wisp_err_set(err, ENOMEM, "out of memory");
-        return NULL;
-    }
-    int n = 0;
-    argv[n++] = path;
-    argv[n++] = "--id";
-    argv[n++] = (char *)o->id;
-    for (int i = 0; i < o->nr_vmm_args; i++)
-        argv[n++] = o->vmm_args[i];
-    argv[n++] = "--uid";
-    argv[n++] = uid;
-    argv[n++] = "--gid";
-    argv[n++] = gid;
-    if (o->keep_caps) {
-        argv[n++] = "--keep-caps";
-        argv[n++] = (char *)o->keep_caps;
-    }
-    return argv;
 }
 
 static int child_main(void *unused)
@@ -152,11 +59,21 @@ static int child_main(void *unused)
     const struct jail_options *o = child.o;
     if (child.netns_fd >= 0 && setns(child.netns_fd, CLONE_NEWNET) < 0)
         child_fail("--netns: setns");
-    child_enter(j, o);
-    for (unsigned i = 0; i < j->nr_procs; i++) /* its cgroups: "0" is the writer itself */
-        if (write(j->procs_fd[i], "0", 1) != 1)
-            child_fail("joining the VM's cgroup (cgroup.procs)");
-    child_limits(o);
+    const char *failed = NULL;
+    if (o->daemonize) { /* the host's /dev/null: the jail has none */
+        int null = open("/dev/null", O_RDWR);
+        if (null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(null, 2) < 0)
+            failed = "/dev/null";
+        close(null);
+    }
+    if (!failed)
+        failed = jail_enter(j, o);
+    if (!failed)
+        failed = jail_join_cgroups(j);
+    if (!failed)
+        failed = jail_limits(o);
+    if (failed)
+        child_fail(failed);
     /* every fd but 0-2 closes at the exec */
     if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
         child_fail("close_range");
@@ -237,9 +154,10 @@ static int start_child(struct jail *j, const struct jail_options *o, int netns_f
         *usage = r == -EINVAL;
         return r;
     }
-    child.argv = vmm_argv(o, err);
+    static struct jail_vmm_argv strings; /* lives until the jailer exits */
+    child.argv = jail_vmm_argv(o, &strings);
     if (!child.argv)
-        return -ENOMEM;
+        return wisp_err_set(err, ENOMEM, "out of memory");
     child.j = j, child.o = o, child.netns_fd = netns_fd, child.failed = 0;
     sigset_t all;
     sigfillset(&all);

@@ -1,5 +1,7 @@
-/* wisp-jailer's parts (docs/wisp-jailer.md): the jail's directory tree, its cgroups, and the
- * options that describe them. */
+/* libwisp_jail: wisp-jailer's parts (docs/wisp-jailer.md), shared by wisp-jailer and by
+ * wispd's in-process jail: its command line parsed into options (options.c), the jail's
+ * directory tree and its cgroups (jail.c, cgroup.c), and the steps of the child that becomes
+ * the VMM (enter.c). */
 #ifndef WISP_JAILER_JAIL_H
 #define WISP_JAILER_JAIL_H
 
@@ -13,6 +15,8 @@
 #define JAIL_MAX_CGROUPS 32
 #define JAIL_MAX_LIMITS  8
 #define JAIL_ID_MAX      64
+#define JAIL_MAX_OWNED   104 /* what the parser allocated: 2 per file, 1 per cgroup, 2 */
+#define JAIL_DEFAULT_BASE "/srv/jailer"
 
 struct jail_file {
     const char *host;      /* the file to make available */
@@ -44,6 +48,8 @@ struct jail_options {
     unsigned nr_limits;
     char **vmm_args; /* after "--" */
     int nr_vmm_args;
+    void *owned[JAIL_MAX_OWNED]; /* freed by jail_options_free */
+    unsigned nr_owned;
 };
 
 /* What the jailer made, so that a failure or the VM's end removes exactly that. */
@@ -58,6 +64,32 @@ struct jail {
     unsigned nr_procs;
     dev_t kvm, tun; /* the host's /dev/kvm and /dev/net/tun (tun 0: none) */
 };
+
+/* options.c. wisp-jailer's command line (argv[0] is skipped, the VMM's arguments follow "--")
+ * into *o, every path and id checked: 0, 1 for --help, or -EINVAL (a usage error) with err.
+ * Strings point into argv or into allocations jail_options_free releases. */
+int jail_parse(int argc, char **argv, struct jail_options *o, struct wisp_err *err);
+void jail_options_free(struct jail_options *o);
+
+/* enter.c: the child's steps between its clone (new mount, ipc, uts and maybe pid namespaces)
+ * and its exec, system calls only (safe in a fork-like clone of a threaded process). Each
+ * returns NULL, or what failed with errno set. jail_enter: the jail bind-mounted onto itself,
+ * the files that could not be linked bind-mounted in, the tmpfs /dev, pivot_root into it, the
+ * old root detached, the hostname. */
+const char *jail_enter(const struct jail *j, const struct jail_options *o);
+/* The rlimits (--resource-limit; no-file 2048 unless given). */
+const char *jail_limits(const struct jail_options *o);
+/* Writes the caller into the cgroups jail_cgroups_create opened. */
+const char *jail_join_cgroups(const struct jail *j);
+/* "PROG: WHAT: <errno's text>" on fd 2, with no allocation or lock. */
+void jail_fail(const char *prog, const char *what);
+
+/* wisp-vmm's command line in the jail: /<exec-name> --id ID [args...] --uid UID --gid GID
+ * [--keep-caps CAPS]; its strings in *s and o; the array is malloc'ed (NULL: out of memory). */
+struct jail_vmm_argv {
+    char uid[16], gid[16], path[300];
+};
+char **jail_vmm_argv(const struct jail_options *o, struct jail_vmm_argv *s);
 
 /* An empty record (no fd open). */
 void jail_init(struct jail *j);
@@ -75,6 +107,8 @@ const char *jail_make_devices(const struct jail *j, const struct jail_options *o
 int jail_cgroups_create(struct jail *j, const struct jail_options *o, struct wisp_err *err);
 /* Closes the cgroup.procs fds (the VMM has joined). */
 void jail_close_procs(struct jail *j);
+/* Closes the record's fds and leaves the jail in place (another process removes it later). */
+void jail_release(struct jail *j);
 /* Removes what jail_build and jail_cgroups_create made (after the VM's last process ended). */
 void jail_remove(struct jail *j, const struct jail_options *o);
 

@@ -241,3 +241,14 @@ void jail_remove(struct jail *j, const struct jail_options *o)
         close(j->base_fd);
     j->exec_dir_fd = j->base_fd = -1;
 }
+
+void jail_release(struct jail *j)
+{
+    jail_close_procs(j);
+    if (j->exec_dir_fd >= 0)
+        close(j->exec_dir_fd);
+    if (j->base_fd >= 0)
+        close(j->base_fd);
+    j->exec_dir_fd = j->base_fd = -1;
+    j->made_id_dir = false;
+}

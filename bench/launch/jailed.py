@@ -3,8 +3,8 @@
 wisp-jailer, beside plain wisp-vmm (docs/benchmarks.md, "Jailed launch"). Prints figures and
 ratios; never fails on them.
 
-    jailed.py --vmm PATH --jailer PATH --guest tiny-exit.elf --idle-guest tiny-idle.elf [--runs N]
-              [--vmm-arg=ARG]... [--chroot-base-dir DIR]
+    jailed.py --spawn wisp-bench-spawn --vmm PATH --jailer PATH --guest tiny-exit.elf
+              --idle-guest tiny-idle.elf [--runs N] [--vmm-arg=ARG]... [--chroot-base-dir DIR]
 
 Contenders (128 MiB, one vCPU, the tiny PVH guests of bench/launch, no --async-teardown so that
 each one's wall time includes the VM's teardown alike):
@@ -14,7 +14,11 @@ each one's wall time includes the VM's teardown alike):
   jailed  wisp-jailer --id bench-N --exec-file wisp-vmm --uid 40116 --gid 40116 --file G:/g.elf
           --new-pid-ns -- --kernel /g.elf --mem 128 --serial stdio (the jail made and removed
           in each run)
-Wall: spawn until the launcher reaped its child (the jailer: after it removed the jail). First
+  in-proc the same jail made in-process, as wispd makes it (libwisp_jail in the launcher: no
+          jailer exec, no reaper process)
+Every launch is timed by wisp-bench-spawn, a C parent (vfork and exec; in-proc its fork-like
+clone into the namespaces), so no contender pays the spawner's cost differently.
+Wall: spawn until the launcher reaped its child (jailed: after the jail was removed). First
 byte: spawn until the guest's "!" arrives. Memory: the idle guest, after 0.5 s, VmRSS of the
 wisp-vmm process minus the guest RAM mapping's Rss (the jailer's own RSS listed apart).
 """
@@ -30,37 +34,48 @@ ID = 40116
 
 
 def command(kind, a, guest, base, n):
+    """wisp-bench-spawn's command line for one launch of `kind`."""
     vmm = ["--mem", "128", "--serial", "stdio"] + a.vmm_arg
     if kind == "bare":
-        return [a.vmm, "--kernel", guest] + vmm + ["--seccomp", "off"]
-    if kind == "plain":
-        return [a.vmm, "--kernel", guest] + vmm
-    if kind == "drop":
-        return [a.vmm, "--kernel", guest] + vmm + ["--uid", str(ID), "--gid", str(ID)]
-    return [a.jailer, "--id", f"bench-{n}", "--exec-file", a.vmm, "--uid", str(ID), "--gid",
-            str(ID), "--chroot-base-dir", base, "--new-pid-ns", "--file", guest + ":/g.elf",
-            "--", "--kernel", "/g.elf"] + vmm
+        argv = [a.vmm, "--kernel", guest] + vmm + ["--seccomp", "off"]
+    elif kind == "plain":
+        argv = [a.vmm, "--kernel", guest] + vmm
+    elif kind == "drop":
+        argv = [a.vmm, "--kernel", guest] + vmm + ["--uid", str(ID), "--gid", str(ID)]
+    else:
+        argv = [a.jailer, "--id", f"bench-{n}", "--exec-file", a.vmm, "--uid", str(ID), "--gid",
+                str(ID), "--chroot-base-dir", base, "--new-pid-ns", "--file", guest + ":/g.elf",
+                "--", "--kernel", "/g.elf"] + vmm
+    return [a.spawn] + (["--in-process"] if kind == "in-proc" else []) + ["--"] + argv
+
+
+def spawn(argv):
+    """Starts wisp-bench-spawn: (its process, the launched pid, ms to the first byte)."""
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+    w = p.stdout.readline().split()
+    if len(w) < 6 or w[0] != "pid" or w[5] != "ok":
+        sys.exit(f"{' '.join(argv)}: {' '.join(w) or 'no first byte'}")
+    return p, int(w[1]), float(w[3])
+
+
+def finish(p, argv, any_status=False):
+    w = p.stdout.readline().split()
+    p.wait()
+    if len(w) < 4 or w[0] != "wall_ms" or (w[3] != "0" and not any_status):
+        sys.exit(f"{' '.join(argv)}: ended {' '.join(w)}")
+    return float(w[1])
 
 
 def launch_once(argv):
-    t0 = time.monotonic_ns()
-    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                         stderr=subprocess.DEVNULL)
-    first = p.stdout.read(1)
-    t1 = time.monotonic_ns()
-    p.stdout.read()
-    code = p.wait()
-    t2 = time.monotonic_ns()
-    if first != b"!" or code != 0:
-        sys.exit(f"{' '.join(argv)}: output {first!r}, status {code}")
-    return (t2 - t0) / 1e6, (t1 - t0) / 1e6
+    p, _, first = spawn(argv)
+    return finish(p, argv), first
 
 
-def vmm_pid(p, kind):
+def vmm_pid(pid, kind):
     if kind != "jailed":
-        return p.pid
+        return pid
     for _ in range(200):
-        with open(f"/proc/{p.pid}/task/{p.pid}/children") as f:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
             kids = f.read().split()
         if kids:
             return int(kids[0])
@@ -86,21 +101,20 @@ def rss_outside(pid):
 
 
 def memory_once(kind, a, base, n):
-    p = subprocess.Popen(command(kind, a, a.idle_guest, base, n), stdin=subprocess.DEVNULL,
-                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    p.stdout.read(1)
+    argv = command(kind, a, a.idle_guest, base, n)
+    p, launched, _ = spawn(argv)
     time.sleep(0.5)
-    pid = vmm_pid(p, kind)
+    pid = vmm_pid(launched, kind)
     outside, _ = rss_outside(pid)
-    jailer = rss_outside(p.pid)[1] if kind == "jailed" else 0
+    jailer = rss_outside(launched)[1] if kind == "jailed" else 0
     os.kill(pid, 15)
-    p.wait(10)
+    finish(p, argv, any_status=True)
     return outside, jailer
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    for opt in ("--vmm", "--jailer", "--guest", "--idle-guest"):
+    for opt in ("--spawn", "--vmm", "--jailer", "--guest", "--idle-guest"):
         ap.add_argument(opt, required=True)
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--chroot-base-dir",
@@ -109,7 +123,7 @@ def main():
     ap.add_argument("--vmm-arg", action="append", default=[],
                     help="one more wisp-vmm argument for every contender (repeatable)")
     a = ap.parse_args()
-    kinds = ["bare", "plain", "drop", "jailed"]
+    kinds = ["bare", "plain", "drop", "jailed", "in-proc"]
     wall = {k: [] for k in kinds}
     first = {k: [] for k in kinds}
     mem = {k: [] for k in kinds}
@@ -144,7 +158,8 @@ def main():
         print(f"{k:8} {med[k]:8.2f} ({min(wall[k]):.2f}) {fb[k]:8.2f} ({min(first[k]):.2f}) "
               f"{rss[k]:12.0f} {extra:>40}")
     jr = statistics.median(m[1] for m in mem["jailed"])
-    print(f"the jailer (reaper) itself while the VM runs: VmRSS {jr:.0f} KiB")
+    print(f"the jailer (reaper) itself while the VM runs: VmRSS {jr:.0f} KiB "
+          "(in-proc: no such process)")
     print(f"jails left behind: {len(left)}")
     print("targets: seccomp+drop+jailer <= 1 ms more launch than bare, <= 64 KiB more RSS")
     return 0

@@ -1,24 +1,28 @@
 /* A VM's placement and isolation at its start (docs/wispd.md, "Placement and isolation"): the
  * definition's "placement", "limits" and "jail" checked, its cgroup (cgroup.c) and NUMA node
  * (numa.c), CPU affinity and memory policy set in the spawned child, and the command line that
- * runs wisp-vmm, under wisp-jailer unless the VM or wispd opts out. */
+ * runs wisp-vmm, jailed unless the VM or wispd opts out: by libwisp_jail in the spawned child
+ * (the default; no process stays outside the VM) or by an external wisp-jailer (--jailer). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
-#include <libgen.h>
+#include <linux/close_range.h>
 #include <numaif.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/pidfd.h>
+#include <stdarg.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "api/json.h"
 #include "common/cleanup.h"
 #include "common/cpulist.h"
+#include "jail/jail.h"
 #include "placement.h"
 #include "wispd.h"
 
@@ -121,23 +125,6 @@ int placement_check(json_t *def, struct wisp_err *err)
     return r;
 }
 
-static char *find_jailer(void)
-{
-    char exe[PATH_MAX], *p;
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-    if (n > 0) {
-        exe[n] = '\0';
-        const char *dir = dirname(exe);
-        static const char *const rel[] = {"/wisp-jailer", "/../../tools/wisp-jailer"};
-        for (int i = 0; i < 2; i++) {
-            if (asprintf(&p, "%s%s", dir, rel[i]) >= 0 && access(p, X_OK) == 0)
-                return p;
-            free(p);
-        }
-    }
-    return strdup("/usr/bin/wisp-jailer");
-}
-
 int placement_init(struct wispd *d, const char *cgroups, bool jail, const char *jailer,
                    uint32_t uid, uint32_t gid, struct wisp_err *err)
 {
@@ -170,12 +157,11 @@ int placement_init(struct wispd *d, const char *cgroups, bool jail, const char *
     p->jail = jail;
     p->jail_uid = uid;
     p->jail_gid = gid;
-    p->jailer = jailer ? strdup(jailer) : find_jailer();
+    p->jailer = jailer ? strdup(jailer) : NULL;
     snprintf(p->jail_base, sizeof(p->jail_base), "%s/jail", d->state_dir);
     if (jail && geteuid() != 0)
-        return wisp_err_set(err, EPERM,
-                            "jails need root (wisp-jailer); run wispd as root or with --no-jail");
-    if (jail && access(p->jailer, X_OK) < 0)
+        return wisp_err_set(err, EPERM, "jails need root; run wispd as root or with --no-jail");
+    if (jail && p->jailer && access(p->jailer, X_OK) < 0)
         return wisp_err_sys(err, errno, "--jailer %s (or --no-jail)", p->jailer);
     return 0;
 }
@@ -269,8 +255,8 @@ static void build_argv(struct wispd *d, struct vm *vm, struct argv_builder *b)
     struct wispd_place *p = &d->place;
     json_t *def = vm->def, *item;
     size_t i;
-    if (vm->place.jailed) {
-        arg(b, "%s", p->jailer);
+    if (vm->place.jailed) { /* wisp-jailer's arguments, for it or for jail_parse */
+        arg(b, "%s", p->jailer ? p->jailer : "wisp-jailer");
         arg(b, "--id");
         arg(b, "vm-%lld", (long long)vm->id);
         arg(b, "--exec-file");
@@ -369,6 +355,54 @@ static int choose_node(struct wispd *d, struct vm *vm, struct wisp_err *err)
 
 static void remove_jail(struct wispd *d, struct vm *vm);
 
+static void free_jail(struct vm *vm)
+{
+    if (vm->place.jail) {
+        jail_release(vm->place.jail); /* its tree stays: remove_jail at the VM's end */
+        free(vm->place.jail);
+    }
+    if (vm->place.jail_opts) {
+        jail_options_free(vm->place.jail_opts);
+        free(vm->place.jail_opts);
+    }
+    free(vm->place.vmm_argv);
+    free(vm->place.vmm_strings);
+    vm->place.jail = NULL;
+    vm->place.jail_opts = NULL;
+    vm->place.vmm_argv = NULL;
+    vm->place.vmm_strings = NULL;
+}
+
+/* Jailed in-process: wisp-jailer's arguments (argv, argc) parsed and checked as the jailer
+ * does, the jail's tree made (the child enters it), wisp-vmm's command line in it. */
+static int jail_prepare(struct vm *vm, int argc, struct wisp_err *err)
+{
+    struct vm_place *pl = &vm->place;
+    pl->jail = malloc(sizeof(*pl->jail));
+    pl->jail_opts = malloc(sizeof(*pl->jail_opts));
+    pl->vmm_strings = malloc(sizeof(*pl->vmm_strings));
+    if (!pl->jail || !pl->jail_opts || !pl->vmm_strings) {
+        free(pl->jail_opts); /* not parsed: nothing in it to free */
+        pl->jail_opts = NULL;
+        return wisp_err_set(err, ENOMEM, "out of memory");
+    }
+    jail_init(pl->jail);
+    struct wisp_err e = {0};
+    int r = jail_parse(argc, pl->argv, pl->jail_opts, &e);
+    if (r == 0)
+        r = jail_build(pl->jail, pl->jail_opts, &e);
+    if (r == 0 && !(pl->vmm_argv = jail_vmm_argv(pl->jail_opts, pl->vmm_strings)))
+        r = wisp_err_set(&e, ENOMEM, "out of memory");
+    if (r < 0) {
+        jail_remove(pl->jail, pl->jail_opts); /* what jail_build made */
+        /* a start that failed, as when wisp-vmm or wisp-jailer says why (a missing kernel is
+         * not a missing VM) */
+        return wisp_err_set(err, e.errnum == ENOMEM ? ENOMEM : EIO, "%s: its jail: %s", vm->name,
+                            e.msg);
+    }
+    return 0;
+}
+
 int placement_prepare(struct vm *vm, struct wisp_err *err)
 {
     struct wispd *d = vm->d;
@@ -376,6 +410,7 @@ int placement_prepare(struct vm *vm, struct wisp_err *err)
     const char *cpus = json_string_value(json_object_get(pl, "cpus"));
     const char *vmm_cpus = json_string_value(json_object_get(pl, "vmm_cpus"));
     vm->place.jailed = vm_jailed(d, vm);
+    vm->place.jailer_exec = vm->place.jailed && d->place.jailer;
     vm->place.has_vmm_cpus =
         vmm_cpus && cpulist_parse(vmm_cpus, (size_t)-1, &vm->place.vmm_cpus) == 0;
     if (vm->place.jailed) {
@@ -424,26 +459,62 @@ int placement_prepare(struct vm *vm, struct wisp_err *err)
     }
     struct argv_builder b = {vm->place.argv, 0};
     build_argv(d, vm, &b);
+    if (vm->place.jailed && !vm->place.jailer_exec && (r = jail_prepare(vm, b.n, err)) < 0) {
+        placement_release(vm);
+        return r;
+    }
     return 0;
+}
+
+pid_t placement_fork(struct vm *vm)
+{
+    if (!vm->place.jail)
+        return fork();
+    /* glibc has no fork with flags: the raw clone copies the address space as fork does but
+     * runs no atfork handler, so the child makes system calls only until its exec (another
+     * of wispd's threads may hold a lock: jail/enter.c) */
+    return (pid_t)syscall(SYS_clone,
+                          SIGCHLD | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWPID, NULL,
+                          NULL, NULL, NULL);
+}
+
+static void __attribute__((noreturn)) child_fail(const char *what)
+{
+    jail_fail("wispd", what);
+    _exit(127);
 }
 
 void placement_child(struct vm *vm)
 {
     /* wispd's blocked SIGTERM/SIGINT (its signalfd) and ignored SIGPIPE would outlive the
-     * exec: the jailer could not forward a SIGTERM */
+     * exec: the VMM (or a jailer) could not take a SIGTERM */
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
     signal(SIGPIPE, SIG_DFL);
     if (vm->place.has_vmm_cpus &&
         sched_setaffinity(0, sizeof(vm->place.vmm_cpus), &vm->place.vmm_cpus) < 0)
-        dprintf(2, "wispd: placement.vmm_cpus: sched_setaffinity: %s\n", strerror(errno));
+        jail_fail("wispd", "placement.vmm_cpus: sched_setaffinity");
     if (vm->place.nodemask &&
         set_mempolicy(MPOL_BIND, &vm->place.nodemask, 8 * sizeof(unsigned long)) < 0)
-        dprintf(2, "wispd: NUMA: set_mempolicy: %s\n", strerror(errno));
-    execv(vm->place.argv[0], vm->place.argv);
-    dprintf(2, "wispd: exec %s: %s\n", vm->place.argv[0], strerror(errno));
-    _exit(127);
+        jail_fail("wispd", "NUMA: set_mempolicy");
+    if (!vm->place.jail) {
+        execv(vm->place.argv[0], vm->place.argv);
+        child_fail(vm->place.argv[0]);
+    }
+    /* jailed in-process: what wisp-jailer's child does, without the jailer staying outside
+     * (wispd removes the jail at the VM's end), and no parent-death signal: the VM outlives
+     * a wispd restart */
+    const char *failed = jail_enter(vm->place.jail, vm->place.jail_opts);
+    if (!failed)
+        failed = jail_limits(vm->place.jail_opts);
+    if (!failed && syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
+        failed = "close_range";
+    if (failed)
+        child_fail(failed);
+    char *envp[] = {NULL};
+    execve(vm->place.vmm_argv[0], vm->place.vmm_argv, envp);
+    child_fail(vm->place.jail_opts->exec_file);
 }
 
 static void free_argv(struct vm *vm)
@@ -457,6 +528,7 @@ static void free_argv(struct vm *vm)
 int placement_join(struct vm *vm, pid_t pid, struct wisp_err *err)
 {
     free_argv(vm);
+    free_jail(vm);
     return cgroup_vm_join(vm->d, vm, pid, err);
 }
 
@@ -496,6 +568,7 @@ void placement_release(struct vm *vm)
 {
     struct wispd *d = vm->d;
     free_argv(vm);
+    free_jail(vm);
     numa_account(&d->place.numa, vm->place.numa_idx, vm->place.numa_vcpus, vm->place.numa_mib, -1);
     vm->place.numa_idx = -1;
     if (vm->place.jailed)
@@ -510,11 +583,13 @@ void placement_release(struct vm *vm)
 
 void placement_kill(struct vm *vm)
 {
-    /* the jailer stays to reap the VMM and remove the jail; without cgroups, its whole
-     * process group (the jailer and the VMM: placement_release removes the jail then) */
-    if (vm->place.jailed && vm->place.cgroup && cgroup_vm_signal(vm->d, vm, SIGKILL, vm->pid) > 0)
+    /* an external jailer stays to reap the VMM and remove the jail; without cgroups, its
+     * whole process group (the jailer and the VMM: placement_release removes the jail then).
+     * Jailed in-process, the VMM is the pid 1 of its namespace: its end ends the rest. */
+    if (vm->place.jailer_exec && vm->place.cgroup &&
+        cgroup_vm_signal(vm->d, vm, SIGKILL, vm->pid) > 0)
         return;
-    if (vm->place.jailed && vm->pid > 0 && kill(-vm->pid, SIGKILL) == 0)
+    if (vm->place.jailer_exec && vm->pid > 0 && kill(-vm->pid, SIGKILL) == 0)
         return;
     pidfd_send_signal(vm->pidfd, SIGKILL, NULL, 0);
 }
@@ -524,6 +599,14 @@ void placement_reattach(struct vm *vm)
     struct wispd *d = vm->d;
     size_t n = strlen(d->place.jail_base);
     vm->place.jailed = !strncmp(vm->api_sock, d->place.jail_base, n) && vm->api_sock[n] == '/';
+    char comm[64] = "", comm_path[64];
+    snprintf(comm_path, sizeof(comm_path), "/proc/%d/comm", (int)vm->pid);
+    FILE *c = vm->place.jailed ? fopen(comm_path, "re") : NULL;
+    if (c && !fgets(comm, sizeof(comm), c))
+        comm[0] = '\0';
+    if (c)
+        fclose(c);
+    vm->place.jailer_exec = !strcmp(comm, "wisp-jailer\n"); /* started by a --jailer wispd */
     char dir[PATH_MAX + 32];
     vm->place.cgroup =
         cgroup_vm_dir(d, vm, "cgroup.procs", dir, sizeof(dir)) == 0 && access(dir, F_OK) == 0;
@@ -551,6 +634,10 @@ void placement_json(const struct vm *vm, json_t *j)
     const struct wispd *d = vm->d;
     json_t *p = json_object();
     json_object_set_new(p, "jailed", json_boolean(vm->pid > 0 && vm->place.jailed));
+    json_object_set_new(p, "jailer",
+                        json_string(vm->pid <= 0 || !vm->place.jailed ? ""
+                                    : vm->place.jailer_exec       ? "wisp-jailer"
+                                                                  : "in-process"));
     json_object_set_new(p, "numa_node",
                         vm->place.numa_idx >= 0
                             ? json_integer(d->place.numa.nodes[vm->place.numa_idx].id)
@@ -588,5 +675,5 @@ json_t *placement_host_json(const struct wispd *d)
                      "cgroup_dirs", dirs, "numa_nodes", nodes, "numa",
                      p->numa.nr_nodes > 1 ? "each VM on one node unless placement.numa says"
                                           : "one node: placement on a node is a no-op",
-                     "jail", p->jail, "jailer", p->jailer ? p->jailer : "");
+                     "jail", p->jail, "jailer", p->jailer ? p->jailer : "in-process");
 }

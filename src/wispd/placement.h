@@ -1,6 +1,6 @@
 /* wispd's placement and isolation of VMs (docs/wispd.md, "Placement and isolation"): the
  * definition's "placement", "limits" and "jail" (placement.c), a cgroup per VM (cgroup.c), NUMA
- * nodes (numa.c), and the wisp-jailer each VM starts in.
+ * nodes (numa.c), and the jail each VM starts in (libwisp_jail in-process, or wisp-jailer).
  *
  * Call order for a start: placement_prepare() before the fork (cgroup made, limits written,
  * NUMA node chosen, argv built), placement_child() in the child before its exec,
@@ -72,8 +72,8 @@ struct wispd_place {
     int dynmods_fd;
     const char *dynmods;
     struct numa_topology numa;
-    bool jail; /* VMs start in wisp-jailer unless their definition says "jail": false */
-    char *jailer;
+    bool jail;    /* VMs start jailed unless their definition says "jail": false */
+    char *jailer; /* --jailer: an external wisp-jailer execs each VM; NULL: jailed in-process */
     uint32_t jail_uid, jail_gid;
     char jail_base[PATH_MAX];
     /* VMs' cgroups still busy at their removal (a killed jailer's VMM still exiting): retried
@@ -86,25 +86,39 @@ struct wispd_place {
     struct evloop_source *busy_timer;
 };
 
+struct jail;
+struct jail_options;
+struct jail_vmm_argv;
+
 struct vm_place {
-    bool jailed;  /* this run is under wisp-jailer (vm->pid is the jailer's) */
+    bool jailed;      /* this run is jailed */
+    bool jailer_exec; /* by an external wisp-jailer (--jailer): vm->pid is the jailer's */
     bool cgroup;  /* this run has cgroups (made and joined) */
     int numa_idx; /* index into numa.nodes, or -1 */
     unsigned numa_vcpus;
     uint64_t numa_mib;
     char **argv; /* built by placement_prepare, freed by placement_join */
+    /* jailed in-process: the jail made by placement_prepare (libwisp_jail, from the same
+     * arguments wisp-jailer takes), what the child does with it, freed by placement_join */
+    struct jail *jail;
+    struct jail_options *jail_opts;
+    struct jail_vmm_argv *vmm_strings;
+    char **vmm_argv;
     bool has_vmm_cpus;
     cpu_set_t vmm_cpus;
     unsigned long nodemask; /* for set_mempolicy(MPOL_BIND) in the child; 0: none */
 };
 
-/* main.c's options: cgroups "auto", "v1", "v2" or "off"; jailer NULL: beside wispd. */
+/* main.c's options: cgroups "auto", "v1", "v2" or "off"; jailer NULL: VMs jailed in-process. */
 int placement_init(struct wispd *d, const char *cgroups, bool jail, const char *jailer,
                    uint32_t uid, uint32_t gid, struct wisp_err *err);
 /* vmdef.c: checks a definition's placement, limits and jail. -EINVAL with err. */
 int placement_check(json_t *def, struct wisp_err *err);
 int placement_prepare(struct vm *vm, struct wisp_err *err);
-void placement_child(struct vm *vm);
+/* fork(), or jailed in-process a fork-like clone into new mount, ipc, uts and pid namespaces
+ * (the child is its VMM's pid 1); the child calls placement_child. */
+pid_t placement_fork(struct vm *vm);
+void placement_child(struct vm *vm) __attribute__((noreturn));
 int placement_join(struct vm *vm, pid_t pid, struct wisp_err *err);
 void placement_release(struct vm *vm);
 /* The path the VMM opens for a host path of the definition: in a jail, "/kernel", "/initrd",

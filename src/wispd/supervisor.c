@@ -210,7 +210,7 @@ static void vm_exited(void *opaque, uint32_t events)
     bool known = vm->child && waitid(P_PIDFD, (id_t)vm->pidfd, &si, WEXITED | WNOHANG) == 0 &&
                  si.si_pid != 0;
     bool failed = true;
-    if (known && si.si_code == CLD_EXITED && vm->place.jailed && si.si_status > 128 &&
+    if (known && si.si_code == CLD_EXITED && vm->place.jailer_exec && si.si_status > 128 &&
         si.si_status < 128 + 65) { /* wisp-jailer's 128 + N: its VMM was killed by N */
         snprintf(vm->last_exit, sizeof(vm->last_exit), "killed by signal %d (%s) in its jail",
                  si.si_status - 128, strsignal(si.si_status - 128));
@@ -546,7 +546,7 @@ int vm_start(struct vm *vm, struct api_request *req, struct wisp_err *err)
         placement_release(vm);
         return ret;
     }
-    int pid = fork();
+    pid_t pid = placement_fork(vm);
     if (pid == 0) {
         close(go[1]);
         child_exec(vm, go[0], in_fd, log_fd, vmm_log_fd);
@@ -556,10 +556,12 @@ int vm_start(struct vm *vm, struct api_request *req, struct wisp_err *err)
     close(log_fd);
     close(vmm_log_fd);
     if (pid < 0) {
+        int e = errno;
+        bool jailed = vm->place.jailed;
         close(go[1]);
         placement_release(vm);
         net_vm_taps_down(vm);
-        return wisp_err_sys(err, errno, "fork");
+        return wisp_err_sys(err, e, jailed ? "clone (the jail's namespaces)" : "fork");
     }
     vm->pidfd = pidfd_open(pid, 0);
     vm->pid = pid;

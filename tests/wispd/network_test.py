@@ -44,8 +44,10 @@ def sh(*cmd, check=True, timeout=60):
 
 
 def processes(marker):
-    """pid -> argv of the live processes whose command line holds `marker` (the state dir)."""
+    """pid -> argv of the live processes whose command line holds `marker` (the state dir), and
+    its VMMs jailed in-process (their command line is the jail's)."""
     out = {}
+    jailed = wispd_test.vmm_processes(marker)
     for p in os.listdir("/proc"):
         if not p.isdigit() or int(p) == os.getpid():
             continue
@@ -53,7 +55,7 @@ def processes(marker):
             argv = open(f"/proc/{p}/cmdline", "rb").read().split(b"\0")
         except OSError:
             continue
-        if any(marker.encode() in a for a in argv) and alive(int(p)):
+        if (any(marker.encode() in a for a in argv) or int(p) in jailed) and alive(int(p)):
             out[int(p)] = [a.decode(errors="replace") for a in argv if a]
     return out
 
@@ -97,7 +99,7 @@ class Setup(wispd_test.Daemon):
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        for pid in processes(self.state):  # jailers, wisp-vmm and dnsmasq processes of this test
+        for pid in processes(self.state):  # wisp-vmm (jailers) and dnsmasq processes of this test
             for p in {wispd_test.vmm_of(pid), pid}:  # a jailed VMM first: it outlives its jailer
                 try:
                     os.kill(p, signal.SIGKILL)
@@ -324,12 +326,10 @@ def case_dnsmasq(s):
     s.wisp("start", "vm", check=0)
     vmm_pid = s.vms()["vm"]["pid"]
     s.kill9()
-    inner = wispd_test.vmm_of(vmm_pid)  # the jailer's wisp-vmm
-    assert inner != vmm_pid, "the VM runs jailed"
-    os.kill(vmm_pid, signal.SIGKILL)
+    assert vmm_pid in wispd_test.vmm_processes(s.state) and \
+        wispd_test.vmm_of(vmm_pid) == vmm_pid, "not jailed in-process"
+    os.kill(vmm_pid, signal.SIGKILL)  # jailed in-process: the recorded pid is the VMM's
     wait_for("the VM gone", lambda: not alive(vmm_pid))
-    # its VMM ends with it (a parent-death signal): no cgroups here to find an orphan by
-    wait_for("the jailed VMM gone with its jailer", lambda: not alive(inner))
     s.start()  # (a zombie not yet reaped is reattached, then seen ending at once)
     wait_for("the VM seen stopped", lambda: s.vms()["vm"]["state"] == "stopped")
     assert not [l for l in s.links() if l.startswith("wt")], s.links()

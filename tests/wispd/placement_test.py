@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """wispd's placement and isolation (docs/wispd.md, "Placement and isolation") with real wispd,
-wisp-jailer and wisp-vmm processes and the host's real cgroups:
+wisp-vmm (and wisp-jailer) processes and the host's real cgroups:
 
   cgroups   a VM's cgroups made with the definition's limits written, its processes in them,
             removed when it ends; vCPU and VMM pinning seen in /proc/PID/task/*/status
-  jail      VMs jailed by default (the unprivileged uid, /proc/PID/root is the jail, new pid
-            and mount namespaces), the jail gone at the end; "jail": false and --no-jail
+  jail      VMs jailed by default, in-process (the unprivileged uid, /proc/PID/root is the jail,
+            new pid and mount namespaces, no process between wispd and the VMM), the jail gone
+            at the end; "jail": false and --no-jail
+  jail-exec the same with an external wisp-jailer (wispd --jailer PATH)
   reattach  a kill -9 of wispd keeps the jailed VM, its cgroups and jail; the new wispd stops
-            it and removes both; a killed jailer's orphaned VMM is killed through the cgroup
+            it and removes both; a killed VMM's end is seen (reattach-exec: under --jailer, a
+            killed jailer's orphaned VMM is killed through the cgroup)
   cgroups-v2  --cgroups v2 on a cgroup2 mount: the VM placed there, a limit its controller
             lacks refused at the start
   refused   placement and limits that do not check out are refused at define, naming the field
@@ -68,8 +71,8 @@ def case_cgroups(d):
     assert cg and v["placement"]["jailed"], v
     by = {c.split("/sys/fs/cgroup/")[1].split("/")[0]: c for c in cg}
     pid, vmm = v["pid"], W.vmm_of(v["pid"])
-    assert vmm != pid
-    for c in cg:  # the jailer and its VMM, from before the VMM's exec
+    assert vmm == pid and v["placement"]["jailer"] == "in-process", v
+    for c in cg:  # the VMM, from before its exec
         procs = {int(x) for x in read(c + "/cgroup.procs").split()}
         assert {pid, vmm} <= procs, (c, procs, pid, vmm)
         assert os.path.basename(c) == f"vm-{v['id'] if 'id' in v else 1}", c
@@ -85,7 +88,7 @@ def case_cgroups(d):
     others = [c for n, cs in t.items() if not n.startswith("vcpu") and not n.startswith("kvm")
               for c in cs]
     assert others and all(c == "0" for c in others), t
-    # stop: the cgroups go with the VM (the jailer removes its jail)
+    # stop: the cgroups go with the VM (and wispd removes its jail)
     d.wisp("kill", "a", check=0)
     assert not W.alive(vmm)
     for c in cg:
@@ -125,7 +128,14 @@ def case_cgroups(d):
         assert not os.path.exists(p), p
 
 
-def case_jail(d):
+def jailer_path():
+    """wisp-jailer in the build tree, beside wisp-vmm's directory (for wispd --jailer)."""
+    return os.path.normpath(os.path.join(os.path.dirname(W.A.vmm), "../../tools/wisp-jailer"))
+
+
+def case_jail(d, jailer=None):
+    """Jailed in-process (the default), or by an external wisp-jailer (jailer)."""
+    d.extra = ["--jailer", jailer] if jailer else []
     d.start()
     d.define("j", check=0, stop_timeout_s=1)
     d.define("open", check=0, jail=False)
@@ -133,6 +143,13 @@ def case_jail(d):
     d.wisp("start", "open", check=0)
     v = vm(d, "j")
     vmm = W.vmm_of(v["pid"])
+    if jailer:  # the recorded pid is the jailer's, which waits outside for its VMM
+        assert vmm != v["pid"] and v["placement"]["jailer"] == "wisp-jailer", v
+        assert status(v["pid"], "PPid") == [str(d.proc.pid)]
+    else:  # no process between wispd and the VMM
+        assert vmm == v["pid"] and v["placement"]["jailer"] == "in-process", v
+        assert status(vmm, "PPid") == [str(d.proc.pid)]
+        assert status(vmm, "NSsid")[-1] == "1"  # its own session, as its pid 1
     root = os.path.join(d.state, "jail", "wisp-vmm", "vm-1", "root")
     assert v["api_sock"] == root + "/api.sock", v
     assert status(vmm, "Uid") == [str(JAIL_UID)] * 4, status(vmm, "Uid")
@@ -156,7 +173,15 @@ def case_jail(d):
     assert not W.alive(vmm)
     assert not os.path.exists(os.path.dirname(root)), "the jail is left"
     d.wisp("kill", "open", check=0)
+    # a kill: the VM, then its jail
+    d.wisp("start", "j", check=0)
+    vmm = W.vmm_of(vm(d, "j")["pid"])
+    d.wisp("kill", "j", check=0)
+    assert not W.alive(vmm)
+    assert not os.path.exists(os.path.dirname(root)), "the jail is left after a kill"
     d.stop()
+    if jailer:
+        return
     # wispd --no-jail: every VM unjailed
     d.extra = ["--no-jail"]
     d.start()
@@ -168,7 +193,12 @@ def case_jail(d):
     d.stop()
 
 
-def case_reattach(d):
+def case_jail_exec(d):
+    case_jail(d, jailer_path())
+
+
+def case_reattach(d, jailer=None):
+    d.extra = ["--jailer", jailer] if jailer else []
     d.start()
     d.define("r", check=0, limits={"pids": 64}, stop_timeout_s=1)
     d.define("k", check=0)
@@ -190,7 +220,8 @@ def case_reattach(d):
     for c in v2["placement"]["cgroups"]:
         assert not os.path.exists(c), c
     assert not os.path.exists(os.path.join(d.state, "jail", "wisp-vmm", "vm-1"))
-    # a jailer killed by someone: wispd sees the end and kills what is left in the cgroup
+    # the recorded pid killed by someone (a VMM; under --jailer its jailer): wispd sees the end
+    # and kills what is left in the cgroup
     os.kill(k["pid"], signal.SIGKILL)
     W.wait_for("k seen ended", lambda: vm(d, "k")["state"] == "stopped")
     W.wait_for("k's orphaned VMM killed", lambda: not W.alive(kvmm), 5)
@@ -260,6 +291,10 @@ def case_refused(d):
     for c in dirs:
         W.wait_for("its cgroups removed", lambda: not os.path.exists(c + "/vm-1"), 5)
     d.stop()
+
+
+def case_reattach_exec(d):
+    case_reattach(d, jailer_path())
 
 
 if __name__ == "__main__":

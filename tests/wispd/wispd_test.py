@@ -88,21 +88,39 @@ def starttime(pid):
     return int(s[s.rindex(")") + 2:].split()[19])
 
 
+def jail_roots(state_dir):
+    """(st_dev, st_ino) of each jail's root in this state directory: a process jailed there has
+    it as its /proc/PID/root/ (whose link reads "/": it is in its own mount namespace)."""
+    base = os.path.join(state_dir, "jail", "wisp-vmm")
+    out = set()
+    for name in os.listdir(base) if os.path.isdir(base) else []:
+        try:
+            st = os.stat(os.path.join(base, name, "root"))
+            out.add((st.st_dev, st.st_ino))
+        except OSError:
+            pass
+    return out
+
+
 def vmm_processes(state_dir):
-    """pid -> cmdline of the processes that are this state directory's VMs: a wisp-jailer
-    (jailed, the default: its VMM is its child) or a wisp-vmm (unjailed)."""
+    """pid -> cmdline of the processes that are this state directory's VMs: a wisp-vmm in its
+    jail (jailed in-process, the default), a wisp-jailer (wispd --jailer: its VMM is its child)
+    or a wisp-vmm (unjailed)."""
     out = {}
     jail = (state_dir + "/jail").encode()
+    roots = jail_roots(state_dir)
     for p in os.listdir("/proc"):
         if not p.isdigit():
             continue
         try:
             cmd = open(f"/proc/{p}/cmdline", "rb").read().split(b"\0")
+            root = os.stat(f"/proc/{p}/root/") if cmd[0] == b"/wisp-vmm" else None
         except OSError:
             continue
         unjailed = len(cmd) > 2 and cmd[1] == b"--api-sock" and cmd[2].startswith(
             state_dir.encode())
-        jailed = cmd[0].endswith(b"wisp-jailer") and jail in cmd
+        jailed = (cmd[0].endswith(b"wisp-jailer") and jail in cmd) or \
+            (root is not None and (root.st_dev, root.st_ino) in roots)
         if (unjailed or jailed) and alive(int(p)):
             out[int(p)] = cmd
     return out
@@ -123,7 +141,8 @@ def console_writers(state_dir):
 
 
 def vmm_of(pid):
-    """The wisp-vmm of a VM whose recorded pid is `pid`: the jailer's child, or pid itself."""
+    """The wisp-vmm of a VM whose recorded pid is `pid`: under wispd --jailer the jailer's
+    child, else pid itself."""
     try:
         kids = open(f"/proc/{pid}/task/{pid}/children").read().split()
     except OSError:
@@ -294,7 +313,7 @@ def case_reattach(d):
     d.wisp("stop", "vm0", check=0)
     assert not alive(before["vm0"][0])
     vmm1 = vmm_of(before["vm1"][0])
-    os.kill(before["vm1"][0], signal.SIGKILL)  # the jailer: its orphaned VMM is killed too
+    os.kill(before["vm1"][0], signal.SIGKILL)  # its VMM (a jailer under --jailer: its VMM too)
     wait_for("vm1 seen ended", lambda: d.vms()["vm1"]["state"] == "stopped")
     wait_for("vm1's VMM ended", lambda: not alive(vmm1), 5)
     # A recorded pid that now belongs to another process is not taken for the VM.

@@ -33,8 +33,8 @@ static double now_ms(void)
     return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
 }
 
-static void __attribute__((noreturn)) child(int out, char **argv, const struct jail *j,
-                                            const struct jail_options *o, char **vmm_argv)
+static void __attribute__((noreturn))
+child(int out, char **argv, const struct jail *j, const struct jail_options *o, char **vmm_argv)
 {
     int null = open("/dev/null", O_RDWR);
     if (null < 0 || dup2(null, 0) < 0 || dup2(out, 1) < 0 || dup2(null, 2) < 0)

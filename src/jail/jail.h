@@ -11,11 +11,11 @@
 
 #include "common/err.h"
 
-#define JAIL_MAX_FILES   32
-#define JAIL_MAX_CGROUPS 32
-#define JAIL_MAX_LIMITS  8
-#define JAIL_ID_MAX      64
-#define JAIL_MAX_OWNED   104 /* what the parser allocated: 2 per file, 1 per cgroup, 2 */
+#define JAIL_MAX_FILES    32
+#define JAIL_MAX_CGROUPS  32
+#define JAIL_MAX_LIMITS   8
+#define JAIL_ID_MAX       64
+#define JAIL_MAX_OWNED    104 /* what the parser allocated: 2 per file, 1 per cgroup, 2 */
 #define JAIL_DEFAULT_BASE "/srv/jailer"
 
 struct jail_file {

@@ -636,8 +636,8 @@ void placement_json(const struct vm *vm, json_t *j)
     json_object_set_new(p, "jailed", json_boolean(vm->pid > 0 && vm->place.jailed));
     json_object_set_new(p, "jailer",
                         json_string(vm->pid <= 0 || !vm->place.jailed ? ""
-                                    : vm->place.jailer_exec       ? "wisp-jailer"
-                                                                  : "in-process"));
+                                    : vm->place.jailer_exec           ? "wisp-jailer"
+                                                                      : "in-process"));
     json_object_set_new(p, "numa_node",
                         vm->place.numa_idx >= 0
                             ? json_integer(d->place.numa.nodes[vm->place.numa_idx].id)

@@ -93,8 +93,8 @@ struct jail_vmm_argv;
 struct vm_place {
     bool jailed;      /* this run is jailed */
     bool jailer_exec; /* by an external wisp-jailer (--jailer): vm->pid is the jailer's */
-    bool cgroup;  /* this run has cgroups (made and joined) */
-    int numa_idx; /* index into numa.nodes, or -1 */
+    bool cgroup;      /* this run has cgroups (made and joined) */
+    int numa_idx;     /* index into numa.nodes, or -1 */
     unsigned numa_vcpus;
     uint64_t numa_mib;
     char **argv; /* built by placement_prepare, freed by placement_join */

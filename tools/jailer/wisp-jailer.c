@@ -25,8 +25,8 @@
 #include "common/parse.h"
 #include "jail/jail.h"
 
-#define EXIT_RUNTIME   1
-#define EXIT_USAGE     2
+#define EXIT_RUNTIME 1
+#define EXIT_USAGE   2
 
 static const char usage_text[] =
     "usage: wisp-jailer --id ID --exec-file PATH --uid UID --gid GID [options] -- [VMM args]\n"

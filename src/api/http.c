@@ -680,13 +680,14 @@ static int server_start_mhd(struct api_server *s, int fd, struct wisp_err *err)
     return r;
 }
 
-int api_server_create(struct api_server **out, struct evloop *loop, const char *path,
-                      const struct api_server_limits *limits, struct wisp_err *err)
+static struct api_server *server_new(struct evloop *loop, const char *path,
+                                     const struct api_server_limits *limits, struct wisp_err *err)
 {
     struct api_server *s = calloc(1, sizeof(*s));
     if (!s || !(s->path = strdup(path))) {
         free(s);
-        return wisp_err_set(err, ENOMEM, "%s: out of memory", path);
+        wisp_err_set(err, ENOMEM, "%s: out of memory", path);
+        return NULL;
     }
     s->loop = loop;
     s->limits = (struct api_server_limits){API_DEFAULT_BODY, API_DEFAULT_CONNS,
@@ -699,8 +700,13 @@ int api_server_create(struct api_server **out, struct evloop *loop, const char *
         s->limits.request_deadline_s = limits->request_deadline_s;
     if (limits)
         s->limits.allow_upgrade = limits->allow_upgrade;
-    int fd = -1;
-    int r = server_listen(s, &fd, err);
+    return s;
+}
+
+/* Serves on fd (listening), or on a socket bound at s->path when fd < 0. */
+static int server_start(struct api_server **out, struct api_server *s, int fd, struct wisp_err *err)
+{
+    int r = fd < 0 ? server_listen(s, &fd, err) : 0;
     if (r == 0)
         r = server_start_mhd(s, fd, err);
     if (r < 0) {
@@ -710,6 +716,24 @@ int api_server_create(struct api_server **out, struct evloop *loop, const char *
     server_arm_timer(s);
     *out = s;
     return 0;
+}
+
+int api_server_create(struct api_server **out, struct evloop *loop, const char *path,
+                      const struct api_server_limits *limits, struct wisp_err *err)
+{
+    struct api_server *s = server_new(loop, path, limits, err);
+    return s ? server_start(out, s, -1, err) : -ENOMEM;
+}
+
+int api_server_adopt(struct api_server **out, struct evloop *loop, int fd, const char *name,
+                     const struct api_server_limits *limits, struct wisp_err *err)
+{
+    struct api_server *s = server_new(loop, name, limits, err);
+    if (!s) {
+        close(fd);
+        return -ENOMEM;
+    }
+    return server_start(out, s, fd, err);
 }
 
 int api_server_add_routes(struct api_server *s, const struct api_route *routes, size_t n,

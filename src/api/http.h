@@ -62,6 +62,11 @@ int api_server_add_routes(struct api_server *s, const struct api_route *routes, 
  * connection and the socket, removes the socket file, frees. NULL is fine. A request handle
  * is invalid afterwards: whoever held one for a later answer must have forgotten it. */
 void api_server_destroy(struct api_server *s);
+/* The same on fd, a listening unix stream socket someone else bound (non-blocking; the server
+ * owns it from now on, even on failure); name stands for it in messages. Its path is not
+ * removed at the end: whoever bound it does that. */
+int api_server_adopt(struct api_server **out, struct evloop *loop, int fd, const char *name,
+                     const struct api_server_limits *limits, struct wisp_err *err);
 const char *api_server_path(const struct api_server *s);
 
 /* The request (valid until it is answered; a suspended one until its answer). */

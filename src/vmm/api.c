@@ -201,15 +201,23 @@ void api_patch_vm(struct api_request *req, void *opaque)
 
 /* ---- the server -------------------------------------------------------------------------- */
 
-int vmm_api_start(struct vmm_api *a, struct vmm *v, const char *path, struct wisp_err *err)
+int vmm_api_start(struct vmm_api *a, struct vmm *v, struct wisp_err *err)
 {
     memset(a, 0, sizeof(*a));
     a->v = v;
+    const struct vm_api_config *c = &v->cfg->api;
     int r = 0;
-    if (v->cfg->api.metrics_path) /* from a config file */
-        r = vmm_metrics_start(&a->metrics, v, v->cfg->api.metrics_path, err);
-    if (r == 0 && path && (r = api_server_create(&a->server, v->loop, path, NULL, err)) < 0)
+    if (c->metrics_path) /* from a config file */
+        r = vmm_metrics_start(&a->metrics, v, c->metrics_path, err);
+    if (r == 0 && c->api_sock &&
+        (r = api_server_create(&a->server, v->loop, c->api_sock, NULL, err)) < 0)
         wisp_err_wrap(err, "--api-sock");
+    if (r == 0 && c->has_api_sock_fd) {
+        char name[48];
+        snprintf(name, sizeof(name), "the API socket (fd %d)", c->api_sock_fd);
+        if ((r = api_server_adopt(&a->server, v->loop, c->api_sock_fd, name, NULL, err)) < 0)
+            wisp_err_wrap(err, "--api-sock-fd");
+    }
     if (r == 0 && a->server)
         r = vmm_api_add_routes(a, err);
     if (r < 0)

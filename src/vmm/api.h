@@ -31,8 +31,9 @@ struct vmm_api {
     struct vmm_metrics *metrics;       /* PUT /metrics (vmm/metrics.c), NULL until then */
 };
 
-/* Serves the API at path (a socket created 0600; a path that exists is refused). */
-int vmm_api_start(struct vmm_api *a, struct vmm *v, const char *path, struct wisp_err *err);
+/* Serves the API of the configuration's --api-sock (a socket created 0600; a path that exists
+ * is refused) or --api-sock-fd (an inherited listening socket); neither: no server. */
+int vmm_api_start(struct vmm_api *a, struct vmm *v, struct wisp_err *err);
 /* Answers what is pending (503), removes the socket; after vmm_run(), before vmm_destroy(). */
 void vmm_api_stop(struct vmm_api *a);
 

@@ -2,10 +2,14 @@
 #include "vmm/args.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <linux/capability.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 
 #include "common/cpulist.h"
 #include "common/parse.h"
@@ -292,6 +296,40 @@ static int parse_api_sock(const char *v, struct vm_config *args, struct wisp_err
     return parse_path("--api-sock", v, &args->api.api_sock, err);
 }
 
+/* --api-sock-fd N: a listening unix stream socket the parent made and left open (wispd binds
+ * a VM's API socket itself, so that its configuration can be sent at once and wait there until
+ * wisp-vmm reads it). Checked here, before any filter is loaded and anything else is opened. */
+static int parse_api_sock_fd(const char *v, struct vm_config *args, struct wisp_err *err)
+{
+    uint64_t n;
+    if (parse_u64(v, &n) < 0 || n > INT_MAX)
+        return wisp_err_set(err, EINVAL, "--api-sock-fd: '%s' is not a file descriptor number", v);
+    if (n < 3)
+        return wisp_err_set(err, EINVAL,
+                            "--api-sock-fd: %s is a standard stream (0-2), not a socket", v);
+    int fd = (int)n, domain = 0, type = 0, listening = 0;
+    socklen_t len = sizeof(int);
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return wisp_err_sys(err, errno, "--api-sock-fd: fd %d", fd);
+    if (!S_ISSOCK(st.st_mode))
+        return wisp_err_set(err, EINVAL, "--api-sock-fd: fd %d is not a socket", fd);
+    if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0 ||
+        getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &(socklen_t){sizeof(int)}) < 0 ||
+        getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &(socklen_t){sizeof(int)}) < 0)
+        return wisp_err_sys(err, errno, "--api-sock-fd: fd %d: getsockopt", fd);
+    if (domain != AF_UNIX || type != SOCK_STREAM)
+        return wisp_err_set(err, EINVAL, "--api-sock-fd: fd %d is not a unix stream socket", fd);
+    if (!listening)
+        return wisp_err_set(err, EINVAL, "--api-sock-fd: fd %d is not listening", fd);
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
+        return wisp_err_sys(err, errno, "--api-sock-fd: fd %d: fcntl", fd);
+    args->api.has_api_sock_fd = true;
+    args->api.api_sock_fd = fd;
+    return 0;
+}
+
 static int parse_config_file(const char *v, struct vm_config *args, struct wisp_err *err)
 {
     return parse_path("--config-file", v, &args->api.config_file, err);
@@ -462,6 +500,7 @@ static const struct option options[] = {
     {"--cmdline-devices", NULL, OPT_VALUE, parse_cmdline_devices},
     {"--test-socket", NULL, OPT_VALUE, parse_test_socket},
     {"--api-sock", NULL, OPT_VALUE, parse_api_sock},
+    {"--api-sock-fd", NULL, OPT_VALUE, parse_api_sock_fd},
     {"--config-file", NULL, OPT_VALUE, parse_config_file},
     {"--id", NULL, OPT_VALUE, parse_id},
     {"--boot-marker", NULL, OPT_FLAG, set_boot_marker},
@@ -523,7 +562,9 @@ static int check_combination(const struct vm_config *args, struct wisp_err *err)
                             args->privileges.has_uid ? "--gid" : "--uid");
     if (args->privileges.keep_caps && !args->privileges.drop)
         return wisp_err_set(err, EINVAL, "--keep-caps: only with --uid and --gid");
-    if (!args->kernel && !args->test_socket && !args->api.api_sock)
+    if (args->api.api_sock && args->api.has_api_sock_fd)
+        return wisp_err_set(err, EINVAL, "--api-sock-fd: not with --api-sock (one API socket)");
+    if (!args->kernel && !args->test_socket && !args->api.api_sock && !args->api.has_api_sock_fd)
         return wisp_err_set(err, EINVAL,
                             "--kernel: missing (the kernel to boot is required, from --kernel, "
                             "the boot-source of a --config-file, or later through --api-sock)");

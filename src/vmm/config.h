@@ -69,8 +69,10 @@ struct vm_nic_api {
 
 /* Firecracker's resources that are not the machine (docs/api.md). */
 struct vm_api_config {
-    const char *id;          /* --id: the instance id (GET /); NULL: "anonymous-instance" */
-    const char *api_sock;    /* --api-sock: serve the API there */
+    const char *id;       /* --id: the instance id (GET /); NULL: "anonymous-instance" */
+    const char *api_sock; /* --api-sock: serve the API there */
+    bool has_api_sock_fd; /* --api-sock-fd: serve it on an inherited listening socket */
+    int api_sock_fd;
     const char *config_file; /* --config-file: configured (and booted) from it */
     const char *boot_args;   /* PUT /boot-source boot_args; cmdline is built from it at start */
     struct vm_drive_api drives[VMM_MAX_DRIVES]; /* beside drives[] */

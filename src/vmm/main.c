@@ -59,8 +59,7 @@ static int run(struct vm_config *cfg, const struct timespec *start)
     struct wisp_err err = {0};
     struct vmm v;
     struct vmm_api api = {0};
-    if (vmm_init(&v, cfg, start, &err) < 0 ||
-        vmm_api_start(&api, &v, cfg->api.api_sock, &err) < 0 ||
+    if (vmm_init(&v, cfg, start, &err) < 0 || vmm_api_start(&api, &v, &err) < 0 ||
         (!cfg->kernel && !cfg->test_socket && vmm_privileges_drop(&cfg->privileges, &err) < 0)) {
         vmm_destroy(&v);
         print_error(&err);
@@ -108,6 +107,8 @@ int main(int argc, char *argv[])
         printf("wisp-vmm %s\n", WISP_VERSION);
         return 0;
     }
+    if (args.api.has_api_sock_fd)
+        args.privileges.keep_fd = args.api.api_sock_fd;
     if (vmm_privileges_prepare(&args.privileges, &err) < 0) {
         vm_config_free(&args);
         print_error(&err);

@@ -112,7 +112,9 @@ int vmm_privileges_prepare(struct vmm_privileges *p, struct wisp_err *err)
             errno != EPERM)
             return wisp_err_sys(err, errno, "--uid: dropping capability %d from the bounding set",
                                 cap);
-    if (syscall(SYS_close_range, 3U, ~0U, 0U) < 0)
+    unsigned keep = p->keep_fd > 2 ? (unsigned)p->keep_fd : 0;
+    if ((keep > 3 && syscall(SYS_close_range, 3U, keep - 1, 0U) < 0) ||
+        syscall(SYS_close_range, keep ? keep + 1 : 3U, ~0U, 0U) < 0)
         return wisp_err_sys(err, errno, "--uid: closing inherited file descriptors");
     int r = clean_environment(err);
     if (r < 0 || !p->keep_caps)

@@ -14,6 +14,7 @@ struct vmm_privileges {
     uint32_t uid, gid;
     uint64_t keep_caps; /* --keep-caps: the file capabilities kept as UID (a bit per CAP_*) */
     bool dropped;       /* vmm_privileges_drop() ran */
+    int keep_fd;        /* > 2: the one inherited fd kept open (--api-sock-fd) */
 };
 
 /*
@@ -21,7 +22,8 @@ struct vmm_privileges {
  *   vmm_privileges_prepare()  right after the command line is parsed, before anything is opened
  *                             and before any thread exists (the settings below are per thread
  *                             and inherited): PR_SET_NO_NEW_PRIVS, the capability bounding set
- *                             and ambient set emptied, every inherited fd above 2 closed, the
+ *                             and ambient set emptied, every inherited fd above 2 closed (but
+ *                             keep_fd, the --api-sock-fd socket), the
  *                             environment cleared of everything but WISP_* variables
  *   vmm_privileges_drop()     once /dev/kvm, taps, images and sockets are open (before the vCPUs
  *                             run, or as soon as the API socket listens when the VM starts

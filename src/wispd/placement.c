@@ -292,12 +292,17 @@ static void build_argv(struct wispd *d, struct vm *vm, struct argv_builder *b)
             jail_file(b, vm, vm->restore_mem, "snapshot", "memory");
         }
         arg(b, "--");
-        arg(b, "--api-sock");
-        arg(b, "/api.sock");
+        if (vm->place.api_fd) {
+            arg(b, "--api-sock-fd");
+            arg(b, "3");
+        } else {
+            arg(b, "--api-sock");
+            arg(b, "/api.sock");
+        }
     } else {
         arg(b, "%s", d->vmm_path);
-        arg(b, "--api-sock");
-        arg(b, "%s", vm->api_sock);
+        arg(b, "--api-sock-fd");
+        arg(b, "3");
         arg(b, "--id");
         arg(b, "%s", vm->name);
     }
@@ -411,6 +416,7 @@ int placement_prepare(struct vm *vm, struct wisp_err *err)
     const char *vmm_cpus = json_string_value(json_object_get(pl, "vmm_cpus"));
     vm->place.jailed = vm_jailed(d, vm);
     vm->place.jailer_exec = vm->place.jailed && d->place.jailer;
+    vm->place.api_fd = !vm->place.jailer_exec;
     vm->place.has_vmm_cpus =
         vmm_cpus && cpulist_parse(vmm_cpus, (size_t)-1, &vm->place.vmm_cpus) == 0;
     if (vm->place.jailed) {
@@ -508,7 +514,8 @@ void placement_child(struct vm *vm)
     const char *failed = jail_enter(vm->place.jail, vm->place.jail_opts);
     if (!failed)
         failed = jail_limits(vm->place.jail_opts);
-    if (!failed && syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
+    /* nothing inherited but the API socket (fd 3, child_exec) */
+    if (!failed && syscall(SYS_close_range, 4U, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
         failed = "close_range";
     if (failed)
         child_fail(failed);

@@ -93,6 +93,8 @@ struct jail_vmm_argv;
 struct vm_place {
     bool jailed;      /* this run is jailed */
     bool jailer_exec; /* by an external wisp-jailer (--jailer): vm->pid is the jailer's */
+    bool api_fd;      /* wispd binds the VM's API socket, the VMM gets it as fd 3
+                         (--api-sock-fd 3); not through an external jailer, which closes it */
     bool cgroup;      /* this run has cgroups (made and joined) */
     int numa_idx;     /* index into numa.nodes, or -1 */
     unsigned numa_vcpus;

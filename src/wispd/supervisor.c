@@ -10,6 +10,8 @@
 #include <string.h>
 #include <sys/pidfd.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -487,7 +489,7 @@ static void start_done(void *opaque, int status, const char *message)
 /* The child: its own session, stdout and stderr to the VM's log, and exec only once the
  * parent has committed its pid (the byte on `go`); if wispd dies first the pipe ends and the
  * child exits without becoming a VM, so there is never a wisp-vmm the registry does not name. */
-static void child_exec(struct vm *vm, int go, int in_fd, int log_fd, int vmm_log_fd)
+static void child_exec(struct vm *vm, int go, int in_fd, int log_fd, int vmm_log_fd, int api_fd)
 {
     char b;
     setsid();
@@ -496,7 +498,33 @@ static void child_exec(struct vm *vm, int go, int in_fd, int log_fd, int vmm_log
     dup2(vmm_log_fd, 2); /* wisp-vmm's messages */
     if (read(go, &b, 1) != 1)
         _exit(127);
+    /* the API socket as fd 3 (--api-sock-fd 3), after the read: go may have been fd 3 */
+    if (api_fd >= 0 && (api_fd == 3 ? fcntl(3, F_SETFD, 0) : dup2(api_fd, 3)) < 0)
+        _exit(127);
     placement_child(vm); /* affinity, memory policy, then the exec of wisp-jailer or wisp-vmm */
+}
+
+/* The VM's API socket, bound and listening before its VMM exists: wispd connects and sends the
+ * configuration at once, and it waits in the socket until wisp-vmm (--api-sock-fd) reads it. */
+static int api_listen(struct vm *vm, struct wisp_err *err)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(vm->api_sock) >= sizeof(sa.sun_path))
+        return wisp_err_set(err, ENAMETOOLONG, "%s: longer than a socket address allows",
+                            vm->api_sock);
+    memcpy(sa.sun_path, vm->api_sock, strlen(vm->api_sock) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return wisp_err_sys(err, errno, "%s: socket", vm->api_sock);
+    /* fchmod before bind: the socket file is made 0600 (root's only) */
+    if (fchmod(fd, 0600) < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+        listen(fd, 8) < 0) {
+        int e = errno;
+        close(fd);
+        unlink(vm->api_sock);
+        return wisp_err_sys(err, e, "%s: the VM's API socket", vm->api_sock);
+    }
+    return fd;
 }
 
 int vm_start(struct vm *vm, struct api_request *req, struct wisp_err *err)
@@ -536,32 +564,42 @@ int vm_start(struct vm *vm, struct api_request *req, struct wisp_err *err)
         close(go[1]);
         return ret;
     }
-    unlink(vm->api_sock); /* left by a wisp-vmm killed with -9: its VM is gone */
-    if ((ret = net_vm_taps_up(vm, err)) < 0) {
+    unlink(vm->api_sock); /* left by a VM killed with -9 while wispd was away: it is gone */
+    int api_fd = -1;
+    ret = net_vm_taps_up(vm, err);
+    bool taps = ret == 0;
+    if (ret == 0 && vm->place.api_fd)
+        ret = api_fd = api_listen(vm, err);
+    if (ret < 0) {
         close(go[0]);
         close(go[1]);
         close(in_fd);
         close(log_fd);
         close(vmm_log_fd);
         placement_release(vm);
+        if (taps)
+            net_vm_taps_down(vm);
         return ret;
     }
     pid_t pid = placement_fork(vm);
     if (pid == 0) {
         close(go[1]);
-        child_exec(vm, go[0], in_fd, log_fd, vmm_log_fd);
+        child_exec(vm, go[0], in_fd, log_fd, vmm_log_fd, api_fd);
     }
+    int fork_errno = errno;
     close(go[0]);
     close(in_fd);
     close(log_fd);
     close(vmm_log_fd);
+    if (api_fd >= 0)
+        close(api_fd); /* the VMM's now */
     if (pid < 0) {
-        int e = errno;
         bool jailed = vm->place.jailed;
         close(go[1]);
+        unlink(vm->api_sock);
         placement_release(vm);
         net_vm_taps_down(vm);
-        return wisp_err_sys(err, e, jailed ? "clone (the jail's namespaces)" : "fork");
+        return wisp_err_sys(err, fork_errno, jailed ? "clone (the jail's namespaces)" : "fork");
     }
     vm->pidfd = pidfd_open(pid, 0);
     vm->pid = pid;
@@ -578,6 +616,7 @@ int vm_start(struct vm *vm, struct api_request *req, struct wisp_err *err)
         vm->pidfd = -1;
         vm->pid = 0;
         vm->state = VM_STOPPED;
+        unlink(vm->api_sock);
         placement_release(vm);
         net_vm_taps_down(vm);
         return ret;

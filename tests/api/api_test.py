@@ -12,6 +12,10 @@ http.client) and every answer checked against Firecracker's schema (apilib.py). 
   pause        PATCH /vm Paused: the counting guest prints nothing until Resumed, then goes
                on from the next number
   media        PATCH /drives/{id} path_on_host: the guest sees the new image and its size
+  socket-fd    --api-sock-fd: a socket the test bound and listens on is handed over; the
+               whole configuration is sent before wisp-vmm runs and the guest boots; the
+               path is the binder's (left); fds that are not a listening unix stream
+               socket, and both API options at once, are usage errors
   config-file  --config-file boots at once; GET /vm/config given back as a config file makes
                the same VM; options win over the file; a bad balloon is an error that names
                them; without a kernel and without --api-sock, status 2
@@ -606,8 +610,87 @@ def case_config_file(args, tmp):
           f"no kernel, no API: {code} {err!r}")
 
 
+def listening(path):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(path)
+    s.listen(8)
+    return s
+
+
+def case_socket_fd(args, tmp):
+    """The listening socket comes from the parent, as wispd hands a VM's over: the configuration
+    is sent at once (the connection waits in the backlog until wisp-vmm accepts it)."""
+    import subprocess
+    path = os.path.join(tmp, "fd.sock")
+    lst = listening(path)
+    v = Vmm(args.vmm, tmp, [], name="fd", listener=lst)
+    lst.close()  # wisp-vmm has its own
+    try:
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        c.settimeout(20)
+        c.connect(path)  # at once: no wait for wisp-vmm
+        bodies = [("PUT", "/boot-source", {"kernel_image_path": args.guest,
+                                           "boot_args": "api.mode=count api.us=2000"}),
+                  ("PUT", "/machine-config", {"vcpu_count": 1, "mem_size_mib": 64}),
+                  ("PUT", "/actions", {"action_type": "InstanceStart"})]
+        data = b"".join(
+            f"{m} {p} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(json.dumps(b))}\r\n\r\n{json.dumps(b)}".encode()
+            for m, p, b in bodies)
+        c.sendall(data)  # pipelined, before wisp-vmm has read anything
+        got = b""
+        while got.count(b"HTTP/1.1 ") < 3:
+            chunk = c.recv(4096)
+            check(chunk, f"the connection closed after {got!r}; {v.log()}")
+            got += chunk
+        c.close()
+        check(got.count(b"HTTP/1.1 204") == 3, f"answers: {got!r}")
+        v.wait_console(r"^count 2$")
+        check(v.expect("GET", "/", status=200)["state"] == "Running", "state")
+    finally:
+        v.stop()
+    check(os.path.exists(path), "wisp-vmm removed a socket it did not bind")
+    # with --uid every other inherited fd is closed, the API socket kept
+    lst = listening(os.path.join(tmp, "uid.sock"))
+    other = os.open(os.path.join(tmp, "plain-inherited"), os.O_CREAT | os.O_WRONLY)
+    u = Vmm(args.vmm, tmp, ["--uid", "40117", "--gid", "40117"], name="uid", listener=lst,
+            pass_fds=[other])
+    lst.close()
+    try:
+        check(u.expect("GET", "/", status=200)["state"] == "Not started", "the dropped VMM")
+        fds = {os.readlink(f"/proc/{u.p.pid}/fd/{n}") for n in os.listdir(f"/proc/{u.p.pid}/fd")}
+        check(not any(f.endswith("plain-inherited") for f in fds), f"an inherited fd: {fds}")
+    finally:
+        u.stop()
+        os.close(other)
+
+    def refused(fd_arg, word, pass_fds=(), extra=()):
+        p = subprocess.run([args.vmm, "--api-sock-fd", fd_arg] + list(extra),
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30,
+                           pass_fds=list(pass_fds))
+        check(p.returncode == 2 and "--api-sock-fd" in p.stderr and word in p.stderr,
+              f"--api-sock-fd {fd_arg}: status {p.returncode}, stderr {p.stderr!r}")
+
+    refused("1", "standard stream")
+    refused("x", "not a file descriptor number")
+    refused("999", "fd 999")
+    with open(os.path.join(tmp, "plain"), "w") as f:
+        refused(str(f.fileno()), "is not a socket", [f.fileno()])
+    idle = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # bound, never listening
+    idle.bind(os.path.join(tmp, "idle.sock"))
+    refused(str(idle.fileno()), "is not listening", [idle.fileno()])
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    refused(str(udp.fileno()), "not a unix stream socket", [udp.fileno()])
+    lst = listening(os.path.join(tmp, "two.sock"))
+    refused(str(lst.fileno()), "not with --api-sock", [lst.fileno()],
+            ["--api-sock", os.path.join(tmp, "three.sock")])
+    for s in (idle, udp, lst):
+        s.close()
+
+
 CASES = {"resources": case_resources, "malformed": case_malformed, "clients": case_clients,
-         "pause": case_pause, "media": case_media, "config-file": case_config_file}
+         "pause": case_pause, "media": case_media, "config-file": case_config_file,
+         "socket-fd": case_socket_fd}
 
 
 def main():

@@ -171,19 +171,24 @@ def expect(sock, method, path, body=None, status=204, contains=None, raw=None):
 # ---- wisp-vmm ------------------------------------------------------------------------------------
 
 class Vmm:
-    """wisp-vmm --api-sock SOCK --serial file:CONSOLE [args], in tmp."""
+    """wisp-vmm --api-sock SOCK --serial file:CONSOLE [args], in tmp; with listener (a
+    listening socket bound at SOCK), --api-sock-fd on it instead."""
 
-    def __init__(self, vmm, tmp, args=(), name="vmm", api=True):
+    def __init__(self, vmm, tmp, args=(), name="vmm", api=True, listener=None, pass_fds=()):
         self.sock = os.path.join(tmp, name + ".sock")
         self.console = os.path.join(tmp, name + ".console")
         self.stderr_path = os.path.join(tmp, name + ".stderr")
         open(self.console, "w").close()
-        cmd = [vmm] + (["--api-sock", self.sock] if api else []) + \
-              ["--serial", "file:" + self.console] + list(args)
+        if listener:
+            api_args = ["--api-sock-fd", str(listener.fileno())]
+        else:
+            api_args = ["--api-sock", self.sock] if api else []
+        cmd = [vmm] + api_args + ["--serial", "file:" + self.console] + list(args)
         self.stderr = open(self.stderr_path, "w")
         self.p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                  stderr=self.stderr)
-        if api:
+                                  stderr=self.stderr,
+                                  pass_fds=([listener.fileno()] if listener else []) + list(pass_fds))
+        if api and not listener:
             self.wait_for(lambda: os.path.exists(self.sock) or self.p.poll() is not None, 5,
                           "the API socket")
             check(self.p.poll() is None, f"wisp-vmm ended at once: {self.log()}")

@@ -412,8 +412,8 @@ def main():
         if "floor" not in skip:
             f = floor_memory(a, tmp, a.floor_n)
             print(f"\nmemory floor ({a.floor_n} VMs of the tiny guest, {a.mem} MiB), charged to "
-                  f"each side's memory cgroups: wisp {f['wisp_cg_kib']:.0f} KiB a VM (jailer and "
-                  f"wisp-vmm) + wispd {f['wispd_kib']:.0f} KiB; raw KVM with the same irqchip "
+                  f"each side's memory cgroups: wisp {f['wisp_cg_kib']:.0f} KiB a VM (its jailed "
+                  f"wisp-vmm; with --jailer its jailer too) + wispd {f['wispd_kib']:.0f} KiB; raw KVM with the same irqchip "
                   f"{f['floor_cg_kib']:.0f} KiB: "
                   f"{f['wisp_cg_kib'] + f['wispd_kib'] - f['floor_cg_kib']:+.0f} KiB (target <= "
                   f"+64). MemAvailable drops: wisp {f['wisp_avail_kib']:.0f}, floor "

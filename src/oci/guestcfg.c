@@ -62,7 +62,7 @@ static int from_file(struct oci_guest *g, const char *path, struct wisp_err *err
         else if (strcmp(k, "vmm") == 0)
             dst = g->vmm;
         else if (strcmp(k, "jailer") == 0)
-            dst = g->jailer;
+            dst = g->jailer, g->jailer_exec = true;
         else if (strcmp(k, "jail_uid") == 0)
             num = &g->jail_uid;
         else if (strcmp(k, "jail_gid") == 0)
@@ -178,7 +178,7 @@ int oci_guest_find(struct oci_guest *g, struct wisp_err *err)
         snprintf(g->vmm, sizeof(g->vmm), "%s/wisp-vmm", dir);
     if (!g->jailer[0])
         snprintf(g->jailer, sizeof(g->jailer), "%s/wisp-jailer", dir);
-    if (g->jail && !exists(g->jailer))
+    if (g->jail && g->jailer_exec && !exists(g->jailer))
         return wisp_err_set(err, ENOENT,
                             "the guest (from %s): wisp-jailer %s not found (or \"jail\": false "
                             "in oci.json)",

@@ -24,8 +24,9 @@ struct oci_guest {
     unsigned vcpus;           /* default vCPUs without a CPU limit */
     unsigned overhead_mib;    /* guest memory added to a container's memory limit */
     bool template_on;
-    bool jail;                   /* the VMM through wisp-jailer (default; "jail": false) */
-    char jailer[PATH_MAX];       /* wisp-jailer */
+    bool jail;                   /* the VMM jailed (default; "jail": false) */
+    bool jailer_exec;            /* "jailer" in oci.json: that program jails it, not wisp-oci */
+    char jailer[PATH_MAX];       /* wisp-jailer: its command line is the jail's, in either case */
     unsigned jail_uid, jail_gid; /* the jailed VMM's user and group */
     char cache_dir[PATH_MAX];
     char source[PATH_MAX]; /* where these came from, for messages */

@@ -1,11 +1,14 @@
 /* A container's VM: sizing from config.json, cgroups, wisp-vmm's command line, the end. */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/close_range.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/un.h>
@@ -16,6 +19,7 @@
 #include "agent/client.h"
 #include "common/cleanup.h"
 #include "common/io.h"
+#include "jail/jail.h"
 #include "oci.h"
 #include "template.h"
 #include "vm.h"
@@ -187,14 +191,94 @@ static int jail_args(const struct oci_vm *vm, const struct oci_spec *spec,
     return n;
 }
 
-/* wisp-vmm in the container's cgroups and state directory, ending with the monitor. */
-static int spawn(struct oci_vm *vm, const struct oci_container *c, const char *const *argv,
-                 struct wisp_err *err)
+/* The in-process jail's parts, once its VMM has ended (or was never started): the jail's tree
+ * removed, the parser's allocations freed. */
+static void jail_end(struct oci_vm *vm)
 {
+    if (vm->jail)
+        jail_remove(vm->jail, vm->jail_opts);
+    if (vm->jail_opts)
+        jail_options_free(vm->jail_opts);
+    free(vm->jail);
+    free(vm->jail_opts);
+    free(vm->jail_strings);
+    free(vm->vmm_argv);
+    vm->jail = NULL, vm->jail_opts = NULL, vm->jail_strings = NULL, vm->vmm_argv = NULL;
+}
+
+/* argv is wisp-jailer's command line: parsed and checked as wisp-jailer does it, and the jail's
+ * tree built here (wispd does the same: docs/wispd.md, "The jail"). */
+static int jail_prepare(struct oci_vm *vm, const char *const *argv, struct wisp_err *err)
+{
+    struct wisp_err je = {0};
+    int argc = 0;
+    while (argv[argc])
+        argc++;
+    vm->jail = calloc(1, sizeof(*vm->jail));
+    vm->jail_opts = calloc(1, sizeof(*vm->jail_opts));
+    vm->jail_strings = calloc(1, sizeof(*vm->jail_strings));
+    if (!vm->jail || !vm->jail_opts || !vm->jail_strings) {
+        jail_end(vm);
+        return wisp_err_set(err, ENOMEM, "out of memory for the VMM's jail");
+    }
+    jail_init(vm->jail);
+    if (jail_parse(argc, (char **)argv, vm->jail_opts, &je) != 0) {
+        jail_end(vm);
+        return wisp_err_set(err, EINVAL, "the VMM's jail: %s", je.msg);
+    }
+    if (jail_build(vm->jail, vm->jail_opts, &je) < 0 ||
+        !(vm->vmm_argv = jail_vmm_argv(vm->jail_opts, vm->jail_strings))) {
+        jail_end(vm);
+        return wisp_err_set(err, je.errnum ? je.errnum : ENOMEM, "the VMM's jail: %s",
+                            je.msg[0] ? je.msg : "out of memory");
+    }
+    return 0;
+}
+
+/* The jailed child's steps between its clone (new mount, ipc, uts and pid namespaces: it is
+ * pid 1 there, for --mount-proc) and the exec of wisp-vmm, as wisp-jailer's child takes them. */
+static void __attribute__((noreturn)) jail_exec(const struct oci_vm *vm)
+{
+    const char *failed = jail_enter(vm->jail, vm->jail_opts);
+    if (!failed)
+        failed = jail_limits(vm->jail_opts);
+    if (!failed && syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
+        failed = "close_range";
+    if (!failed) {
+        char *envp[] = {NULL};
+        execve(vm->vmm_argv[0], vm->vmm_argv, envp);
+        failed = vm->jail_opts->exec_file;
+    }
+    jail_fail("wisp-oci", failed);
+    _exit(127);
+}
+
+/* wisp-vmm in the container's cgroups and state directory, ending with the monitor; jailed
+ * (argv then wisp-jailer's command line), in its jail, made in-process unless oci.json names a
+ * jailer to run. */
+static int spawn(struct oci_vm *vm, const struct oci_container *c, const struct oci_guest *g,
+                 const char *const *argv, struct wisp_err *err)
+{
+    bool in_process = g->jail && !g->jailer_exec;
+    int r = in_process ? jail_prepare(vm, argv, err) : 0;
+    if (r < 0)
+        return r;
     int logfd = openat(c->dirfd, "vmm.log", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    vm->pid = fork();
-    if (vm->pid < 0)
-        return wisp_err_sys(err, errno, "fork for wisp-vmm");
+    /* jailed in-process: a fork-like clone into the jail's namespaces (this process has one
+     * thread now: the signal forwarder starts later) */
+    vm->pid =
+        in_process
+            ? (pid_t)syscall(SYS_clone,
+                             SIGCHLD | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWPID,
+                             NULL, NULL, NULL, NULL)
+            : fork();
+    if (vm->pid < 0) {
+        r = wisp_err_sys(err, errno, in_process ? "clone (the jail's namespaces)" : "fork");
+        if (logfd >= 0)
+            close(logfd);
+        jail_end(vm);
+        return r;
+    }
     if (vm->pid == 0) {
         struct wisp_err cerr;
         sigset_t none;
@@ -202,7 +286,8 @@ static int spawn(struct oci_vm *vm, const struct oci_container *c, const char *c
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
         prctl(PR_SET_PDEATHSIG, SIGKILL); /* the VM never outlives its monitor */
-        if (vm->cgroups_path && oci_cgroup_enter(vm->cgroups_path, getpid(), &cerr) < 0) {
+        /* "0": the writer itself, whatever its pid namespace */
+        if (vm->cgroups_path && oci_cgroup_enter(vm->cgroups_path, 0, &cerr) < 0) {
             dprintf(logfd, "wisp-oci: %s\n", cerr.msg);
             _exit(1);
         }
@@ -211,6 +296,8 @@ static int spawn(struct oci_vm *vm, const struct oci_container *c, const char *c
         dup2(null, 0);
         dup2(logfd >= 0 ? logfd : null, 1);
         dup2(logfd >= 0 ? logfd : null, 2);
+        if (in_process)
+            jail_exec(vm);
         execv(argv[0], (char *const *)argv);
         dprintf(2, "wisp-oci: cannot run %s: %s\n", argv[0], strerror(errno));
         _exit(127);
@@ -241,13 +328,14 @@ static void end_vmm(struct oci_vm *vm, const struct oci_container *c)
     if (vm->pid > 0 && (kill(vm->pid, SIGTERM) < 0 || !wait_exit(vm->pid, 3000))) {
         kill(vm->pid, SIGKILL);
         waitpid(vm->pid, NULL, 0);
-        if (vm->jail_root[0]) { /* what the killed jailer left: <exec-name>/ */
+        if (vm->jail_root[0] && !vm->jail) { /* what the killed jailer left: <exec-name>/ */
             char top[300];
             snprintf(top, sizeof(top), "%.*s", (int)strcspn(vm->jail_root, "/"), vm->jail_root);
             oci_container_remove_subdir(c, top);
         }
     }
     vm->pid = -1;
+    jail_end(vm); /* in-process: the jail this process made */
 }
 
 /* wisp-vmm restoring the template, with the container's root and vsock socket (jailed: the
@@ -268,7 +356,7 @@ static int restore(struct oci_vm *vm, const struct oci_container *c, const struc
     argv[n++] = "--serial", argv[n++] = "file:console.log";
     argv[n++] = "--api-sock", argv[n++] = "api.sock";
     argv[n] = NULL;
-    if ((r = spawn(vm, c, argv, err)) < 0)
+    if ((r = spawn(vm, c, t->g, argv, err)) < 0)
         return r;
     vm_file(vm, c, "api.sock", api, sizeof(api));
     for (int i = 0; access(api, F_OK) < 0; i++) {
@@ -383,10 +471,13 @@ int oci_vm_start(struct oci_vm *vm, const struct oci_container *c, const struct 
     }
     argv[n++] = "--api-sock", argv[n++] = "api.sock";
     argv[n] = NULL;
-    if ((r = spawn(vm, c, argv, err)) < 0)
+    if ((r = spawn(vm, c, g, argv, err)) < 0)
         return r;
     oci_debug("container %s: %s pid %d, %s MiB, %s vCPUs", c->id,
-              g->jail ? "wisp-jailer" : "wisp-vmm", (int)vm->pid, mem, cpus);
+              !g->jail         ? "wisp-vmm"
+              : g->jailer_exec ? "wisp-jailer"
+                               : "jailed wisp-vmm",
+              (int)vm->pid, mem, cpus);
     return 0;
 }
 
@@ -448,6 +539,7 @@ void oci_vm_stop(struct oci_vm *vm, struct wisp_agent *agent)
         }
     }
     vm->pid = -1;
+    jail_end(vm); /* in-process: the jail this process made, now that its VMM has ended */
     if (vm->template_pending)
         oci_template_abandon(&vm->tmpl);
     vm->template_pending = false;

@@ -84,7 +84,7 @@ def children(pid):
 
 
 def find_vmm(monitor):
-    """The wisp-vmm process under the monitor (through wisp-jailer when jailed)."""
+    """The wisp-vmm process under the monitor (its child; a jailer's under oci.json's "jailer")."""
     todo = [monitor]
     while todo:
         p = todo.pop()
@@ -214,6 +214,18 @@ def case_netns(args, tmp):
         if not args.no_jail:
             check("jail_root" in wisp, f"state.json has no jail: {wisp}")
             check_jail(vmm, ns_c, os.path.join(root, cid, wisp["jail_root"]))
+            # jailed in-process: the monitor is the VMM's parent, no jailer waits between them;
+            # under oci.json's "jailer", that program is
+            with open(f"/proc/{vmm}/status") as f:
+                ppid = int([l for l in f if l.startswith("PPid:")][0].split()[1])
+            with open(f"/proc/{ppid}/comm") as f:
+                parent = f.read().strip()
+            if args.jailer:
+                check(parent == "wisp-jailer", f"wisp-vmm {vmm}'s parent is {parent}, not the "
+                      f"jailer of oci.json")
+            else:
+                check(ppid == monitor, f"wisp-vmm {vmm}'s parent is {ppid} ({parent}), not the "
+                      f"monitor {monitor}")
         r = subprocess.run(oci + ["start", cid], capture_output=True, text=True, timeout=60)
         check(r.returncode == 0, f"wisp-oci start: {r.stderr.strip()}")
         text = wait_text(out_path, "LISTENING", BOOT_S)

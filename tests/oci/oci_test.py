@@ -214,8 +214,17 @@ def main():
                     choices=["cli", "containerd", "podman", "template", "netns"])
     ap.add_argument("--no-jail", action="store_true",
                     help="netns: skip the jail's checks (a wisp-oci run with \"jail\": false)")
+    ap.add_argument("--jailer",
+                    help="netns: wisp-oci runs this wisp-jailer (oci.json's \"jailer\", in a "
+                         "WISP_OCI_CONFIG of the test's) instead of jailing in-process")
     args = ap.parse_args()
     args.oci = os.path.abspath(args.oci)
+    if args.jailer:
+        cfg = tempfile.NamedTemporaryFile("w", prefix="wisp-oci-jailer-", suffix=".json",
+                                          delete=False)
+        json.dump({"jailer": os.path.abspath(args.jailer)}, cfg)
+        cfg.close()
+        os.environ["WISP_OCI_CONFIG"] = cfg.name
     fn = {"cli": case_cli}.get(args.case)
     if fn is None:
         need = {"containerd": ["containerd", "ctr"], "podman": ["podman", "conmon"],

@@ -34,12 +34,23 @@ static void sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
+/* The agent, retried while the VM may still be coming up, but only as long as its monitor
+ * lives: a container whose VM is going away (its monitor ending it) is not waited for until
+ * the deadline (a `kill --all ID 9` right after the container's process ended took 120 s). */
 static int agent_open(struct oci_container *c, struct wisp_agent **a, struct wisp_err *err)
 {
     char uds[PATH_MAX];
+    int64_t end = wisp_agent_deadline(CTL_TIMEOUT_MS);
+    pid_t pid;
+    int r;
 
     oci_vsock_path(c, uds, sizeof(uds));
-    return wisp_agent_connect(uds, wisp_agent_deadline(CTL_TIMEOUT_MS), a, err);
+    do {
+        int64_t step = wisp_agent_deadline(500);
+        r = wisp_agent_connect(uds, step < end ? step : end, a, err);
+    } while (r < 0 && wisp_agent_deadline(0) < end &&
+             strcmp(oci_container_status(c, &pid), "stopped") != 0);
+    return r;
 }
 
 static int one_id(const char *cmd, int argc, char **argv, const struct oci_opt *opts)

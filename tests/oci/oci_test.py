@@ -202,9 +202,41 @@ def case_cli(args, tmp):
         oci.expect(["delete", "--force", "run1"], 0, None)
         check(live.wait(timeout=10) == -signal.SIGKILL, "delete --force did not kill the monitor")
         check(not os.path.exists(os.path.join(root, "run1")), "delete --force left the directory")
+        kill_while_ending(args, root, b)
     finally:
         live.kill()
         live.wait()
+
+
+def kill_while_ending(args, root, b):
+    """kill of a running container whose agent does not answer (its VM gone, its monitor still
+    ending it): retried while the monitor lives, given up as soon as it has ended (it was retried
+    until the 120 s deadline, which bench/oci's kill then delete of 10 containers hit)."""
+    ending = subprocess.Popen(["sleep", "60"])
+    k = None
+    try:
+        fake_container(root, "end1", b, "running", ending.pid)
+        k = subprocess.Popen([args.oci, "--root", root, "kill", "end1", "TERM"],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+        time.sleep(1.5)
+        check(k.poll() is None, "kill gave up on the agent while the monitor still ran")
+        ending.kill()
+        ending.wait()
+        t0 = time.monotonic()
+        try:
+            _, err = k.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            raise Failure("kill went on waiting for the agent after the monitor had ended")
+        check(time.monotonic() - t0 < 3 and k.returncode == 1 and "kill end1" in err,
+              f"kill after the monitor ended: status {k.returncode} in "
+              f"{time.monotonic() - t0:.1f} s, stderr {err.strip()!r}")
+    finally:
+        ending.kill()
+        ending.wait()
+        if k and k.poll() is None:
+            k.kill()
+            k.wait()
 
 
 def main():

@@ -151,6 +151,31 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
         self.log.close()
 
 
+def pty_run(argv, rows=33, cols=101, timeout=None):
+    """argv under a pty of our own of rows x cols: (everything it wrote, its exit status)."""
+    pid, fd = pty.fork()
+    if pid == 0:
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        os.execvp(argv[0], argv)
+    text, end = b"", time.monotonic() + (timeout or BOOT_S)
+    while time.monotonic() < end:
+        ready, _, _ = select.select([fd], [], [], 1)
+        if not ready:
+            continue
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        text += data
+    if time.monotonic() >= end:
+        os.kill(pid, signal.SIGKILL)
+    _, wstatus = os.waitpid(pid, 0)
+    os.close(fd)
+    return text, os.waitstatus_to_exitcode(wstatus)
+
+
 def case_containerd(args, tmp):
     image = make_image(tmp)
     runc_root = os.path.join(tmp, "wisp-oci")  # the shim adds the namespace: <root>/default
@@ -189,6 +214,23 @@ def case_containerd(args, tmp):
               f"ctr task exec: status {r.returncode}, {r.stdout!r} {r.stderr!r}")
         r = cd.ctr("task", "ps", "c1")
         check(r.returncode == 0 and str(st["pid"]) in r.stdout, f"ctr task ps: {r.stdout!r}")
+        # pause stops the VM (wisp-vmm's PATCH /vm Paused), resume lets it go on
+        r = cd.ctr("task", "pause", "c1")
+        check(r.returncode == 0, f"ctr task pause: {r.stderr}")
+        st2 = json.loads(run([args.oci, "--root", root, "state", "c1"]).stdout)
+        r = cd.ctr("task", "ls")
+        check(st2["status"] == "paused" and "PAUSED" in r.stdout,
+              f"after pause: state {st2['status']}, ctr task ls {r.stdout!r}")
+        r = run([args.oci, "--root", root, "pause", "c1"])
+        check(r.returncode == 1 and "container not running" in r.stderr,
+              f"pause twice: {r.returncode} {r.stderr}")
+        r = cd.ctr("task", "resume", "c1")
+        check(r.returncode == 0, f"ctr task resume: {r.stderr}")
+        st2 = json.loads(run([args.oci, "--root", root, "state", "c1"]).stdout)
+        check(st2["status"] == "running", f"after resume: {st2['status']}")
+        r = cd.ctr("task", "exec", "--exec-id", "e2", "c1", "echo", "after-resume")
+        check(r.returncode == 0 and "after-resume" in r.stdout,
+              f"exec after resume: status {r.returncode}, {r.stdout!r} {r.stderr!r}")
         # SIGTERM reaches the container's trap; ctr reports the status it chose
         r = cd.ctr("task", "kill", "c1")
         check(r.returncode == 0, f"ctr task kill: {r.stderr}")
@@ -201,28 +243,10 @@ def case_containerd(args, tmp):
         check(r.returncode == 1 and "container does not exist" in r.stderr, "c1 still known")
 
         # a terminal: ctr run -t under a pty of our own, with its size
-        pid, fd = pty.fork()
-        if pid == 0:
-            fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
-            os.execvp("ctr", ["ctr", "-a", cd.sock, "run", "--rm", "-t"] + common +
-                      [IMAGE, "c2", "sh", "-c", "tty; stty size; exit 3"])
-        text, end = b"", time.monotonic() + BOOT_S
-        while time.monotonic() < end:
-            ready, _, _ = select.select([fd], [], [], 1)
-            if not ready:
-                continue
-            try:
-                data = os.read(fd, 4096)
-            except OSError:
-                break
-            if not data:
-                break
-            text += data
-        _, wstatus = os.waitpid(pid, 0)
-        os.close(fd)
+        text, code = pty_run(["ctr", "-a", cd.sock, "run", "--rm", "-t"] + common +
+                             [IMAGE, "c2", "sh", "-c", "tty; stty size; exit 3"])
         check(b"/dev/pts/" in text and b"33 101" in text, f"ctr run -t: {text!r}")
-        check(os.waitstatus_to_exitcode(wstatus) == 3,
-              f"ctr run -t: status {os.waitstatus_to_exitcode(wstatus)}, expected 3")
+        check(code == 3, f"ctr run -t: status {code}, expected 3")
         check(not os.path.exists(os.path.join(root, "c2")), "c2's state directory is left")
     finally:
         if runner and runner.poll() is None:
@@ -361,6 +385,11 @@ def case_podman(args, tmp):
         left = {n for n in (set(os.listdir("/run/netns")) if os.path.isdir("/run/netns")
                             else set()) - netns_before if n.startswith("netns-")}
         check(not left, f"podman's network namespaces left: {left}")
+        # podman run -it: the container's terminal is the pty wisp-oci's console socket gave
+        text, code = pty_run(pm.base + ["run", "--rm", "-it", "--network", "none", IMAGE, "sh",
+                                        "-c", "tty; stty size; exit 4"], 41, 97)
+        check(b"/dev/pts/" in text and b"41 97" in text, f"podman run -it: {text!r}")
+        check(code == 4, f"podman run -it: status {code}, expected 4 ({text!r})")
     finally:
         if listener:
             listener.close()

@@ -1,6 +1,7 @@
 /* The VM's cgroups (v1, as on this project's machines): cgroupsPath under each controller the
  * VM's limits need; the VMM and its threads go in. docs/oci.md, "Resources". */
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,7 +15,26 @@
 
 #define CG_ROOT "/sys/fs/cgroup"
 
-static const char *const controllers[] = {"memory", "cpu,cpuacct", "pids", "cpuset"};
+/* cpu and cpuacct are one hierarchy "cpu,cpuacct" where systemd mounts them (with "cpu" and
+ * "cpuacct" symlinks to it), two elsewhere (this project's machines): each name that is a
+ * mount of its own is used, a symlink is skipped (it is one of the others). */
+static const char *const controllers[] = {"memory",  "cpu,cpuacct", "cpu",
+                                          "cpuacct", "pids",        "cpuset"};
+
+static bool mounted(const char *ctrl)
+{
+    char p[PATH_MAX];
+    struct stat st;
+
+    snprintf(p, sizeof(p), CG_ROOT "/%s", ctrl);
+    return lstat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* The hierarchy with the cpu controller's files (cpu.cfs_quota_us). */
+static const char *cpu_hierarchy(void)
+{
+    return mounted("cpu,cpuacct") ? "cpu,cpuacct" : "cpu";
+}
 
 static int cg_write(const char *ctrl, const char *path, const char *file, const char *value,
                     struct wisp_err *err)
@@ -56,8 +76,8 @@ static int cg_make(const char *ctrl, const char *path, struct wisp_err *err)
     size_t base;
 
     snprintf(p, sizeof(p), CG_ROOT "/%s", ctrl);
-    if (access(p, F_OK) < 0)
-        return -ENOENT; /* the controller is not mounted: skipped */
+    if (!mounted(ctrl))
+        return -ENOENT; /* the controller is not mounted (or a link to another): skipped */
     base = strlen(p);
     snprintf(p + base, sizeof(p) - base, "%s", path);
     for (char *s = p + base + 1;; s++) {
@@ -105,10 +125,10 @@ int oci_cgroup_setup(const char *path, uint64_t memory_limit, long long cpu_quot
     }
     if (cpu_quota > 0) {
         snprintf(v, sizeof(v), "%llu", cpu_period ? cpu_period : 100000ull);
-        if ((r = cg_write("cpu,cpuacct", path, "cpu.cfs_period_us", v, err)) < 0)
+        if ((r = cg_write(cpu_hierarchy(), path, "cpu.cfs_period_us", v, err)) < 0)
             return r;
         snprintf(v, sizeof(v), "%lld", cpu_quota);
-        if ((r = cg_write("cpu,cpuacct", path, "cpu.cfs_quota_us", v, err)) < 0)
+        if ((r = cg_write(cpu_hierarchy(), path, "cpu.cfs_quota_us", v, err)) < 0)
             return r;
     }
     if (cpuset && cpuset[0] && (r = cg_write("cpuset", path, "cpuset.cpus", cpuset, err)) < 0)
@@ -124,7 +144,7 @@ int oci_cgroup_enter(const char *path, pid_t pid, struct wisp_err *err)
     snprintf(v, sizeof(v), "%d", (int)pid);
     for (size_t i = 0; i < sizeof(controllers) / sizeof(controllers[0]); i++) {
         snprintf(p, sizeof(p), CG_ROOT "/%s%s", controllers[i], path);
-        if (access(p, F_OK) < 0)
+        if (!mounted(controllers[i]) || access(p, F_OK) < 0)
             continue;
         if ((r = cg_write(controllers[i], path, "cgroup.procs", v, err)) < 0)
             return r;
@@ -139,6 +159,8 @@ void oci_cgroup_remove(const char *path)
     if (!path || path[0] != '/')
         return;
     for (size_t i = 0; i < sizeof(controllers) / sizeof(controllers[0]); i++) {
+        if (!mounted(controllers[i]))
+            continue;
         snprintf(p, sizeof(p), CG_ROOT "/%s%s", controllers[i], path);
         /* The leaf, then each parent that is empty now (runc's MkdirAll makes them again);
          * one that holds another container's cgroup stays (rmdir fails with EBUSY). */

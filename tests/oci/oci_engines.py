@@ -231,6 +231,23 @@ def case_containerd(args, tmp):
         r = cd.ctr("task", "exec", "--exec-id", "e2", "c1", "echo", "after-resume")
         check(r.returncode == 0 and "after-resume" in r.stdout,
               f"exec after resume: status {r.returncode}, {r.stdout!r} {r.stderr!r}")
+        # update --resources (ctr 1.6 has no task update: runc's command line, as the shim's
+        # Update calls it) bounds the running VM's cgroups: the limit plus the VMM's 64 MiB
+        cg = st["wisp"].get("cgroups_path")
+        res = os.path.join(tmp, "resources.json")
+        with open(res, "w") as f:
+            json.dump({"memory": {"limit": 256 << 20}, "cpu": {"quota": 50000,
+                                                               "period": 100000}}, f)
+        r = run([args.oci, "--root", root, "update", "--resources", res, "c1"])
+        check(r.returncode == 0, f"update --resources: {r.returncode} {r.stderr}")
+        if cg:
+            with open(f"/sys/fs/cgroup/memory{cg}/memory.limit_in_bytes") as f:
+                mem = int(f.read())
+            cpu = "cpu,cpuacct" if os.path.isdir("/sys/fs/cgroup/cpu,cpuacct") else "cpu"
+            with open(f"/sys/fs/cgroup/{cpu}{cg}/cpu.cfs_quota_us") as f:
+                quota = int(f.read())
+            check(mem == (256 + 64) << 20 and quota == 50000,
+                  f"after update: memory.limit_in_bytes {mem}, cpu.cfs_quota_us {quota}")
         # SIGTERM reaches the container's trap; ctr reports the status it chose
         r = cd.ctr("task", "kill", "c1")
         check(r.returncode == 0, f"ctr task kill: {r.stderr}")

@@ -4,10 +4,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
+#include <linux/random.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -285,11 +287,33 @@ static int mount_root(struct container *c, const struct wisp_agent_container *sp
     return 0;
 }
 
+/* The host's seed credited to the kernel's RNG, then a reseed forced: a VM restored from a
+ * template has the template's RNG state, which every other restore of it shares. */
+static int reseed(const struct wisp_agent_container *spec, struct wisp_err *err)
+{
+    uint32_t raw[2 + WISP_AGENT_SEED_MAX / 4]; /* a struct rand_pool_info and its buffer */
+    struct rand_pool_info *info = (struct rand_pool_info *)raw;
+    cleanup_close int fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC);
+
+    if (fd < 0)
+        return wisp_err_sys(err, errno, "the RNG's seed: /dev/urandom");
+    info->entropy_count = (int)(spec->seed_len * 8);
+    info->buf_size = (int)spec->seed_len;
+    memcpy(info->buf, spec->seed, spec->seed_len);
+    if (ioctl(fd, RNDADDENTROPY, info) < 0)
+        return wisp_err_sys(err, errno, "the RNG's seed: RNDADDENTROPY");
+    if (ioctl(fd, RNDRESEEDCRNG) < 0)
+        return wisp_err_sys(err, errno, "the RNG's seed: RNDRESEEDCRNG");
+    return 0;
+}
+
 static int setup(struct container *c, const struct wisp_agent_container *spec, struct wisp_err *err)
 {
     cleanup_close int rootfd = -1;
     int r;
 
+    if (spec->seed_len && (r = reseed(spec, err)) < 0)
+        return r;
     if ((r = mount_root(c, spec, err)) < 0)
         return r;
     rootfd = open(c->root, O_PATH | O_DIRECTORY | O_CLOEXEC);

@@ -254,6 +254,8 @@ static void encode_container(struct wa_buf *b, const struct wisp_agent_container
     }
     if (c->default_devices)
         put_u32(b, WT_DEFAULT_DEVICES, 1);
+    if (c->seed_len)
+        put_field(b, WT_SEED, c->seed, c->seed_len);
 }
 
 static void encode_network(struct wa_buf *b, const struct wisp_agent_network *n)
@@ -702,6 +704,13 @@ static int decode_container_field(const struct field *f, struct wa_msg *m, struc
         return decode_file(f, m, err);
     case WT_DEFAULT_DEVICES:
         return get_bool(f, &c->default_devices, err);
+    case WT_SEED:
+        if (f->len < WISP_AGENT_SEED_MIN || f->len > WISP_AGENT_SEED_MAX)
+            return wisp_err_set(err, EPROTO, "a seed of %u bytes (%u to %u)", f->len,
+                                WISP_AGENT_SEED_MIN, WISP_AGENT_SEED_MAX);
+        c->seed = f->val;
+        c->seed_len = f->len;
+        return 0;
     case WT_IFACE:
         return decode_iface(f, m, err);
     case WT_ROUTE:

@@ -82,6 +82,7 @@ enum wa_tag {
     WT_DATA = 41, /* bytes */
     WT_MODE = 42,
     WT_DEFAULT_DEVICES = 43,
+    WT_SEED = 44, /* bytes: the guest RNG's new seed (CONTAINER_CREATE) */
     WT_PID = 50,
     WT_SIGNAL = 51,
     WT_ALL = 52,

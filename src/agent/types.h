@@ -100,7 +100,15 @@ struct wisp_agent_container {
     const struct wisp_agent_file *files;
     size_t nfiles;
     bool default_devices; /* runc's default /dev nodes and links in the container's /dev */
+    /* WISP_AGENT_SEED_MIN..MAX bytes from the host's RNG that the agent credits to the guest's
+     * kernel RNG and reseeds it with (RNDADDENTROPY, RNDRESEEDCRNG) before anything else: the
+     * VMs restored from one template start with the same RNG state. NULL/0: none. */
+    const void *seed;
+    size_t seed_len;
 };
+
+#define WISP_AGENT_SEED_MIN 16
+#define WISP_AGENT_SEED_MAX 512
 
 struct wisp_agent_iface {
     const char *name;

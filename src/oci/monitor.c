@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/random.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -198,6 +199,13 @@ static int prepare(struct oci_monitor_args *a, struct oci_vm *vm, struct wisp_ag
             return r;
     }
     r = oci_agent_container_from_spec(a->c->id, a->spec, &ctr, err);
+    /* the guest's RNG reseeded from the host's before the container exists: a restored
+     * template's clones would otherwise share its state (docs/snapshot.md) */
+    uint8_t seed[64];
+    if (r == 0 && getrandom(seed, sizeof(seed), 0) != (ssize_t)sizeof(seed))
+        r = wisp_err_sys(err, errno, "getrandom for the guest's RNG seed");
+    ctr.c.seed = seed;
+    ctr.c.seed_len = sizeof(seed);
     if (r == 0)
         r = wisp_agent_container_create(*agent, &ctr.c, deadline, err);
     oci_agent_container_free(&ctr);

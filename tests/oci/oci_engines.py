@@ -6,6 +6,7 @@ import fcntl
 import json
 import os
 import pty
+import re
 import select
 import shutil
 import signal
@@ -446,7 +447,9 @@ def case_template(args, tmp):
               "--runc-root", runc_root, "--fifo-dir", os.path.join(tmp, "fifo")]
 
     def start(cid):
-        script = (f"echo {cid} > /mine-{cid}; echo {cid}-ready; "
+        script = (f"echo {cid} > /mine-{cid}; "
+                  "echo rand-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \\n')-end; "
+                  f"echo {cid}-ready; "
                   "while [ ! -e /go ]; do sleep 0.2; done; echo files: /mine-*; "
                   "while :; do sleep 1; done")
         runners[cid] = subprocess.Popen(["ctr", "-a", cd.sock, "run", "--rm"] + common +
@@ -467,6 +470,11 @@ def case_template(args, tmp):
         outs["b"].wait_for("b-ready", BOOT_S)
         ia, ib = wisp_info(root, "a"), wisp_info(root, "b")
         check(ib.get("restored") is True, f"b was not restored from the template: {ib}")
+        # b restored the RNG state a (or the template's first container) had at the snapshot:
+        # the agent's reseed from the host makes their random bytes differ
+        ra, rb = (re.search(r"rand-([0-9a-f]{32})-end", outs[c].text) for c in ("a", "b"))
+        check(ra and rb and ra.group(1) != rb.group(1),
+              f"/dev/urandom in a and b: {ra and ra.group(1)} {rb and rb.group(1)}")
         check(ia.get("template") == ib.get("template"), f"a and b: other templates {ia} {ib}")
         # the restored VMM is jailed as a booted one (docs/security.md "wisp-oci's jail"): the
         # template's files read-only in its root, the cache out of its reach

@@ -114,7 +114,9 @@ static void test_container_and_network_roundtrip(void **state)
                                           .nmounts = 2,
                                           .files = files,
                                           .nfiles = 1,
-                                          .default_devices = true};
+                                          .default_devices = true,
+                                          .seed = "0123456789abcdef0123",
+                                          .seed_len = 20};
     assert_int_equal(roundtrip(&m, &b, &d, &err), 0);
     assert_string_equal(d.ctr.rootfs_tag, "root");
     assert_null(d.ctr.rootfs_path);
@@ -130,7 +132,19 @@ static void test_container_and_network_roundtrip(void **state)
     assert_memory_equal(d.ctr.files[0].data, "1.2.3.4 x\n", 10);
     assert_int_equal(d.ctr.files[0].mode, 0600);
     assert_true(d.ctr.default_devices);
+    assert_int_equal(d.ctr.seed_len, 20);
+    assert_memory_equal(d.ctr.seed, "0123456789abcdef0123", 20);
     wa_msg_free(&d);
+    /* a seed shorter or longer than the agent takes is refused on decode */
+    struct wa_buf bs = {0};
+    m.ctr.seed_len = WISP_AGENT_SEED_MIN - 1;
+    assert_int_equal(wa_encode(&bs, &m), 0);
+    assert_int_equal(
+        wa_decode(WA_CONTAINER_CREATE, 3, bs.data + WA_HDR_SIZE, bs.len - WA_HDR_SIZE, &d, &err),
+        -EPROTO);
+    assert_non_null(strstr(err.msg, "a seed of 15 bytes"));
+    wa_buf_free(&bs);
+    m.ctr.seed_len = 20;
 
     m = (struct wa_msg){.type = WA_NETWORK, .id = 4};
     m.net = (struct wisp_agent_network){.ifaces = ifs,

@@ -507,7 +507,7 @@ def case_pause(args, tmp):
         v.expect("PATCH", "/vm", {"state": "Resumed"})
         check(v.expect("GET", "/", status=200)["state"] == "Running", "GET / after Resumed")
         v.wait_console(rf"^count {paused_at + 5}$")
-        numbers = [int(l.split()[1]) for l in v.out().splitlines() if l.startswith("count ")]
+        numbers = [int(l.split()[1]) for l in v.lines().splitlines() if l.startswith("count ")]
         check(numbers == list(range(1, len(numbers) + 1)), "the counting skipped or repeated")
         v.expect("PATCH", "/vm", {"state": "Resumed"})  # running: no error
         print(f"paused at count {paused_at}, resumed from {paused_at + 1}")

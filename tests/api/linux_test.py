@@ -99,7 +99,7 @@ def images(tmp, init):
 
 
 def ticks(v):
-    return [int(l.split()[2]) for l in v.out().splitlines() if l.startswith("wisp-api: tick ")]
+    return [int(l.split()[2]) for l in v.lines().splitlines() if l.startswith("wisp-api: tick ")]
 
 
 def pause_resume(v):

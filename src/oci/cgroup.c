@@ -69,6 +69,16 @@ static int cg_copy(const char *ctrl, const char *path, const char *file, struct 
     return cg_write(ctrl, path, file, buf, err);
 }
 
+static bool cg_empty(const char *ctrl, const char *path, const char *file)
+{
+    char p[2 * PATH_MAX], buf[8];
+    cleanup_close int fd = -1;
+
+    snprintf(p, sizeof(p), CG_ROOT "/%s%s/%s", ctrl, path, file);
+    fd = open(p, O_RDONLY | O_CLOEXEC);
+    return fd < 0 || read(fd, buf, sizeof(buf)) <= 1; /* "" or "\n" */
+}
+
 /* mkdir -p of the cgroup (cpuset: each new level gets its parent's cpus and mems). */
 static int cg_make(const char *ctrl, const char *path, struct wisp_err *err)
 {
@@ -85,13 +95,15 @@ static int cg_make(const char *ctrl, const char *path, struct wisp_err *err)
         if (save != '/' && save != 0)
             continue;
         *s = 0;
-        if (mkdir(p, 0755) == 0) {
-            if (strcmp(ctrl, "cpuset") == 0) {
-                cg_copy(ctrl, p + base, "cpuset.cpus", err);
-                cg_copy(ctrl, p + base, "cpuset.mems", err);
-            }
-        } else if (errno != EEXIST) {
+        if (mkdir(p, 0755) < 0 && errno != EEXIST)
             return wisp_err_sys(err, errno, "cgroup mkdir %s", p);
+        /* cpuset: a level with no cpus or mems (just made, here or by a create running beside
+         * this one, which may not have filled it yet) gets its parent's */
+        if (strcmp(ctrl, "cpuset") == 0) {
+            if (cg_empty(ctrl, p + base, "cpuset.cpus"))
+                cg_copy(ctrl, p + base, "cpuset.cpus", err);
+            if (cg_empty(ctrl, p + base, "cpuset.mems"))
+                cg_copy(ctrl, p + base, "cpuset.mems", err);
         }
         *s = save;
         if (!save)

@@ -13,13 +13,10 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/close_range.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -33,8 +30,7 @@ static double now_ms(void)
     return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
 }
 
-static void __attribute__((noreturn))
-child(int out, char **argv, const struct jail *j, const struct jail_options *o, char **vmm_argv)
+static void __attribute__((noreturn)) child(int out, char **argv, const struct jail_run *j)
 {
     int null = open("/dev/null", O_RDWR);
     if (null < 0 || dup2(null, 0) < 0 || dup2(out, 1) < 0 || dup2(null, 2) < 0)
@@ -43,16 +39,8 @@ child(int out, char **argv, const struct jail *j, const struct jail_options *o, 
         execv(argv[0], argv);
         _exit(127);
     }
-    const char *failed = jail_enter(j, o);
-    if (!failed)
-        failed = jail_limits(o);
-    if (!failed && syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
-        failed = "close_range";
-    if (failed)
-        _exit(125);
-    char *envp[] = {NULL};
-    execve(vmm_argv[0], vmm_argv, envp);
-    _exit(127);
+    jail_run_exec(j, 3);
+    _exit(125);
 }
 
 int main(int argc, char **argv)
@@ -76,29 +64,21 @@ int main(int argc, char **argv)
     int out[2];
     if (pipe2(out, O_CLOEXEC) < 0)
         return perror("pipe"), 1;
-    struct jail_options o;
-    struct jail j;
-    struct jail_vmm_argv strings;
-    char **vmm_argv = NULL;
+    static struct jail_run *j; /* static: vfork may clobber a local */
     double t0 = now_ms();
     pid_t pid;
     if (in_process) {
         struct wisp_err err = {0};
-        jail_init(&j);
-        if (jail_parse(ncmd, cmd, &o, &err) != 0 || jail_build(&j, &o, &err) < 0 ||
-            !(vmm_argv = jail_vmm_argv(&o, &strings))) {
+        if (!(j = jail_run_prepare(ncmd, cmd, &err))) {
             fprintf(stderr, "wisp-bench-spawn: %s\n", err.msg);
-            jail_remove(&j, &o);
             return 1;
         }
-        pid = (pid_t)syscall(SYS_clone,
-                             SIGCHLD | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWPID,
-                             NULL, NULL, NULL, NULL);
+        pid = jail_clone();
     } else {
         pid = vfork();
     }
     if (pid == 0)
-        child(out[1], cmd, in_process ? &j : NULL, &o, vmm_argv);
+        child(out[1], cmd, j);
     if (pid < 0)
         return perror("clone"), 1;
     close(out[1]);
@@ -112,11 +92,7 @@ int main(int argc, char **argv)
     }
     int status = 0;
     waitpid(pid, &status, 0);
-    if (in_process) {
-        jail_remove(&j, &o);
-        jail_options_free(&o);
-        free(vmm_argv);
-    }
+    jail_run_free(j, true);
     printf("wall_ms %.3f status %d\n", now_ms() - t0,
            WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
     return 0;

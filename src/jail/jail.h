@@ -112,4 +112,27 @@ void jail_release(struct jail *j);
 /* Removes what jail_build and jail_cgroups_create made (after the VM's last process ended). */
 void jail_remove(struct jail *j, const struct jail_options *o);
 
+/* run.c: a jail made in-process (wispd's VMs, wisp-oci's containers, bench/launch's in-proc):
+ * wisp-jailer's command line parsed and checked, the tree built and wisp-vmm's command line in
+ * it; then a fork-like clone into the jail's namespaces whose child takes wisp-jailer's child's
+ * steps and execs wisp-vmm. */
+struct jail_run {
+    struct jail jail;
+    struct jail_options opts;
+    struct jail_vmm_argv strings;
+    char **vmm_argv;
+};
+/* argv[0] is skipped, as by jail_parse. NULL with err (nothing made, nothing to free). */
+struct jail_run *jail_run_prepare(int argc, char **argv, struct wisp_err *err);
+/* Frees the run; with remove, the jail's tree and cgroups are removed too (the VM has ended),
+ * else kept (jail_release: someone removes it later). NULL is fine. */
+void jail_run_free(struct jail_run *r, bool remove);
+/* fork()'s semantics (SIGCHLD, a copy of the address space, no atfork handler) with new mount,
+ * ipc, uts and pid namespaces: the child is pid 1 of its own. */
+pid_t jail_clone(void);
+/* In the child: jail_enter, jail_limits, every fd from first_fd on marked close-on-exec, the
+ * exec of wisp-vmm with an empty environment. Returns only on failure: what failed (errno
+ * set), for jail_fail. System calls only. */
+const char *jail_run_exec(const struct jail_run *r, unsigned first_fd);
+
 #endif

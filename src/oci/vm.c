@@ -1,14 +1,11 @@
 /* A container's VM: sizing from config.json, cgroups, wisp-vmm's command line, the end. */
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/close_range.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/un.h>
@@ -191,66 +188,11 @@ static int jail_args(const struct oci_vm *vm, const struct oci_spec *spec,
     return n;
 }
 
-/* The in-process jail's parts, once its VMM has ended (or was never started): the jail's tree
- * removed, the parser's allocations freed. */
+/* The in-process jail, once its VMM has ended (or was never started): its tree removed. */
 static void jail_end(struct oci_vm *vm)
 {
-    if (vm->jail)
-        jail_remove(vm->jail, vm->jail_opts);
-    if (vm->jail_opts)
-        jail_options_free(vm->jail_opts);
-    free(vm->jail);
-    free(vm->jail_opts);
-    free(vm->jail_strings);
-    free(vm->vmm_argv);
-    vm->jail = NULL, vm->jail_opts = NULL, vm->jail_strings = NULL, vm->vmm_argv = NULL;
-}
-
-/* argv is wisp-jailer's command line: parsed and checked as wisp-jailer does it, and the jail's
- * tree built here (wispd does the same: docs/wispd.md, "The jail"). */
-static int jail_prepare(struct oci_vm *vm, const char *const *argv, struct wisp_err *err)
-{
-    struct wisp_err je = {0};
-    int argc = 0;
-    while (argv[argc])
-        argc++;
-    vm->jail = calloc(1, sizeof(*vm->jail));
-    vm->jail_opts = calloc(1, sizeof(*vm->jail_opts));
-    vm->jail_strings = calloc(1, sizeof(*vm->jail_strings));
-    if (!vm->jail || !vm->jail_opts || !vm->jail_strings) {
-        jail_end(vm);
-        return wisp_err_set(err, ENOMEM, "out of memory for the VMM's jail");
-    }
-    jail_init(vm->jail);
-    if (jail_parse(argc, (char **)argv, vm->jail_opts, &je) != 0) {
-        jail_end(vm);
-        return wisp_err_set(err, EINVAL, "the VMM's jail: %s", je.msg);
-    }
-    if (jail_build(vm->jail, vm->jail_opts, &je) < 0 ||
-        !(vm->vmm_argv = jail_vmm_argv(vm->jail_opts, vm->jail_strings))) {
-        jail_end(vm);
-        return wisp_err_set(err, je.errnum ? je.errnum : ENOMEM, "the VMM's jail: %s",
-                            je.msg[0] ? je.msg : "out of memory");
-    }
-    return 0;
-}
-
-/* The jailed child's steps between its clone (new mount, ipc, uts and pid namespaces: it is
- * pid 1 there, for --mount-proc) and the exec of wisp-vmm, as wisp-jailer's child takes them. */
-static void __attribute__((noreturn)) jail_exec(const struct oci_vm *vm)
-{
-    const char *failed = jail_enter(vm->jail, vm->jail_opts);
-    if (!failed)
-        failed = jail_limits(vm->jail_opts);
-    if (!failed && syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
-        failed = "close_range";
-    if (!failed) {
-        char *envp[] = {NULL};
-        execve(vm->vmm_argv[0], vm->vmm_argv, envp);
-        failed = vm->jail_opts->exec_file;
-    }
-    jail_fail("wisp-oci", failed);
-    _exit(127);
+    jail_run_free(vm->jail, true);
+    vm->jail = NULL;
 }
 
 /* wisp-vmm in the container's cgroups and state directory, ending with the monitor; jailed
@@ -260,18 +202,17 @@ static int spawn(struct oci_vm *vm, const struct oci_container *c, const struct 
                  const char *const *argv, struct wisp_err *err)
 {
     bool in_process = g->jail && !g->jailer_exec;
-    int r = in_process ? jail_prepare(vm, argv, err) : 0;
-    if (r < 0)
-        return r;
+    int argc = 0, r;
+    while (argv[argc])
+        argc++;
+    /* argv is wisp-jailer's command line: parsed and checked as wisp-jailer does it, and the
+     * jail's tree built here (wispd does the same: docs/wispd.md, "The jail") */
+    if (in_process && !(vm->jail = jail_run_prepare(argc, (char **)argv, err)))
+        return wisp_err_wrap(err, "the VMM's jail");
     int logfd = openat(c->dirfd, "vmm.log", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     /* jailed in-process: a fork-like clone into the jail's namespaces (this process has one
      * thread now: the signal forwarder starts later) */
-    vm->pid =
-        in_process
-            ? (pid_t)syscall(SYS_clone,
-                             SIGCHLD | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWPID,
-                             NULL, NULL, NULL, NULL)
-            : fork();
+    vm->pid = in_process ? jail_clone() : fork();
     if (vm->pid < 0) {
         r = wisp_err_sys(err, errno, in_process ? "clone (the jail's namespaces)" : "fork");
         if (logfd >= 0)
@@ -296,8 +237,10 @@ static int spawn(struct oci_vm *vm, const struct oci_container *c, const struct 
         dup2(null, 0);
         dup2(logfd >= 0 ? logfd : null, 1);
         dup2(logfd >= 0 ? logfd : null, 2);
-        if (in_process)
-            jail_exec(vm);
+        if (in_process) { /* wisp-jailer's child's steps, then wisp-vmm */
+            jail_fail("wisp-oci", jail_run_exec(vm->jail, 3));
+            _exit(127);
+        }
         execv(argv[0], (char *const *)argv);
         dprintf(2, "wisp-oci: cannot run %s: %s\n", argv[0], strerror(errno));
         _exit(127);

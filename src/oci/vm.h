@@ -11,9 +11,7 @@
 #include "state.h"
 #include "template.h"
 
-struct jail;
-struct jail_options;
-struct jail_vmm_argv;
+struct jail_run;
 
 /* How long a boot may take before the agent answers: Linux boots in 15-50 s on this project's
  * nested machines, under load more. */
@@ -49,10 +47,7 @@ struct oci_vm {
     struct oci_template tmpl;
     /* jailed in-process (libwisp_jail, from wisp-jailer's command line): what this process
      * made, removed once the VMM has ended */
-    struct jail *jail;
-    struct jail_options *jail_opts;
-    struct jail_vmm_argv *jail_strings;
-    char **vmm_argv;
+    struct jail_run *jail;
 };
 
 void oci_vm_init(struct oci_vm *vm, const struct oci_container *c, const struct oci_guest *g);

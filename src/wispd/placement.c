@@ -6,7 +6,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/close_range.h>
 #include <numaif.h>
 #include <sched.h>
 #include <signal.h>
@@ -16,7 +15,6 @@
 #include <sys/pidfd.h>
 #include <stdarg.h>
 #include <sys/resource.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "api/json.h"
@@ -292,7 +290,7 @@ static void build_argv(struct wispd *d, struct vm *vm, struct argv_builder *b)
             jail_file(b, vm, vm->restore_mem, "snapshot", "memory");
         }
         arg(b, "--");
-        if (vm->place.api_fd) {
+        if (!vm->place.jailer_exec) { /* wisp-jailer would close an inherited fd 3 */
             arg(b, "--api-sock-fd");
             arg(b, "3");
         } else {
@@ -362,49 +360,21 @@ static void remove_jail(struct wispd *d, struct vm *vm);
 
 static void free_jail(struct vm *vm)
 {
-    if (vm->place.jail) {
-        jail_release(vm->place.jail); /* its tree stays: remove_jail at the VM's end */
-        free(vm->place.jail);
-    }
-    if (vm->place.jail_opts) {
-        jail_options_free(vm->place.jail_opts);
-        free(vm->place.jail_opts);
-    }
-    free(vm->place.vmm_argv);
-    free(vm->place.vmm_strings);
+    jail_run_free(vm->place.jail, false); /* its tree stays: remove_jail at the VM's end */
     vm->place.jail = NULL;
-    vm->place.jail_opts = NULL;
-    vm->place.vmm_argv = NULL;
-    vm->place.vmm_strings = NULL;
 }
 
 /* Jailed in-process: wisp-jailer's arguments (argv, argc) parsed and checked as the jailer
  * does, the jail's tree made (the child enters it), wisp-vmm's command line in it. */
 static int jail_prepare(struct vm *vm, int argc, struct wisp_err *err)
 {
-    struct vm_place *pl = &vm->place;
-    pl->jail = malloc(sizeof(*pl->jail));
-    pl->jail_opts = malloc(sizeof(*pl->jail_opts));
-    pl->vmm_strings = malloc(sizeof(*pl->vmm_strings));
-    if (!pl->jail || !pl->jail_opts || !pl->vmm_strings) {
-        free(pl->jail_opts); /* not parsed: nothing in it to free */
-        pl->jail_opts = NULL;
-        return wisp_err_set(err, ENOMEM, "out of memory");
-    }
-    jail_init(pl->jail);
     struct wisp_err e = {0};
-    int r = jail_parse(argc, pl->argv, pl->jail_opts, &e);
-    if (r == 0)
-        r = jail_build(pl->jail, pl->jail_opts, &e);
-    if (r == 0 && !(pl->vmm_argv = jail_vmm_argv(pl->jail_opts, pl->vmm_strings)))
-        r = wisp_err_set(&e, ENOMEM, "out of memory");
-    if (r < 0) {
-        jail_remove(pl->jail, pl->jail_opts); /* what jail_build made */
-        /* a start that failed, as when wisp-vmm or wisp-jailer says why (a missing kernel is
-         * not a missing VM) */
+    vm->place.jail = jail_run_prepare(argc, vm->place.argv, &e);
+    /* a start that failed, as when wisp-vmm or wisp-jailer says why (a missing kernel is not a
+     * missing VM) */
+    if (!vm->place.jail)
         return wisp_err_set(err, e.errnum == ENOMEM ? ENOMEM : EIO, "%s: its jail: %s", vm->name,
                             e.msg);
-    }
     return 0;
 }
 
@@ -416,7 +386,6 @@ int placement_prepare(struct vm *vm, struct wisp_err *err)
     const char *vmm_cpus = json_string_value(json_object_get(pl, "vmm_cpus"));
     vm->place.jailed = vm_jailed(d, vm);
     vm->place.jailer_exec = vm->place.jailed && d->place.jailer;
-    vm->place.api_fd = !vm->place.jailer_exec;
     vm->place.has_vmm_cpus =
         vmm_cpus && cpulist_parse(vmm_cpus, (size_t)-1, &vm->place.vmm_cpus) == 0;
     if (vm->place.jailed) {
@@ -474,14 +443,9 @@ int placement_prepare(struct vm *vm, struct wisp_err *err)
 
 pid_t placement_fork(struct vm *vm)
 {
-    if (!vm->place.jail)
-        return fork();
-    /* glibc has no fork with flags: the raw clone copies the address space as fork does but
-     * runs no atfork handler, so the child makes system calls only until its exec (another
-     * of wispd's threads may hold a lock: jail/enter.c) */
-    return (pid_t)syscall(SYS_clone,
-                          SIGCHLD | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWPID, NULL,
-                          NULL, NULL, NULL);
+    /* jailed: no atfork handler runs, so the child makes system calls only until its exec
+     * (another of wispd's threads may hold a lock: jail/enter.c) */
+    return vm->place.jail ? jail_clone() : fork();
 }
 
 static void __attribute__((noreturn)) child_fail(const char *what)
@@ -511,17 +475,7 @@ void placement_child(struct vm *vm)
     /* jailed in-process: what wisp-jailer's child does, without the jailer staying outside
      * (wispd removes the jail at the VM's end), and no parent-death signal: the VM outlives
      * a wispd restart */
-    const char *failed = jail_enter(vm->place.jail, vm->place.jail_opts);
-    if (!failed)
-        failed = jail_limits(vm->place.jail_opts);
-    /* nothing inherited but the API socket (fd 3, child_exec) */
-    if (!failed && syscall(SYS_close_range, 4U, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
-        failed = "close_range";
-    if (failed)
-        child_fail(failed);
-    char *envp[] = {NULL};
-    execve(vm->place.vmm_argv[0], vm->place.vmm_argv, envp);
-    child_fail(vm->place.jail_opts->exec_file);
+    child_fail(jail_run_exec(vm->place.jail, 4)); /* fd 3: the API socket (child_exec) */
 }
 
 static void free_argv(struct vm *vm)

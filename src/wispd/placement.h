@@ -86,26 +86,20 @@ struct wispd_place {
     struct evloop_source *busy_timer;
 };
 
-struct jail;
-struct jail_options;
-struct jail_vmm_argv;
+struct jail_run;
 
 struct vm_place {
     bool jailed;      /* this run is jailed */
-    bool jailer_exec; /* by an external wisp-jailer (--jailer): vm->pid is the jailer's */
-    bool api_fd;      /* wispd binds the VM's API socket, the VMM gets it as fd 3
-                         (--api-sock-fd 3); not through an external jailer, which closes it */
+    bool jailer_exec; /* by an external wisp-jailer (--jailer): vm->pid is the jailer's; else
+                         wispd binds the VM's API socket and the VMM gets it as fd 3 */
     bool cgroup;      /* this run has cgroups (made and joined) */
     int numa_idx;     /* index into numa.nodes, or -1 */
     unsigned numa_vcpus;
     uint64_t numa_mib;
     char **argv; /* built by placement_prepare, freed by placement_join */
     /* jailed in-process: the jail made by placement_prepare (libwisp_jail, from the same
-     * arguments wisp-jailer takes), what the child does with it, freed by placement_join */
-    struct jail *jail;
-    struct jail_options *jail_opts;
-    struct jail_vmm_argv *vmm_strings;
-    char **vmm_argv;
+     * arguments wisp-jailer takes), which the child enters; freed by placement_join */
+    struct jail_run *jail;
     bool has_vmm_cpus;
     cpu_set_t vmm_cpus;
     unsigned long nodemask; /* for set_mempolicy(MPOL_BIND) in the child; 0: none */

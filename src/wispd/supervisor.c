@@ -568,7 +568,7 @@ int vm_start(struct vm *vm, struct api_request *req, struct wisp_err *err)
     int api_fd = -1;
     ret = net_vm_taps_up(vm, err);
     bool taps = ret == 0;
-    if (ret == 0 && vm->place.api_fd)
+    if (ret == 0 && !vm->place.jailer_exec) /* else wisp-vmm binds it in its jail */
         ret = api_fd = api_listen(vm, err);
     if (ret < 0) {
         close(go[0]);

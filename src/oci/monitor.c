@@ -208,6 +208,21 @@ static int prepare(struct oci_monitor_args *a, struct oci_vm *vm, struct wisp_ag
     ctr.c.seed_len = sizeof(seed);
     if (r == 0)
         r = wisp_agent_container_create(*agent, &ctr.c, deadline, err);
+    /* Restored: the guest may take the restore's vsock transport reset (docs/vsock.md,
+     * "Snapshots") after its agent accepted this connection, which the reset then closes (a
+     * CI run's oci-template: "no answer to CONTAINER_CREATE (connection closed)"). Once more
+     * on a new connection; a container that exists then is the first request's, whole (the
+     * agent answers after its last step, and adds no container whose setup failed). */
+    if ((r == -ECONNRESET || r == -EPIPE) && vm->restored) {
+        wisp_agent_close(*agent);
+        *agent = NULL;
+        *err = (struct wisp_err){0};
+        r = wisp_agent_connect(vm->vsock_path, deadline, agent, err);
+        if (r == 0)
+            r = wisp_agent_container_create(*agent, &ctr.c, deadline, err);
+        if (r == -EEXIST)
+            r = 0;
+    }
     oci_agent_container_free(&ctr);
     if (r < 0)
         return r;
